@@ -1,0 +1,37 @@
+# Two commands: `make demo` and `make test`. Both install what is missing first.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck unit bench deps clean
+
+deps: $(STAMP)
+	@bash .ci/system-deps.sh
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+lint: deps
+	$(BIN)/ruff check tailor broker tests bench
+	$(BIN)/ruff format --check tailor broker tests bench
+
+typecheck: deps
+	$(BIN)/mypy
+
+unit: deps
+	$(BIN)/pytest -q -p no:cacheprovider
+
+test: lint typecheck unit
+
+demo: deps
+	$(BIN)/python -m bench.demo
+
+bench: deps
+	$(BIN)/python -m bench.copy
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,159 @@
+"""The bearer-token dance of Distribution's token spec: fetch, cache per scope, refresh.
+
+GET with Basic credentials (or none, for anonymous pulls); OAuth2 POST with a
+refresh token when we hold one (an identity token from config.json, or one the
+token server handed back). Tokens are cached per (realm, service, scopes) until
+shortly before they expire.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import requests
+
+from tailor.authn import Credentials
+from tailor.challenge import Challenge
+from tailor.errors import AuthError, Unauthorized
+
+__all__ = ["MAX_TOKEN_RESPONSE", "TokenSource", "check_realm"]
+
+# A token response is a few KiB; a larger one is a broken or hostile server.
+MAX_TOKEN_RESPONSE = 64 * 1024
+_MIN_LIFETIME = 60
+_CLIENT_ID = "tailor"
+
+Send = Callable[..., requests.Response]
+
+
+def check_realm(realm: str, registry: str, insecure: Callable[[str], bool]) -> str:
+    """Refuse a realm we must not send credentials to; return it unchanged when fine."""
+    try:
+        parts = urlsplit(realm)
+        port = parts.port
+    except ValueError:
+        raise AuthError(f"registry {registry} names an unreadable token realm") from None
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise AuthError(f"registry {registry} names a token realm that is not an http(s) URL")
+    if parts.username or parts.password:
+        raise AuthError(f"registry {registry} names a token realm with credentials in it")
+    if parts.scheme == "http":
+        # Plain HTTP would expose the password: only for hosts the operator marked insecure.
+        netloc = parts.hostname + (f":{port}" if port else "")
+        if not (insecure(netloc) or insecure(parts.hostname)):
+            raise AuthError(
+                f"registry {registry} names a plain-HTTP token realm {netloc}; "
+                "mark it with --insecure-registry to allow it"
+            )
+    return realm
+
+
+@dataclass
+class _Cached:
+    token: str
+    expires: float
+
+
+class TokenSource:
+    """Bearer tokens for one registry and one set of credentials."""
+
+    def __init__(
+        self,
+        registry: str,
+        credentials: Credentials,
+        send: Send,
+        insecure: Callable[[str], bool],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._registry = registry
+        self._credentials = credentials
+        self._send = send
+        self._insecure = insecure
+        self._clock = clock
+        self._refresh_token = credentials.identity_token
+        self._cache: dict[tuple[str, str, frozenset[str]], _Cached] = {}
+        self._lock = threading.Lock()
+        self.fetches = 0
+
+    def token(self, challenge: Challenge, scopes: Iterable[str], *, fresh: bool = False) -> str:
+        realm = challenge.params.get("realm", "")
+        service = challenge.params.get("service", "")
+        if not realm:
+            raise AuthError(f"registry {self._registry} sent a bearer challenge without a realm")
+        check_realm(realm, self._registry, self._insecure)
+        key = (realm, service, frozenset(scopes))
+        with self._lock:
+            cached = self._cache.get(key)
+            if cached and not fresh and cached.expires > self._clock():
+                return cached.token
+        token, lifetime = self._fetch(realm, service, sorted(key[2]))
+        # Refresh a little early so a token never expires mid-request.
+        margin = min(30.0, lifetime / 10)
+        with self._lock:
+            self._cache[key] = _Cached(token, self._clock() + lifetime - margin)
+        return token
+
+    def _fetch(self, realm: str, service: str, scopes: list[str]) -> tuple[str, float]:
+        self.fetches += 1
+        if self._refresh_token:
+            response = self._oauth2(realm, service, scopes)
+            if response.status_code in (404, 405) and self._credentials.username:
+                response.close()
+                response = self._basic_get(realm, service, scopes)
+        else:
+            response = self._basic_get(realm, service, scopes)
+        return self._read(response, realm)
+
+    def _oauth2(self, realm: str, service: str, scopes: list[str]) -> requests.Response:
+        form = {
+            "grant_type": "refresh_token",
+            "refresh_token": self._refresh_token,
+            "service": service,
+            "client_id": _CLIENT_ID,
+            "scope": " ".join(scopes),
+        }
+        return self._send("POST", realm, data=form, stream=True, allow_redirects=False)
+
+    def _basic_get(self, realm: str, service: str, scopes: list[str]) -> requests.Response:
+        params: list[tuple[str, str]] = [("service", service)] if service else []
+        params += [("scope", s) for s in scopes]
+        creds = self._credentials
+        auth = (creds.username, creds.password) if creds.username else None
+        return self._send(
+            "GET", realm, params=params, auth=auth, stream=True, allow_redirects=False
+        )
+
+    def _read(self, response: requests.Response, realm: str) -> tuple[str, float]:
+        host = urlsplit(realm).netloc
+        with response:
+            if response.status_code in (401, 403):
+                raise Unauthorized(
+                    response.status_code, f"token server {host} refused the credentials"
+                )
+            if response.status_code != 200:
+                raise AuthError(f"token server {host} answered HTTP {response.status_code}")
+            body = b""
+            for chunk in response.iter_content(16384):
+                body += chunk
+                if len(body) > MAX_TOKEN_RESPONSE:
+                    raise AuthError(f"token server {host} sent an oversized token response")
+        try:
+            data = json.loads(body)
+            if not isinstance(data, dict):
+                raise ValueError
+        except ValueError:
+            raise AuthError(f"token server {host} sent an unreadable token response") from None
+        token = data.get("token") or data.get("access_token")
+        if not isinstance(token, str) or not token:
+            raise AuthError(f"token server {host} sent no token")
+        refresh = data.get("refresh_token")
+        if isinstance(refresh, str) and refresh:
+            self._refresh_token = refresh
+        expires_in = data.get("expires_in")
+        lifetime = float(expires_in) if isinstance(expires_in, int | float) else _MIN_LIFETIME
+        return token, max(lifetime, _MIN_LIFETIME)

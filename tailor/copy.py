@@ -1,0 +1,218 @@
+"""The copy loop: every blob first (in parallel), then child manifests, the top one last.
+
+A blob the destination already has is never downloaded: it is found with HEAD in
+the target repository, or mounted from another repository of the same registry
+that is known to hold it, and only otherwise streamed GET -> PUT. Because the
+top manifest goes last, a copy that fails anywhere publishes no tag.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+
+from tailor.blobcache import BlobLocations, MemoryLocations
+from tailor.blobstream import VerifiedBlobStream
+from tailor.errors import (
+    Denied,
+    DigestMismatch,
+    ManifestError,
+    NotFound,
+    TransportError,
+    Unauthorized,
+)
+from tailor.manifest import Descriptor, Manifest, Platform
+from tailor.progress import Progress, SilentProgress
+from tailor.registry import Repository
+
+__all__ = ["CopyOptions", "CopyResult", "CopyStats", "copy_image", "resolve_image"]
+
+_MAX_MOUNT_TRIES = 3
+_BLOB_ATTEMPTS = 3
+_MAX_DEPTH = 2
+
+
+@dataclass
+class CopyOptions:
+    jobs: int = 4
+    platform: Platform | None = None
+    locations: BlobLocations = field(default_factory=MemoryLocations)
+    progress: Progress = field(default_factory=SilentProgress)
+    mount_from: Sequence[str] = ()
+    """Repositories of the destination registry worth trying as mount sources first."""
+
+
+@dataclass
+class CopyStats:
+    blobs_present: int = 0
+    blobs_mounted: int = 0
+    blobs_copied: int = 0
+    bytes_downloaded: int = 0
+    resumes: int = 0
+    manifests: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, **counts: int) -> None:
+        with self._lock:
+            for name, value in counts.items():
+                setattr(self, name, getattr(self, name) + value)
+
+
+@dataclass(frozen=True)
+class CopyResult:
+    digest: str
+    reference: str
+    manifest: Manifest
+    stats: CopyStats
+
+
+def _pick(src: Repository, manifest: Manifest, platform: Platform | None) -> Manifest:
+    """With a platform, descend from an index to that platform's image manifest."""
+    depth = 0
+    while platform and manifest.is_index:
+        depth += 1
+        if depth > _MAX_DEPTH:
+            raise ManifestError("index nesting is too deep")
+        manifest = src.get_manifest(manifest.select(platform).digest)
+    return manifest
+
+
+def resolve_image(src: Repository, identifier: str, platform: Platform | None = None) -> Manifest:
+    """The manifest ``identifier`` names (narrowed to ``platform`` when given)."""
+    return _pick(src, src.get_manifest(identifier), platform)
+
+
+def _plan(src: Repository, top: Manifest) -> tuple[list[Manifest], list[Descriptor]]:
+    """Manifests to push, children before parents, and the distinct blobs they need."""
+    manifests: list[Manifest] = []
+    blobs: dict[str, Descriptor] = {}
+
+    def visit(manifest: Manifest, depth: int) -> None:
+        if manifest.is_index:
+            if depth > _MAX_DEPTH:
+                raise ManifestError("index nesting is too deep")
+            for child in manifest.children:
+                visit(src.get_manifest(child.digest), depth + 1)
+        else:
+            for desc in manifest.blobs():
+                blobs.setdefault(desc.digest, desc)
+        manifests.append(manifest)
+
+    visit(top, 0)
+    return manifests, list(blobs.values())
+
+
+class _BlobCopier:
+    def __init__(self, src: Repository, dst: Repository, options: CopyOptions, stats: CopyStats):
+        self.src, self.dst, self.options, self.stats = src, dst, options, stats
+        self.dst_registry = dst.transport.registry
+        self.same_registry = src.transport.registry == self.dst_registry
+        self.cancelled = threading.Event()
+
+    def _mount_sources(self, digest: str) -> list[str]:
+        seen: list[str] = []
+        hints = list(self.options.mount_from)
+        if self.same_registry:
+            hints.insert(0, self.src.name)
+        known = self.options.locations.candidates(self.dst_registry, digest, self.dst.name)
+        for repo in [*hints, *known]:
+            if repo != self.dst.name and repo not in seen:
+                seen.append(repo)
+        return seen[:_MAX_MOUNT_TRIES]
+
+    def copy(self, desc: Descriptor) -> None:
+        progress = self.options.progress
+        progress.start(desc.digest, desc.size)
+        how = self._place(desc)
+        self.options.locations.record(self.dst_registry, desc.digest, self.dst.name)
+        if how == "copied":
+            self.options.locations.record(self.src.transport.registry, desc.digest, self.src.name)
+        progress.finish(desc.digest, how)
+
+    def _place(self, desc: Descriptor) -> str:
+        if self.dst.has_blob(desc.digest):
+            self.stats.add(blobs_present=1)
+            return "present"
+        upload: str | None = None
+        for source in self._mount_sources(desc.digest):
+            try:
+                leftover = self.dst.mount_blob(desc.digest, source)
+            except (Unauthorized, Denied, NotFound):
+                self.options.locations.forget(self.dst_registry, desc.digest, source)
+                continue
+            if leftover is None:
+                self.stats.add(blobs_mounted=1)
+                return "mounted"
+            # The registry could not mount and opened a plain upload instead.
+            self.options.locations.forget(self.dst_registry, desc.digest, source)
+            if upload:
+                self.dst.cancel_upload(upload)
+            upload = leftover
+        self._upload(desc, upload)
+        self.stats.add(blobs_copied=1)
+        return "copied"
+
+    def _advance(self, digest: str, n: int) -> None:
+        if self.cancelled.is_set():
+            # Another blob failed: stop streaming this one, the copy is lost anyway.
+            raise TransportError("copy cancelled")
+        self.options.progress.advance(digest, n)
+
+    def _upload(self, desc: Descriptor, location: str | None) -> None:
+        for attempt in range(1, _BLOB_ATTEMPTS + 1):
+            stream = VerifiedBlobStream(
+                lambda offset: self.src.open_blob(desc.digest, offset),
+                desc.digest,
+                desc.size,
+                on_bytes=lambda n: self._advance(desc.digest, n),
+            )
+            try:
+                self.dst.finish_upload(location or self.dst.start_upload(), desc.digest, stream)
+                return
+            except TransportError:
+                # The destination side broke mid-PUT: start a fresh upload session.
+                if attempt == _BLOB_ATTEMPTS:
+                    raise
+                location = None
+            finally:
+                self.stats.add(bytes_downloaded=stream.received, resumes=stream.resumed)
+
+
+def copy_image(
+    src: Repository,
+    identifier: str,
+    dst: Repository,
+    dst_identifier: str | None,
+    options: CopyOptions | None = None,
+) -> CopyResult:
+    """Copy ``src:identifier`` to ``dst``; tag it ``dst_identifier`` (or push by digest)."""
+    options = options or CopyOptions()
+    stats = CopyStats()
+    top = resolve_image(src, identifier, options.platform)
+    if dst_identifier and dst_identifier.startswith("sha256:") and dst_identifier != top.digest:
+        raise DigestMismatch(
+            f"digest mismatch: destination names {dst_identifier}, source is {top.digest}"
+        )
+    manifests, blobs = _plan(src, top)
+    copier = _BlobCopier(src, dst, options, stats)
+    with ThreadPoolExecutor(max_workers=max(1, options.jobs)) as pool:
+        futures = [pool.submit(copier.copy, desc) for desc in blobs]
+        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        failed = [f.exception() for f in futures if f in done and f.exception() is not None]
+        if failed:
+            copier.cancelled.set()
+            for future in pending:
+                future.cancel()
+            wait(pending)
+            first = failed[0]
+            assert first is not None
+            raise first
+    for manifest in manifests[:-1]:
+        dst.put_manifest(manifest.digest, manifest)
+        stats.add(manifests=1)
+    dst.put_manifest(dst_identifier or top.digest, top)
+    stats.add(manifests=1)
+    reference = f"{dst}@{top.digest}"
+    return CopyResult(top.digest, reference, top, stats)

@@ -1,0 +1,281 @@
+"""HTTP to one registry: scheme, ping and challenge, Basic or Bearer, retries, redirects.
+
+Security decisions kept here, in one place:
+- plain HTTP only for hosts the operator named insecure;
+- Authorization goes only to the registry's own host[:port]; a redirect anywhere
+  else (blob storage) is followed without it;
+- error bodies and token responses are read with a size cap.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import requests
+import requests.adapters
+
+from tailor import __version__
+from tailor.authn import Credentials
+from tailor.bearer import TokenSource
+from tailor.challenge import Challenge, parse_challenge
+from tailor.errors import (
+    AuthError,
+    Denied,
+    ErrorDetail,
+    NotFound,
+    RegistryError,
+    TransportError,
+    Unauthorized,
+)
+from tailor.retry import RETRYABLE_STATUS, RetryPolicy, parse_retry_after
+
+__all__ = ["InsecureHosts", "Transport", "pull_scope", "push_scope"]
+
+_MAX_ERROR_BODY = 64 * 1024
+_MAX_REDIRECTS = 5
+_REDIRECTS = (301, 302, 303, 307, 308)
+_NETWORK_ERRORS = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+)
+USER_AGENT = f"tailor/{__version__}"
+
+
+def pull_scope(repository: str) -> str:
+    return f"repository:{repository}:pull"
+
+
+def push_scope(repository: str) -> str:
+    return f"repository:{repository}:pull,push"
+
+
+class InsecureHosts:
+    """The ``--insecure-registry`` list: ``host`` matches every port, ``host:port`` one."""
+
+    def __init__(self, hosts: Iterable[str] = ()) -> None:
+        self._hosts = {h.strip().lower().rstrip("/") for h in hosts if h.strip()}
+
+    def __call__(self, netloc: str) -> bool:
+        netloc = netloc.lower()
+        host = netloc.rsplit(":", 1)[0] if not netloc.endswith("]") else netloc
+        return netloc in self._hosts or host in self._hosts
+
+
+_NO_INSECURE = InsecureHosts()
+_DEFAULT_POLICY = RetryPolicy()
+
+
+def _details(response: requests.Response) -> list[ErrorDetail]:
+    """The registry's error codes, read with a cap; an unreadable body gives none."""
+    try:
+        body = response.raw.read(_MAX_ERROR_BODY, decode_content=True) if response.raw else b""
+        data = json.loads(body or b"{}")
+        errors = data.get("errors") if isinstance(data, dict) else None
+    except (ValueError, OSError, requests.RequestException, AttributeError):
+        return []
+    out = []
+    for item in errors if isinstance(errors, list) else []:
+        if isinstance(item, dict) and isinstance(item.get("code"), str):
+            message = item.get("message")
+            out.append(ErrorDetail(item["code"][:64], str(message or "")[:200]))
+    return out
+
+
+def raise_for(response: requests.Response, what: str) -> None:
+    """Turn an error status into a typed error carrying the registry's codes."""
+    status = response.status_code
+    details = _details(response)
+    response.close()
+    cls = {401: Unauthorized, 403: Denied, 404: NotFound}.get(status, RegistryError)
+    raise cls(status, what, details)
+
+
+class Transport:
+    """Requests to one registry endpoint with one set of credentials."""
+
+    def __init__(
+        self,
+        registry: str,
+        credentials: Credentials,
+        insecure: Callable[[str], bool] = _NO_INSECURE,
+        *,
+        policy: RetryPolicy = _DEFAULT_POLICY,
+        timeout: tuple[float, float] = (10.0, 120.0),
+        pool_size: int = 16,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.registry = registry
+        self.scheme = "http" if insecure(registry) else "https"
+        self.base_url = f"{self.scheme}://{registry}"
+        self._netloc = urlsplit(self.base_url).netloc.lower()
+        self._credentials = credentials
+        self._policy = policy
+        self._timeout = timeout
+        self._pool_size = pool_size
+        self._sleep = sleep
+        self._local = threading.local()
+        self._ping_lock = threading.Lock()
+        self._challenge: Challenge | None = None
+        self._pinged = False
+        self.tokens = TokenSource(registry, credentials, self.send, insecure)
+
+    # -- plain sending, with retries -------------------------------------------------------
+
+    def session(self) -> requests.Session:
+        """One session per thread: requests.Session is not documented as thread-safe."""
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.trust_env = False  # no proxies or .netrc credentials from the environment
+            adapter = requests.adapters.HTTPAdapter(
+                pool_connections=4, pool_maxsize=self._pool_size, max_retries=0
+            )
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            session.headers["User-Agent"] = USER_AGENT
+            self._local.session = session
+        return session
+
+    def send(
+        self, method: str, url: str, *, retry: bool = True, **kwargs: Any
+    ) -> requests.Response:
+        """Send once, or with backoff on network errors and 408/429/5xx when ``retry``."""
+        kwargs.setdefault("timeout", self._timeout)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = self.session().request(method, url, **kwargs)
+            except _NETWORK_ERRORS as exc:
+                delay = self._policy.delay(attempt) if retry else None
+                if delay is None:
+                    host = urlsplit(url).netloc
+                    raise TransportError(
+                        f"cannot reach {host}: {type(exc).__name__} after {attempt} attempt(s)"
+                    ) from None
+                self._sleep(delay)
+                continue
+            if response.status_code not in RETRYABLE_STATUS or not retry:
+                return response
+            wait = parse_retry_after(response.headers.get("Retry-After"))
+            delay = self._policy.delay(attempt, wait)
+            if delay is None:
+                return response
+            response.close()
+            self._sleep(delay)
+
+    # -- authentication ---------------------------------------------------------------------
+
+    def ping(self) -> Challenge | None:
+        """GET /v2/ once, to learn how this registry wants us to authenticate."""
+        with self._ping_lock:
+            if self._pinged:
+                return self._challenge
+            url = f"{self.base_url}/v2/"
+            response = self.send("GET", url, allow_redirects=False)
+            with response:
+                if response.status_code == 401:
+                    self._challenge = parse_challenge(response.headers.get("WWW-Authenticate"))
+                    if self._challenge is None:
+                        raise AuthError(f"registry {self.registry} sent 401 without a challenge")
+                elif response.status_code != 200:
+                    raise_for(response, f"registry {self.registry} (GET /v2/)")
+            self._pinged = True
+            return self._challenge
+
+    def _authorization(self, scopes: Sequence[str], fresh: bool = False) -> str | None:
+        challenge = self.ping()
+        if challenge is None:
+            return None
+        creds = self._credentials
+        if challenge.scheme == "basic":
+            if not creds.username:
+                return None
+            # requests builds the header; we only decide that it may be sent.
+            request = requests.Request("GET", self.base_url, auth=(creds.username, creds.password))
+            return request.prepare().headers.get("Authorization")
+        if challenge.scheme == "bearer":
+            return "Bearer " + self.tokens.token(challenge, scopes, fresh=fresh)
+        raise AuthError(f"registry {self.registry} asks for unsupported auth {challenge.scheme!r}")
+
+    def _same_host(self, url: str) -> bool:
+        return urlsplit(url).netloc.lower() == self._netloc
+
+    # -- the one entry point operations use ------------------------------------------------
+
+    def url(self, path: str) -> str:
+        return f"{self.base_url}{path}"
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        scopes: Sequence[str],
+        what: str,
+        ok: Sequence[int] = (200,),
+        headers: Mapping[str, str] | None = None,
+        retry: bool = True,
+        **kwargs: Any,
+    ) -> requests.Response:
+        """Send with auth, re-authenticating once on 401; raise a typed error unless ``ok``."""
+        if not url.startswith(("http://", "https://")):
+            url = self.url(url)
+        fresh = False
+        scope_list = list(scopes)
+        for _ in range(2):
+            response = self._follow(method, url, scope_list, fresh, headers, retry, kwargs)
+            if response.status_code != 401 or self._challenge is None:
+                break
+            if self._challenge.scheme != "bearer":
+                break
+            # Token expired, or the registry wants more scope than we asked for: ask once more.
+            again = parse_challenge(response.headers.get("WWW-Authenticate"))
+            if again is not None and again.scheme == "bearer":
+                scope_list = sorted(set(scope_list) | set(again.scopes))
+            if fresh:
+                break
+            response.close()
+            fresh = True
+        if response.status_code not in ok:
+            raise_for(response, what)
+        return response
+
+    def _follow(
+        self,
+        method: str,
+        url: str,
+        scopes: list[str],
+        fresh: bool,
+        headers: Mapping[str, str] | None,
+        retry: bool,
+        kwargs: dict[str, Any],
+    ) -> requests.Response:
+        for _ in range(_MAX_REDIRECTS + 1):
+            merged = dict(headers or {})
+            if self._same_host(url):
+                authorization = self._authorization(scopes, fresh)
+                if authorization:
+                    merged["Authorization"] = authorization
+            # Cross-host (blob storage): no Authorization, ever.
+            response = self.send(
+                method, url, headers=merged, allow_redirects=False, retry=retry, **kwargs
+            )
+            if response.status_code not in _REDIRECTS or method not in ("GET", "HEAD"):
+                return response
+            location = response.headers.get("Location")
+            if not location:
+                return response
+            response.close()
+            url = urljoin(url, location)
+            if urlsplit(url).scheme not in ("http", "https"):
+                raise TransportError(f"registry {self.registry} redirected to a non-HTTP URL")
+            if self.scheme == "https" and urlsplit(url).scheme == "http":
+                raise TransportError(f"registry {self.registry} redirected from HTTPS to HTTP")
+        raise TransportError(f"registry {self.registry}: too many redirects")

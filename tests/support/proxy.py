@@ -1,0 +1,201 @@
+"""A counting, fault-injecting reverse proxy in front of a real registry (test-only).
+
+It forwards every request unchanged (Host included, so the registry's Location
+headers point back at the proxy), counts blob downloads, and on request cuts a
+blob download half-way, flips a byte in one, answers with retryable errors, or
+redirects blob GETs to a separate "storage" host.
+"""
+
+from __future__ import annotations
+
+import http.client
+import re
+import threading
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+_BLOB_GET = re.compile(r"^/v2/(.+)/blobs/(sha256:[a-f0-9]{64})$")
+_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "proxy-connection"}
+
+
+@dataclass
+class Faults:
+    cut_once: set[str] = field(default_factory=set)  # digests: cut the first download mid-way
+    corrupt: set[str] = field(default_factory=set)  # digests: flip one byte, every time
+    statuses: list[tuple[int, dict[str, str]]] = field(default_factory=list)  # served first
+    redirect_to: str | None = None  # "http://host:port": 307 blob GETs there
+
+
+class Proxy:
+    def __init__(self, backend: str, host: str = "127.0.0.1") -> None:
+        self.backend = backend
+        self.faults = Faults()
+        self.blob_gets: Counter[str] = Counter()
+        self.blob_bytes = 0
+        self.requests: list[tuple[str, str, dict[str, str]]] = []
+        self.ranges: list[str] = []
+        self._lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                proxy._handle(self)
+
+            do_HEAD = do_GET
+            do_PUT = do_GET
+            do_POST = do_GET
+            do_PATCH = do_GET
+            do_DELETE = do_GET
+
+        self.httpd = ThreadingHTTPServer((host, 0), Handler)
+        self.httpd.daemon_threads = True
+        self.host = f"{host}:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def _handle(self, h: BaseHTTPRequestHandler) -> None:
+        path = h.path.split("?", 1)[0]
+        headers = {k: v for k, v in h.headers.items() if k.lower() not in _HOP}
+        with self._lock:
+            self.requests.append((h.command, h.path, dict(h.headers.items())))
+            injected = self.faults.statuses.pop(0) if self.faults.statuses else None
+        if injected:
+            status, extra = injected
+            h.send_response(status)
+            for k, v in extra.items():
+                h.send_header(k, v)
+            h.send_header("Content-Length", "0")
+            h.end_headers()
+            return
+        body = None
+        length = h.headers.get("Content-Length")
+        if length:
+            body = h.rfile.read(int(length))
+        elif h.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            body = _read_chunked(h)
+        blob = _BLOB_GET.match(path) if h.command == "GET" else None
+        if blob and self.faults.redirect_to:
+            h.send_response(307)
+            h.send_header("Location", f"{self.faults.redirect_to}/storage/{blob.group(2)}")
+            h.send_header("Content-Length", "0")
+            h.end_headers()
+            return
+        conn = http.client.HTTPConnection(self.backend, timeout=60)
+        conn.request(h.command, h.path, body=body, headers=headers)
+        resp = conn.getresponse()
+        digest = blob.group(2) if blob and resp.status in (200, 206) else None
+        if digest:
+            with self._lock:
+                self.blob_gets[digest] += 1
+                if "Range" in h.headers:
+                    self.ranges.append(h.headers["Range"])
+        h.send_response(resp.status)
+        for k, v in resp.getheaders():
+            if k.lower() not in _HOP:
+                h.send_header(k, v)
+        if resp.getheader("Content-Length") is None and h.command != "HEAD":
+            h.send_header("Connection", "close")
+            h.close_connection = True
+        h.end_headers()
+        if h.command == "HEAD":
+            conn.close()
+            return
+        cut = False
+        if digest:
+            with self._lock:
+                cut = digest in self.faults.cut_once
+                self.faults.cut_once.discard(digest)
+        self._pipe(h, resp, digest, cut)
+        conn.close()
+
+    def _pipe(
+        self,
+        h: BaseHTTPRequestHandler,
+        resp: http.client.HTTPResponse,
+        digest: str | None,
+        cut: bool,
+    ) -> None:
+        total = int(resp.getheader("Content-Length") or 0)
+        sent = 0
+        corrupt = digest is not None and digest in self.faults.corrupt
+        while True:
+            chunk = resp.read(65536)
+            if not chunk:
+                break
+            if corrupt and sent == 0:
+                chunk = bytes([chunk[0] ^ 0xFF]) + chunk[1:]
+            if cut and sent + len(chunk) > total // 2:
+                chunk = chunk[: max(0, total // 2 - sent)]
+                h.wfile.write(chunk)
+                h.wfile.flush()
+                with self._lock:
+                    self.blob_bytes += len(chunk)
+                # Drop the connection mid-body, as a broken network would.
+                h.close_connection = True
+                h.connection.shutdown(2)
+                return
+            h.wfile.write(chunk)
+            sent += len(chunk)
+            if digest:
+                with self._lock:
+                    self.blob_bytes += len(chunk)
+
+
+def _read_chunked(h: BaseHTTPRequestHandler) -> bytes:
+    out = b""
+    while True:
+        size = int(h.rfile.readline().split(b";")[0], 16)
+        if size == 0:
+            h.rfile.readline()
+            return out
+        out += h.rfile.read(size)
+        h.rfile.readline()
+
+
+class Storage:
+    """A blob "storage host" serving a registry's blob files straight from disk.
+
+    Records the Authorization header of every request, so a test can prove none
+    was forwarded across hosts.
+    """
+
+    def __init__(self, blob_path: Callable[[str], Path], host: str = "127.0.0.2") -> None:
+        self.authorizations: list[str | None] = []
+        self.hits = 0
+        storage = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                storage.authorizations.append(self.headers.get("Authorization"))
+                storage.hits += 1
+                digest = self.path.rsplit("/", 1)[-1]
+                data = blob_path(digest).read_bytes()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer((host, 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://{host}:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
