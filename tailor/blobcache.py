@@ -9,6 +9,7 @@ is a hint: a failed mount only costs one request, and stale rows are dropped.
 
 from __future__ import annotations
 
+import itertools
 import os
 import sqlite3
 import threading
@@ -43,7 +44,8 @@ class MemoryLocations:
     """The same record for one process only (tests, or when no cache file is wanted)."""
 
     def __init__(self) -> None:
-        self._seen: dict[tuple[str, str], dict[str, float]] = {}
+        self._seen: dict[tuple[str, str], dict[str, int]] = {}
+        self._tick = itertools.count()
         self._lock = threading.Lock()
 
     def candidates(self, registry: str, digest: str, exclude: str) -> list[str]:
@@ -54,7 +56,8 @@ class MemoryLocations:
 
     def record(self, registry: str, digest: str, repository: str) -> None:
         with self._lock:
-            self._seen.setdefault((registry, digest), {})[repository] = time.time()
+            # A counter, not the clock: two records in one clock tick still rank.
+            self._seen.setdefault((registry, digest), {})[repository] = next(self._tick)
 
     def forget(self, registry: str, digest: str, repository: str) -> None:
         with self._lock:
@@ -82,7 +85,7 @@ class SqliteLocations:
         with self._lock, closing(self._connect()) as db:
             rows: Iterable[tuple[str]] = db.execute(
                 "SELECT repository FROM blob_locations WHERE registry=? AND digest=?"
-                " AND repository<>? ORDER BY seen DESC LIMIT ?",
+                " AND repository<>? ORDER BY seen DESC, rowid DESC LIMIT ?",
                 (registry, digest, exclude, _KEEP_PER_BLOB),
             )
             return [r[0] for r in rows]

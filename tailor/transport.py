@@ -227,6 +227,8 @@ class Transport:
         """Send with auth, re-authenticating once on 401; raise a typed error unless ``ok``."""
         if not url.startswith(("http://", "https://")):
             url = self.url(url)
+        # Streamed, so an error body can be read with a cap and large bodies never buffer.
+        kwargs.setdefault("stream", True)
         fresh = False
         scope_list = list(scopes)
         for _ in range(2):

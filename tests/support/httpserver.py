@@ -1,0 +1,51 @@
+"""A little real HTTP server on loopback whose behaviour is one plain handler function."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+Handler = Callable[[BaseHTTPRequestHandler], None]
+
+
+def reply(
+    h: BaseHTTPRequestHandler, status: int, body: bytes = b"", headers: dict[str, str] | None = None
+) -> None:
+    h.send_response(status)
+    for k, v in (headers or {}).items():
+        h.send_header(k, v)
+    h.send_header("Content-Length", str(len(body)))
+    h.end_headers()
+    if h.command != "HEAD":
+        h.wfile.write(body)
+
+
+@contextmanager
+def serve(handler: Handler, host: str = "127.0.0.1") -> Iterator[str]:
+    """Yield ``host:port`` of a server calling ``handler`` for every request."""
+
+    class H(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            handler(self)
+
+        do_HEAD = do_GET
+        do_POST = do_GET
+        do_PUT = do_GET
+        do_DELETE = do_GET
+
+    httpd = ThreadingHTTPServer((host, 0), H)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield f"{host}:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

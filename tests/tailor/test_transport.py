@@ -1,0 +1,215 @@
+"""Auth, retries and redirects of the transport, against little real HTTP servers."""
+
+from __future__ import annotations
+
+import base64
+import json
+from http.server import BaseHTTPRequestHandler
+
+import pytest
+
+from tailor.authn import ANONYMOUS, Credentials
+from tailor.bearer import check_realm
+from tailor.challenge import Challenge
+from tailor.errors import AuthError, NotFound, RegistryError, TransportError, Unauthorized
+from tailor.retry import RetryPolicy
+from tailor.transport import InsecureHosts, Transport
+from tests.support.httpserver import reply, serve
+
+NO_WAIT = RetryPolicy(attempts=4, base=0.001, cap=0.002, max_retry_after=0.01)
+
+
+def test_insecure_hosts_match_host_or_host_port() -> None:
+    insecure = InsecureHosts(["reg.local", "10.0.0.1:5000"])
+    assert insecure("reg.local:443") and insecure("reg.local")
+    assert insecure("10.0.0.1:5000") and not insecure("10.0.0.1:5001")
+    assert not insecure("other.local")
+
+
+@pytest.mark.parametrize(
+    ("realm", "ok"),
+    [
+        ("https://auth.example/token", True),
+        ("http://reg.local:81/token", True),  # marked insecure
+        ("http://auth.example/token", False),
+        ("ftp://auth.example/token", False),
+        ("https://user:pw@auth.example/token", False),
+        ("https:///token", False),
+        ("not a url", False),
+    ],
+)
+def test_realm_checks(realm: str, ok: bool) -> None:
+    insecure = InsecureHosts(["reg.local"])
+    if ok:
+        assert check_realm(realm, "r", insecure) == realm
+    else:
+        with pytest.raises(AuthError):
+            check_realm(realm, "r", insecure)
+
+
+class TokenRegistry:
+    """A registry speaking bearer auth and its token endpoint, on one little server."""
+
+    def __init__(self, lifetime: int = 300) -> None:
+        self.token_calls: list[dict[str, list[str]]] = []
+        self.issued = 0
+        self.revoked: set[str] = set()
+        self.lifetime = lifetime
+        self.need_extra_scope = False
+        self.host = ""
+
+    def handler(self, h: BaseHTTPRequestHandler) -> None:
+        from urllib.parse import parse_qs, urlsplit
+
+        url = urlsplit(h.path)
+        if url.path == "/token":
+            self.token_calls.append(parse_qs(url.query))
+            self.issued += 1
+            token = f"tok{self.issued}"
+            body = json.dumps({"token": token, "expires_in": self.lifetime}).encode()
+            reply(h, 200, body)
+            return
+        auth = h.headers.get("Authorization", "")
+        challenge = f'Bearer realm="http://{self.host}/token",service="svc"'
+        if not auth.startswith("Bearer ") or auth[7:] in self.revoked:
+            reply(h, 401, b"", {"WWW-Authenticate": challenge})
+            return
+        if self.need_extra_scope and auth[7:] == "tok1":
+            extra = 'scope="repository:a:pull repository:b:pull",error="insufficient_scope"'
+            reply(h, 401, b"", {"WWW-Authenticate": f"{challenge},{extra}"})
+            return
+        reply(h, 200, b"{}")
+
+
+def test_bearer_tokens_are_cached_per_scope_and_refetched_on_401() -> None:
+    fake = TokenRegistry()
+    with serve(fake.handler) as host:
+        fake.host = host
+        t = Transport(host, Credentials("u", "p"), InsecureHosts([host]), policy=NO_WAIT)
+        for _ in range(3):
+            t.request("GET", "/v2/a/manifests/x", scopes=["repository:a:pull"], what="m").close()
+        assert len(fake.token_calls) == 1
+        assert fake.token_calls[0]["scope"] == ["repository:a:pull"]
+        t.request("GET", "/v2/b/manifests/x", scopes=["repository:b:pull"], what="m").close()
+        assert len(fake.token_calls) == 2
+        # The registry stops accepting the cached token: one fresh fetch, then success.
+        fake.revoked.add("tok1")
+        t.request("GET", "/v2/a/manifests/x", scopes=["repository:a:pull"], what="m").close()
+        assert len(fake.token_calls) == 3
+
+
+def test_insufficient_scope_widens_the_token() -> None:
+    fake = TokenRegistry()
+    fake.need_extra_scope = True
+    with serve(fake.handler) as host:
+        fake.host = host
+        t = Transport(host, ANONYMOUS, InsecureHosts([host]), policy=NO_WAIT)
+        t.request("GET", "/v2/a/x", scopes=["repository:a:pull"], what="m").close()
+    assert fake.token_calls[-1]["scope"] == ["repository:a:pull", "repository:b:pull"]
+
+
+def test_expired_tokens_are_refreshed() -> None:
+    fake = TokenRegistry(lifetime=60)
+    with serve(fake.handler) as host:
+        fake.host = host
+        t = Transport(host, ANONYMOUS, InsecureHosts([host]), policy=NO_WAIT)
+        now = [1000.0]
+        t.tokens._clock = lambda: now[0]
+        challenge = Challenge("bearer", {"realm": f"http://{host}/token", "service": "svc"})
+        assert t.tokens.token(challenge, ["s"]) == "tok1"
+        now[0] += 30
+        assert t.tokens.token(challenge, ["s"]) == "tok1"
+        now[0] += 30  # within the refresh margin of the 60 s lifetime
+        assert t.tokens.token(challenge, ["s"]) == "tok2"
+
+
+def test_basic_auth_goes_to_the_registry_and_not_across_redirects() -> None:
+    seen: dict[str, list[str | None]] = {"registry": [], "storage": []}
+
+    def storage_host(h: BaseHTTPRequestHandler) -> None:
+        seen["storage"].append(h.headers.get("Authorization"))
+        reply(h, 200, b"blob-bytes")
+
+    with serve(storage_host, host="127.0.0.2") as storage:
+
+        def registry(h: BaseHTTPRequestHandler) -> None:
+            auth = h.headers.get("Authorization")
+            seen["registry"].append(auth)
+            if auth != "Basic " + base64.b64encode(b"alice:pw1").decode():
+                reply(h, 401, b"", {"WWW-Authenticate": 'Basic realm="r"'})
+            elif h.path.startswith("/v2/a/blobs/"):
+                reply(h, 307, b"", {"Location": f"http://{storage}/bucket/obj?sig=1"})
+            else:
+                reply(h, 200, b"{}")
+
+        with serve(registry) as host:
+            t = Transport(
+                host,
+                Credentials("alice", "pw1"),
+                InsecureHosts([host, "127.0.0.2"]),
+                policy=NO_WAIT,
+            )
+            r = t.request("GET", "/v2/a/blobs/sha256:x", scopes=[], what="b", stream=True)
+            assert r.content == b"blob-bytes"
+    assert seen["storage"] == [None]
+    assert seen["registry"][-1] is not None and seen["registry"][-1].startswith("Basic ")
+
+
+def test_https_is_the_default_scheme() -> None:
+    t = Transport("reg.invalid", ANONYMOUS)
+    assert t.base_url == "https://reg.invalid"
+
+
+def test_retries_then_gives_the_registry_error() -> None:
+    calls = {"n": 0}
+
+    def flaky(h: BaseHTTPRequestHandler) -> None:
+        calls["n"] += 1
+        if h.path == "/v2/":
+            reply(h, 200, b"{}")
+        elif calls["n"] < 4:
+            reply(h, 503, b"", {"Retry-After": "0"})
+        else:
+            body = json.dumps({"errors": [{"code": "MANIFEST_UNKNOWN", "message": "gone"}]})
+            reply(h, 404, body.encode())
+
+    with serve(flaky) as host:
+        t = Transport(host, ANONYMOUS, InsecureHosts([host]), policy=NO_WAIT)
+        with pytest.raises(NotFound) as info:
+            t.request("GET", "/v2/a/manifests/x", scopes=[], what="manifest a:x")
+    assert info.value.codes == ["MANIFEST_UNKNOWN"]
+    assert str(info.value) == "not found: manifest a:x (MANIFEST_UNKNOWN: gone)"
+
+
+def test_persistent_5xx_gives_up_after_the_policy() -> None:
+    calls = {"n": 0}
+
+    def down(h: BaseHTTPRequestHandler) -> None:
+        calls["n"] += 1
+        reply(h, 200 if h.path == "/v2/" else 500, b"{}")
+
+    with serve(down) as host:
+        t = Transport(host, ANONYMOUS, InsecureHosts([host]), policy=NO_WAIT)
+        with pytest.raises(RegistryError, match="HTTP 500"):
+            t.request("GET", "/v2/a/manifests/x", scopes=[], what="m")
+    assert calls["n"] == 1 + NO_WAIT.attempts
+
+
+def test_unreachable_registry_is_a_transport_error() -> None:
+    from tests.support.registry import free_port
+
+    host = f"127.0.0.1:{free_port()}"
+    t = Transport(host, ANONYMOUS, InsecureHosts([host]), policy=NO_WAIT)
+    with pytest.raises(TransportError, match=f"cannot reach {host}"):
+        t.request("GET", "/v2/a/manifests/x", scopes=[], what="m")
+
+
+def test_401_without_challenge_and_basic_failure() -> None:
+    with serve(lambda h: reply(h, 401, b"")) as host:
+        t = Transport(host, ANONYMOUS, InsecureHosts([host]), policy=NO_WAIT)
+        with pytest.raises(AuthError, match="without a challenge"):
+            t.request("GET", "/v2/a/manifests/x", scopes=[], what="m")
+    with serve(lambda h: reply(h, 401, b"", {"WWW-Authenticate": 'Basic realm="x"'})) as host:
+        t = Transport(host, Credentials("u", "wrong"), InsecureHosts([host]), policy=NO_WAIT)
+        with pytest.raises(Unauthorized):
+            t.request("GET", "/v2/a/manifests/x", scopes=[], what="m")
