@@ -198,7 +198,9 @@ def copy_image(
     manifests, blobs = _plan(src, top)
     copier = _BlobCopier(src, dst, options, stats)
     with ThreadPoolExecutor(max_workers=max(1, options.jobs)) as pool:
-        futures = [pool.submit(copier.copy, desc) for desc in blobs]
+        # Largest first: the long transfers start at once and the small ones fill the gaps.
+        ordered = sorted(blobs, key=lambda d: -d.size)
+        futures = [pool.submit(copier.copy, desc) for desc in ordered]
         done, pending = wait(futures, return_when=FIRST_EXCEPTION)
         failed = [f.exception() for f in futures if f in done and f.exception() is not None]
         if failed:
