@@ -46,6 +46,7 @@ def pushed(upstream: Registry, skopeo: Skopeo, layout: Layout) -> Registry:
     skopeo.login(upstream)
     skopeo.push(layout, "multi", f"{upstream.host}/team/app:multi")
     skopeo.push(layout, "single", f"{upstream.host}/team/app:docker", docker_format=True)
+    skopeo.push(layout, "multi", f"{upstream.host}/team/app:dlist", docker_format=True)
     skopeo.push(layout, "big", f"{upstream.host}/team/app:big", all_platforms=False)
     return upstream
 
@@ -116,23 +117,33 @@ def test_cold_copy_of_an_index_is_byte_identical(
     assert len(list((pulled / "blobs" / "sha256").iterdir())) >= 10
     assert "copied" in run.stderr
     assert_no_secret(run, UPSTREAM_PASSWORD)
+    for path in (tmp_path / "tailor-cache").rglob("*"):
+        assert UPSTREAM_PASSWORD.encode() not in path.read_bytes()
 
 
-def test_docker_schema2_image_copies_unchanged(
-    pushed: Registry, internal: Registry, skopeo: Skopeo, tailor
+@pytest.mark.parametrize(
+    ("tag", "media_type"),
+    [
+        ("docker", "application/vnd.docker.distribution.manifest.v2+json"),
+        ("dlist", "application/vnd.docker.distribution.manifest.list.v2+json"),
+    ],
+)
+def test_docker_schema2_images_and_lists_copy_unchanged(
+    pushed: Registry, internal: Registry, skopeo: Skopeo, tailor, tag: str, media_type: str
 ) -> None:
     skopeo.login(pushed)
-    src_raw = skopeo.raw(f"{pushed.host}/team/app:docker")
-    assert json.loads(src_raw)["mediaType"].startswith("application/vnd.docker.distribution")
+    src_raw = skopeo.raw(f"{pushed.host}/team/app:{tag}")
+    assert json.loads(src_raw)["mediaType"] == media_type
     run = tailor(
         *copy_args(
-            f"{pushed.host}/team/app:docker", f"{internal.host}/d/app", pushed.host, internal.host
+            f"{pushed.host}/team/app:{tag}", f"{internal.host}/d/app", pushed.host, internal.host
         ),
         env=SRC_ENV,
     )
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == f"{internal.host}/d/app@{sha(src_raw)}"
     assert skopeo.raw(f"{internal.host}/d/app:latest") == src_raw
+    assert skopeo.raw(f"{internal.host}/d/app@{sha(src_raw)}") == src_raw
 
 
 def test_platform_option_copies_one_platform(
@@ -427,3 +438,25 @@ def test_bad_input_is_one_line(tailor, args: list[str], env: dict[str, str], mes
     assert len(run.stderr.strip().splitlines()) == 1
     assert "Traceback" not in run.stderr
     assert run.stdout == ""
+
+
+def test_same_registry_copy_mounts_under_token_auth(
+    token_upstream: TokenRegistry, tailor, skopeo: Skopeo, layout: Layout
+) -> None:
+    reg, server = token_upstream.registry, token_upstream.server
+    skopeo.login(reg)
+    skopeo.push(layout, "multi", f"{reg.host}/team/app:multi")
+    start = len(server.calls)
+    env = {**SRC_ENV, "TAILOR_DEST_PASSWORD": UPSTREAM_PASSWORD}
+    run = tailor(
+        *copy_args(f"{reg.host}/team/app:multi", f"{reg.host}/other/app:v1", reg.host, server.host),
+        "--dest-username",
+        UPSTREAM_USER,
+        env=env,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "mounted 8" in run.stderr
+    # The mount asked for push on the target and pull on the source in one token.
+    scopes = [sorted(c.scopes) for c in server.calls[start:]]
+    assert ["repository:other/app:pull,push", "repository:team/app:pull"] in scopes
+    assert sha(skopeo.raw(f"{reg.host}/other/app:v1")) == run.stdout.strip().split("@")[1]
