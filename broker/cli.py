@@ -1,24 +1,191 @@
-"""The ``broker`` command. Its subcommands arrive with the broker issue (see DESIGN.md)."""
+"""The ``broker`` command: serve, keys, clients. Bad input is one line and a non-zero exit."""
 
 from __future__ import annotations
 
+import argparse
+import datetime
 import sys
+import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from broker import __version__
 
 __all__ = ["main"]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if args in (["--version"], ["-V"]):
-        print(f"broker {__version__}")
-        return 0
-    sys.stderr.write(
-        "broker: error: no commands yet (serve, keys, clients and audit are planned)\n"
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"broker: error: {message} (see '{self.prog} -h')\n")
+        raise SystemExit(2)
+
+
+class CliError(Exception):
+    pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="broker", description="The image stager's credential broker.")
+    p.add_argument("--version", action="version", version=f"broker {__version__}")
+    cmds = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    serve = cmds.add_parser("serve", help="run the HTTP API (uvicorn)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--tls-cert", type=Path)
+    serve.add_argument("--tls-key", type=Path)
+
+    keys = cmds.add_parser("keys", help="create and rotate key material in BROKER_KEYS_DIR")
+    kc = keys.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    kc.add_parser("init", help="create every key (refuses to overwrite)")
+    kc.add_parser("rotate", help="add a new current token key")
+    kc.add_parser("list", help="token keys: ids, ages, which is current")
+    retire = kc.add_parser("retire", help="drop a token key; tokens under it stop working")
+    retire.add_argument("kid")
+
+    clients = cmds.add_parser("clients", help="register the clients that may call the broker")
+    cc = clients.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    add = cc.add_parser("add", help="register a client and its public key")
+    add.add_argument("name")
+    add.add_argument("--role", required=True, choices=["cc", "tailor", "auditor", "puller"])
+    add.add_argument("--public-key", required=True, type=Path, metavar="PEMFILE")
+    cc.add_parser("list", help="registered clients")
+    remove = cc.add_parser("remove", help="unregister a client")
+    remove.add_argument("name")
+    return p
+
+
+def _age(created: str) -> str:
+    try:
+        then = datetime.datetime.strptime(created, "%Y-%m-%dT%H:%M:%SZ").replace(
+            tzinfo=datetime.UTC
+        )
+    except ValueError:
+        return "?"
+    seconds = int((datetime.datetime.now(datetime.UTC) - then).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from broker import keys
+    from broker.settings import get_settings
+
+    keys_dir = get_settings().keys_dir
+    if args.action == "init":
+        for name in keys.init_keys(keys_dir):
+            print(f"created {keys_dir / name}")
+    elif args.action == "rotate":
+        kid = keys.rotate_token_keys(keys_dir)
+        print(f"new current token key {kid}; older keys still decrypt until retired")
+    elif args.action == "retire":
+        keys.retire_token_key(keys_dir, args.kid)
+        print(f"retired {args.kid}; tokens made under it are no longer accepted")
+    else:
+        print(f"{'KID':<18} {'CREATED':<21} {'AGE':>6}  CURRENT")
+        for kid, created, current in keys.list_token_keys(keys_dir):
+            print(f"{kid:<18} {created:<21} {_age(created):>6}  {'yes' if current else ''}")
+    return 0
+
+
+def _clients(args: argparse.Namespace) -> int:
+    from broker.auth import load_client_key
+    from broker.settings import get_settings
+    from broker.store import open_store
+    from broker.store.model import AuditEvent, ClientRow
+
+    store = open_store(get_settings().database_url)
+    try:
+        store.migrate()
+        now = int(time.time())
+        stamp = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
+        if args.action == "add":
+            try:
+                pem = args.public_key.read_text()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise CliError(
+                    f"cannot read {args.public_key}: {getattr(exc, 'strerror', exc)}"
+                ) from None
+            try:
+                load_client_key(pem)
+            except ValueError as exc:
+                raise CliError(f"{args.public_key}: {exc}") from None
+            with store.transaction() as tx:
+                if not tx.add_client(ClientRow(args.name, args.role, pem, now)):
+                    raise CliError(f"client {args.name!r} exists; remove it first")
+                tx.append_audit(
+                    AuditEvent("client.added", client=args.name, detail={"role": args.role}), stamp
+                )
+            print(f"added {args.role} client {args.name}")
+        elif args.action == "remove":
+            with store.transaction() as tx:
+                if not tx.remove_client(args.name):
+                    raise CliError(f"no client {args.name!r}")
+                tx.append_audit(AuditEvent("client.removed", client=args.name), stamp)
+            print(f"removed client {args.name}")
+        else:
+            with store.transaction() as tx:
+                rows = tx.list_clients()
+            print(f"{'NAME':<24} {'ROLE':<8} ADDED")
+            for row in rows:
+                added = datetime.datetime.fromtimestamp(row.created_at, datetime.UTC)
+                print(f"{row.name:<24} {row.role:<8} {added:%Y-%m-%dT%H:%M:%SZ}")
+    finally:
+        store.close()
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from broker.logs import log_config
+    from broker.settings import get_settings
+
+    settings = get_settings()
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise CliError("--tls-cert and --tls-key go together")
+    # Load keys and the store now, so a misconfiguration is one line, not a traceback.
+    from broker.app import create_app
+
+    app = create_app(settings)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_config=log_config(settings.log_level),
+        ssl_certfile=str(args.tls_cert) if args.tls_cert else None,
+        ssl_keyfile=str(args.tls_key) if args.tls_key else None,
+        server_header=False,
+        proxy_headers=False,
     )
-    return 2
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from pydantic import ValidationError
+
+    from broker.keys import KeyFileError
+    from broker.store import StoreError
+
+    try:
+        if args.command == "keys":
+            return _keys(args)
+        if args.command == "clients":
+            return _clients(args)
+        return _serve(args)
+    except (CliError, KeyFileError, StoreError) as exc:
+        sys.stderr.write(f"broker: error: {exc}\n")
+        return 1
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        sys.stderr.write(f"broker: error: setting BROKER_{where.upper()}: {first.get('msg')}\n")
+        return 1
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,0 +1,185 @@
+"""The FastAPI application: wiring, the body-size guard, client authentication, the sweeper."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from broker import __version__
+from broker.auth import AuthFailed, verify_assertion
+from broker.keys import RingWatcher, load_keys
+from broker.metrics import Metrics
+from broker.problems import install_handlers, problem
+from broker.service import Broker
+from broker.settings import Settings, get_settings
+from broker.store import Store, open_store
+from broker.store.model import ClientRow
+
+__all__ = ["CurrentClient", "Runtime", "create_app", "require"]
+
+log = logging.getLogger("broker")
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    broker: Broker
+    metrics: Metrics
+    store: Store
+
+
+class BodyLimit:
+    """Refuse bodies over ``limit`` bytes with 413, declared or streamed."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = self.limit + 1
+                if declared > self.limit:
+                    await problem("too-large", f"at most {self.limit} bytes")(scope, receive, send)
+                    return
+        # Bodies here are small JSON: read it all (bounded), then hand it on in one piece.
+        body = b""
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            body += message.get("body", b"")
+            if len(body) > self.limit:
+                await problem("too-large", f"at most {self.limit} bytes")(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+        delivered = False
+
+        async def replay() -> Message:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+def runtime(request: Request) -> Runtime:
+    rt: Runtime = request.app.state.runtime
+    return rt
+
+
+def authenticate(request: Request, rt: Annotated[Runtime, Depends(runtime)]) -> ClientRow:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    try:
+        if scheme.lower() != "bearer" or not token:
+            raise AuthFailed("no bearer assertion")
+        s = rt.settings
+        verified = verify_assertion(
+            token.strip(),
+            lookup=rt.broker.client,
+            audience=s.public_url,
+            now=rt.broker.now(),
+            max_lifetime=s.assertion_max_lifetime_seconds,
+            skew=s.clock_skew_seconds,
+        )
+        if not rt.broker.use_assertion(verified.client.name, verified.jti, verified.expires_at):
+            raise AuthFailed("replayed assertion")
+    except AuthFailed as exc:
+        rt.metrics.auth_failures.labels(reason=exc.reason[:40]).inc()
+        raise
+    return verified.client
+
+
+CurrentClient = Annotated[ClientRow, Depends(authenticate)]
+
+
+class _RoleDenied(Exception):
+    pass
+
+
+def require(*roles: str) -> Callable[[ClientRow], ClientRow]:
+    def check(client: CurrentClient) -> ClientRow:
+        if client.role not in roles:
+            raise _RoleDenied
+        return client
+
+    return check
+
+
+def _sweeper(rt: Runtime, stop: threading.Event) -> None:
+    while not stop.wait(rt.settings.sweep_interval_seconds):
+        try:
+            closed = rt.broker.sweep()
+            if closed:
+                log.info("expired stagings closed", extra={"count": closed})
+        except Exception as exc:  # keep sweeping; the next round retries
+            log.error("sweep failed", extra={"error_type": type(exc).__name__})
+
+
+def create_app(settings: Settings | None = None, *, sweep: bool = True) -> FastAPI:
+    settings = settings or get_settings()
+    material = load_keys(settings.keys_dir)
+    store = open_store(settings.database_url)
+    store.migrate()
+    metrics = Metrics()
+    broker = Broker(
+        store=store,
+        keys=material,
+        ring=RingWatcher(settings.keys_dir, material.ring),
+        default_ttl=settings.token_ttl_seconds,
+        max_ttl=settings.token_max_ttl_seconds,
+        on_event=metrics.on_event,
+    )
+    rt = Runtime(settings, broker, metrics, store)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        stop = threading.Event()
+        thread = threading.Thread(target=_sweeper, args=(rt, stop), daemon=True, name="sweeper")
+        if sweep:
+            thread.start()
+        log.info("broker started", extra={"store": store.url_for_humans, "version": __version__})
+        yield
+        stop.set()
+        if sweep:
+            thread.join(timeout=5)
+        store.close()
+
+    app = FastAPI(
+        title="image-stager broker",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.runtime = rt
+    install_handlers(app)
+
+    @app.exception_handler(_RoleDenied)
+    async def _denied(request: Request, exc: _RoleDenied) -> Any:
+        return problem("forbidden")
+
+    from broker.routes import meta, stagings, tokens
+
+    app.include_router(tokens.router)
+    app.include_router(stagings.router)
+    app.include_router(meta.router)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    return app

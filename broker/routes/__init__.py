@@ -1,0 +1,1 @@
+"""HTTP routes, one module per resource. Handlers are short; the work is in ``service``."""

@@ -1,0 +1,56 @@
+"""Public endpoints: liveness, metrics, and the JWKS of the broker's signing keys."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from typing import Annotated, Any
+
+from cryptography.hazmat.primitives import serialization
+from fastapi import APIRouter, Depends, Response
+
+from broker.app import Runtime, runtime
+
+router = APIRouter()
+Rt = Annotated[Runtime, Depends(runtime)]
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def jwks(rt: Runtime) -> dict[str, Any]:
+    keys = rt.broker.keys
+    audit_public = keys.audit_key.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
+    numbers = keys.registry_key.public_key().public_numbers()
+    spki = keys.registry_key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    cert = keys.registry_cert.public_bytes(serialization.Encoding.DER)
+    return {
+        "keys": [
+            {"kty": "OKP", "crv": "Ed25519", "x": _b64(audit_public), "kid": keys.audit_kid,
+             "use": "sig", "alg": "EdDSA"},
+            {"kty": "EC", "crv": "P-256", "x": _b64(numbers.x.to_bytes(32, "big")),
+             "y": _b64(numbers.y.to_bytes(32, "big")),
+             "kid": "rs-" + hashlib.sha256(spki).hexdigest()[:16], "use": "sig", "alg": "ES256",
+             "x5c": [base64.b64encode(cert).decode()]},
+        ]
+    }  # fmt: skip
+
+
+@router.get("/.well-known/jwks.json")
+def get_jwks(rt: Rt) -> dict[str, Any]:
+    return jwks(rt)
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/metrics", response_class=Response)
+def metrics(rt: Rt) -> Response:
+    return Response(rt.metrics.render(), media_type="text/plain; version=0.0.4")

@@ -1,0 +1,85 @@
+"""Request and response bodies. Public models never carry a secret but the redemption."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+__all__ = [
+    "Completion",
+    "CompletionResult",
+    "Guid",
+    "LookupRequest",
+    "LookupResult",
+    "MintRequest",
+    "MintResult",
+    "RedemptionResult",
+    "TokenRequest",
+]
+
+GUID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+Guid = Annotated[str, Field(pattern=GUID_PATTERN, min_length=1, max_length=64)]
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+
+
+def iso(ts: int) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class MintRequest(_Strict):
+    app_guid: Guid
+    staging_guid: Guid
+    image: Annotated[str, Field(min_length=1, max_length=512)]
+    username: Annotated[str, Field(min_length=1, max_length=256)]
+    password: SecretStr = Field(min_length=1, max_length=4096)
+    tailor: Name
+    ttl_seconds: Annotated[int, Field(ge=1, le=86400)] | None = None
+    space_guid: Guid | None = None
+    user: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+
+
+class MintResult(BaseModel):
+    staging_guid: str
+    token: str
+    expires_at: datetime.datetime
+
+
+class TokenRequest(_Strict):
+    token: Annotated[str, Field(min_length=1, max_length=4096)]
+
+
+LookupRequest = TokenRequest
+
+
+class LookupResult(BaseModel):
+    staging_guid: str
+    app_guid: str
+    image: str
+    state: Literal["open", "redeemed", "completed", "failed", "cancelled", "expired"]
+    expires_at: datetime.datetime
+    redeemed: bool
+
+
+class RedemptionResult(BaseModel):
+    registry: str
+    image: str
+    username: str
+    password: str
+    expires_at: datetime.datetime
+
+
+class Completion(_Strict):
+    status: Literal["succeeded", "failed"]
+    result: dict[str, Any] | None = None
+    error: Annotated[str, Field(max_length=2000)] | None = None
+
+
+class CompletionResult(BaseModel):
+    staging_guid: str
+    state: Literal["completed", "failed"]

@@ -1,0 +1,33 @@
+"""Settings from the environment (prefix ``BROKER_``), read once and overridable in tests."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "get_settings"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BROKER_", extra="ignore")
+
+    database_url: str = "sqlite:///broker.sqlite"
+    keys_dir: Path = Path("keys")
+    public_url: str = "http://127.0.0.1:8080"
+    """The broker's URL as clients know it: the ``aud`` every assertion must carry."""
+
+    token_ttl_seconds: int = Field(default=900, ge=30)
+    token_max_ttl_seconds: int = Field(default=3600, ge=30)
+    assertion_max_lifetime_seconds: int = Field(default=300, ge=10, le=3600)
+    clock_skew_seconds: int = Field(default=30, ge=0, le=300)
+    sweep_interval_seconds: float = Field(default=30.0, gt=0)
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    log_level: str = "INFO"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,50 @@
+"""The broker's store: one small interface, SQLite (embedded default) or PostgreSQL.
+
+``open_store(url)`` picks the backend from ``sqlite:///path`` or ``postgresql://...``.
+``store.transaction()`` yields a :class:`~broker.store.sql.SqlTx`; everything done
+through it commits together, or not at all.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from typing import Protocol
+
+from broker.store.model import AuditEvent, AuditRow, ClientRow, StagingRow
+from broker.store.sql import SqlTx
+
+__all__ = [
+    "AuditEvent",
+    "AuditRow",
+    "ClientRow",
+    "StagingRow",
+    "Store",
+    "StoreError",
+    "open_store",
+]
+
+
+class StoreError(Exception):
+    """The database is unreachable or refused a write (the action did not happen)."""
+
+
+class Store(Protocol):
+    url_for_humans: str
+
+    def migrate(self) -> int: ...
+
+    def transaction(self) -> AbstractContextManager[SqlTx]: ...
+
+    def close(self) -> None: ...
+
+
+def open_store(url: str) -> Store:
+    if url.startswith("sqlite:///"):
+        from broker.store.sqlite import SqliteStore
+
+        return SqliteStore(url[len("sqlite:///") :])
+    if url.startswith(("postgresql://", "postgres://")):
+        from broker.store.postgres import PostgresStore
+
+        return PostgresStore(url)
+    raise StoreError("BROKER_DATABASE_URL must start with sqlite:/// or postgresql://")

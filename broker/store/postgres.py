@@ -1,0 +1,65 @@
+"""PostgreSQL backend (psycopg 3, pooled): for several broker replicas on one database."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from broker.store import StoreError
+from broker.store.sql import MIGRATIONS, SqlTx
+
+__all__ = ["PostgresStore"]
+
+# Arbitrary constants naming the two advisory locks this broker takes.
+_MIGRATION_LOCK = 7_453_001
+_AUDIT_LOCK = 7_453_002
+
+
+def _placeholders(sql: str) -> str:
+    return sql.replace("?", "%s")
+
+
+class PostgresStore:
+    def __init__(self, url: str, max_size: int = 10) -> None:
+        self.url_for_humans = url.split("@")[-1]  # never the password
+        try:
+            self._pool = ConnectionPool(
+                url, min_size=1, max_size=max_size, open=True, timeout=10,
+                kwargs={"autocommit": False},
+            )  # fmt: skip
+            self._pool.wait(timeout=10)
+        except (psycopg.Error, Exception) as exc:
+            raise StoreError(
+                f"cannot connect to PostgreSQL at {self.url_for_humans}: {type(exc).__name__}"
+            ) from None
+
+    @contextmanager
+    def transaction(self) -> Iterator[SqlTx]:
+        try:
+            with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+                yield SqlTx(cur, _placeholders, f"SELECT pg_advisory_xact_lock({_AUDIT_LOCK})")
+        except (psycopg.Error, PoolTimeout) as exc:
+            # Rolled back: the action and its audit event did not happen.
+            raise StoreError(f"database write failed: {type(exc).__name__}") from None
+
+    def migrate(self) -> int:
+        with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            # Replicas starting together: one migrates, the others wait and then see it done.
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            cur.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            cur.execute("SELECT MAX(version) FROM schema_version")
+            row = cur.fetchone()
+            current = int(row[0] or 0) if row else 0
+            if current > len(MIGRATIONS):
+                raise StoreError(f"database schema version {current} is newer than this broker")
+            for version in range(current + 1, len(MIGRATIONS) + 1):
+                for statement in MIGRATIONS[version - 1]:
+                    cur.execute(statement)
+                cur.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
+        return len(MIGRATIONS)
+
+    def close(self) -> None:
+        self._pool.close()

@@ -1,0 +1,93 @@
+"""SQLite backend: a file in WAL mode, created on first start; one writer at a time."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from broker.store import StoreError
+from broker.store.sql import MIGRATIONS, SqlTx
+
+__all__ = ["SqliteStore"]
+
+
+def _portable(sql: str) -> str:
+    return sql.replace("BYTEA", "BLOB")
+
+
+class SqliteStore:
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+        self.url_for_humans = f"sqlite:///{path}"
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._connection()
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open {self.path}: {exc}") from None
+
+    def _connection(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(
+                self.path, timeout=30, isolation_level=None, check_same_thread=False
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[SqlTx]:
+        conn = self._connection()
+        try:
+            # IMMEDIATE takes the write lock up front: no upgrade deadlocks between writers.
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StoreError(f"database unavailable: {exc}") from None
+        try:
+            yield SqlTx(conn.cursor(), _portable)
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            # Rolled back: the action and its audit event did not happen.
+            conn.execute("ROLLBACK")
+            raise StoreError(f"database write failed: {exc}") from None
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def migrate(self) -> int:
+        conn = self._connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+            current = int(row[0] or 0)
+            if current > len(MIGRATIONS):
+                raise StoreError(
+                    f"{self.path} has schema version {current}, newer than this broker knows"
+                )
+            for version in range(current + 1, len(MIGRATIONS) + 1):
+                for statement in MIGRATIONS[version - 1]:
+                    conn.execute(_portable(statement))
+                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return len(MIGRATIONS)
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+        self._local = threading.local()

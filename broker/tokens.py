@@ -1,0 +1,166 @@
+"""The staging token: AES-256-GCM of its claims under the current ring key. One file, one job.
+
+Format: ``st1.<kid>.<base64url(nonce || ciphertext || tag)>``; the version and key
+id are authenticated as associated data. The claims carry a fresh per-staging
+data key that opens the sealed credentials, so the database alone (no data key)
+or the token alone (no ciphertext) reveals nothing.
+
+Every failure raises :class:`InvalidToken`; its ``reason`` is for the audit log
+only and is never shown to a caller (no oracle).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import secrets
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from broker.keys import TokenKeyRing
+
+__all__ = [
+    "MAX_TOKEN_LENGTH",
+    "InvalidToken",
+    "StagingClaims",
+    "fingerprint",
+    "open_credentials",
+    "open_token",
+    "seal_credentials",
+    "seal_token",
+]
+
+VERSION = "st1"
+MAX_TOKEN_LENGTH = 4096
+_NONCE = 12
+
+
+class InvalidToken(Exception):
+    """The one error for any token that does not parse, authenticate or match."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__("invalid staging token")
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class StagingClaims:
+    token_id: str
+    staging_guid: str
+    app_guid: str
+    image: str
+    registry: str
+    tailor: str
+    issued_at: int
+    expires_at: int
+    data_key: bytes
+
+    def __repr__(self) -> str:  # the data key never reaches a log through repr()
+        return f"StagingClaims(token_id={self.token_id!r}, staging_guid={self.staging_guid!r})"
+
+
+def _b64e(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _b64d(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def seal_token(claims: StagingClaims, ring: TokenKeyRing) -> str:
+    key = ring.current
+    body = {
+        "tid": claims.token_id,
+        "sg": claims.staging_guid,
+        "app": claims.app_guid,
+        "img": claims.image,
+        "reg": claims.registry,
+        "tlr": claims.tailor,
+        "iat": claims.issued_at,
+        "exp": claims.expires_at,
+        "dk": _b64e(claims.data_key),
+    }
+    nonce = secrets.token_bytes(_NONCE)
+    aad = f"{VERSION}.{key.kid}".encode()
+    sealed = AESGCM(key.key).encrypt(nonce, json.dumps(body, separators=(",", ":")).encode(), aad)
+    return f"{VERSION}.{key.kid}.{_b64e(nonce + sealed)}"
+
+
+def open_token(token: object, ring: TokenKeyRing, now: int) -> StagingClaims:
+    """Authenticate, decrypt and check expiry; anything wrong is InvalidToken."""
+    if not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH:
+        raise InvalidToken("malformed")
+    parts = token.split(".")
+    if len(parts) != 3 or parts[0] != VERSION:
+        raise InvalidToken("malformed")
+    key = ring.get(parts[1])
+    if key is None:
+        raise InvalidToken("unknown or retired key")
+    try:
+        blob = _b64d(parts[2])
+    except (binascii.Error, ValueError):
+        raise InvalidToken("malformed") from None
+    if len(blob) < _NONCE + 16 or _b64e(blob) != parts[2]:
+        # Only the canonical encoding: one token, one string, one fingerprint.
+        raise InvalidToken("malformed")
+    aad = f"{VERSION}.{key.kid}".encode()
+    try:
+        plain = AESGCM(key.key).decrypt(blob[:_NONCE], blob[_NONCE:], aad)
+    except InvalidTag:
+        raise InvalidToken("tampered") from None
+    try:
+        body = json.loads(plain)
+        claims = StagingClaims(
+            token_id=str(body["tid"]),
+            staging_guid=str(body["sg"]),
+            app_guid=str(body["app"]),
+            image=str(body["img"]),
+            registry=str(body["reg"]),
+            tailor=str(body["tlr"]),
+            issued_at=int(body["iat"]),
+            expires_at=int(body["exp"]),
+            data_key=_b64d(str(body["dk"])),
+        )
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        raise InvalidToken("malformed claims") from None
+    if len(claims.data_key) != 32:
+        raise InvalidToken("malformed claims")
+    if now >= claims.expires_at:
+        raise InvalidToken("expired")
+    return claims
+
+
+def _credentials_aad(staging_guid: str, image: str) -> bytes:
+    # Binds the sealed row to its staging and image: rows cannot be swapped.
+    return f"credentials.v1|{staging_guid}|{image}".encode()
+
+
+def seal_credentials(
+    data_key: bytes, *, staging_guid: str, image: str, username: str, password: str
+) -> bytes:
+    nonce = secrets.token_bytes(_NONCE)
+    plain = json.dumps({"u": username, "p": password}).encode()
+    return nonce + AESGCM(data_key).encrypt(nonce, plain, _credentials_aad(staging_guid, image))
+
+
+def open_credentials(
+    data_key: bytes, sealed: bytes, *, staging_guid: str, image: str
+) -> tuple[str, str]:
+    try:
+        plain = AESGCM(data_key).decrypt(
+            sealed[:_NONCE], sealed[_NONCE:], _credentials_aad(staging_guid, image)
+        )
+        body = json.loads(plain)
+        return str(body["u"]), str(body["p"])
+    except (InvalidTag, ValueError, KeyError, TypeError):
+        raise InvalidToken("sealed credentials do not open") from None
+
+
+def fingerprint(key: bytes, token: str) -> str:
+    """A keyed fingerprint: lets an auditor match a token without the log holding it."""
+    return "hmac-sha256:" + hmac.new(key, token.encode(), hashlib.sha256).hexdigest()

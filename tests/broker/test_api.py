@@ -1,0 +1,281 @@
+"""The broker's HTTP API in-process: every rule of the token's life, and the error shapes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from broker.keys import retire_token_key, rotate_token_keys
+from broker.settings import Settings
+from tests.broker.conftest import AUD, PASSWORD, Api
+
+PROBLEM = "application/problem+json"
+
+
+def audit(api: Api) -> list[tuple[str, str | None]]:
+    with api.runtime.store.transaction() as tx:  # type: ignore[attr-defined]
+        return [(r.event.event, r.event.reason) for r in tx.audit_events()]
+
+
+def test_mint_lookup_redeem_complete(api: Api) -> None:
+    c = api.clients
+    minted = api.mint()
+    assert minted.status_code == 201, minted.text
+    token = minted.json()["token"]
+    assert token.startswith("st1.") and PASSWORD not in minted.text
+
+    look = api.call("POST", "/v1/staging-tokens/lookup", c.tailor, json={"token": token})
+    assert look.status_code == 200
+    assert look.json()["state"] == "open" and look.json()["redeemed"] is False
+    assert look.json()["image"] == "registry.example.com/team/app:1.0"
+
+    got = api.call("POST", "/v1/redemptions", c.tailor, json={"token": token})
+    assert got.status_code == 200, got.text
+    assert got.headers["cache-control"] == "no-store"
+    body = got.json()
+    assert body["registry"] == "registry.example.com"
+    assert (body["username"], body["password"]) == ("alice", PASSWORD)
+
+    again = api.call("POST", "/v1/redemptions", c.tailor, json={"token": token})
+    assert again.status_code == 400 and again.headers["content-type"] == PROBLEM
+
+    look2 = api.call("POST", "/v1/staging-tokens/lookup", c.cc, json={"token": token})
+    assert look2.json()["state"] == "redeemed" and look2.json()["redeemed"] is True
+
+    done = api.call(
+        "POST",
+        "/v1/stagings/stg-1/complete",
+        c.tailor,
+        json={"status": "succeeded", "result": {"docker_image": "x@sha256:1"}},
+    )
+    assert done.status_code == 200 and done.json()["state"] == "completed"
+    twice = api.call("POST", "/v1/stagings/stg-1/complete", c.tailor, json={"status": "failed"})
+    assert twice.status_code == 409
+
+    events = [e for e, _ in audit(api)]
+    assert events == [
+        "token.issued", "token.lookup", "token.redeemed", "token.refused", "token.lookup",
+        "staging.completed", "credentials.purged",
+    ]  # fmt: skip
+    assert ("token.refused", "replay: already redeemed") in audit(api)
+    with api.runtime.store.transaction() as tx:  # type: ignore[attr-defined]
+        assert tx.get_sealed("stg-1") is None
+
+
+def test_every_refusal_looks_the_same(api: Api, settings: Settings) -> None:
+    c = api.clients
+    token = api.mint().json()["token"]
+    other = api.mint("stg-2").json()["token"]
+    api.call("DELETE", "/v1/stagings/stg-2", c.cc)
+    flipped = token[:-3] + ("A" if token[-3] != "A" else "B") + token[-2:]
+    answers = [
+        api.call("POST", "/v1/redemptions", c.tailor2, json={"token": token}),  # wrong tailor
+        api.call("POST", "/v1/redemptions", c.tailor, json={"token": flipped}),  # tampered
+        api.call("POST", "/v1/redemptions", c.tailor, json={"token": "garbage"}),  # malformed
+        api.call("POST", "/v1/redemptions", c.tailor, json={"token": other}),  # cancelled
+    ]
+    bodies = {(a.status_code, a.text) for a in answers}
+    assert len(bodies) == 1, bodies
+    status, text = bodies.pop()
+    assert status == 400 and json.loads(text)["title"] == "staging token refused"
+    reasons = [r for e, r in audit(api) if e == "token.refused"]
+    assert reasons == ["not the bound tailor", "tampered", "malformed", "staging cancelled"]
+    # The token survived the wrong tailor's attempt.
+    ok = api.call("POST", "/v1/redemptions", c.tailor, json={"token": token})
+    assert ok.status_code == 200
+
+
+def test_roles_are_enforced(api: Api) -> None:
+    c = api.clients
+    assert api.mint().status_code == 201
+    payload = {"app_guid": "a", "staging_guid": "s9", "image": "x/y", "username": "u",
+               "password": "p", "tailor": c.tailor.name}  # fmt: skip
+    for who in (c.tailor, c.auditor, c.puller):
+        r = api.call("POST", "/v1/staging-tokens", who, json=payload)
+        assert r.status_code == 403 and r.headers["content-type"] == PROBLEM
+    token = api.mint("s10").json()["token"]
+    for who in (c.cc, c.auditor, c.puller):
+        assert api.call("POST", "/v1/redemptions", who, json={"token": token}).status_code == 403
+    assert api.call("DELETE", "/v1/stagings/s10", c.tailor).status_code == 403
+    assert api.call("POST", "/v1/stagings/s10/complete", c.cc,
+                    json={"status": "failed"}).status_code == 403  # fmt: skip
+
+
+def test_a_tailor_completes_only_its_own_staging(api: Api) -> None:
+    c = api.clients
+    api.mint()
+    r = api.call("POST", "/v1/stagings/stg-1/complete", c.tailor2, json={"status": "failed"})
+    assert r.status_code == 404
+    r = api.call("POST", "/v1/stagings/stg-1/complete", c.tailor,
+                 json={"status": "failed", "error": "upstream said 404"})  # fmt: skip
+    assert r.json()["state"] == "failed"
+    assert ("staging.failed", None) in audit(api)
+
+
+def test_cancel_purges_and_is_idempotent(api: Api) -> None:
+    c = api.clients
+    token = api.mint().json()["token"]
+    assert api.call("DELETE", "/v1/stagings/stg-1", c.cc).status_code == 204
+    assert api.call("DELETE", "/v1/stagings/stg-1", c.cc).status_code == 204
+    assert api.call("DELETE", "/v1/stagings/nope", c.cc).status_code == 404
+    assert api.call("POST", "/v1/redemptions", c.tailor, json={"token": token}).status_code == 400
+    assert [e for e, _ in audit(api)].count("credentials.purged") == 1
+
+
+def test_duplicate_staging_is_a_conflict(api: Api) -> None:
+    assert api.mint().status_code == 201
+    r = api.mint()
+    assert r.status_code == 409 and r.headers["content-type"] == PROBLEM
+
+
+def test_expiry_and_the_sweeper(api: Api) -> None:
+    c = api.clients
+    broker = api.runtime.broker  # type: ignore[attr-defined]
+    token = api.mint(ttl_seconds=60).json()["token"]
+    api.mint("stg-2", ttl_seconds=600)
+    real = time.time
+    broker.clock = lambda: real() + 61
+    r = api.call("POST", "/v1/redemptions", c.tailor, json={"token": token})
+    assert r.status_code == 400
+    look = api.call("POST", "/v1/staging-tokens/lookup", c.cc, json={"token": token})
+    assert look.json()["state"] == "expired"
+    assert broker.sweep() == 1
+    assert broker.sweep() == 0
+    with api.runtime.store.transaction() as tx:  # type: ignore[attr-defined]
+        assert tx.get_sealed("stg-1") is None and tx.get_sealed("stg-2") is not None
+        assert tx.get_staging("stg-1").state == "expired"
+    assert ("token.refused", "expired") in audit(api)
+
+
+def test_ttl_bounds_and_default(api: Api) -> None:
+    assert api.mint(ttl_seconds=10).status_code == 422
+    assert api.mint(ttl_seconds=100000).status_code == 422
+    r = api.mint()
+    expires = r.json()["expires_at"]
+    from datetime import datetime
+
+    left = datetime.fromisoformat(expires).timestamp() - time.time()
+    assert 880 < left <= 900
+
+
+def test_unknown_tailor_and_bad_image_are_422(api: Api) -> None:
+    assert api.mint(tailor="nobody").status_code == 422
+    assert api.mint(tailor=api.clients.cc.name).status_code == 422
+    r = api.mint(image="Bad/IMAGE")
+    assert r.status_code == 422 and "lower-case" in r.json()["detail"]
+
+
+def test_rotation_and_retirement(api: Api, settings: Settings) -> None:
+    c = api.clients
+    old = api.mint().json()["token"]
+    old_kid = old.split(".")[1]
+    rotate_token_keys(settings.keys_dir)
+    new = api.mint("stg-2").json()["token"]
+    assert new.split(".")[1] != old_kid
+    look = api.call("POST", "/v1/staging-tokens/lookup", c.cc, json={"token": old})
+    assert look.status_code == 200  # older keys still decrypt
+    retire_token_key(settings.keys_dir, old_kid)
+    assert api.call("POST", "/v1/redemptions", c.tailor, json={"token": old}).status_code == 400
+    assert api.call("POST", "/v1/redemptions", c.tailor, json={"token": new}).status_code == 200
+    assert ("token.refused", "unknown or retired key") in audit(api)
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        (b"{", 422),
+        (b"[]", 422),
+        (b'{"token": 5}', 422),
+        (b'{"token": "x", "extra": 1}', 422),
+        (b"", 422),
+    ],
+)
+def test_malformed_bodies_are_problems(api: Api, body: bytes, status: int) -> None:
+    r = api.call("POST", "/v1/redemptions", api.clients.tailor, content=body,
+                 headers={"Content-Type": "application/json"})  # fmt: skip
+    assert r.status_code == status
+    assert r.headers["content-type"] == PROBLEM
+    assert r.json()["status"] == status
+
+
+def test_validation_errors_never_echo_the_password(api: Api) -> None:
+    r = api.mint(ttl_seconds="x" + PASSWORD)
+    assert r.status_code == 422
+    r2 = api.mint(password=[PASSWORD])
+    assert r2.status_code == 422
+    assert PASSWORD not in r.text and PASSWORD not in r2.text
+
+
+def test_oversized_bodies_are_413(api: Api) -> None:
+    big = {"token": "x" * 70000}
+    r = api.call("POST", "/v1/redemptions", api.clients.tailor, json=big)
+    assert r.status_code == 413 and r.headers["content-type"] == PROBLEM
+
+    def stream() -> Iterator[bytes]:
+        for _ in range(100):
+            yield b"x" * 1024
+
+    r = api.call("POST", "/v1/redemptions", api.clients.tailor, content=stream(),
+                 headers={"Content-Type": "application/json"})  # fmt: skip
+    assert r.status_code == 413
+
+
+def test_client_assertions(api: Api) -> None:
+    c = api.clients
+    path = "/v1/staging-tokens/lookup"
+    body = {"token": "x"}
+    cases = {
+        "expired": c.cc.assertion(AUD, lifetime=-120),
+        "too long": c.cc.assertion(AUD, lifetime=3600),
+        "wrong aud": c.cc.assertion("http://elsewhere"),
+        "sub differs": c.cc.assertion(AUD, sub="other"),
+        "no jti": c.cc.assertion(AUD, jti=None),
+        "garbage": "not.a.jwt",
+    }
+    for name, assertion in cases.items():
+        r = api.http.post(path, json=body, headers={"Authorization": f"Bearer {assertion}"})
+        assert r.status_code == 401, name
+        assert r.headers["content-type"] == PROBLEM
+    assert api.http.post(path, json=body).status_code == 401
+    # A replayed assertion is refused the second time.
+    once = c.cc.assertion(AUD)
+    first = api.http.post(path, json=body, headers={"Authorization": f"Bearer {once}"})
+    again = api.http.post(path, json=body, headers={"Authorization": f"Bearer {once}"})
+    assert first.status_code == 400 and again.status_code == 401
+
+
+def test_jwks_health_and_metrics(api: Api) -> None:
+    keys = api.http.get("/.well-known/jwks.json").json()["keys"]
+    assert {k["alg"] for k in keys} == {"EdDSA", "ES256"}
+    assert all("d" not in k for k in keys)  # public halves only
+    assert api.http.get("/healthz").json() == {"status": "ok"}
+    token = api.mint().json()["token"]
+    api.call("POST", "/v1/redemptions", api.clients.tailor, json={"token": token})
+    api.call("POST", "/v1/redemptions", api.clients.tailor, json={"token": token})
+    text = api.http.get("/metrics").text
+    assert "stager_tokens_issued_total 1.0" in text
+    assert "stager_tokens_redeemed_total 1.0" in text
+    assert 'stager_tokens_refused_total{reason="replay: already redeemed"} 1.0' in text
+
+
+def test_unknown_paths_and_methods_are_problems(api: Api) -> None:
+    assert api.http.get("/v1/nothing").headers["content-type"] == PROBLEM
+    r = api.http.get("/v1/redemptions")
+    assert r.status_code == 405 and r.headers["content-type"] == PROBLEM
+
+
+def test_the_database_never_holds_the_password_or_token(api: Api, tmp_path: Path) -> None:
+    token = api.mint().json()["token"]
+    api.call("POST", "/v1/redemptions", api.clients.tailor, json={"token": token})
+    api.mint("stg-2")
+    for path in tmp_path.glob("broker.sqlite*"):
+        data = path.read_bytes()
+        assert PASSWORD.encode() not in data and token.encode() not in data
+    db = sqlite3.connect(tmp_path / "broker.sqlite")
+    dump = "\n".join(db.iterdump())
+    assert PASSWORD not in dump and token not in dump

@@ -1,0 +1,108 @@
+"""Client assertions: the algorithm allow-list and algorithm confusion (pyjwt's advisories)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from broker.auth import AuthFailed, load_client_key, verify_assertion
+from broker.store.model import ClientRow
+from tests.support.clients import new_client
+
+AUD = "http://broker.test"
+ED = new_client("ed", "cc")
+EC = new_client("ec", "tailor", "p256")
+ROWS = {c.name: ClientRow(c.name, c.role, c.public_pem, 0) for c in (ED, EC)}
+
+
+def verify(token: str):
+    return verify_assertion(token, lookup=ROWS.get, audience=AUD, now=int(time.time()),
+                            max_lifetime=300, skew=30)  # fmt: skip
+
+
+def reason(token: str) -> str:
+    with pytest.raises(AuthFailed) as info:
+        verify(token)
+    assert str(info.value) == "client authentication failed"  # the same to every caller
+    return info.value.reason
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def forged(header: dict, claims: dict, signature: bytes = b"") -> str:
+    return f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims).encode())}.{b64(signature)}"
+
+
+def claims_for(name: str) -> dict:
+    now = int(time.time())
+    return {"iss": name, "sub": name, "aud": AUD, "exp": now + 60, "jti": "j1"}
+
+
+def test_valid_assertions_for_both_key_types() -> None:
+    assert verify(ED.assertion(AUD)).client.name == "ed"
+    assert verify(EC.assertion(AUD)).client.role == "tailor"
+
+
+def test_alg_none_never_verifies() -> None:
+    assert "not allowed" in reason(forged({"alg": "none", "typ": "JWT"}, claims_for("ed")))
+
+
+def test_hmac_with_the_public_key_as_secret_never_verifies() -> None:
+    # CVE-2022-29217-style confusion: sign HS256 with the client's public PEM.
+    header = {"alg": "HS256", "typ": "JWT"}
+    signing = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims_for('ed')).encode())}"
+    mac = hmac.new(ED.public_pem.encode(), signing.encode(), hashlib.sha256).digest()
+    assert "not allowed" in reason(f"{signing}.{b64(mac)}")
+
+
+def test_alg_must_fit_the_clients_key() -> None:
+    claims = claims_for("ed")
+    token = EC.assertion(AUD, iss="ed", sub="ed")  # ES256 presented for an Ed25519 client
+    assert claims["iss"] == "ed"
+    assert "does not match" in reason(token)
+
+
+def test_signature_by_another_key_fails() -> None:
+    impostor = new_client("ed", "cc")
+    assert "invalid assertion" in reason(impostor.assertion(AUD))
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ({"aud": "http://other"}, "wrong audience"),
+        ({"lifetime": -100}, "expired"),
+        ({"lifetime": 1000}, "too long"),
+        ({"sub": "someone"}, "sub is not iss"),
+        ({"jti": None}, "invalid assertion"),
+        ({"iss": "ghost", "sub": "ghost"}, "unknown client"),
+    ],
+)
+def test_claim_checks(override: dict, expected: str) -> None:
+    kwargs = dict(override)
+    aud = kwargs.pop("aud", AUD)
+    lifetime = kwargs.pop("lifetime", 60)
+    assert expected in reason(ED.assertion(aud, lifetime=lifetime, **kwargs))
+
+
+def test_only_ed25519_and_p256_keys_register() -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    rsa_pem = (
+        rsa.generate_private_key(65537, 2048)
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    with pytest.raises(ValueError, match="Ed25519 or EC P-256"):
+        load_client_key(rsa_pem)
+    with pytest.raises(ValueError, match="not a PEM"):
+        load_client_key("hello")
+    assert load_client_key(ED.public_pem) is not None
