@@ -152,6 +152,13 @@ class Transport:
             attempt += 1
             try:
                 response = self.session().request(method, url, **kwargs)
+            except requests.exceptions.SSLError:
+                # Not transient: retrying a TLS failure only delays the same answer.
+                host = urlsplit(url).netloc
+                raise TransportError(
+                    f"cannot reach {host}: TLS handshake failed (a plain-HTTP registry needs "
+                    "--insecure-registry)"
+                ) from None
             except _NETWORK_ERRORS as exc:
                 delay = self._policy.delay(attempt) if retry else None
                 if delay is None:

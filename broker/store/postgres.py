@@ -26,6 +26,8 @@ class PostgresStore:
     def __init__(self, url: str, max_size: int = 10) -> None:
         self.url_for_humans = url.split("@")[-1]  # never the password
         try:
+            # One direct attempt first: a wrong URL fails now, not after the pool's retries.
+            psycopg.connect(url, connect_timeout=5).close()
             self._pool = ConnectionPool(
                 url, min_size=1, max_size=max_size, open=True, timeout=10,
                 kwargs={"autocommit": False},

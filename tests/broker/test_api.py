@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest

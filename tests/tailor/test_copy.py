@@ -416,7 +416,7 @@ def test_https_is_the_default(pushed: Registry, internal: Registry, tailor) -> N
         env=SRC_ENV,
     )
     assert run.returncode == 1
-    assert run.stderr.startswith(f"tailor: error: cannot reach {pushed.host}")
+    assert run.stderr.startswith(f"tailor: error: cannot reach {pushed.host}: TLS handshake")
     assert len(run.stderr.strip().splitlines()) == 1
 
 

@@ -1,0 +1,158 @@
+"""Against live ``broker serve`` processes: restarts, replicas on PostgreSQL, secret scans."""
+
+from __future__ import annotations
+
+import re
+import threading
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.broker.conftest import PASSWORD, Clients
+from tests.support.brokerproc import BrokerProcess, broker_cli, broker_env, start_broker
+
+PUBLIC = "https://broker.platform.internal"
+
+
+def setup_broker(tmp_path: Path, database_url: str, clients: Clients) -> dict[str, str]:
+    env = broker_env(tmp_path, database_url, PUBLIC)
+    assert broker_cli(env, "keys", "init").returncode == 0
+    for c in clients.all():
+        r = broker_cli(env, "clients", "add", c.name, "--role", c.role,
+                       "--public-key", str(c.write_public(tmp_path)))  # fmt: skip
+        assert r.returncode == 0, r.stderr
+    return env
+
+
+def mint(b: BrokerProcess, clients: Clients, guid: str) -> str:
+    r = b.post("/v1/staging-tokens", clients.cc.headers(PUBLIC), {
+        "app_guid": "app-1", "staging_guid": guid, "image": "registry.example.com/team/app:1",
+        "username": "alice", "password": PASSWORD, "tailor": clients.tailor.name,
+    })  # fmt: skip
+    assert r.status_code == 201, r.text
+    return str(r.json()["token"])
+
+
+def redeem(b: BrokerProcess, clients: Clients, token: str) -> int:
+    r = b.post("/v1/redemptions", clients.tailor.headers(PUBLIC), {"token": token})
+    if r.status_code == 200:
+        assert r.json()["password"] == PASSWORD
+    return r.status_code
+
+
+def test_restart_between_mint_and_redeem_and_no_secret_at_rest(
+    tmp_path: Path, clients: Clients
+) -> None:
+    db = tmp_path / "state" / "broker.sqlite"
+    env = setup_broker(tmp_path, f"sqlite:///{db}", clients)
+    log = tmp_path / "broker.log"
+    first = start_broker(env, log)
+    try:
+        token = mint(first, clients, "stg-restart")
+        other = mint(first, clients, "stg-other")
+    finally:
+        first.stop()
+    second = start_broker(env, log)
+    try:
+        assert redeem(second, clients, token) == 200
+        assert redeem(second, clients, token) == 400
+        done = second.post("/v1/stagings/stg-restart/complete", clients.tailor.headers(PUBLIC),
+                           {"status": "succeeded"})  # fmt: skip
+        assert done.status_code == 200
+    finally:
+        second.stop()
+    text = log.read_text()
+    assert '"msg": "broker started"' in text  # the logs are JSON lines
+    for secret in (PASSWORD, token, other):
+        assert secret not in text
+        for path in db.parent.iterdir():
+            assert secret.encode() not in path.read_bytes(), path
+
+
+def test_replicas_on_postgresql_redeem_once(
+    tmp_path: Path, clients: Clients, pg_schema_url: str
+) -> None:
+    env = setup_broker(tmp_path, pg_schema_url, clients)
+    a = start_broker(env, tmp_path / "a.log")
+    b = start_broker(env, tmp_path / "b.log")
+    try:
+        for n in range(5):
+            token = mint(a if n % 2 else b, clients, f"stg-{n}")
+            results: list[int] = []
+            barrier = threading.Barrier(6)
+
+            def go(
+                replica: BrokerProcess,
+                token: str = token,
+                barrier: threading.Barrier = barrier,
+                results: list[int] = results,
+            ) -> None:
+                barrier.wait()
+                results.append(redeem(replica, clients, token))
+
+            threads = [threading.Thread(target=go, args=(r,)) for r in (a, b) * 3]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert sorted(results) == [200] + [400] * 5, results
+    finally:
+        a.stop()
+        b.stop()
+    with psycopg.connect(pg_schema_url) as conn:
+        rows = conn.execute("SELECT event, count(*) FROM audit_events GROUP BY event").fetchall()
+        events: dict[str, int] = dict(rows)
+        assert events["token.redeemed"] == 5 and events["token.refused"] == 25
+        seqs = [r[0] for r in conn.execute("SELECT seq FROM audit_events ORDER BY seq")]
+        assert seqs == list(range(1, len(seqs) + 1))  # one gap-free sequence for both replicas
+        dump = str(conn.execute("SELECT * FROM stagings").fetchall())
+        dump += str(conn.execute("SELECT * FROM audit_events").fetchall())
+        assert PASSWORD not in dump
+
+
+def test_cli_keys_and_clients(tmp_path: Path, clients: Clients) -> None:
+    env = setup_broker(tmp_path, f"sqlite:///{tmp_path / 'b.sqlite'}", clients)
+    again = broker_cli(env, "keys", "init")
+    assert again.returncode == 1 and "refusing to overwrite" in again.stderr
+    assert len(again.stderr.strip().splitlines()) == 1
+    rotated = broker_cli(env, "keys", "rotate")
+    new_kid = re.search(r"tk-[0-9a-f]+", rotated.stdout).group(0)  # type: ignore[union-attr]
+    listed = broker_cli(env, "keys", "list").stdout.splitlines()
+    assert len(listed) == 3 and listed[2].startswith(new_kid) and listed[2].endswith("yes")
+    old_kid = listed[1].split()[0]
+    assert broker_cli(env, "keys", "retire", new_kid).returncode == 1
+    assert broker_cli(env, "keys", "retire", old_kid).returncode == 0
+    names = broker_cli(env, "clients", "list").stdout
+    assert all(c.name in names for c in clients.all())
+    dup = broker_cli(env, "clients", "add", clients.cc.name, "--role", "cc",
+                     "--public-key", str(tmp_path / f"{clients.cc.name}.pub.pem"))  # fmt: skip
+    assert dup.returncode == 1 and "exists" in dup.stderr
+    bad = tmp_path / "bad.pem"
+    bad.write_text("not a key")
+    r = broker_cli(env, "clients", "add", "x", "--role", "cc", "--public-key", str(bad))
+    assert (
+        r.returncode == 1 and r.stderr.startswith("broker: error:") and "Traceback" not in r.stderr
+    )
+    assert broker_cli(env, "clients", "remove", "x").returncode == 1
+    assert broker_cli(env, "clients", "remove", clients.puller.name).returncode == 0
+    assert broker_cli(env, "clients", "add", "y", "--role", "king",
+                      "--public-key", str(bad)).returncode == 2  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("env_over", "message"),
+    [
+        ({"BROKER_KEYS_DIR": "/nonexistent/keys"}, "broker keys init"),
+        ({"BROKER_DATABASE_URL": "mysql://x"}, "must start with"),
+        ({"BROKER_TOKEN_TTL_SECONDS": "abc"}, "BROKER_TOKEN_TTL_SECONDS"),
+    ],
+)
+def test_serve_misconfiguration_is_one_line(
+    tmp_path: Path, clients: Clients, env_over: dict[str, str], message: str
+) -> None:
+    env = setup_broker(tmp_path, f"sqlite:///{tmp_path / 'b.sqlite'}", clients)
+    env.update(env_over)
+    r = broker_cli(env, "serve", "--port", "1")
+    assert r.returncode == 1
+    assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1

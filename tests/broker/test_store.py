@@ -1,0 +1,162 @@
+"""The store suite, run against SQLite and a real PostgreSQL alike."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import replace
+
+import pytest
+
+from broker.store import Store, StoreError, open_store
+from broker.store.model import AuditEvent, ClientRow, StagingRow
+
+NOW = int(time.time())
+ROW = StagingRow(
+    staging_guid="s1", app_guid="a1", space_guid="sp", pushed_by="dev@example", image="r/i:1",
+    registry="r", registry_username="alice", tailor="t1", cc_client="cc", token_id="tid",
+    token_fp="hmac-sha256:x", state="open", created_at=NOW, expires_at=NOW + 900,
+    redeemed_at=None, closed_at=None, result=None,
+)  # fmt: skip
+
+
+def test_migrate_is_idempotent(store: Store) -> None:
+    assert store.migrate() == store.migrate() == 1
+
+
+def test_clients(store: Store) -> None:
+    with store.transaction() as tx:
+        assert tx.add_client(ClientRow("c1", "cc", "PEM", NOW))
+        assert not tx.add_client(ClientRow("c1", "tailor", "PEM2", NOW))
+        assert tx.add_client(ClientRow("a0", "auditor", "PEM3", NOW))
+    with store.transaction() as tx:
+        assert [c.name for c in tx.list_clients()] == ["a0", "c1"]
+        assert tx.get_client("c1") == ClientRow("c1", "cc", "PEM", NOW)
+        assert tx.remove_client("c1") and not tx.remove_client("c1")
+        assert tx.get_client("c1") is None
+
+
+def test_assertion_ids_are_single_use(store: Store) -> None:
+    with store.transaction() as tx:
+        assert tx.use_assertion("c", "j1", NOW + 60)
+        assert not tx.use_assertion("c", "j1", NOW + 60)
+        assert tx.use_assertion("other", "j1", NOW + 60)
+        assert tx.forget_assertions(NOW + 61) == 2
+        assert tx.use_assertion("c", "j1", NOW + 60)
+
+
+def test_staging_life(store: Store) -> None:
+    with store.transaction() as tx:
+        assert tx.insert_staging(ROW)
+        assert not tx.insert_staging(ROW)
+        tx.put_sealed("s1", b"\x00sealed\xff")
+    with store.transaction() as tx:
+        assert tx.get_staging("s1") == ROW
+        assert tx.get_sealed("s1") == b"\x00sealed\xff"
+        assert not tx.redeem("s1", "other-token", "t1", NOW)
+        assert not tx.redeem("s1", "tid", "t2", NOW)
+        assert not tx.redeem("s1", "tid", "t1", NOW + 900)  # expired
+        assert tx.redeem("s1", "tid", "t1", NOW)
+        assert not tx.redeem("s1", "tid", "t1", NOW)
+        assert tx.close_staging("s1", ("open", "redeemed"), "completed", NOW, '{"ok": 1}')
+        assert not tx.close_staging("s1", ("open", "redeemed"), "cancelled", NOW, None)
+        assert tx.delete_sealed("s1") and not tx.delete_sealed("s1")
+        final = tx.get_staging("s1")
+    assert final is not None and final.state == "completed" and final.redeemed_at == NOW
+
+
+def test_expired_stagings_are_found(store: Store) -> None:
+    with store.transaction() as tx:
+        tx.insert_staging(ROW)
+        tx.insert_staging(replace(ROW, staging_guid="s2", expires_at=NOW + 10))
+        tx.insert_staging(replace(ROW, staging_guid="s3", expires_at=NOW + 5, state="cancelled"))
+    with store.transaction() as tx:
+        assert [s.staging_guid for s in tx.expired_stagings(NOW + 20)] == ["s2"]
+
+
+def test_audit_sequence_and_detail(store: Store) -> None:
+    with store.transaction() as tx:
+        assert tx.append_audit(AuditEvent("token.issued", client="cc", detail={"k": 1}), "t1") == 1
+        assert tx.append_audit(AuditEvent("token.refused", reason="tampered"), "t2") == 2
+    with store.transaction() as tx:
+        rows = tx.audit_events()
+    assert [(r.seq, r.event.event, r.event.reason) for r in rows] == [
+        (1, "token.issued", None),
+        (2, "token.refused", "tampered"),
+    ]
+    assert rows[0].event.detail == {"k": 1}
+
+
+def test_a_failed_transaction_leaves_nothing(store: Store) -> None:
+    with pytest.raises(RuntimeError), store.transaction() as tx:
+        tx.insert_staging(ROW)
+        tx.append_audit(AuditEvent("token.issued"), "t")
+        raise RuntimeError("boom")
+    with store.transaction() as tx:
+        assert tx.get_staging("s1") is None and tx.audit_events() == []
+
+
+def test_concurrent_redemptions_one_wins(database_url: str) -> None:
+    """Two stores (as two replicas would have) race to redeem one staging, many times."""
+    a, b = open_store(database_url), open_store(database_url)
+    a.migrate()
+    try:
+        for n in range(20):
+            guid = f"race-{n}"
+            with a.transaction() as tx:
+                tx.insert_staging(replace(ROW, staging_guid=guid))
+            wins: list[bool] = []
+            barrier = threading.Barrier(4)
+
+            def redeem(
+                store: Store,
+                guid: str = guid,
+                barrier: threading.Barrier = barrier,
+                wins: list[bool] = wins,
+            ) -> None:
+                barrier.wait()
+                with store.transaction() as tx:
+                    wins.append(tx.redeem(guid, "tid", "t1", NOW))
+
+            threads = [threading.Thread(target=redeem, args=(s,)) for s in (a, b, a, b)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert sorted(wins) == [False, False, False, True]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_audit_failure_means_the_action_does_not_happen(database_url: str, store: Store) -> None:
+    """Fail closed: a database that refuses the audit row refuses the action with it."""
+    with store.transaction() as tx:
+        cur = tx._cur
+        if database_url.startswith("sqlite"):
+            cur.execute(
+                "CREATE TRIGGER no_audit BEFORE INSERT ON audit_events"
+                " BEGIN SELECT RAISE(ABORT, 'audit disk full'); END"
+            )
+        else:
+            cur.execute(
+                "CREATE FUNCTION no_audit() RETURNS trigger AS $$ BEGIN"
+                " RAISE EXCEPTION 'audit disk full'; END $$ LANGUAGE plpgsql"
+            )
+            cur.execute(
+                "CREATE TRIGGER no_audit BEFORE INSERT ON audit_events"
+                " FOR EACH ROW EXECUTE FUNCTION no_audit()"
+            )
+    with pytest.raises(StoreError), store.transaction() as tx:
+        tx.insert_staging(ROW)
+        tx.put_sealed("s1", b"x")
+        tx.append_audit(AuditEvent("token.issued"), "t")
+    with store.transaction() as tx:
+        assert tx.get_staging("s1") is None and tx.get_sealed("s1") is None
+
+
+def test_bad_urls() -> None:
+    with pytest.raises(StoreError, match="must start with"):
+        open_store("mysql://x")
+    with pytest.raises(StoreError, match="cannot connect"):
+        open_store("postgresql://nobody:pw@127.0.0.1:1/none?connect_timeout=1")
