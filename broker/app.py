@@ -7,24 +7,29 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, FastAPI, Request
+from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from broker import __version__
-from broker.auth import AuthFailed, verify_assertion
+from broker.auth import AuthFailed, Verified, verify_assertion
 from broker.keys import RingWatcher, load_keys
 from broker.metrics import Metrics
 from broker.problems import install_handlers, problem
 from broker.service import Broker
 from broker.settings import Settings, get_settings
 from broker.store import Store, open_store
-from broker.store.model import ClientRow
 
-__all__ = ["CurrentClient", "Runtime", "create_app", "require"]
+__all__ = ["Assertion", "RoleDenied", "Rt", "Runtime", "create_app"]
 
 log = logging.getLogger("broker")
+T = TypeVar("T")
+
+
+class RoleDenied(Exception):
+    """403: authenticated, but this client's role may not call the endpoint."""
 
 
 @dataclass
@@ -33,6 +38,33 @@ class Runtime:
     broker: Broker
     metrics: Metrics
     store: Store
+
+    async def run(self, work: Callable[[], T]) -> T:
+        """Run a request's blocking work: inline for SQLite (local, sub-millisecond calls
+        that cost less than a thread hop, and the GIL allows no parallelism anyway), in
+        the threadpool for PostgreSQL (network round trips must not stall the loop)."""
+        if self.store.inline:
+            return work()
+        return await run_in_threadpool(work)
+
+    def authorize(self, assertion: str, *roles: str) -> Verified:
+        """Verify the client assertion and the role. Its jti is spent by the action's own
+        transaction (one write per request); a refused role spends it here."""
+        if not assertion:
+            raise AuthFailed("no bearer assertion")
+        s = self.settings
+        verified = verify_assertion(
+            assertion,
+            lookup=self.broker.client,
+            audience=s.public_url,
+            now=self.broker.now(),
+            max_lifetime=s.assertion_max_lifetime_seconds,
+            skew=s.clock_skew_seconds,
+        )
+        if verified.client.role not in roles:
+            self.broker.spend_assertion(verified)
+            raise RoleDenied
+        return verified
 
 
 class BodyLimit:
@@ -79,48 +111,21 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
-def runtime(request: Request) -> Runtime:
+async def runtime(request: Request) -> Runtime:
+    # async: no I/O here, and a sync dependency would cost a threadpool hop per request.
     rt: Runtime = request.app.state.runtime
     return rt
 
 
-def authenticate(request: Request, rt: Annotated[Runtime, Depends(runtime)]) -> ClientRow:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    try:
-        if scheme.lower() != "bearer" or not token:
-            raise AuthFailed("no bearer assertion")
-        s = rt.settings
-        verified = verify_assertion(
-            token.strip(),
-            lookup=rt.broker.client,
-            audience=s.public_url,
-            now=rt.broker.now(),
-            max_lifetime=s.assertion_max_lifetime_seconds,
-            skew=s.clock_skew_seconds,
-        )
-        if not rt.broker.use_assertion(verified.client.name, verified.jti, verified.expires_at):
-            raise AuthFailed("replayed assertion")
-    except AuthFailed as exc:
-        rt.metrics.auth_failures.labels(reason=exc.reason[:40]).inc()
-        raise
-    return verified.client
+async def bearer(request: Request) -> str:
+    """The raw client assertion; verified by ``Runtime.authorize`` in the handler's one
+    trip to the threadpool (each extra trip costs more than the whole token work)."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
 
 
-CurrentClient = Annotated[ClientRow, Depends(authenticate)]
-
-
-class _RoleDenied(Exception):
-    pass
-
-
-def require(*roles: str) -> Callable[[ClientRow], ClientRow]:
-    def check(client: CurrentClient) -> ClientRow:
-        if client.role not in roles:
-            raise _RoleDenied
-        return client
-
-    return check
+Assertion = Annotated[str, Depends(bearer)]
+Rt = Annotated[Runtime, Depends(runtime)]
 
 
 def _sweeper(rt: Runtime, stop: threading.Event) -> None:
@@ -172,8 +177,8 @@ def create_app(settings: Settings | None = None, *, sweep: bool = True) -> FastA
     app.state.runtime = rt
     install_handlers(app)
 
-    @app.exception_handler(_RoleDenied)
-    async def _denied(request: Request, exc: _RoleDenied) -> Any:
+    @app.exception_handler(RoleDenied)
+    async def _denied(request: Request, exc: RoleDenied) -> Any:
         return problem("forbidden")
 
     from broker.routes import meta, stagings, tokens

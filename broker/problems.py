@@ -93,6 +93,9 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(AuthFailed)
     async def _auth(request: Request, exc: AuthFailed) -> JSONResponse:
         log.info("client authentication failed", extra={"reason": exc.reason})
+        metrics = getattr(getattr(request.app.state, "runtime", None), "metrics", None)
+        if metrics is not None:
+            metrics.auth_failures.labels(reason=exc.reason[:40]).inc()
         return problem("unauthenticated")
 
     @app.exception_handler(Refused)

@@ -1,8 +1,11 @@
 """What the broker does: mint, look up, redeem, complete, cancel, sweep. No HTTP here.
 
-Each action and its audit event are written in one transaction: if the event
-cannot be written, the action does not happen. Token refusals raise
-:class:`Refused`, whose reason goes to the audit log and metrics only.
+Each request is one transaction: the caller's assertion id is spent, the action
+is taken and its audit event written together; if any of it cannot be written,
+none of it happens. Outcomes that are refusals are decided inside the
+transaction and raised after it commits, so the refusal is audited and the
+assertion stays spent. Token refusals raise :class:`Refused`, whose reason goes
+to the audit log and metrics only.
 """
 
 from __future__ import annotations
@@ -11,10 +14,12 @@ import datetime
 import json
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from broker.auth import AuthFailed, Verified
 from broker.keys import KeyMaterial, RingWatcher
 from broker.store import Store
 from broker.store.model import OPEN_STATES, AuditEvent, ClientRow, StagingRow
@@ -31,14 +36,9 @@ from broker.tokens import (
 from tailor.errors import InvalidReference
 from tailor.reference import parse_reference
 
-__all__ = [
-    "Broker",
-    "Conflict",
-    "Invalid",
-    "Missing",
-    "Redeemed",
-    "Refused",
-]
+__all__ = ["Broker", "Conflict", "Invalid", "Lookup", "Missing", "Redeemed", "Refused"]
+
+_CLIENT_CACHE_SECONDS = 2.0
 
 
 class Refused(Exception):
@@ -87,6 +87,24 @@ def _iso_ms(ts: float) -> str:
     return datetime.datetime.fromtimestamp(ts, datetime.UTC).isoformat(timespec="milliseconds")
 
 
+class _Unit:
+    """One transaction's work: its audit events are announced only once it commits."""
+
+    def __init__(self, tx: SqlTx, broker: Broker) -> None:
+        self.tx = tx
+        self._broker = broker
+        self.events: list[AuditEvent] = []
+
+    def audit(self, event: AuditEvent) -> None:
+        self.tx.append_audit(event, _iso_ms(self._broker.clock()))
+        self.events.append(event)
+
+    def spend(self, caller: Verified | None) -> None:
+        """Spend the assertion's jti here, so it commits (or not) with the action."""
+        if caller and not self.tx.use_assertion(caller.client.name, caller.jti, caller.expires_at):
+            raise AuthFailed("replayed assertion")
+
+
 @dataclass
 class Broker:
     store: Store
@@ -96,13 +114,18 @@ class Broker:
     max_ttl: int = 3600
     clock: Callable[[], float] = time.time
     on_event: Callable[[str, str | None], None] = field(default=lambda event, reason: None)
+    _clients: dict[str, tuple[float, ClientRow | None]] = field(default_factory=dict, repr=False)
 
     def now(self) -> int:
         return int(self.clock())
 
-    def _audit(self, tx: SqlTx, event: AuditEvent) -> None:
-        tx.append_audit(event, _iso_ms(self.clock()))
-        self.on_event(event.event, event.reason)
+    @contextmanager
+    def _unit(self) -> Iterator[_Unit]:
+        with self.store.transaction() as tx:
+            unit = _Unit(tx, self)
+            yield unit
+        for event in unit.events:
+            self.on_event(event.event, event.reason)
 
     def fingerprint(self, token: str) -> str:
         return fingerprint(self.keys.fingerprint_key, token)
@@ -123,19 +146,29 @@ class Broker:
     # -- clients ----------------------------------------------------------------------------
 
     def client(self, name: str) -> ClientRow | None:
-        with self.store.transaction() as tx:
-            return tx.get_client(name)
+        """The registered client; cached a couple of seconds (removal takes that long)."""
+        now = time.monotonic()
+        hit = self._clients.get(name)
+        if hit and now - hit[0] < _CLIENT_CACHE_SECONDS:
+            return hit[1]
+        with self.store.transaction(write=False) as tx:
+            row = tx.get_client(name)
+        if len(self._clients) > 10000:
+            self._clients.clear()
+        self._clients[name] = (now, row)
+        return row
 
-    def use_assertion(self, client: str, jti: str, expires_at: int) -> bool:
-        with self.store.transaction() as tx:
-            return tx.use_assertion(client, jti, expires_at)
+    def spend_assertion(self, caller: Verified) -> None:
+        """For requests with no write of their own: spend the jti in a transaction of its own."""
+        with self._unit() as unit:
+            unit.spend(caller)
 
     # -- mint ---------------------------------------------------------------------------------
 
     def mint(
         self,
         *,
-        cc: str,
+        caller: Verified,
         app_guid: str,
         staging_guid: str,
         image: str,
@@ -148,11 +181,15 @@ class Broker:
     ) -> tuple[str, int]:
         try:
             ref = parse_reference(image)
+            bad: Exception | None = None
         except InvalidReference as exc:
-            raise Invalid(str(exc)) from None
+            bad = Invalid(str(exc))
         ttl = self.default_ttl if ttl_seconds is None else ttl_seconds
-        if not 30 <= ttl <= self.max_ttl:
-            raise Invalid(f"ttl_seconds must be between 30 and {self.max_ttl}")
+        if bad is None and not 30 <= ttl <= self.max_ttl:
+            bad = Invalid(f"ttl_seconds must be between 30 and {self.max_ttl}")
+        if bad is not None:
+            self.spend_assertion(caller)
+            raise bad
         now = self.now()
         claims = StagingClaims(
             token_id=secrets.token_hex(16),
@@ -182,7 +219,7 @@ class Broker:
             registry=claims.registry,
             registry_username=username,
             tailor=tailor,
-            cc_client=cc,
+            cc_client=caller.client.name,
             token_id=claims.token_id,
             token_fp=self.fingerprint(token),
             state="open",
@@ -192,171 +229,178 @@ class Broker:
             closed_at=None,
             result=None,
         )
-        with self.store.transaction() as tx:
-            bound = tx.get_client(tailor)
+        with self._unit() as unit:
+            unit.spend(caller)
+            bound = unit.tx.get_client(tailor)
             if bound is None or bound.role != "tailor":
-                raise Invalid(f"{tailor!r} is not a registered tailor client")
-            if not tx.insert_staging(row):
-                raise Conflict(f"staging {staging_guid} exists already")
-            tx.put_sealed(staging_guid, sealed)
-            detail = {"ttl_seconds": ttl, "tailor": tailor}
-            if space_guid:
-                detail["space_guid"] = space_guid
-            if user:
-                detail["user"] = user
-            self._audit(tx, self._staging_event("token.issued", row, cc, detail=detail))
+                bad = Invalid(f"{tailor!r} is not a registered tailor client")
+            elif not unit.tx.insert_staging(row):
+                bad = Conflict(f"staging {staging_guid} exists already")
+            else:
+                unit.tx.put_sealed(staging_guid, sealed)
+                detail: dict[str, Any] = {"ttl_seconds": ttl, "tailor": tailor}
+                if space_guid:
+                    detail["space_guid"] = space_guid
+                if user:
+                    detail["user"] = user
+                unit.audit(self._staging_event("token.issued", row, caller.client.name,
+                                               detail=detail))  # fmt: skip
+        if bad is not None:
+            raise bad
         return token, claims.expires_at
 
     # -- lookup and redeem --------------------------------------------------------------------
 
-    def _refuse(self, client: str, token: str, reason: str, claims: StagingClaims | None,
-                action: str) -> Refused:  # fmt: skip
-        event = AuditEvent(
+    def _refusal(self, caller: Verified, token: str, reason: str, claims: StagingClaims | None,
+                 action: str, s: StagingRow | None = None) -> AuditEvent:  # fmt: skip
+        return AuditEvent(
             event="token.refused",
-            client=client,
+            client=caller.client.name,
             app_guid=claims.app_guid if claims else None,
             staging_guid=claims.staging_guid if claims else None,
             image=claims.image if claims else None,
             registry=claims.registry if claims else None,
-            token_fp=self.fingerprint(token) if isinstance(token, str) else None,
+            registry_username=s.registry_username if s else None,
+            token_fp=self.fingerprint(token),
             reason=reason,
             detail={"action": action},
         )
-        with self.store.transaction() as tx:
-            self._audit(tx, event)
-        return Refused(reason)
 
-    def _open(
-        self, token: str, caller: ClientRow, action: str, *, check_expiry: bool
-    ) -> StagingClaims:
+    def _open(self, token: str, caller: Verified, action: str, *, check_expiry: bool
+              ) -> StagingClaims:  # fmt: skip
+        """Open the token, or audit the refusal (spending the assertion) and raise."""
         now = self.now()
+        reason = None
+        claims = None
         try:
             claims = open_token(token, self.ring.ring(), now if check_expiry else 0)
         except InvalidToken as exc:
-            raise self._refuse(caller.name, token, exc.reason, None, action) from None
-        if caller.role == "tailor" and claims.tailor != caller.name:
-            raise self._refuse(caller.name, token, "not the bound tailor", claims, action)
-        return claims
+            reason = exc.reason
+        if claims is not None and caller.client.role == "tailor":
+            if claims.tailor != caller.client.name:
+                reason = "not the bound tailor"
+        if reason is None and claims is not None:
+            return claims
+        with self._unit() as unit:
+            unit.spend(caller)
+            unit.audit(self._refusal(caller, token, reason or "invalid", claims, action))
+        raise Refused(reason or "invalid")
 
-    def lookup(self, *, caller: ClientRow, token: str) -> Lookup:
+    def lookup(self, *, caller: Verified, token: str) -> Lookup:
         claims = self._open(token, caller, "lookup", check_expiry=False)
-        with self.store.transaction() as tx:
-            s = tx.get_staging(claims.staging_guid)
+        outcome: Refused | Lookup
+        with self._unit() as unit:
+            unit.spend(caller)
+            s = unit.tx.get_staging(claims.staging_guid)
             if s is None or s.token_id != claims.token_id:
-                outcome: Refused | Lookup = Refused("unknown staging")
-                event = AuditEvent(
-                    "token.refused",
-                    caller.name,
-                    claims.app_guid,
-                    claims.staging_guid,
-                    token_fp=self.fingerprint(token),
-                    reason="unknown staging",
-                    detail={"action": "lookup"},
-                )
-                self._audit(tx, event)
+                outcome = Refused("unknown staging")
+                unit.audit(self._refusal(caller, token, outcome.reason, claims, "lookup"))
             else:
                 state = s.state
                 if state in OPEN_STATES and s.expires_at <= self.now():
                     state = "expired"
                 outcome = Lookup(s.staging_guid, s.app_guid, s.image, state, s.expires_at,
                                  s.redeemed_at is not None)  # fmt: skip
-                self._audit(tx, self._staging_event("token.lookup", s, caller.name))
+                unit.audit(self._staging_event("token.lookup", s, caller.client.name))
         if isinstance(outcome, Refused):
             raise outcome
         return outcome
 
-    def redeem(self, *, caller: ClientRow, token: str) -> Redeemed:
+    def redeem(self, *, caller: Verified, token: str) -> Redeemed:
         claims = self._open(token, caller, "redeem", check_expiry=True)
         now = self.now()
-        result: Redeemed | Refused
-        with self.store.transaction() as tx:
+        name = caller.client.name
+        with self._unit() as unit:
+            unit.spend(caller)
+            tx = unit.tx
             s = tx.get_staging(claims.staging_guid)
-            sealed = None
+            opened: tuple[str, str] | None = None
             if s is None or s.token_id != claims.token_id:
                 reason = "unknown staging"
-            elif tx.redeem(claims.staging_guid, claims.token_id, caller.name, now):
+            elif tx.redeem(claims.staging_guid, claims.token_id, name, now):
+                # The conditional update above is the single use: one winner, on any replica.
                 sealed = tx.get_sealed(claims.staging_guid)
-                reason = "" if sealed else "credentials purged"
+                reason = "credentials purged"
+                if sealed is not None:
+                    try:
+                        opened = open_credentials(
+                            claims.data_key, sealed, staging_guid=s.staging_guid, image=s.image
+                        )
+                    except InvalidToken as exc:
+                        reason = exc.reason
             elif s.state == "redeemed":
                 reason = "replay: already redeemed"
             elif s.state not in OPEN_STATES:
                 reason = f"staging {s.state}"
             else:
                 reason = "expired"
-            opened = None
-            if sealed is not None and s is not None:
-                try:
-                    opened = open_credentials(
-                        claims.data_key, sealed, staging_guid=s.staging_guid, image=s.image
-                    )
-                except InvalidToken as exc:
-                    reason = exc.reason
             if opened is not None and s is not None:
-                username, password = opened
-                result = Redeemed(s.registry, s.image, username, password, s.expires_at)
-                self._audit(tx, self._staging_event("token.redeemed", s, caller.name))
+                result: Redeemed | Refused = Redeemed(
+                    s.registry, s.image, opened[0], opened[1], s.expires_at
+                )
+                unit.audit(self._staging_event("token.redeemed", s, name))
             else:
                 result = Refused(reason)
-                event = AuditEvent(
-                    "token.refused", caller.name, claims.app_guid, claims.staging_guid,
-                    claims.image, claims.registry, s.registry_username if s else None,
-                    self.fingerprint(token), reason, {"action": "redeem"},
-                )  # fmt: skip
-                self._audit(tx, event)
+                unit.audit(self._refusal(caller, token, reason, claims, "redeem", s))
         if isinstance(result, Refused):
             raise result
         return result
 
     # -- closing ------------------------------------------------------------------------------
 
-    def _close(self, tx: SqlTx, s: StagingRow, client: str, state: str,
-               result: dict[str, Any] | None) -> None:  # fmt: skip
+    def _close(self, unit: _Unit, s: StagingRow, client: str, state: str,
+               result: dict[str, Any] | None) -> bool:  # fmt: skip
         result_text = json.dumps(result, sort_keys=True) if result else None
-        if not tx.close_staging(s.staging_guid, OPEN_STATES, state, self.now(), result_text):
-            raise Conflict(f"staging {s.staging_guid} is already closed")
-        detail = (
-            {"reason": str(result.get("error", ""))[:500]} if result and state == "failed" else {}
-        )
-        self._audit(tx, self._staging_event(f"staging.{state}", s, client, detail=detail))
-        if tx.delete_sealed(s.staging_guid):
-            self._audit(tx, self._staging_event("credentials.purged", s, client))
+        if not unit.tx.close_staging(s.staging_guid, OPEN_STATES, state, self.now(), result_text):
+            return False
+        detail = {}
+        if result and state == "failed":
+            detail = {"error": str(result.get("error", ""))[:500]}
+        unit.audit(self._staging_event(f"staging.{state}", s, client, detail=detail))
+        if unit.tx.delete_sealed(s.staging_guid):
+            unit.audit(self._staging_event("credentials.purged", s, client))
+        return True
 
-    def complete(self, *, caller: ClientRow, staging_guid: str, succeeded: bool,
+    def complete(self, *, caller: Verified, staging_guid: str, succeeded: bool,
                  result: dict[str, Any] | None, error: str | None) -> str:  # fmt: skip
-        with self.store.transaction() as tx:
-            s = tx.get_staging(staging_guid)
-            if s is None or s.tailor != caller.name:
-                raise Missing(f"no staging {staging_guid} bound to {caller.name}")
-            if s.state not in OPEN_STATES:
-                raise Conflict(f"staging {staging_guid} is already {s.state}")
-            state = "completed" if succeeded else "failed"
-            payload: dict[str, Any] = dict(result or {})
-            if error:
-                payload["error"] = error
-            self._close(tx, s, caller.name, state, payload)
+        name = caller.client.name
+        state = "completed" if succeeded else "failed"
+        with self._unit() as unit:
+            unit.spend(caller)
+            s = unit.tx.get_staging(staging_guid)
+            bad: Exception | None = None
+            if s is None or s.tailor != name:
+                bad = Missing(f"no staging {staging_guid} bound to {name}")
+            else:
+                payload: dict[str, Any] = dict(result or {})
+                if error:
+                    payload["error"] = error
+                if not self._close(unit, s, name, state, payload):
+                    bad = Conflict(f"staging {staging_guid} is already {s.state}")
+        if bad is not None:
+            raise bad
         return state
 
-    def cancel(self, *, caller: ClientRow, staging_guid: str) -> None:
-        with self.store.transaction() as tx:
-            s = tx.get_staging(staging_guid)
+    def cancel(self, *, caller: Verified, staging_guid: str) -> None:
+        name = caller.client.name
+        with self._unit() as unit:
+            unit.spend(caller)
+            s = unit.tx.get_staging(staging_guid)
+            bad: Exception | None = None
             if s is None:
-                raise Missing(f"no staging {staging_guid}")
-            if s.state == "cancelled":
-                return
-            if s.state not in OPEN_STATES:
-                raise Conflict(f"staging {staging_guid} is already {s.state}")
-            self._close(tx, s, caller.name, "cancelled", None)
+                bad = Missing(f"no staging {staging_guid}")
+            elif s.state != "cancelled" and not self._close(unit, s, name, "cancelled", None):
+                bad = Conflict(f"staging {staging_guid} is already {s.state}")
+        if bad is not None:
+            raise bad
 
     def sweep(self) -> int:
         """Close expired stagings and shred their credentials; safe on every replica at once."""
         now = self.now()
         closed = 0
-        with self.store.transaction() as tx:
-            tx.forget_assertions(now - 600)
-            for s in tx.expired_stagings(now):
-                if tx.close_staging(s.staging_guid, OPEN_STATES, "expired", now, None):
-                    self._audit(tx, self._staging_event("staging.expired", s, "broker"))
-                    if tx.delete_sealed(s.staging_guid):
-                        self._audit(tx, self._staging_event("credentials.purged", s, "broker"))
+        with self._unit() as unit:
+            unit.tx.forget_assertions(now - 600)
+            for s in unit.tx.expired_stagings(now):
+                if self._close(unit, s, "broker", "expired", None):
                     closed += 1
         return closed

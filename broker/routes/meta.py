@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from typing import Annotated, Any
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Response
 
-from broker.app import Runtime, runtime
+from broker.app import Rt, Runtime
 
 router = APIRouter()
-Rt = Annotated[Runtime, Depends(runtime)]
 
 
 def _b64(data: bytes) -> str:
@@ -42,15 +41,15 @@ def jwks(rt: Runtime) -> dict[str, Any]:
 
 
 @router.get("/.well-known/jwks.json")
-def get_jwks(rt: Rt) -> dict[str, Any]:
+async def get_jwks(rt: Rt) -> dict[str, Any]:
     return jwks(rt)
 
 
 @router.get("/healthz")
-def healthz() -> dict[str, str]:
+async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
 @router.get("/metrics", response_class=Response)
-def metrics(rt: Rt) -> Response:
+async def metrics(rt: Rt) -> Response:
     return Response(rt.metrics.render(), media_type="text/plain; version=0.0.4")

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Response
+from fastapi import APIRouter, Path, Response
 
-from broker.app import Runtime, require, runtime
+from broker.app import Assertion, Rt
 from broker.problems import problem_responses
 from broker.routes.models import GUID_PATTERN, Completion, CompletionResult
-from broker.store.model import ClientRow
 
 router = APIRouter(prefix="/v1")
-Rt = Annotated[Runtime, Depends(runtime)]
 GuidPath = Annotated[str, Path(pattern=GUID_PATTERN, max_length=64)]
 
 
@@ -21,20 +19,21 @@ GuidPath = Annotated[str, Path(pattern=GUID_PATTERN, max_length=64)]
     response_model=CompletionResult,
     responses=problem_responses(401, 403, 404, 409, 413, 422, 503),
 )
-def complete(
-    staging_guid: GuidPath,
-    body: Completion,
-    client: Annotated[ClientRow, Depends(require("tailor"))],
-    rt: Rt,
+async def complete(
+    staging_guid: GuidPath, body: Completion, assertion: Assertion, rt: Rt
 ) -> CompletionResult:
-    state = rt.broker.complete(
-        caller=client,
-        staging_guid=staging_guid,
-        succeeded=body.status == "succeeded",
-        result=body.result,
-        error=body.error,
-    )
-    return CompletionResult(staging_guid=staging_guid, state=state)  # type: ignore[arg-type]
+    def work() -> CompletionResult:
+        caller = rt.authorize(assertion, "tailor")
+        state = rt.broker.complete(
+            caller=caller,
+            staging_guid=staging_guid,
+            succeeded=body.status == "succeeded",
+            result=body.result,
+            error=body.error,
+        )
+        return CompletionResult(staging_guid=staging_guid, state=state)  # type: ignore[arg-type]
+
+    return await rt.run(work)
 
 
 @router.delete(
@@ -43,10 +42,10 @@ def complete(
     response_class=Response,
     responses=problem_responses(401, 403, 404, 409, 422, 503),
 )
-def cancel(
-    staging_guid: GuidPath,
-    client: Annotated[ClientRow, Depends(require("cc"))],
-    rt: Rt,
-) -> Response:
-    rt.broker.cancel(caller=client, staging_guid=staging_guid)
+async def cancel(staging_guid: GuidPath, assertion: Assertion, rt: Rt) -> Response:
+    def work() -> None:
+        caller = rt.authorize(assertion, "cc")
+        rt.broker.cancel(caller=caller, staging_guid=staging_guid)
+
+    await rt.run(work)
     return Response(status_code=204)

@@ -30,10 +30,12 @@ class StoreError(Exception):
 
 class Store(Protocol):
     url_for_humans: str
+    inline: bool
+    """True when calls are local and fast enough to run on the event loop."""
 
     def migrate(self) -> int: ...
 
-    def transaction(self) -> AbstractContextManager[SqlTx]: ...
+    def transaction(self, write: bool = True) -> AbstractContextManager[SqlTx]: ...
 
     def close(self) -> None: ...
 

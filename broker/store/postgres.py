@@ -25,6 +25,7 @@ def _placeholders(sql: str) -> str:
 class PostgresStore:
     def __init__(self, url: str, max_size: int = 10) -> None:
         self.url_for_humans = url.split("@")[-1]  # never the password
+        self.inline = False
         try:
             # One direct attempt first: a wrong URL fails now, not after the pool's retries.
             psycopg.connect(url, connect_timeout=5).close()
@@ -39,7 +40,7 @@ class PostgresStore:
             ) from None
 
     @contextmanager
-    def transaction(self) -> Iterator[SqlTx]:
+    def transaction(self, write: bool = True) -> Iterator[SqlTx]:
         try:
             with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
                 yield SqlTx(cur, _placeholders, f"SELECT pg_advisory_xact_lock({_AUDIT_LOCK})")

@@ -279,3 +279,26 @@ def test_the_database_never_holds_the_password_or_token(api: Api, tmp_path: Path
     db = sqlite3.connect(tmp_path / "broker.sqlite")
     dump = "\n".join(db.iterdump())
     assert PASSWORD not in dump and token not in dump
+
+
+def test_assertions_are_spent_even_when_the_action_fails(api: Api) -> None:
+    c = api.clients
+    once = c.cc.assertion(AUD)
+    headers = {"Authorization": f"Bearer {once}"}
+    assert api.http.delete("/v1/stagings/nope", headers=headers).status_code == 404
+    assert api.http.delete("/v1/stagings/nope", headers=headers).status_code == 401
+    denied = c.tailor.assertion(AUD)
+    h2 = {"Authorization": f"Bearer {denied}"}
+    assert api.http.delete("/v1/stagings/nope", headers=h2).status_code == 403
+    assert api.http.delete("/v1/stagings/nope", headers=h2).status_code == 401
+    text = api.http.get("/metrics").text
+    assert 'stager_client_auth_failures_total{reason="replayed assertion"} 2.0' in text
+
+
+def test_removed_clients_stop_working(api: Api) -> None:
+    c = api.clients
+    assert api.mint().status_code == 201
+    with api.runtime.store.transaction() as tx:  # type: ignore[attr-defined]
+        tx.remove_client(c.cc.name)
+    api.runtime.broker._clients.clear()  # type: ignore[attr-defined]  # skip the 2 s cache
+    assert api.mint("stg-2").status_code == 401

@@ -82,7 +82,9 @@ def test_signature_by_another_key_fails() -> None:
         ({"lifetime": -100}, "expired"),
         ({"lifetime": 1000}, "too long"),
         ({"sub": "someone"}, "sub is not iss"),
-        ({"jti": None}, "invalid assertion"),
+        ({"jti": None}, "bad jti"),
+        ({"iat": 2**40}, "iat in the future"),
+        ({"exp": "soon"}, "bad exp"),
         ({"iss": "ghost", "sub": "ghost"}, "unknown client"),
     ],
 )
@@ -106,3 +108,26 @@ def test_only_ed25519_and_p256_keys_register() -> None:
     with pytest.raises(ValueError, match="not a PEM"):
         load_client_key("hello")
     assert load_client_key(ED.public_pem) is not None
+
+
+def test_es256_signatures_must_be_raw_r_s() -> None:
+    from cryptography.hazmat.primitives import hashes as h
+    from cryptography.hazmat.primitives.asymmetric import ec as ecm
+
+    header = {"alg": "ES256", "typ": "JWT"}
+    signing = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims_for('ec')).encode())}"
+    der = EC.key.sign(signing.encode(), ecm.ECDSA(h.SHA256()))  # type: ignore[call-arg]
+    assert "invalid assertion" in reason(f"{signing}.{b64(der)}")
+
+
+def test_non_canonical_base64_and_crit_are_refused() -> None:
+    good = ED.assertion(AUD)
+    head, body, sig = good.split(".")
+    assert "malformed" in reason(f"{head}=.{body}.{sig}")
+    assert "malformed" in reason(f"{head}.{body}.{sig}!")
+    crit = forged({"alg": "EdDSA", "crit": ["x"]}, claims_for("ed"))
+    assert "critical" in reason(crit)
+
+
+def test_audience_may_be_a_list() -> None:
+    assert verify(ED.assertion(["http://other", AUD])).client.name == "ed"  # type: ignore[arg-type]

@@ -1,0 +1,261 @@
+"""Broker benchmark: mint+redeem round trips against `broker serve`, beside a bare endpoint.
+
+Both servers run the same way (uvicorn, one process, loopback); the same load
+generator drives both: two client processes, keep-alive connections, client
+assertions signed before the clock starts so client CPU is not measured.
+
+    python -m bench.broker [--seconds 4] [--levels 1,8,32] [--database-url URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tests.support.brokerproc import broker_cli, broker_env, start_broker
+from tests.support.clients import new_client
+from tests.support.registry import free_port, wait_http
+
+PUBLIC = "https://broker.bench"
+BARE_APP = """
+from fastapi import FastAPI
+from pydantic import BaseModel
+
+class Body(BaseModel):
+    token: str
+
+app = FastAPI()
+
+@app.post("/echo")
+def echo(body: Body) -> dict[str, str]:
+    return {"token": body.token, "state": "ok"}
+"""
+
+
+class Conn:
+    """A keep-alive JSON client on http.client: far lighter than requests, so the load
+    generator leaves more of the two cores to the server under test."""
+
+    def __init__(self, url: str) -> None:
+        import http.client
+        from urllib.parse import urlsplit
+
+        self.conn = http.client.HTTPConnection(urlsplit(url).netloc, timeout=60)
+
+    def post(self, path: str, body: object, headers: dict[str, str] | None = None
+             ) -> tuple[int, dict[str, object]]:  # fmt: skip
+        import json
+
+        data = json.dumps(body).encode()
+        self.conn.request("POST", path, body=data,
+                          headers={"Content-Type": "application/json", **(headers or {})})  # fmt: skip
+        response = self.conn.getresponse()
+        return response.status, json.loads(response.read() or b"{}")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+def broker_worker(args: tuple[str, int, int, float, bytes, bytes, int, mp.Queue]) -> None:
+    url, threads, per_thread, start_at, cc_pem, tailor_pem, seed, out = args
+    import threading
+
+    from cryptography.hazmat.primitives import serialization
+
+    from tests.support.clients import Client
+
+    cc = Client("cc", "cc", serialization.load_pem_private_key(cc_pem, None))  # type: ignore[arg-type]
+    tailor = Client("tailor", "tailor", serialization.load_pem_private_key(tailor_pem, None))  # type: ignore[arg-type]
+    plans = [
+        [(cc.headers(PUBLIC), tailor.headers(PUBLIC)) for _ in range(per_thread)]
+        for _ in range(threads)
+    ]
+    results: list[tuple[float, float]] = []
+    lock = threading.Lock()
+    stop_at = start_at + BENCH_SECONDS.value
+
+    def run(t: int) -> None:
+        session = Conn(url)
+        mine = []
+        while time.time() < start_at:
+            time.sleep(0.001)
+        for i, (h_cc, h_tailor) in enumerate(plans[t]):
+            if time.time() >= stop_at:
+                break
+            guid = f"b{seed}-{t}-{i}"
+            body = {"app_guid": "app", "staging_guid": guid, "image": "registry.bench/app:1",
+                    "username": "u", "password": "bench-password", "tailor": "tailor"}  # fmt: skip
+            t0 = time.perf_counter()
+            status, minted = session.post("/v1/staging-tokens", body, h_cc)
+            t1 = time.perf_counter()
+            if status != 201:
+                raise SystemExit(f"mint failed: {status} {minted}")
+            status, got = session.post("/v1/redemptions", {"token": minted["token"]}, h_tailor)
+            t2 = time.perf_counter()
+            if status != 200:
+                raise SystemExit(f"redeem failed: {status} {got.get('type')}")
+            mine.append((t1 - t0, t2 - t1))
+        with lock:
+            results.extend(mine)
+
+    workers = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    out.put(results)
+
+
+def bare_worker(args: tuple[str, int, int, float, int, mp.Queue]) -> None:
+    url, threads, per_thread, start_at, seed, out = args
+    import threading
+
+    results: list[tuple[float, float]] = []
+    lock = threading.Lock()
+    stop_at = start_at + BENCH_SECONDS.value
+
+    def run(t: int) -> None:
+        session = Conn(url)
+        mine = []
+        while time.time() < start_at:
+            time.sleep(0.001)
+        for _ in range(per_thread):
+            if time.time() >= stop_at:
+                break
+            t0 = time.perf_counter()
+            a, _ = session.post("/echo", {"token": "x" * 200})
+            t1 = time.perf_counter()
+            b, _ = session.post("/echo", {"token": "y" * 200})
+            t2 = time.perf_counter()
+            assert a == b == 200
+            mine.append((t1 - t0, t2 - t1))
+        with lock:
+            results.extend(mine)
+
+    workers = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    out.put(results)
+
+
+BENCH_SECONDS = mp.Value("d", 4.0)
+
+
+def drive(
+    kind: str, url: str, level: int, keys: tuple[bytes, bytes], seed: int, server_pid: int
+) -> dict[str, float]:
+    procs_n = min(2, level)
+    per_proc = [level // procs_n + (1 if i < level % procs_n else 0) for i in range(procs_n)]
+    per_thread = int(4000 * BENCH_SECONDS.value / 4 / max(1, level)) + 50
+    start_at = time.time() + 1.5 + 0.02 * level  # time to sign assertions first
+    out: mp.Queue = mp.Queue()
+    procs = []
+    for i, threads in enumerate(per_proc):
+        if kind == "broker":
+            a = (url, threads, per_thread, start_at, keys[0], keys[1], seed * 10 + i, out)
+            p = mp.Process(target=broker_worker, args=(a,))
+        else:
+            b = (url, threads, per_thread, start_at, seed * 10 + i, out)
+            p = mp.Process(target=bare_worker, args=(b,))
+        p.start()
+        procs.append(p)
+    results: list[tuple[float, float]] = []
+    while time.time() < start_at:
+        time.sleep(0.001)
+    cpu0 = cpu_seconds(server_pid)
+    for _ in procs:
+        results.extend(out.get(timeout=120))
+    cpu = cpu_seconds(server_pid) - cpu0
+    for p in procs:
+        p.join()
+        if p.exitcode != 0:
+            raise SystemExit(f"{kind} load worker failed")
+    elapsed = BENCH_SECONDS.value
+    first = [r[0] for r in results]
+    second = [r[1] for r in results]
+    return {
+        "round_trips_s": len(results) / elapsed,
+        "requests_s": 2 * len(results) / elapsed,
+        "p50_first": pct(first, 0.50),
+        "p99_first": pct(first, 0.99),
+        "p50_second": pct(second, 0.50),
+        "p99_second": pct(second, 0.99),
+        "cpu_ms": 1000 * cpu / max(1, 2 * len(results)),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--levels", default="1,8,32")
+    parser.add_argument("--database-url", default="", help="default: a fresh SQLite file")
+    args = parser.parse_args()
+    BENCH_SECONDS.value = args.seconds
+    levels = [int(x) for x in args.levels.split(",")]
+
+    with tempfile.TemporaryDirectory(prefix="bench-broker-") as tmp:
+        root = Path(tmp)
+        db = args.database_url or f"sqlite:///{root / 'broker.sqlite'}"
+        env = broker_env(root, db, PUBLIC)
+        env["BROKER_LOG_LEVEL"] = "WARNING"
+        cc, tailor = new_client("cc", "cc"), new_client("tailor", "tailor")
+        broker_cli(env, "keys", "init")
+        for c in (cc, tailor):
+            r = broker_cli(env, "clients", "add", c.name, "--role", c.role,
+                           "--public-key", str(c.write_public(root)))  # fmt: skip
+            if r.returncode != 0:
+                raise SystemExit(r.stderr)
+        broker = start_broker(env, root / "broker.log")
+        (root / "bare_app.py").write_text(BARE_APP)
+        port = free_port()
+        bare = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--app-dir", str(root), "bare_app:app",
+             "--port", str(port), "--log-level", "warning"],
+            env=dict(os.environ),
+        )  # fmt: skip
+        bare_url = f"http://127.0.0.1:{port}"
+        try:
+            wait_http(bare_url + "/docs", timeout=30, proc=bare)
+            keys = (cc.private_pem, tailor.private_pem)
+            print(f"store: {db.split('@')[-1]}; {args.seconds:.0f} s per run, alternating")
+            print(f"{'clients':>7} {'target':>7} {'req/s':>8} {'rt/s':>7} "
+                  f"{'p50 mint':>9} {'p99 mint':>9} {'p50 redeem':>11} {'p99 redeem':>11} {'cpu/req':>9}")  # fmt: skip
+            for n, level in enumerate(levels):
+                got: dict[str, dict[str, float]] = {}
+                for kind in ("bare", "broker"):
+                    url = bare_url if kind == "bare" else broker.url
+                    pid = bare.pid if kind == "bare" else broker.proc.pid
+                    got[kind] = drive(kind, url, level, keys, n * 2 + (kind == "broker"), pid)
+                    m = got[kind]
+                    print(f"{level:>7} {kind:>7} {m['requests_s']:>8.0f} {m['round_trips_s']:>7.0f} "
+                          f"{m['p50_first']:>8.1f}m {m['p99_first']:>8.1f}m "
+                          f"{m['p50_second']:>10.1f}m {m['p99_second']:>10.1f}m {m['cpu_ms']:>8.2f}m",
+                          flush=True)  # fmt: skip
+                ratio = got["broker"]["requests_s"] / got["bare"]["requests_s"]
+                print(f"{'':>7} broker/bare throughput = {ratio:.2f}")
+            print("(ms; for 'bare' the two columns are two plain JSON POSTs)")
+        finally:
+            broker.stop()
+            bare.terminate()
+            bare.wait(10)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
