@@ -12,12 +12,12 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from tests.support.brokerproc import broker_cli, broker_env, start_broker
 from tests.support.clients import new_client
@@ -49,13 +49,14 @@ class Conn:
 
         self.conn = http.client.HTTPConnection(urlsplit(url).netloc, timeout=60)
 
-    def post(self, path: str, body: object, headers: dict[str, str] | None = None
-             ) -> tuple[int, dict[str, object]]:  # fmt: skip
+    def post(
+        self, path: str, body: object, headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, Any]]:
         import json
 
         data = json.dumps(body).encode()
-        self.conn.request("POST", path, body=data,
-                          headers={"Content-Type": "application/json", **(headers or {})})  # fmt: skip
+        sent = {"Content-Type": "application/json", **(headers or {})}
+        self.conn.request("POST", path, body=data, headers=sent)
         response = self.conn.getresponse()
         return response.status, json.loads(response.read() or b"{}")
 
@@ -121,7 +122,7 @@ def broker_worker(args: tuple[str, int, int, float, bytes, bytes, int, mp.Queue]
 
 
 def bare_worker(args: tuple[str, int, int, float, int, mp.Queue]) -> None:
-    url, threads, per_thread, start_at, seed, out = args
+    url, threads, per_thread, start_at, _seed, out = args
     import threading
 
     results: list[tuple[float, float]] = []
@@ -234,8 +235,9 @@ def main() -> int:
             wait_http(bare_url + "/docs", timeout=30, proc=bare)
             keys = (cc.private_pem, tailor.private_pem)
             print(f"store: {db.split('@')[-1]}; {args.seconds:.0f} s per run, alternating")
-            print(f"{'clients':>7} {'target':>7} {'req/s':>8} {'rt/s':>7} "
-                  f"{'p50 mint':>9} {'p99 mint':>9} {'p50 redeem':>11} {'p99 redeem':>11} {'cpu/req':>9}")  # fmt: skip
+            columns = ["clients", "target", "req/s", "rt/s", "p50 mint", "p99 mint",
+                       "p50 redeem", "p99 redeem", "cpu/req"]  # fmt: skip
+            print(" ".join(f"{c:>10}" for c in columns))
             for n, level in enumerate(levels):
                 got: dict[str, dict[str, float]] = {}
                 for kind in ("bare", "broker"):
@@ -243,10 +245,16 @@ def main() -> int:
                     pid = bare.pid if kind == "bare" else broker.proc.pid
                     got[kind] = drive(kind, url, level, keys, n * 2 + (kind == "broker"), pid)
                     m = got[kind]
-                    print(f"{level:>7} {kind:>7} {m['requests_s']:>8.0f} {m['round_trips_s']:>7.0f} "
-                          f"{m['p50_first']:>8.1f}m {m['p99_first']:>8.1f}m "
-                          f"{m['p50_second']:>10.1f}m {m['p99_second']:>10.1f}m {m['cpu_ms']:>8.2f}m",
-                          flush=True)  # fmt: skip
+                    cells = [
+                        f"{level}",
+                        kind,
+                        f"{m['requests_s']:.0f}",
+                        f"{m['round_trips_s']:.0f}",
+                    ]
+                    cells += [f"{m[k]:.1f}ms" for k in ("p50_first", "p99_first")]
+                    cells += [f"{m[k]:.1f}ms" for k in ("p50_second", "p99_second")]
+                    cells.append(f"{m['cpu_ms']:.2f}ms")
+                    print(" ".join(f"{c:>10}" for c in cells), flush=True)
                 ratio = got["broker"]["requests_s"] / got["bare"]["requests_s"]
                 print(f"{'':>7} broker/bare throughput = {ratio:.2f}")
             print("(ms; for 'bare' the two columns are two plain JSON POSTs)")
