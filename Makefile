@@ -23,7 +23,7 @@ typecheck: deps
 	$(BIN)/mypy
 
 unit: deps
-	$(BIN)/pytest -q -p no:cacheprovider
+	BROKER_TEST_DATABASE_URL="$$(bash .ci/postgres.sh)" $(BIN)/pytest -q -p no:cacheprovider
 
 test: lint typecheck unit
 
@@ -32,6 +32,7 @@ demo: deps
 
 bench: deps
 	$(BIN)/python -m bench.copy
+	$(BIN)/python -m bench.broker
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
