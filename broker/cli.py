@@ -158,6 +158,7 @@ def _serve(args: argparse.Namespace) -> int:
         ssl_certfile=str(args.tls_cert) if args.tls_cert else None,
         ssl_keyfile=str(args.tls_key) if args.tls_key else None,
         server_header=False,
+        timeout_graceful_shutdown=5,
         proxy_headers=False,
     )
     return 0

@@ -302,3 +302,46 @@ def test_removed_clients_stop_working(api: Api) -> None:
         tx.remove_client(c.cc.name)
     api.runtime.broker._clients.clear()  # type: ignore[attr-defined]  # skip the 2 s cache
     assert api.mint("stg-2").status_code == 401
+
+
+def test_audit_write_failure_is_503_and_nothing_happens(api: Api, tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / "broker.sqlite")
+    db.execute(
+        "CREATE TRIGGER no_audit BEFORE INSERT ON audit_events"
+        " BEGIN SELECT RAISE(ABORT, 'audit disk full'); END"
+    )
+    db.commit()
+    r = api.mint()
+    assert r.status_code == 503 and r.headers["content-type"] == PROBLEM
+    assert "nothing was done" in r.json()["detail"]
+    db.execute("DROP TRIGGER no_audit")
+    db.commit()
+    db.close()
+    with api.runtime.store.transaction() as tx:  # type: ignore[attr-defined]
+        assert tx.get_staging("stg-1") is None and tx.get_sealed("stg-1") is None
+    assert api.mint().status_code == 201  # the same staging can be minted now
+
+
+def test_the_sweeper_thread_expires_stagings(settings: Settings, clients) -> None:
+    from fastapi.testclient import TestClient
+
+    from broker.app import create_app
+    from tests.broker.conftest import register
+
+    fast = settings.model_copy(update={"sweep_interval_seconds": 0.05})
+    app = create_app(fast, sweep=True)
+    register(app.state.runtime.store, clients)
+    with TestClient(app) as http:
+        api = Api(http, clients, app.state.runtime)
+        assert api.mint(ttl_seconds=30).status_code == 201
+        broker = app.state.runtime.broker
+        real = time.time
+        broker.clock = lambda: real() + 31
+        deadline = real() + 10
+        state = "open"
+        while state != "expired" and real() < deadline:
+            time.sleep(0.05)
+            with app.state.runtime.store.transaction(write=False) as tx:
+                state = tx.get_staging("stg-1").state
+        assert state == "expired"
+        assert ("credentials.purged", None) in audit(api)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import psycopg
@@ -156,3 +159,60 @@ def test_serve_misconfiguration_is_one_line(
     r = broker_cli(env, "serve", "--port", "1")
     assert r.returncode == 1
     assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_serve_over_tls(tmp_path: Path, clients: Clients) -> None:
+    import datetime
+
+    import requests
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from tests.support.registry import free_port
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(1)
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(
+            [x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.1"))]), critical=False)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    (tmp_path / "tls.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "tls.key").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))  # fmt: skip
+    env = setup_broker(tmp_path, f"sqlite:///{tmp_path / 'b.sqlite'}", clients)
+    port = free_port()
+    log = (tmp_path / "tls.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "broker.cli", "serve", "--port", str(port),
+         "--tls-cert", str(tmp_path / "tls.crt"), "--tls-key", str(tmp_path / "tls.key")],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        url = f"https://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                r = requests.get(f"{url}/healthz", verify=str(tmp_path / "tls.crt"), timeout=2)
+                break
+            except requests.RequestException:
+                time.sleep(0.1)
+        assert r.json() == {"status": "ok"}
+        with pytest.raises(requests.exceptions.SSLError):
+            requests.get(f"{url}/healthz", timeout=2)  # not trusted by default: real TLS
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise AssertionError("broker serve did not stop within 15 s of SIGTERM") from None
