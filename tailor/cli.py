@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from tailor import __version__
 from tailor.authn import Credentials, resolve
@@ -57,7 +59,130 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not read or write the record of where blobs were pushed",
     )
+
+    stage = commands.add_parser(
+        "stage",
+        help="stage an image for the platform (redeem, copy, describe, report)",
+        description="Run one staging. With STAGING_TOKEN set, redeem it at TAILOR_BROKER_URL "
+        "as TAILOR_CLIENT_ID (key: the PEM file named by TAILOR_CLIENT_KEY).",
+    )
+    stage.add_argument("--image", required=True, metavar="REF")
+    stage.add_argument("--staging-guid", required=True, metavar="GUID")
+    stage.add_argument("--result-file", required=True, metavar="FILE", type=Path)
+    stage.add_argument("--internal-registry", metavar="HOST[:PORT]",
+                       help="copy into this registry (the app opted in)")  # fmt: skip
+    stage.add_argument("--repository-prefix", default="staging", metavar="PREFIX")
+    stage.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]")
+    stage.add_argument("--mount-from", action="append", default=[], metavar="REPO",
+                       help="internal repository likely to hold the blobs (e.g. the app's "
+                       "previous image)")  # fmt: skip
+    stage.add_argument("--jobs", type=int, default=4, metavar="N")
+
+    push = commands.add_parser(
+        "push",
+        help="what cf push does for a docker image: mint a token, run the staging",
+        description="Stage a (private) docker image as the platform does at cf push. The "
+        "registry password comes from CF_DOCKER_PASSWORD only.",
+    )
+    push.add_argument("--docker-image", required=True, metavar="REF")
+    push.add_argument("--docker-username", metavar="USER")
+    push.add_argument("--docker-password", help=argparse.SUPPRESS)
+    push.add_argument("--app-guid", required=True, metavar="GUID")
+    push.add_argument("--staging-guid", metavar="GUID", help="default: a new UUID")
+    push.add_argument("--space-guid", metavar="GUID")
+    push.add_argument("--user", metavar="NAME", help="who pushed (for the audit log)")
+    push.add_argument("--internal-registry", metavar="HOST[:PORT]",
+                      help="opt in: run from a copy in this registry")  # fmt: skip
+    push.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]")
+    push.add_argument("--mount-from", action="append", default=[], metavar="REPO")
+    push.add_argument("--broker-url", default=os.environ.get("TAILOR_BROKER_URL"), metavar="URL")
+    push.add_argument("--cc-client", default="cloud-controller", metavar="NAME")
+    push.add_argument("--cc-key", metavar="PEMFILE", help="the cc client's private key")
+    push.add_argument("--tailor-client", default="tailor", metavar="NAME")
+    push.add_argument("--tailor-key", metavar="PEMFILE", help="the staging task's private key")
+    push.add_argument("--ttl-seconds", type=int, metavar="N")
     return parser
+
+
+def _warn(text: str) -> None:
+    sys.stderr.write(f"tailor: warning: {text}\n")
+
+
+def _stage(args: argparse.Namespace) -> int:
+    from tailor.staging import StageRequest, stage
+
+    if args.jobs < 1 or args.jobs > 64:
+        raise ConfigError("--jobs must be between 1 and 64")
+    token = os.environ.get("STAGING_TOKEN") or None
+    broker = None
+    if token:
+        from tailor.assertion import load_client_key
+        from tailor.broker_client import BrokerClient
+
+        url = os.environ.get("TAILOR_BROKER_URL", "")
+        client_id = os.environ.get("TAILOR_CLIENT_ID", "")
+        key_path = os.environ.get("TAILOR_CLIENT_KEY", "")
+        if not (url and client_id and key_path):
+            raise ConfigError(
+                "STAGING_TOKEN needs TAILOR_BROKER_URL, TAILOR_CLIENT_ID and TAILOR_CLIENT_KEY"
+            )
+        broker = BrokerClient(url, load_client_key(client_id, key_path))
+    request = StageRequest(
+        image=args.image,
+        staging_guid=args.staging_guid,
+        internal_registry=args.internal_registry,
+        repository_prefix=args.repository_prefix,
+        insecure=args.insecure_registry,
+        mount_from=args.mount_from,
+        jobs=args.jobs,
+        token=token,
+        broker=broker,
+        locations=_locations(False),
+        progress=for_stream(sys.stderr),
+        warn=_warn,
+    )
+    result = stage(request)
+    tmp = args.result_file.with_name(args.result_file.name + ".tmp")
+    try:
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+        tmp.replace(args.result_file)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {args.result_file}: {exc.strerror}") from None
+    print(result["lifecycle_metadata"]["docker_image"])
+    return 0
+
+
+def _push(args: argparse.Namespace) -> int:
+    from tailor.push import PushRequest, push
+
+    if args.docker_password is not None:
+        raise ConfigError("never pass the password as an argument: set CF_DOCKER_PASSWORD")
+    needed = {"--broker-url": args.broker_url, "--cc-key": args.cc_key,
+              "--tailor-key": args.tailor_key}  # fmt: skip
+    missing = [name for name, value in needed.items() if not value]
+    if args.docker_username and missing:
+        raise ConfigError(f"a private image needs {', '.join(missing)}")
+    image = push(
+        PushRequest(
+            docker_image=args.docker_image,
+            app_guid=args.app_guid,
+            broker_url=args.broker_url or "",
+            cc_client=args.cc_client,
+            cc_key=args.cc_key or "",
+            tailor_client=args.tailor_client,
+            tailor_key=args.tailor_key or "",
+            docker_username=args.docker_username,
+            staging_guid=args.staging_guid,
+            internal_registry=args.internal_registry,
+            insecure=tuple(args.insecure_registry),
+            mount_from=tuple(args.mount_from),
+            space_guid=args.space_guid,
+            user=args.user,
+            ttl_seconds=args.ttl_seconds,
+        )
+    )
+    print(image)
+    return 0
 
 
 def _credentials(registry: str, username: str | None, env: str, flag: str) -> Credentials:
@@ -125,6 +250,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "copy":
             return _copy(args)
+        if args.command == "stage":
+            return _stage(args)
+        if args.command == "push":
+            return _push(args)
         raise ConfigError(f"unknown command {args.command!r}")
     except TailorError as exc:
         sys.stderr.write(f"tailor: error: {exc}\n")

@@ -39,8 +39,11 @@ class BrokerProcess:
         return requests.post(self.url + path, headers=headers, json=json, timeout=30)
 
 
-def start_broker(env: dict[str, str], log: Path) -> BrokerProcess:
+def start_broker(env: dict[str, str], log: Path, *, self_audience: bool = False) -> BrokerProcess:
+    """Start ``broker serve``; with ``self_audience`` its public URL is its own address."""
     port = free_port()
+    if self_audience:
+        env = {**env, "BROKER_PUBLIC_URL": f"http://127.0.0.1:{port}"}
     out = log.open("ab")
     proc = subprocess.Popen(
         [sys.executable, "-m", "broker.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],

@@ -1,0 +1,102 @@
+"""The broker's HTTP API as the Tailor and the push client use it. HTTP only: the
+Tailor runs in a staging container and never imports ``broker``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+from tailor.assertion import ClientKey
+from tailor.errors import TailorError
+
+__all__ = ["BrokerClient", "BrokerError", "Redemption"]
+
+_MAX_ANSWER = 64 * 1024
+
+
+class BrokerError(TailorError):
+    """The broker refused or could not be reached; the message is one line, no secret."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Redemption:
+    registry: str
+    image: str
+    username: str
+    password: str
+    expires_at: str
+
+    def __repr__(self) -> str:  # never the password
+        return f"Redemption(registry={self.registry!r}, image={self.image!r})"
+
+
+class BrokerClient:
+    def __init__(self, url: str, key: ClientKey, *, timeout: float = 30.0) -> None:
+        if not url.startswith(("https://", "http://")):
+            raise BrokerError(f"broker URL must be http(s)://..., got {url[:60]!r}")
+        self.url = url.rstrip("/")
+        self._key = key
+        self._timeout = timeout
+        self._session = requests.Session()
+        self._session.trust_env = False
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None, what: str) -> Any:
+        headers = {"Authorization": f"Bearer {self._key.assertion(self.url)}"}
+        try:
+            response = self._session.request(
+                method, self.url + path, json=body, headers=headers, timeout=self._timeout,
+                allow_redirects=False, stream=True,
+            )  # fmt: skip
+        except requests.RequestException as exc:
+            raise BrokerError(f"cannot reach the broker for {what}: {type(exc).__name__}") from None
+        with response:
+            raw = response.raw.read(_MAX_ANSWER + 1, decode_content=True)
+        try:
+            data = json.loads(raw) if raw else {}
+        except ValueError:
+            data = {}
+        if response.status_code >= 400:
+            title = data.get("title") if isinstance(data, dict) else None
+            detail = data.get("detail") if isinstance(data, dict) else None
+            text = "; ".join(str(x) for x in (title, detail) if x) or f"HTTP {response.status_code}"
+            raise BrokerError(f"broker refused {what}: {text}", response.status_code)
+        return data
+
+    def mint(self, **body: Any) -> dict[str, Any]:
+        answer: dict[str, Any] = self._call("POST", "/v1/staging-tokens", body, "the staging token")
+        return answer
+
+    def redeem(self, token: str) -> Redemption:
+        data = self._call("POST", "/v1/redemptions", {"token": token}, "the staging token")
+        try:
+            return Redemption(
+                str(data["registry"]), str(data["image"]), str(data["username"]),
+                str(data["password"]), str(data["expires_at"]),
+            )  # fmt: skip
+        except (KeyError, TypeError):
+            raise BrokerError("the broker's redemption answer is incomplete") from None
+
+    def lookup(self, token: str) -> dict[str, Any]:
+        answer: dict[str, Any] = self._call(
+            "POST", "/v1/staging-tokens/lookup", {"token": token}, "the lookup"
+        )
+        return answer
+
+    def complete(self, staging_guid: str, *, succeeded: bool, result: dict[str, Any] | None = None,
+                 error: str | None = None) -> None:  # fmt: skip
+        body: dict[str, Any] = {"status": "succeeded" if succeeded else "failed"}
+        if result:
+            body["result"] = result
+        if error:
+            body["error"] = error[:2000]
+        self._call("POST", f"/v1/stagings/{staging_guid}/complete", body, "the completion")
+
+    def cancel(self, staging_guid: str) -> None:
+        self._call("DELETE", f"/v1/stagings/{staging_guid}", None, "the cancellation")

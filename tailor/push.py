@@ -1,0 +1,103 @@
+"""`tailor push`: what the platform does at `cf push --docker-image` for a private image.
+
+As the cc client it mints a staging token for the user's registry credentials,
+then runs the staging as the Stager would: `tailor stage` in a child process with
+the token in its environment (never on its command line), and prints the staged,
+digest-pinned image. The password comes only from CF_DOCKER_PASSWORD.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from tailor.assertion import load_client_key
+from tailor.broker_client import BrokerClient, BrokerError
+from tailor.errors import ConfigError, TailorError
+
+__all__ = ["PushRequest", "push"]
+
+
+@dataclass
+class PushRequest:
+    docker_image: str
+    app_guid: str
+    broker_url: str
+    cc_client: str
+    cc_key: str
+    tailor_client: str
+    tailor_key: str
+    docker_username: str | None = None
+    staging_guid: str | None = None
+    internal_registry: str | None = None
+    insecure: tuple[str, ...] = ()
+    mount_from: tuple[str, ...] = ()
+    space_guid: str | None = None
+    user: str | None = None
+    ttl_seconds: int | None = None
+
+
+def push(req: PushRequest) -> str:
+    """Stage ``req.docker_image``; returns the digest-pinned image the app will run from."""
+    staging_guid = req.staging_guid or str(uuid.uuid4())
+    password = os.environ.get("CF_DOCKER_PASSWORD", "")
+    if req.docker_username and not password:
+        raise ConfigError("--docker-username needs the password in CF_DOCKER_PASSWORD")
+    if password and not req.docker_username:
+        raise ConfigError("CF_DOCKER_PASSWORD is set but --docker-username is not")
+    env = {k: v for k, v in os.environ.items() if k not in ("CF_DOCKER_PASSWORD", "STAGING_TOKEN")}
+    cc: BrokerClient | None = None
+    if req.docker_username:
+        cc = BrokerClient(req.broker_url, load_client_key(req.cc_client, req.cc_key))
+        body: dict[str, str | int] = {
+            "app_guid": req.app_guid, "staging_guid": staging_guid, "image": req.docker_image,
+            "username": req.docker_username, "password": password, "tailor": req.tailor_client,
+        }  # fmt: skip
+        for key, value in (("space_guid", req.space_guid), ("user", req.user),
+                           ("ttl_seconds", req.ttl_seconds)):  # fmt: skip
+            if value is not None:
+                body[key] = value
+        minted = cc.mint(**body)
+        env.update(
+            STAGING_TOKEN=str(minted["token"]),
+            TAILOR_BROKER_URL=req.broker_url,
+            TAILOR_CLIENT_ID=req.tailor_client,
+            TAILOR_CLIENT_KEY=req.tailor_key,
+        )
+    del password
+    with tempfile.TemporaryDirectory(prefix="tailor-push-") as tmp:
+        result_file = Path(tmp) / "result.json"
+        argv = [sys.executable, "-m", "tailor.cli", "stage", "--image", req.docker_image,
+                "--staging-guid", staging_guid, "--result-file", str(result_file)]  # fmt: skip
+        if req.internal_registry:
+            argv += ["--internal-registry", req.internal_registry]
+        for host in req.insecure:
+            argv += ["--insecure-registry", host]
+        for repo in req.mount_from:
+            argv += ["--mount-from", repo]
+        # The staging task's stderr is the user's staging log.
+        done = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, check=False)
+        if done.returncode != 0:
+            if cc is not None:
+                # If the staging died without reporting, close it so the credentials go
+                # now; if it did report, the broker answers 409 and nothing changes.
+                _cancel_quietly(cc, staging_guid)
+            raise TailorError(f"staging {staging_guid} failed (see the staging log above)")
+        try:
+            result = json.loads(result_file.read_text())
+            return str(result["lifecycle_metadata"]["docker_image"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise TailorError(f"staging {staging_guid} wrote no readable result") from None
+
+
+def _cancel_quietly(cc: BrokerClient, staging_guid: str) -> None:
+    try:
+        cc.cancel(staging_guid)
+    except BrokerError:
+        pass

@@ -1,0 +1,221 @@
+"""`tailor stage`: redeem, copy (or resolve), describe, report. One staging, start to end.
+
+The docker lifecycle's staging result is built by pure functions
+(:func:`staging_result`); :func:`stage` does the I/O around them. Whatever happens
+after a redemption, the broker hears how the staging ended, so it can close it
+and shred the credentials.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tailor.authn import ANONYMOUS, Credentials
+from tailor.blobcache import BlobLocations, MemoryLocations
+from tailor.broker_client import BrokerClient
+from tailor.copy import CopyOptions, copy_image, resolve_image
+from tailor.errors import ConfigError, DigestMismatch, ManifestError, TailorError
+from tailor.manifest import Manifest, Platform, digest_of
+from tailor.progress import Progress, SilentProgress
+from tailor.reference import Reference, parse_reference
+from tailor.registry import Repository
+from tailor.transport import InsecureHosts, Transport
+
+__all__ = [
+    "StageRequest",
+    "execution_metadata",
+    "process_command",
+    "stage",
+    "staging_result",
+]
+
+_MAX_CONFIG = 8 * 1024 * 1024
+_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
+RUN_PLATFORM = Platform("linux", "amd64")
+
+
+# -- the staging result (pure) ----------------------------------------------------------------
+
+
+def process_command(entrypoint: Sequence[str], cmd: Sequence[str]) -> str:
+    """Entrypoint + cmd as one shell command line, each word quoted where it needs it."""
+    return shlex.join([*entrypoint, *cmd])
+
+
+def _ports(exposed: object) -> list[dict[str, Any]]:
+    ports = []
+    for key in exposed if isinstance(exposed, dict) else {}:
+        number, _, protocol = str(key).partition("/")
+        if number.isdigit() and 0 < int(number) < 65536:
+            ports.append({"Port": int(number), "Protocol": (protocol or "tcp").lower()})
+    return sorted(ports, key=lambda p: (p["Port"], p["Protocol"]))
+
+
+def _strings(value: object) -> list[str]:
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    if isinstance(value, str) and value:
+        return [value]
+    return []
+
+
+def execution_metadata(config: dict[str, Any]) -> dict[str, Any]:
+    """What the docker lifecycle keeps about how to run the image (from its config)."""
+    run = config.get("config") if isinstance(config.get("config"), dict) else {}
+    assert isinstance(run, dict)
+    return {
+        "cmd": _strings(run.get("Cmd")),
+        "entrypoint": _strings(run.get("Entrypoint")),
+        "workdir": str(run.get("WorkingDir") or ""),
+        "user": str(run.get("User") or "root"),
+        "ports": _ports(run.get("ExposedPorts")),
+    }
+
+
+def staging_result(docker_image: str, config: dict[str, Any]) -> dict[str, Any]:
+    meta = execution_metadata(config)
+    return {
+        "lifecycle_type": "docker",
+        "lifecycle_metadata": {"docker_image": docker_image},
+        "process_types": {"web": process_command(meta["entrypoint"], meta["cmd"])},
+        "execution_metadata": json.dumps(meta, separators=(",", ":"), sort_keys=True),
+    }
+
+
+# -- the staging (I/O) ------------------------------------------------------------------------
+
+
+@dataclass
+class StageRequest:
+    image: str
+    staging_guid: str
+    internal_registry: str | None = None
+    repository_prefix: str = "staging"
+    insecure: Sequence[str] = ()
+    mount_from: Sequence[str] = ()
+    jobs: int = 4
+    token: str | None = None
+    broker: BrokerClient | None = None
+    locations: BlobLocations = field(default_factory=MemoryLocations)
+    progress: Progress = field(default_factory=SilentProgress)
+    warn: Callable[[str], None] = field(default=lambda text: None)
+
+
+def _internal_repository(prefix: str, staging_guid: str) -> str:
+    guid = staging_guid.lower()
+    parts = [*prefix.strip("/").split("/"), guid] if prefix.strip("/") else [guid]
+    if not all(_COMPONENT.fullmatch(p) for p in parts):
+        raise ConfigError(
+            f"cannot name an internal repository {'/'.join(parts)!r}: "
+            "prefix and staging guid must be lower-case letters, digits, '.', '_' or '-'"
+        )
+    return "/".join(parts)
+
+
+def _config_of(repo: Repository, manifest: Manifest) -> dict[str, Any]:
+    """The image config (for the platform the cells run), digest-checked."""
+    image = manifest
+    if manifest.is_index:
+        try:
+            image = repo.get_manifest(manifest.select(RUN_PLATFORM).digest)
+        except ManifestError:
+            image = repo.get_manifest(manifest.children[0].digest)
+    if image.config is None:
+        raise ManifestError("the image has no config")
+    if image.config.size > _MAX_CONFIG:
+        raise ManifestError("the image config is larger than 8 MiB")
+    response = repo.open_blob(image.config.digest)
+    with response:
+        raw = response.raw.read(_MAX_CONFIG + 1, decode_content=False)
+    if digest_of(raw) != image.config.digest:
+        raise DigestMismatch(f"digest mismatch: image config {image.config.digest}")
+    try:
+        config = json.loads(raw)
+        if not isinstance(config, dict):
+            raise ValueError
+    except ValueError:
+        raise ManifestError("the image config is not a JSON object") from None
+    return config
+
+
+def _matches(requested: Reference, redeemed_image: str, redeemed_registry: str) -> bool:
+    try:
+        granted = parse_reference(redeemed_image)
+    except TailorError:
+        return False
+    return str(granted) == str(requested) and granted.registry == redeemed_registry
+
+
+def stage(req: StageRequest) -> dict[str, Any]:
+    """Run one staging; returns the staging result. Reports the end to the broker."""
+    requested = parse_reference(req.image)
+    creds: Credentials = ANONYMOUS
+    if req.token:
+        if req.broker is None:
+            raise ConfigError("a staging token needs TAILOR_BROKER_URL, TAILOR_CLIENT_ID and "
+                              "TAILOR_CLIENT_KEY")  # fmt: skip
+        # A refused redemption is not reported: we may not be the staging's tailor, or
+        # another run of it holds the token; closing the staging could break that run.
+        granted = req.broker.redeem(req.token)
+        if not _matches(requested, granted.image, granted.registry):
+            error = f"the staging token is for {granted.image}, not {requested}: refusing to use it"
+            _report(req, None, error)
+            raise ConfigError(error)
+        creds = Credentials(granted.username, granted.password)
+    try:
+        result = _run(req, requested, creds)
+    except TailorError as exc:
+        _report(req, None, str(exc))
+        raise
+    except BaseException:
+        _report(req, None, "the staging was interrupted")
+        raise
+    warning = _report(req, result, None)
+    if warning:
+        req.warn(warning)
+    return result
+
+
+def _run(req: StageRequest, requested: Reference, creds: Credentials) -> dict[str, Any]:
+    insecure = InsecureHosts(req.insecure)
+    upstream = Transport(requested.endpoint, creds, insecure, pool_size=req.jobs + 4)
+    src = Repository(upstream, requested.repository)
+    if req.internal_registry:
+        repository = _internal_repository(req.repository_prefix, req.staging_guid)
+        internal = Transport(req.internal_registry, ANONYMOUS, insecure, pool_size=req.jobs + 4)
+        dst = Repository(internal, repository, push=True)
+        options = CopyOptions(
+            jobs=req.jobs, locations=req.locations, progress=req.progress,
+            mount_from=list(req.mount_from),
+        )  # fmt: skip
+        copied = copy_image(src, requested.identifier, dst, req.staging_guid.lower(), options)
+        manifest = copied.manifest
+        docker_image = f"{req.internal_registry}/{repository}@{copied.digest}"
+        config = _config_of(dst, manifest)
+    else:
+        manifest = resolve_image(src, requested.identifier)
+        docker_image = str(requested.with_digest(manifest.digest))
+        config = _config_of(src, manifest)
+    return staging_result(docker_image, config)
+
+
+def _report(req: StageRequest, result: dict[str, Any] | None, error: str | None) -> str | None:
+    """Tell the broker how the staging ended (a staging without a token has no broker
+    side). If the broker cannot be told, its sweeper closes the staging at expiry; the
+    image is staged all the same, so that is a warning, not a failure."""
+    if not req.token or req.broker is None:
+        return None
+    try:
+        if result is not None:
+            image = result["lifecycle_metadata"]["docker_image"]
+            req.broker.complete(req.staging_guid, succeeded=True, result={"docker_image": image})
+        else:
+            req.broker.complete(req.staging_guid, succeeded=False, error=error)
+    except TailorError as exc:
+        return f"could not report the end of the staging to the broker ({exc})"
+    return None
