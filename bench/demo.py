@@ -1,9 +1,10 @@
-"""`make demo`: copy a private multi-layer image into an internal registry, end to end.
+"""`make demo`: one private-image push, end to end, on this machine's loopback.
 
-Until the broker lands this is the Tailor's half of a staging: a private upstream
-Distribution (htpasswd) holding a generated two-platform image, an internal
-Distribution, `tailor copy` between them, then skopeo pulls the result back by
-digest to prove it. Everything runs on loopback and is stopped at the end.
+Generates broker keys and two client key pairs (the Cloud Controller and the
+staging task) in a scratch folder, starts a private upstream registry (htpasswd)
+holding a generated two-platform image, an internal registry and `broker serve`,
+runs `tailor push` with the password in CF_DOCKER_PASSWORD, pulls the staged
+image back by digest with skopeo, prints it and the audit trail, stops everything.
 """
 
 from __future__ import annotations
@@ -16,10 +17,14 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
+from broker.store import open_store
+from tests.support.brokerproc import broker_cli, broker_env, start_broker
+from tests.support.clients import new_client
 from tests.support.images import Layout, image, index
-from tests.support.registry import start_registry
+from tests.support.registry import Registry, start_registry
 
 
 def step(text: str) -> None:
@@ -30,83 +35,101 @@ def main() -> int:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="stager-demo-") as tmp:
         root = Path(tmp)
-        password = secrets.token_urlsafe(18)  # lives only in this process and its children
-        step("building a two-platform image (4 layers each) as an OCI layout")
-        layout = Layout(root / "layout")
-        amd = image(layout, seed=11, layers=4, layer_size=512 * 1024)
-        arm = image(layout, seed=12, layers=4, layer_size=512 * 1024, arch="arm64")
-        layout.tag("v1", index(layout, [amd, arm]))
-
-        step("starting a private upstream registry (htpasswd) and an internal registry")
-        upstream = start_registry(root / "upstream", htpasswd=("developer", password))
-        internal = start_registry(root / "internal")
+        password = secrets.token_urlsafe(18)  # only in this process's memory and env
+        running: list[Registry] = []
+        broker = None
         try:
-            authfile = root / "auth.json"
-            token = base64.b64encode(f"developer:{password}".encode()).decode()
-            authfile.write_text(json.dumps({"auths": {upstream.host: {"auth": token}}}))
-            authfile.chmod(0o600)
+            step("building a two-platform image (4 layers each) as an OCI layout")
+            layout = Layout(root / "layout")
+            config = {"Cmd": ["/app/server", "--port", "8080"], "WorkingDir": "/app",
+                      "ExposedPorts": {"8080/tcp": {}}}  # fmt: skip
+            amd = image(layout, seed=11, layers=4, layer_size=512 * 1024, config=config)
+            arm = image(layout, seed=12, layers=4, layer_size=512 * 1024, arch="arm64",
+                        config=config)  # fmt: skip
+            layout.tag("v1", index(layout, [amd, arm]))
+
+            step("starting a private upstream registry (htpasswd) and an internal registry")
+            upstream = start_registry(root / "upstream", htpasswd=("developer", password))
+            running.append(upstream)
+            internal = start_registry(root / "internal")
+            running.append(internal)
             src = f"{upstream.host}/acme/web:v1"
-            step(f"pushing it to {src} with skopeo")
+            authfile = root / "auth.json"
+            auth = base64.b64encode(f"developer:{password}".encode()).decode()
+            authfile.write_text(json.dumps({"auths": {upstream.host: {"auth": auth}}}))
+            authfile.chmod(0o600)
+            step(f"pushing the image to {src} with skopeo")
             subprocess.run(
-                [
-                    "skopeo",
-                    "copy",
-                    "--quiet",
-                    "--all",
-                    "--authfile",
-                    str(authfile),
-                    "--dest-tls-verify=false",
-                    f"oci:{layout.path}:v1",
-                    f"docker://{src}",
-                ],
+                ["skopeo", "copy", "--quiet", "--all", "--authfile", str(authfile),
+                 "--dest-tls-verify=false", f"oci:{layout.path}:v1", f"docker://{src}"],
                 check=True,
-            )
-            dst = f"{internal.host}/staging/{secrets.token_hex(8)}:staged"
-            step(f"tailor copy {src} {dst}")
-            env = dict(
-                os.environ, TAILOR_SRC_PASSWORD=password, TAILOR_CACHE_DIR=str(root / "cache")
-            )
+            )  # fmt: skip
+            authfile.unlink()
+
+            step("broker keys init; registering the cc and tailor clients")
+            env = broker_env(root, f"sqlite:///{root / 'broker.sqlite'}", "unused")
+            env["BROKER_LOG_LEVEL"] = "WARNING"
+            if broker_cli(env, "keys", "init").returncode != 0:
+                raise SystemExit("broker keys init failed")
+            keys = root / "client-keys"
+            keys.mkdir(mode=0o700)
+            clients = {"cc": new_client("cloud-controller", "cc"),
+                       "tailor": new_client("tailor", "tailor")}  # fmt: skip
+            key_files = {}
+            for role, client in clients.items():
+                added = broker_cli(env, "clients", "add", client.name, "--role", role,
+                                   "--public-key", str(client.write_public(keys)))  # fmt: skip
+                if added.returncode != 0:
+                    raise SystemExit(added.stderr)
+                key_files[role] = keys / f"{client.name}.key.pem"
+                key_files[role].write_bytes(client.private_pem)
+                key_files[role].chmod(0o600)
+            broker = start_broker(env, root / "broker.log", self_audience=True)
+            step(f"broker serving at {broker.url}")
+
+            staging = str(uuid.uuid4())
+            step(f"tailor push --docker-image {src} --docker-username developer "
+                 f"(password from CF_DOCKER_PASSWORD), staging {staging}")  # fmt: skip
+            push_env = {k: v for k, v in os.environ.items() if not k.startswith("TAILOR_")}
+            push_env.update(CF_DOCKER_PASSWORD=password, TAILOR_CACHE_DIR=str(root / "cache"))
             out = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "tailor.cli",
-                    "copy",
-                    "--insecure-registry",
-                    upstream.host,
-                    "--insecure-registry",
-                    internal.host,
-                    "--src-username",
-                    "developer",
-                    src,
-                    dst,
-                ],
-                env=env,
-                stdout=subprocess.PIPE,
-                text=True,
-                check=False,
-            )
+                [sys.executable, "-m", "tailor.cli", "push", "--docker-image", src,
+                 "--docker-username", "developer", "--app-guid", str(uuid.uuid4()),
+                 "--staging-guid", staging, "--user", "developer@example.com",
+                 "--internal-registry", internal.host,
+                 "--insecure-registry", upstream.host, "--insecure-registry", internal.host,
+                 "--broker-url", broker.url,
+                 "--cc-client", "cloud-controller", "--cc-key", str(key_files["cc"]),
+                 "--tailor-client", "tailor", "--tailor-key", str(key_files["tailor"])],
+                env=push_env, stdout=subprocess.PIPE, text=True, check=False,
+            )  # fmt: skip
             if out.returncode != 0:
                 return out.returncode
             ref = out.stdout.strip().splitlines()[-1]
+
             step(f"pulling {ref} back with skopeo, by digest")
             subprocess.run(
-                [
-                    "skopeo",
-                    "copy",
-                    "--quiet",
-                    "--all",
-                    "--src-tls-verify=false",
-                    f"docker://{ref}",
-                    f"oci:{root / 'pulled'}:check",
-                ],
+                ["skopeo", "copy", "--quiet", "--all", "--src-tls-verify=false",
+                 f"docker://{ref}", f"oci:{root / 'pulled'}:check"],
                 check=True,
-            )
-            step(f"done in {time.monotonic() - started:.1f} s; staged image:")
+            )  # fmt: skip
+
+            step("audit trail")
+            store = open_store(f"sqlite:///{root / 'broker.sqlite'}")
+            with store.transaction(write=False) as tx:
+                for row in tx.audit_events():
+                    e = row.event
+                    what = e.staging_guid or e.detail.get("role", "")
+                    print(f"    {row.seq:>3} {row.at} {e.event:<20} {e.client or '':<18} {what}"
+                          + (f" ({e.reason})" if e.reason else ""))  # fmt: skip
+            store.close()
+            step(f"done in {time.monotonic() - started:.1f} s; the app runs from:")
             print(ref)
         finally:
-            upstream.stop()
-            internal.stop()
+            if broker is not None:
+                broker.stop()
+            for reg in running:
+                reg.stop()
     return 0
 
 

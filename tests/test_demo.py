@@ -1,0 +1,23 @@
+"""`make demo` keeps working: the whole push, end to end, as a new user would run it."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_demo_runs_end_to_end() -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.demo"], cwd=ROOT, capture_output=True, text=True,
+        timeout=120, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    lines = run.stdout.strip().splitlines()
+    assert re.fullmatch(r"127\.0\.0\.1:\d+/staging/[0-9a-f-]{36}@sha256:[0-9a-f]{64}", lines[-1])
+    trail = [line.split()[2] for line in lines if re.match(r"\s+\d+ \d{4}-", line)]
+    assert trail[-4:] == ["token.issued", "token.redeemed", "staging.completed",
+                          "credentials.purged"]  # fmt: skip
