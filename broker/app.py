@@ -138,6 +138,21 @@ def _sweeper(rt: Runtime, stop: threading.Event) -> None:
             log.error("sweep failed", extra={"error_type": type(exc).__name__})
 
 
+def _checkpointer(rt: Runtime, stop: threading.Event) -> None:
+    while not stop.wait(rt.settings.audit_checkpoint_seconds):
+        _checkpoint(rt)
+
+
+def _checkpoint(rt: Runtime) -> None:
+    try:
+        cp = rt.broker.checkpoint()
+        if cp:
+            log.info("audit checkpoint signed", extra={"seq": cp.seq, "head": cp.head,
+                                                       "kid": cp.kid})  # fmt: skip
+    except Exception as exc:
+        log.error("audit checkpoint failed", extra={"error_type": type(exc).__name__})
+
+
 def create_app(settings: Settings | None = None, *, sweep: bool = True) -> FastAPI:
     settings = settings or get_settings()
     material = load_keys(settings.keys_dir)
@@ -151,20 +166,27 @@ def create_app(settings: Settings | None = None, *, sweep: bool = True) -> FastA
         default_ttl=settings.token_ttl_seconds,
         max_ttl=settings.token_max_ttl_seconds,
         on_event=metrics.on_event,
+        checkpoint_every=settings.audit_checkpoint_events,
     )
     rt = Runtime(settings, broker, metrics, store)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         stop = threading.Event()
-        thread = threading.Thread(target=_sweeper, args=(rt, stop), daemon=True, name="sweeper")
+        threads = [
+            threading.Thread(target=_sweeper, args=(rt, stop), daemon=True, name="sweeper"),
+            threading.Thread(target=_checkpointer, args=(rt, stop), daemon=True, name="audit"),
+        ]
         if sweep:
-            thread.start()
+            for thread in threads:
+                thread.start()
         log.info("broker started", extra={"store": store.url_for_humans, "version": __version__})
         yield
         stop.set()
         if sweep:
-            thread.join(timeout=5)
+            for thread in threads:
+                thread.join(timeout=5)
+        _checkpoint(rt)  # on shutdown: the tail is vouched for before we go
         store.close()
 
     app = FastAPI(
@@ -181,8 +203,9 @@ def create_app(settings: Settings | None = None, *, sweep: bool = True) -> FastA
     async def _denied(request: Request, exc: RoleDenied) -> Any:
         return problem("forbidden")
 
-    from broker.routes import meta, stagings, tokens
+    from broker.routes import audit, meta, stagings, tokens
 
+    app.include_router(audit.router)
     app.include_router(tokens.router)
     app.include_router(stagings.router)
     app.include_router(meta.router)

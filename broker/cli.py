@@ -43,6 +43,40 @@ def _parser() -> argparse.ArgumentParser:
     retire = kc.add_parser("retire", help="drop a token key; tokens under it stop working")
     retire.add_argument("kid")
 
+    kc_rotate = kc.choices["rotate"]
+    kc_rotate.add_argument(
+        "--audit",
+        action="store_true",
+        help="rotate the audit-signing key instead (old key kept to verify)",
+    )
+
+    audit = cmds.add_parser("audit", help="read, export and verify the audit log")
+    ac = audit.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    readers = {
+        "list": "events, filtered",
+        "export": "events and checkpoints as JSON lines, for offline checks",
+    }
+    for name, text in readers.items():
+        sub_ = ac.add_parser(name, help=text)
+        sub_.add_argument("--app", metavar="GUID")
+        sub_.add_argument("--staging", metavar="GUID")
+        sub_.add_argument("--client", metavar="NAME")
+        sub_.add_argument("--event", metavar="TYPE")
+        sub_.add_argument("--since", metavar="TIME", help="ISO 8601, e.g. 2026-11-30T10:00Z")
+        sub_.add_argument("--until", metavar="TIME")
+        if name == "list":
+            sub_.add_argument("--format", choices=["table", "json"], default="table")
+            sub_.add_argument("--limit", type=int, default=1000)
+    verify = ac.add_parser("verify", help="check every link and checkpoint; exit 0 only if intact")
+    verify.add_argument("--file", type=Path, metavar="EXPORT", help="an export (offline)")
+    keys_from = verify.add_mutually_exclusive_group()
+    keys_from.add_argument("--public-key", type=Path, action="append", metavar="PEM")
+    keys_from.add_argument("--jwks", metavar="URL")
+    ac.add_parser("fingerprint", help="a token's keyed fingerprint (token on stdin)")
+    login = ac.add_parser("login", help="print a short-lived link to the auditor page")
+    login.add_argument("--client", required=True, metavar="NAME", help="an auditor client")
+    login.add_argument("--minutes", type=int, default=10)
+
     clients = cmds.add_parser("clients", help="register the clients that may call the broker")
     cc = clients.add_subparsers(dest="action", required=True, parser_class=_Parser)
     add = cc.add_parser("add", help="register a client and its public key")
@@ -77,6 +111,9 @@ def _keys(args: argparse.Namespace) -> int:
     if args.action == "init":
         for name in keys.init_keys(keys_dir):
             print(f"created {keys_dir / name}")
+    elif args.action == "rotate" and args.audit:
+        old, new = keys.rotate_audit_key(keys_dir)
+        print(f"new audit-signing key {new}; {old} kept for verification (restart brokers)")
     elif args.action == "rotate":
         kid = keys.rotate_token_keys(keys_dir)
         print(f"new current token key {kid}; older keys still decrypt until retired")
@@ -91,6 +128,7 @@ def _keys(args: argparse.Namespace) -> int:
 
 
 def _clients(args: argparse.Namespace) -> int:
+    from broker.audit import timestamp
     from broker.auth import load_client_key
     from broker.settings import get_settings
     from broker.store import open_store
@@ -100,7 +138,7 @@ def _clients(args: argparse.Namespace) -> int:
     try:
         store.migrate()
         now = int(time.time())
-        stamp = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
+        stamp = timestamp(time.time())
         if args.action == "add":
             try:
                 pem = args.public_key.read_text()
@@ -168,6 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from pydantic import ValidationError
 
+    from broker.auditexport import ExportError
     from broker.keys import KeyFileError
     from broker.store import StoreError
 
@@ -176,8 +215,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _keys(args)
         if args.command == "clients":
             return _clients(args)
+        if args.command == "audit":
+            from broker.auditcli import run
+
+            return run(args)
         return _serve(args)
-    except (CliError, KeyFileError, StoreError) as exc:
+    except (CliError, KeyFileError, StoreError, ExportError) as exc:
         sys.stderr.write(f"broker: error: {exc}\n")
         return 1
     except ValidationError as exc:

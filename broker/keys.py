@@ -32,10 +32,12 @@ __all__ = [
     "KeyMaterial",
     "TokenKey",
     "TokenKeyRing",
+    "audit_verification_keys",
     "init_keys",
     "list_token_keys",
     "load_keys",
     "retire_token_key",
+    "rotate_audit_key",
     "rotate_token_keys",
 ]
 
@@ -79,6 +81,7 @@ class KeyMaterial:
     registry_key: ec.EllipticCurvePrivateKey
     registry_cert: x509.Certificate
     fingerprint_key: bytes
+    audit_public: dict[str, ed25519.Ed25519PublicKey]
 
 
 def _now() -> str:
@@ -219,6 +222,41 @@ def audit_kid(public: ed25519.Ed25519PublicKey) -> str:
     return "as-" + hashlib.sha256(raw).hexdigest()[:16]
 
 
+AUDIT_RETIRED = "audit-retired"
+
+
+def rotate_audit_key(keys_dir: Path) -> tuple[str, str]:
+    """A new audit-signing key; the old public half stays for verification. (old, new) kids."""
+    old = serialization.load_pem_private_key(_read(keys_dir / AUDIT_KEY), None)
+    if not isinstance(old, ed25519.Ed25519PrivateKey):
+        raise KeyFileError(f"{keys_dir / AUDIT_KEY} is not an Ed25519 key")
+    old_kid = audit_kid(old.public_key())
+    retired = keys_dir / AUDIT_RETIRED
+    retired.mkdir(mode=0o700, exist_ok=True)
+    public = old.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    target = retired / f"{old_kid}.pub.pem"
+    if not target.exists():
+        _write_new(target, public)
+    new = ed25519.Ed25519PrivateKey.generate()
+    _replace(keys_dir / AUDIT_KEY, _pem(new))
+    return old_kid, audit_kid(new.public_key())
+
+
+def audit_verification_keys(keys_dir: Path) -> dict[str, ed25519.Ed25519PublicKey]:
+    """Every audit key's public half by kid: the current one and the retired ones."""
+    keys: dict[str, ed25519.Ed25519PublicKey] = {}
+    current = serialization.load_pem_private_key(_read(keys_dir / AUDIT_KEY), None)
+    if isinstance(current, ed25519.Ed25519PrivateKey):
+        keys[audit_kid(current.public_key())] = current.public_key()
+    for path in sorted((keys_dir / AUDIT_RETIRED).glob("*.pub.pem")):
+        key = serialization.load_pem_public_key(path.read_bytes())
+        if isinstance(key, ed25519.Ed25519PublicKey):
+            keys[audit_kid(key)] = key
+    return keys
+
+
 def load_keys(keys_dir: Path) -> KeyMaterial:
     try:
         audit = serialization.load_pem_private_key(_read(keys_dir / AUDIT_KEY), None)
@@ -238,6 +276,7 @@ def load_keys(keys_dir: Path) -> KeyMaterial:
         registry_key=registry,
         registry_cert=cert,
         fingerprint_key=fingerprint,
+        audit_public=audit_verification_keys(keys_dir),
     )
 
 

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from broker.audit import AuditTampered
 from broker.auth import AuthFailed
 from broker.service import Conflict, Invalid, Missing, Refused
 from broker.store import StoreError
@@ -114,6 +115,11 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(Missing)
     async def _missing(request: Request, exc: Missing) -> JSONResponse:
         return problem("not-found", str(exc))
+
+    @app.exception_handler(AuditTampered)
+    async def _tampered(request: Request, exc: AuditTampered) -> JSONResponse:
+        log.critical("audit log tampered; refusing to append", extra={"error": str(exc)})
+        return problem("unavailable", "the audit log is not intact; nothing was done")
 
     @app.exception_handler(StoreError)
     async def _store(request: Request, exc: StoreError) -> JSONResponse:

@@ -10,7 +10,6 @@ to the audit log and metrics only.
 
 from __future__ import annotations
 
-import datetime
 import json
 import secrets
 import time
@@ -19,11 +18,26 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from broker.audit import (
+    ChainEvent,
+    Checkpoint,
+    Report,
+    sign_checkpoint,
+    timestamp,
+    verify_chain,
+)
 from broker.auth import AuthFailed, Verified
 from broker.keys import KeyMaterial, RingWatcher
 from broker.store import Store
-from broker.store.model import OPEN_STATES, AuditEvent, ClientRow, StagingRow
-from broker.store.sql import SqlTx
+from broker.store.model import (
+    OPEN_STATES,
+    AuditEvent,
+    AuditFilter,
+    AuditRow,
+    ClientRow,
+    StagingRow,
+)
+from broker.store.sql import SqlTx, row_body
 from broker.tokens import (
     InvalidToken,
     StagingClaims,
@@ -83,10 +97,6 @@ class Lookup:
     redeemed: bool
 
 
-def _iso_ms(ts: float) -> str:
-    return datetime.datetime.fromtimestamp(ts, datetime.UTC).isoformat(timespec="milliseconds")
-
-
 class _Unit:
     """One transaction's work: its audit events are announced only once it commits."""
 
@@ -94,10 +104,16 @@ class _Unit:
         self.tx = tx
         self._broker = broker
         self.events: list[AuditEvent] = []
+        self.head: tuple[int, str] | None = None
 
     def audit(self, event: AuditEvent) -> None:
-        self.tx.append_audit(event, _iso_ms(self._broker.clock()))
+        broker = self._broker
+        at = timestamp(broker.clock())
+        seq, digest = self.tx.append_audit(event, at, floor=self.head or broker.head)
+        self.head = (seq, digest)
         self.events.append(event)
+        if seq % broker.checkpoint_every == 0:
+            self.tx.add_checkpoint(broker.sign_checkpoint(seq, digest, at))
 
     def spend(self, caller: Verified | None) -> None:
         """Spend the assertion's jti here, so it commits (or not) with the action."""
@@ -114,6 +130,9 @@ class Broker:
     max_ttl: int = 3600
     clock: Callable[[], float] = time.time
     on_event: Callable[[str, str | None], None] = field(default=lambda event, reason: None)
+    checkpoint_every: int = 100
+    head: tuple[int, str] | None = None
+    """The newest (seq, hash) this process appended: the log must never end before it."""
     _clients: dict[str, tuple[float, ClientRow | None]] = field(default_factory=dict, repr=False)
 
     def now(self) -> int:
@@ -124,8 +143,43 @@ class Broker:
         with self.store.transaction() as tx:
             unit = _Unit(tx, self)
             yield unit
+        if unit.head and (self.head is None or unit.head[0] > self.head[0]):
+            self.head = unit.head
         for event in unit.events:
             self.on_event(event.event, event.reason)
+
+    # -- the audit chain ----------------------------------------------------------------------
+
+    def sign_checkpoint(self, seq: int, head: str, at: str) -> Checkpoint:
+        return sign_checkpoint(self.keys.audit_key, self.keys.audit_kid, seq, head, at)
+
+    def checkpoint(self) -> Checkpoint | None:
+        """Sign the current head if events came since the last checkpoint (timer, shutdown)."""
+        with self.store.transaction() as tx:
+            seq, head = tx.audit_head()
+            if seq == 0 or seq <= tx.last_checkpoint_seq():
+                return None
+            cp = self.sign_checkpoint(seq, head, timestamp(self.clock()))
+            tx.add_checkpoint(cp)
+        return cp
+
+    def audit_page(self, after: int, limit: int, filters: AuditFilter | None) -> list[AuditRow]:
+        with self.store.transaction(write=False) as tx:
+            return tx.audit_events(after=after, limit=limit, filters=filters)
+
+    def verify_audit(self) -> Report:
+        """Verify the whole stored chain, and that it reaches what this process appended."""
+        events: list[ChainEvent] = []
+        with self.store.transaction(write=False) as tx:
+            after = 0
+            while True:
+                rows = tx.audit_events(after=after, limit=5000)
+                if not rows:
+                    break
+                events += [chain_event(row) for row in rows]
+                after = rows[-1].seq
+            checkpoints = tx.checkpoints()
+        return verify_chain(events, checkpoints, self.keys.audit_public, expected_head=self.head)
 
     def fingerprint(self, token: str) -> str:
         return fingerprint(self.keys.fingerprint_key, token)
@@ -404,3 +458,7 @@ class Broker:
                 if self._close(unit, s, "broker", "expired", None):
                     closed += 1
         return closed
+
+
+def chain_event(row: AuditRow) -> ChainEvent:
+    return ChainEvent(row.seq, str(row.prev_hash), str(row.hash), row_body(row))

@@ -25,6 +25,11 @@ class Settings(BaseSettings):
     clock_skew_seconds: int = Field(default=30, ge=0, le=300)
     sweep_interval_seconds: float = Field(default=30.0, gt=0)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    audit_checkpoint_events: int = Field(default=100, ge=1)
+    """Sign a checkpoint every this many events..."""
+    audit_checkpoint_seconds: float = Field(default=60.0, gt=0)
+    """...and every this many seconds when events came since the last one."""
+    audit_session_minutes: int = Field(default=30, ge=1, le=24 * 60)
     log_level: str = "INFO"
 
 

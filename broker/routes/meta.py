@@ -20,9 +20,11 @@ def _b64(data: bytes) -> str:
 
 def jwks(rt: Runtime) -> dict[str, Any]:
     keys = rt.broker.keys
-    audit_public = keys.audit_key.public_key().public_bytes(
-        serialization.Encoding.Raw, serialization.PublicFormat.Raw
-    )
+    audit = [
+        {"kty": "OKP", "crv": "Ed25519", "kid": kid, "use": "sig", "alg": "EdDSA",
+         "x": _b64(public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))}
+        for kid, public in sorted(keys.audit_public.items())
+    ]  # fmt: skip
     numbers = keys.registry_key.public_key().public_numbers()
     spki = keys.registry_key.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -30,8 +32,7 @@ def jwks(rt: Runtime) -> dict[str, Any]:
     cert = keys.registry_cert.public_bytes(serialization.Encoding.DER)
     return {
         "keys": [
-            {"kty": "OKP", "crv": "Ed25519", "x": _b64(audit_public), "kid": keys.audit_kid,
-             "use": "sig", "alg": "EdDSA"},
+            *audit,
             {"kty": "EC", "crv": "P-256", "x": _b64(numbers.x.to_bytes(32, "big")),
              "y": _b64(numbers.y.to_bytes(32, "big")),
              "kid": "rs-" + hashlib.sha256(spki).hexdigest()[:16], "use": "sig", "alg": "ES256",

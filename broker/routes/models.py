@@ -83,3 +83,36 @@ class Completion(_Strict):
 class CompletionResult(BaseModel):
     staging_guid: str
     state: Literal["completed", "failed"]
+
+
+class AuditEventOut(BaseModel):
+    seq: int
+    at: str
+    event: str
+    client: str | None
+    app_guid: str | None
+    staging_guid: str | None
+    image: str | None
+    registry: str | None
+    registry_username: str | None
+    token_fp: str | None
+    reason: str | None
+    detail: dict[str, Any]
+    prev_hash: str | None
+    hash: str | None
+
+
+class AuditPage(BaseModel):
+    events: list[AuditEventOut]
+    next_after: int | None
+    """Pass as ``after`` for the next page; null on the last page."""
+
+
+class VerifyResult(BaseModel):
+    intact: bool
+    events_total: int
+    events_valid: int
+    checkpoints_total: int
+    checkpoints_valid: int
+    problems: list[str]
+    summary: str

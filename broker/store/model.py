@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ROLES", "STATES", "AuditEvent", "AuditRow", "ClientRow", "StagingRow"]
+__all__ = ["ROLES", "STATES", "AuditEvent", "AuditFilter", "AuditRow", "ClientRow", "StagingRow"]
 
 ROLES = ("cc", "tailor", "auditor", "puller")
 STATES = ("open", "redeemed", "completed", "failed", "cancelled", "expired")
@@ -62,3 +62,17 @@ class AuditRow:
     seq: int
     at: str
     event: AuditEvent
+    prev_hash: str | None = None
+    hash: str | None = None
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    """Which events to read; ``since``/``until`` are timestamps as stored (ISO 8601, UTC)."""
+
+    app_guid: str | None = None
+    staging_guid: str | None = None
+    client: str | None = None
+    event: str | None = None
+    since: str | None = None
+    until: str | None = None

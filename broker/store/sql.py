@@ -11,7 +11,8 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from broker.store.model import AuditEvent, AuditRow, ClientRow, StagingRow
+from broker.audit import GENESIS, AuditTampered, Checkpoint, event_hash
+from broker.store.model import AuditEvent, AuditFilter, AuditRow, ClientRow, StagingRow
 
 __all__ = ["MIGRATIONS", "SqlTx"]
 
@@ -41,6 +42,14 @@ MIGRATIONS: list[list[str]] = [
         " app_guid TEXT, staging_guid TEXT, image TEXT, registry TEXT,"
         " registry_username TEXT, token_fp TEXT, reason TEXT, detail TEXT)",
         "CREATE INDEX audit_staging ON audit_events (staging_guid)",
+    ],
+    [
+        # The hash chain and its signed checkpoints (see broker/audit.py).
+        "ALTER TABLE audit_events ADD COLUMN prev_hash TEXT",
+        "ALTER TABLE audit_events ADD COLUMN hash TEXT",
+        "CREATE TABLE audit_checkpoints ("
+        " seq BIGINT PRIMARY KEY, head TEXT NOT NULL, at TEXT NOT NULL, kid TEXT NOT NULL,"
+        " signature TEXT NOT NULL)",
     ],
 ]
 
@@ -182,33 +191,139 @@ class SqlTx:
 
     # -- audit ----------------------------------------------------------------------------
 
-    def append_audit(self, event: AuditEvent, at: str) -> int:
+    def _head(self) -> tuple[int, str]:
+        row = self._one("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+        return (int(row[0]), str(row[1] or GENESIS)) if row else (0, GENESIS)
+
+    def append_audit(
+        self, event: AuditEvent, at: str, floor: tuple[int, str] | None = None
+    ) -> tuple[int, str]:
+        """Append ``event`` to the chain; returns its (seq, hash).
+
+        ``floor`` is the newest (seq, hash) the caller knows it appended: a stored head
+        behind it means events were deleted, and nothing more is appended."""
         if self._audit_lock:
-            # One writer at a time across every replica: one gap-free sequence.
+            # One writer at a time across every replica: one chain, one gap-free sequence.
             self._exec(self._audit_lock)
-        row = self._one("SELECT COALESCE(MAX(seq), 0) FROM audit_events")
-        seq = int(row[0] if row else 0) + 1
+        last_seq, prev = self._head()
+        if floor is not None and (
+            last_seq < floor[0] or (last_seq == floor[0] and prev != floor[1])
+        ):
+            raise AuditTampered(
+                f"the audit log ends at event {last_seq} but this broker appended up to "
+                f"{floor[0]}: it was truncated or rewritten"
+            )
+        seq = last_seq + 1
+        body = _body(seq, at, event)
+        digest = event_hash(body, prev)
         self._exec(
-            f"INSERT INTO audit_events ({_AUDIT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            f"INSERT INTO audit_events ({_AUDIT_COLUMNS}, prev_hash, hash)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 seq, at, event.event, event.client, event.app_guid, event.staging_guid,
                 event.image, event.registry, event.registry_username, event.token_fp,
                 event.reason, json.dumps(event.detail, sort_keys=True) if event.detail else None,
+                prev, digest,
             ),
         )  # fmt: skip
-        return seq
+        return seq, digest
 
-    def audit_events(self, after: int = 0, limit: int = 1000) -> list[AuditRow]:
-        rows = self._exec(
-            f"SELECT {_AUDIT_COLUMNS} FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?",
-            (after, limit),
-        )
+    def audit_head(self) -> tuple[int, str]:
+        return self._head()
+
+    def unchained_events(self) -> list[AuditRow]:
+        """Events written before the chain existed (schema version 1)."""
+        return self._rows("WHERE hash IS NULL", (), None)
+
+    def chain_event(self, seq: int, prev: str, digest: str) -> None:
+        self._exec("UPDATE audit_events SET prev_hash=?, hash=? WHERE seq=?", (prev, digest, seq))
+
+    def _rows(self, where: str, params: Sequence[Any], limit: int | None) -> list[AuditRow]:
+        sql = f"SELECT {_AUDIT_COLUMNS}, prev_hash, hash FROM audit_events {where} ORDER BY seq"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params = (*params, limit)
         out = []
-        for r in rows.fetchall():
+        for r in self._exec(sql, params).fetchall():
             detail = json.loads(r[11]) if r[11] else {}
             event = AuditEvent(
                 event=r[2], client=r[3], app_guid=r[4], staging_guid=r[5], image=r[6],
                 registry=r[7], registry_username=r[8], token_fp=r[9], reason=r[10], detail=detail,
             )  # fmt: skip
-            out.append(AuditRow(int(r[0]), r[1], event))
+            out.append(AuditRow(int(r[0]), r[1], event, r[12], r[13]))
         return out
+
+    def audit_events(
+        self, after: int = 0, limit: int = 1000, filters: AuditFilter | None = None
+    ) -> list[AuditRow]:
+        where, params = _where(after, filters)
+        return self._rows(where, params, limit)
+
+    def add_checkpoint(self, cp: Checkpoint) -> bool:
+        cur = self._exec(
+            "INSERT INTO audit_checkpoints (seq, head, at, kid, signature) VALUES (?,?,?,?,?)"
+            " ON CONFLICT (seq) DO NOTHING",
+            (cp.seq, cp.head, cp.at, cp.kid, cp.signature),
+        )
+        return bool(cur.rowcount == 1)
+
+    def checkpoints(self, from_seq: int = 0, to_seq: int | None = None) -> list[Checkpoint]:
+        sql = "SELECT seq, head, at, kid, signature FROM audit_checkpoints WHERE seq >= ?"
+        params: list[Any] = [from_seq]
+        if to_seq is not None:
+            sql += " AND seq <= ?"
+            params.append(to_seq)
+        rows = self._exec(sql + " ORDER BY seq", params).fetchall()
+        return [Checkpoint(int(r[0]), r[1], r[2], r[3], r[4]) for r in rows]
+
+    def last_checkpoint_seq(self) -> int:
+        row = self._one("SELECT COALESCE(MAX(seq), 0) FROM audit_checkpoints")
+        return int(row[0]) if row else 0
+
+
+def _body(seq: int, at: str, event: AuditEvent) -> dict[str, Any]:
+    return {
+        "seq": seq, "at": at, "event": event.event, "client": event.client,
+        "app_guid": event.app_guid, "staging_guid": event.staging_guid, "image": event.image,
+        "registry": event.registry, "registry_username": event.registry_username,
+        "token_fp": event.token_fp, "reason": event.reason, "detail": event.detail or {},
+    }  # fmt: skip
+
+
+def row_body(row: AuditRow) -> dict[str, Any]:
+    """The hashed fields of a stored event, as the chain sees them."""
+    return _body(row.seq, row.at, row.event)
+
+
+def _where(after: int, f: AuditFilter | None) -> tuple[str, list[Any]]:
+    clauses: list[str] = ["seq > ?"]
+    params: list[Any] = [after]
+    if f is not None:
+        for column, value in (("app_guid", f.app_guid), ("staging_guid", f.staging_guid),
+                              ("client", f.client), ("event", f.event)):  # fmt: skip
+            if value:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if f.since:
+            clauses.append("at >= ?")
+            params.append(f.since)
+        if f.until:
+            clauses.append("at < ?")
+            params.append(f.until)
+    return "WHERE " + " AND ".join(clauses), params
+
+
+def chain_unchained(tx: SqlTx) -> int:
+    """Hash-chain events written before the chain existed (a schema version 1 log)."""
+    pending = {row.seq for row in tx.unchained_events()}
+    if not pending:
+        return 0
+    prev = GENESIS
+    for row in tx.audit_events(after=0, limit=10**9):
+        if row.seq in pending:
+            digest = event_hash(row_body(row), prev)
+            tx.chain_event(row.seq, prev, digest)
+            prev = digest
+        else:
+            prev = str(row.hash)
+    return len(pending)

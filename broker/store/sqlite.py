@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from broker.store import StoreError
-from broker.store.sql import MIGRATIONS, SqlTx
+from broker.store.sql import MIGRATIONS, SqlTx, chain_unchained
 
 __all__ = ["SqliteStore"]
 
@@ -96,6 +96,8 @@ class SqliteStore:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+        with self.transaction() as tx:
+            chain_unchained(tx)
         return len(MIGRATIONS)
 
     def close(self) -> None:

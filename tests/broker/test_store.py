@@ -21,7 +21,7 @@ ROW = StagingRow(
 
 
 def test_migrate_is_idempotent(store: Store) -> None:
-    assert store.migrate() == store.migrate() == 1
+    assert store.migrate() == store.migrate() == 2
 
 
 def test_clients(store: Store) -> None:
@@ -76,8 +76,10 @@ def test_expired_stagings_are_found(store: Store) -> None:
 
 def test_audit_sequence_and_detail(store: Store) -> None:
     with store.transaction() as tx:
-        assert tx.append_audit(AuditEvent("token.issued", client="cc", detail={"k": 1}), "t1") == 1
-        assert tx.append_audit(AuditEvent("token.refused", reason="tampered"), "t2") == 2
+        first = tx.append_audit(AuditEvent("token.issued", client="cc", detail={"k": 1}), "t1")
+        second = tx.append_audit(AuditEvent("token.refused", reason="tampered"), "t2")
+        assert first[0] == 1 and second[0] == 2
+        assert first[1] != second[1] and len(first[1]) == 64
     with store.transaction() as tx:
         rows = tx.audit_events()
     assert [(r.seq, r.event.event, r.event.reason) for r in rows] == [
@@ -85,6 +87,7 @@ def test_audit_sequence_and_detail(store: Store) -> None:
         (2, "token.refused", "tampered"),
     ]
     assert rows[0].event.detail == {"k": 1}
+    assert rows[0].prev_hash == "0" * 64 and rows[1].prev_hash == rows[0].hash
 
 
 def test_a_failed_transaction_leaves_nothing(store: Store) -> None:

@@ -1,0 +1,284 @@
+"""The audit chain: canonical form, event hashes, signed checkpoints, verification. Pure.
+
+Every event is a JSON object with the same fields (absent values are ``null``).
+Its hash is SHA-256 over its canonical JSON *including* ``prev``, the previous
+event's hash (64 zeros for the first event), so each event commits to the whole
+history before it. A checkpoint ``{seq, head, at, kid}`` is signed with the
+broker's Ed25519 audit key over its canonical JSON: it vouches for every event
+up to ``seq``.
+
+Canonical JSON (RFC 8785 for the values we use): object keys sorted by UTF-16
+code units, no white space, strings with only the escapes JSON requires
+(``\\"`` ``\\\\`` ``\\b`` ``\\f`` ``\\n`` ``\\r`` ``\\t``, other controls as
+``\\u00xx``), UTF-8, integers in plain decimal; events carry no other numbers.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+__all__ = [
+    "EVENT_FIELDS",
+    "GENESIS",
+    "AuditTampered",
+    "ChainEvent",
+    "Checkpoint",
+    "Report",
+    "canonical",
+    "event_hash",
+    "sign_checkpoint",
+    "timestamp",
+    "verify_chain",
+]
+
+GENESIS = "0" * 64
+
+
+class AuditTampered(Exception):
+    """The stored chain is not what this broker wrote: appending stops (fail closed)."""
+
+
+EVENT_FIELDS = (
+    "seq", "at", "event", "client", "app_guid", "staging_guid", "image", "registry",
+    "registry_username", "token_fp", "reason", "detail",
+)  # fmt: skip
+
+_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r",
+            "\t": "\\t"}  # fmt: skip
+
+
+def _string(value: str) -> str:
+    out = ['"']
+    for ch in value:
+        if ch in _ESCAPES:
+            out.append(_ESCAPES[ch])
+        elif ord(ch) < 0x20:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def _utf16_key(key: str) -> bytes:
+    return key.encode("utf-16-be")
+
+
+def _canonical(value: Any) -> str:
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) < 2**53:
+            return str(int(value))
+        raise ValueError("audit events carry integers only")
+    if isinstance(value, str):
+        return _string(value)
+    if isinstance(value, Mapping):
+        items = sorted(((str(k), v) for k, v in value.items()), key=lambda kv: _utf16_key(kv[0]))
+        return "{" + ",".join(f"{_string(k)}:{_canonical(v)}" for k, v in items) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_canonical(v) for v in value) + "]"
+    raise ValueError(f"cannot put a {type(value).__name__} in the audit log")
+
+
+def canonical(value: Any) -> bytes:
+    """The canonical JSON bytes of ``value``."""
+    return _canonical(value).encode()
+
+
+@dataclass(frozen=True)
+class ChainEvent:
+    """An event as stored: its fields, the previous hash, and its own hash.
+
+    ``body`` is None for an event an export redacted (filtered out): only its
+    links can then be checked, not its content.
+    """
+
+    seq: int
+    prev: str
+    hash: str
+    body: dict[str, Any] | None
+
+
+def event_hash(body: Mapping[str, Any], prev: str) -> str:
+    record = {name: body.get(name) for name in EVENT_FIELDS}
+    record["detail"] = record["detail"] or {}
+    record["prev"] = prev
+    return hashlib.sha256(canonical(record)).hexdigest()
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    seq: int
+    head: str
+    at: str
+    kid: str
+    signature: str
+
+    def payload(self) -> dict[str, Any]:
+        return {"seq": self.seq, "head": self.head, "at": self.at, "kid": self.kid}
+
+
+def timestamp(ts: float) -> str:
+    """The audit log's time format: ISO 8601, UTC, milliseconds."""
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).isoformat(timespec="milliseconds")
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def sign_checkpoint(
+    key: ed25519.Ed25519PrivateKey, kid: str, seq: int, head: str, at: str
+) -> Checkpoint:
+    payload = {"seq": seq, "head": head, "at": at, "kid": kid}
+    return Checkpoint(seq, head, at, kid, _b64(key.sign(canonical(payload))))
+
+
+def _signature_ok(cp: Checkpoint, keys: Mapping[str, ed25519.Ed25519PublicKey]) -> bool:
+    key = keys.get(cp.kid)
+    if key is None:
+        return False
+    try:
+        raw = base64.urlsafe_b64decode(cp.signature + "=" * (-len(cp.signature) % 4))
+        key.verify(raw, canonical(cp.payload()))
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+@dataclass
+class Report:
+    events_total: int = 0
+    events_valid: int = 0
+    checkpoints_total: int = 0
+    checkpoints_valid: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def intact(self) -> bool:
+        return not self.problems
+
+    def summary(self) -> str:
+        text = (
+            f"{self.events_valid}/{self.events_total} events valid, "
+            f"{self.checkpoints_valid}/{self.checkpoints_total} checkpoints valid"
+        )
+        if self.problems:
+            text += f"; first problem: {self.problems[0]}"
+        return text
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "intact": self.intact,
+            "events_total": self.events_total,
+            "events_valid": self.events_valid,
+            "checkpoints_total": self.checkpoints_total,
+            "checkpoints_valid": self.checkpoints_valid,
+            "problems": self.problems[:20],
+            "summary": self.summary(),
+        }
+
+
+def verify_chain(
+    events: Sequence[ChainEvent],
+    checkpoints: Iterable[Checkpoint],
+    keys: Mapping[str, ed25519.Ed25519PublicKey],
+    *,
+    anchor: str | None = GENESIS,
+    expected_head: tuple[int, str] | None = None,
+) -> Report:
+    """Check every link, every content hash and every checkpoint.
+
+    ``anchor`` is the ``prev`` the first event must carry (64 zeros for a log from
+    its start; None for an export that starts later). ``expected_head`` is a
+    (seq, hash) the log must reach, e.g. what the running broker last appended.
+    """
+    report = Report(events_total=len(events))
+    by_seq: dict[int, ChainEvent] = {}
+    first_bad: int | None = None
+
+    def bad(index: int, problem: str) -> None:
+        nonlocal first_bad
+        report.problems.append(problem)
+        if first_bad is None:
+            first_bad = index
+
+    hashes = {ev.hash: ev.seq for ev in events}
+    previous: ChainEvent | None = None
+    for index, ev in enumerate(events):
+        by_seq.setdefault(ev.seq, ev)
+        if previous is None:
+            if anchor is not None and ev.prev != anchor:
+                bad(index, f"event {ev.seq}: the log does not start at the beginning of the chain")
+        else:
+            if ev.seq <= previous.seq:
+                bad(index, f"events reordered: {ev.seq} comes after {previous.seq}")
+            elif ev.seq != previous.seq + 1:
+                missing = (
+                    ev.seq - 1 if ev.seq == previous.seq + 2 else f"{previous.seq + 1}-{ev.seq - 1}"
+                )
+                bad(index, f"event {missing} missing (between {previous.seq} and {ev.seq})")
+            elif ev.prev != previous.hash:
+                if ev.prev in hashes and hashes[ev.prev] != previous.seq:
+                    bad(index, f"events reordered: event {ev.seq} follows event "
+                               f"{hashes[ev.prev]} in the chain, not {previous.seq}")  # fmt: skip
+                else:
+                    bad(index, f"event {ev.seq}: link to event {previous.seq} broken")
+        if ev.body is not None:
+            if ev.body.get("seq") != ev.seq or event_hash(ev.body, ev.prev) != ev.hash:
+                bad(index, f"event {ev.seq} changed (its content does not match its hash)")
+        previous = ev
+    report.events_valid = first_bad if first_bad is not None else len(events)
+
+    last_seq = events[-1].seq if events else 0
+    for cp in sorted(checkpoints, key=lambda c: c.seq):
+        report.checkpoints_total += 1
+        if not _signature_ok(cp, keys):
+            report.problems.append(
+                f"checkpoint {cp.seq}: signature invalid or by an unknown key ({cp.kid})"
+            )
+            continue
+        target = by_seq.get(cp.seq)
+        if target is None:
+            if cp.seq > last_seq:
+                report.problems.append(
+                    f"log truncated after event {last_seq}: signed checkpoint {cp.seq} covers "
+                    "events that are gone"
+                )
+            elif events and cp.seq >= events[0].seq:
+                report.problems.append(f"checkpoint {cp.seq}: its event is missing")
+            else:
+                report.checkpoints_valid += 1  # before this export's range: nothing to check
+            continue
+        if target.hash != cp.head:
+            report.problems.append(
+                f"checkpoint {cp.seq}: head does not match; events up to {cp.seq} were changed"
+            )
+            continue
+        report.checkpoints_valid += 1
+
+    if expected_head is not None:
+        seq, head = expected_head
+        have = by_seq.get(seq)
+        if have is None and seq > last_seq:
+            report.problems.append(
+                f"log truncated after event {last_seq}: the broker appended up to {seq}"
+            )
+        elif have is not None and have.hash != head:
+            report.problems.append(f"event {seq} is not the event the broker appended")
+    return report
