@@ -1,0 +1,262 @@
+"""/audit: a read-only page for auditors. Server-rendered HTML, a little CSS, no scripts.
+
+Auditors get in with a client assertion pasted into the login form, or with the
+single-use link `broker audit login` prints; either gives a short session cookie
+(HttpOnly, SameSite=Strict). Everyone else gets 401 and the login form.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+from urllib.parse import parse_qs, urlencode
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from broker import sessions
+from broker.app import RoleDenied, Rt, Runtime
+from broker.auditquery import make_filter
+from broker.auth import AuthFailed
+from broker.store.model import AuditRow
+
+router = APIRouter(include_in_schema=False)
+COOKIE = "stager_audit"
+EVENT_TYPES = (
+    "token.issued", "token.lookup", "token.redeemed", "token.refused", "staging.completed",
+    "staging.failed", "staging.cancelled", "staging.expired", "credentials.purged",
+    "client.added", "client.removed",
+)  # fmt: skip
+FILTERS = ("app", "staging", "client", "event", "since", "until")
+PAGE_SIZE = 200
+
+CSS = """
+body{font:14px/1.45 system-ui,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
+header{background:#1d2330;color:#fff;padding:12px 24px;display:flex;justify-content:space-between}
+header a{color:#cfd6e4}
+main{padding:16px 24px}
+.status{padding:10px 14px;border-radius:6px;margin-bottom:14px;font-weight:600}
+.ok{background:#e3f4e8;color:#135c2b;border:1px solid #9fd5ae}
+.bad{background:#fbe5e5;color:#8a1c1c;border:1px solid #e6a3a3}
+form.filters{display:flex;flex-wrap:wrap;gap:8px;align-items:end;margin-bottom:14px}
+form.filters label{display:flex;flex-direction:column;font-size:12px;color:#555}
+input,select{font:inherit;padding:4px 6px;border:1px solid #bbc;border-radius:4px}
+button{font:inherit;padding:5px 12px;border:0;border-radius:4px;background:#2857c5;color:#fff}
+table{border-collapse:collapse;width:100%;background:#fff}
+th,td{border-bottom:1px solid #e2e5ea;padding:5px 8px;text-align:left;vertical-align:top}
+th{background:#eef0f4;font-size:12px;text-transform:uppercase;color:#555}
+td.mono{font-family:ui-monospace,monospace;font-size:12px}
+td.time{white-space:nowrap}
+.refused{color:#8a1c1c;font-weight:600}
+ol.timeline{list-style:none;padding:0;display:flex;flex-wrap:wrap;gap:6px;margin:0 0 16px}
+ol.timeline li{background:#fff;border:1px solid #cdd3dd;border-radius:16px;padding:4px 12px}
+ol.timeline li.refused{border-color:#e6a3a3;background:#fbe5e5}
+ol.timeline li.done{border-color:#9fd5ae;background:#e3f4e8}
+"""
+
+
+def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
+    doc = (
+        f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}"
+        f"</title><style>{CSS}</style></head><body>{body}</body></html>"
+    )
+    return HTMLResponse(doc, status_code=status, headers={
+        "Cache-Control": "no-store",
+        "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+                                   "form-action 'self'; frame-ancestors 'none'",
+        "X-Content-Type-Options": "nosniff",
+    })  # fmt: skip
+
+
+def _login_page(message: str = "") -> HTMLResponse:
+    note = f'<p class="status bad">{html.escape(message)}</p>' if message else ""
+    body = f"""<header><strong>image-stager audit</strong></header><main>
+<h1>Auditors only</h1>{note}
+<p>Sign in with a client assertion of an <em>auditor</em> client (a JWT signed with its
+key, audience this broker), or open the link <code>broker audit login --client NAME</code>
+prints.</p>
+<form method=post action="/audit/login"><label>Assertion<br>
+<input name=assertion size=80 autocomplete=off></label> <button>Sign in</button></form>
+</main>"""
+    return _page("Sign in: image-stager audit", body, status=401)
+
+
+def _key(rt: Runtime) -> bytes:
+    return sessions.session_key(rt.broker.keys.fingerprint_key)
+
+
+def _session_client(rt: Runtime, request: Request) -> str | None:
+    session = sessions.check(_key(rt), request.cookies.get(COOKIE), "session")
+    if session is None:
+        return None
+    client = rt.broker.client(session.client)
+    return client.name if client is not None and client.role == "auditor" else None
+
+
+def _start_session(rt: Runtime, client: str) -> Response:
+    minutes = rt.settings.audit_session_minutes
+    value = sessions.issue(_key(rt), client, "session", minutes * 60)
+    response = RedirectResponse("/audit", status_code=303)
+    response.set_cookie(
+        COOKIE, value, max_age=minutes * 60, httponly=True, samesite="strict", path="/audit",
+        secure=rt.settings.public_url.startswith("https://"),
+    )  # fmt: skip
+    return response
+
+
+@router.get("/audit/session")
+async def session_from_ticket(request: Request, rt: Rt) -> Response:
+    ticket = sessions.check(_key(rt), request.query_params.get("ticket"), "ticket")
+    if ticket is None:
+        return _login_page("That link is invalid or has expired.")
+    client = ticket.client
+
+    def spend() -> bool:
+        # Single use: the ticket's nonce goes where assertion ids go.
+        with rt.store.transaction() as tx:
+            return tx.use_assertion(client, f"ticket:{ticket.nonce}", ticket.expires)
+
+    if not await rt.run(spend):
+        return _login_page("That link was used already.")
+    found = rt.broker.client(client)
+    if found is None or found.role != "auditor":
+        return _login_page("That client is not an auditor.")
+    return _start_session(rt, client)
+
+
+@router.post("/audit/login")
+async def login(request: Request, rt: Rt) -> Response:
+    body = (await request.body()).decode(errors="replace")
+    assertion = (parse_qs(body).get("assertion") or [""])[0].strip()
+
+    def check() -> str:
+        caller = rt.authorize(assertion, "auditor")
+        rt.broker.spend_assertion(caller)
+        return caller.client.name
+
+    try:
+        client = await rt.run(check)
+    except AuthFailed:
+        return _login_page("That assertion was not accepted.")
+    except RoleDenied:
+        return _login_page("That client is not an auditor.")
+    return _start_session(rt, client)
+
+
+@router.get("/audit/logout")
+async def logout() -> Response:
+    response = RedirectResponse("/audit", status_code=303)
+    response.delete_cookie(COOKIE, path="/audit")
+    return response
+
+
+def _cell(value: Any) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+def _link(**params: str) -> str:
+    return "/audit?" + urlencode({k: v for k, v in params.items() if v})
+
+
+def _row(r: AuditRow) -> str:
+    e = r.event
+    cls = ' class="refused"' if e.event == "token.refused" else ""
+    staging = (
+        f'<a href="{html.escape(_link(staging=e.staging_guid))}">{_cell(e.staging_guid)}</a>'
+        if e.staging_guid else ""
+    )  # fmt: skip
+    detail = ", ".join(f"{k}={v}" for k, v in sorted(e.detail.items())) if e.detail else ""
+    at = _cell(r.at.replace("+00:00", "Z"))
+    return (
+        f"<tr><td>{r.seq}</td><td class='mono time'>{at}</td><td{cls}>{_cell(e.event)}</td>"
+        f"<td>{_cell(e.client)}</td><td>{_cell(e.app_guid)}</td><td class=mono>{staging}</td>"
+        f"<td>{_cell(e.image)}</td><td>{_cell(e.registry_username)}</td>"
+        f"<td{cls}>{_cell(e.reason)}</td><td class=mono>{_cell(detail)}</td>"
+        f'<td class=mono title="{_cell(e.token_fp)}">{_cell((e.token_fp or "")[12:24])}</td></tr>'
+    )
+
+
+_STEP = {
+    "token.issued": "minted", "token.lookup": "looked up", "token.redeemed": "redeemed",
+    "staging.completed": "completed", "staging.failed": "failed",
+    "staging.cancelled": "cancelled", "staging.expired": "expired",
+    "credentials.purged": "credentials purged",
+}  # fmt: skip
+
+
+def _timeline(rows: list[AuditRow]) -> str:
+    items = []
+    for r in rows:
+        e = r.event
+        if e.event == "token.refused":
+            text, cls = f"refused: {e.reason} ({e.client})", "refused"
+        else:
+            text = f"{_STEP.get(e.event, e.event)} ({e.client})"
+            cls = "done" if e.event in ("staging.completed", "credentials.purged") else ""
+        items.append(f'<li class="{cls}" title="{_cell(r.at)}">{html.escape(text)}</li>')
+    return '<ol class="timeline" id="timeline">' + "".join(items) + "</ol>"
+
+
+@router.get("/audit")
+async def audit_page(request: Request, rt: Rt) -> Response:
+    client = _session_client(rt, request)
+    if client is None:
+        return _login_page()
+    params = {k: request.query_params.get(k, "").strip()[:128] for k in FILTERS}
+    try:
+        after = max(0, int(request.query_params.get("after", "0") or 0))
+    except ValueError:
+        after = 0
+
+    def work() -> tuple[Any, list[AuditRow], list[AuditRow], str]:
+        report = rt.broker.verify_audit()
+        try:
+            filters = make_filter(**params)
+        except ValueError as exc:
+            return report, [], [], str(exc)
+        rows = rt.broker.audit_page(after, PAGE_SIZE + 1, filters)
+        timeline = []
+        if params["staging"]:
+            timeline = rt.broker.audit_page(0, 500, make_filter(staging=params["staging"]))
+        return report, rows, timeline, ""
+
+    report, rows, timeline, error = await rt.run(work)
+    more = len(rows) > PAGE_SIZE
+    rows = rows[:PAGE_SIZE]
+    status_cls = "ok" if report.intact else "bad"
+    status_text = ("Chain intact: " if report.intact else "CHAIN BROKEN: ") + report.summary()
+    options = "".join(
+        f"<option{' selected' if params['event'] == t else ''}>{t}</option>" for t in EVENT_TYPES
+    )
+
+    def field(name: str, label: str) -> str:
+        return f'<label>{label}<input name={name} value="{_cell(params[name])}"></label>'
+
+    form = (
+        '<form class=filters method=get action="/audit" id=filters>'
+        + field("app", "App") + field("staging", "Staging") + field("client", "Client")
+        + f'<label>Event<select name=event><option value="">any</option>{options}</select></label>'
+        + field("since", "Since (ISO 8601)") + field("until", "Until")
+        + '<button type=submit>Filter</button> <a href="/audit">clear</a></form>'
+    )  # fmt: skip
+    parts = [
+        f"<header><strong>image-stager audit</strong><span>{_cell(client)} · "
+        '<a href="/audit/logout">sign out</a></span></header><main>',
+        f'<div class="status {status_cls}" id=status>{html.escape(status_text)}</div>',
+        form,
+    ]
+    if error:
+        parts.append(f'<p class="status bad">{html.escape(error)}</p>')
+    if params["staging"]:
+        parts.append(f"<h2>Staging {_cell(params['staging'])}</h2>" + _timeline(timeline))
+    head = "".join(f"<th>{h}</th>" for h in ("Seq", "At", "Event", "Client", "App", "Staging",
+                   "Image", "Registry user", "Reason", "Detail", "Token fp"))  # fmt: skip
+    parts.append(f"<table id=events><thead><tr>{head}</tr></thead><tbody>"
+                 + "".join(_row(r) for r in rows) + "</tbody></table>")  # fmt: skip
+    if not rows:
+        parts.append("<p>No events match.</p>")
+    if more:
+        parts.append(f'<p><a href="{html.escape(_link(**params, after=str(rows[-1].seq)))}">'
+                     "next page</a></p>")  # fmt: skip
+    parts.append("</main>")
+    return _page("image-stager audit", "".join(parts))

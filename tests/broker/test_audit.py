@@ -1,0 +1,407 @@
+"""The audit chain: canonical form, tamper detection on the stored log and on exports."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from fastapi.testclient import TestClient
+
+from broker.app import create_app
+from broker.audit import GENESIS, canonical, event_hash, sign_checkpoint
+from broker.keys import load_keys, rotate_audit_key
+from broker.settings import Settings
+from tests.broker.conftest import AUD, Api, Clients, register
+
+
+def test_canonical_form() -> None:
+    assert canonical({"b": 1, "a": [True, None, "x"]}) == b'{"a":[true,null,"x"],"b":1}'
+    assert canonical('é\n\t"\\\x01') == '"é\\n\\t\\"\\\\\\u0001"'.encode()
+    assert canonical({"\u00e9": 1, "z": 2, "Z": 3}) == '{"Z":3,"z":2,"é":1}'.encode()
+    assert canonical(5.0) == b"5"
+    with pytest.raises(ValueError):
+        canonical(1.5)
+    with pytest.raises(ValueError):
+        canonical({"x": object()})
+
+
+def test_event_hash_covers_every_field_and_the_link() -> None:
+    body = {"seq": 1, "at": "t", "event": "token.issued", "detail": {"k": 1}}
+    base = event_hash(body, GENESIS)
+    assert base == event_hash(dict(body), GENESIS)
+    assert event_hash({**body, "client": "x"}, GENESIS) != base
+    assert event_hash({**body, "detail": {"k": 2}}, GENESIS) != base
+    assert event_hash(body, "1" * 64) != base
+
+
+@pytest.fixture
+def chained(settings: Settings, clients: Clients) -> Iterator[Api]:
+    """12 events with a checkpoint every 5: checkpoints at 5 and 10."""
+    s = settings.model_copy(update={"audit_checkpoint_events": 5})
+    app = create_app(s, sweep=False)
+    register(app.state.runtime.store, clients)
+    with TestClient(app, raise_server_exceptions=False) as http:
+        api = Api(http, clients, app.state.runtime)
+        for n in range(4):  # each: issued, redeemed, completed, purged
+            token = api.mint(f"stg-{n}").json()["token"]
+            api.call("POST", "/v1/redemptions", clients.tailor, json={"token": token})
+            if n < 2:
+                api.call(
+                    "POST",
+                    f"/v1/stagings/stg-{n}/complete",
+                    clients.tailor,
+                    json={"status": "succeeded"},
+                )
+        yield api
+
+
+def verify(api: Api) -> dict:
+    r = api.call("GET", "/v1/audit/verify", api.clients.auditor)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def db(settings: Settings) -> sqlite3.Connection:
+    return sqlite3.connect(settings.database_url.removeprefix("sqlite:///"))
+
+
+def test_an_untouched_log_verifies(chained: Api) -> None:
+    report = verify(chained)
+    assert report["intact"] and report["summary"] == "12/12 events valid, 2/2 checkpoints valid"
+
+
+def tamper(settings: Settings, *statements: str) -> None:
+    conn = db(settings)
+    for statement in statements:
+        conn.execute(statement)
+    conn.commit()
+    conn.close()
+
+
+@pytest.mark.parametrize(
+    ("statements", "expected"),
+    [
+        (["UPDATE audit_events SET reason='nothing to see' WHERE seq=3"], "event 3 changed"),
+        (["DELETE FROM audit_events WHERE seq=7"], "event 7 missing (between 6 and 8)"),
+        (
+            ["DELETE FROM audit_events WHERE seq > 10"],
+            "log truncated after event 10: the broker appended up to 12",
+        ),
+        (
+            ["DELETE FROM audit_events WHERE seq >= 8"],
+            "log truncated after event 7: signed checkpoint 10 covers events that are gone",
+        ),
+        (
+            [
+                "UPDATE audit_events SET seq=-4 WHERE seq=4",
+                "UPDATE audit_events SET seq=4 WHERE seq=6",
+                "UPDATE audit_events SET seq=6 WHERE seq=-4",
+            ],
+            "events reordered",
+        ),
+    ],
+)
+def test_tampering_with_the_stored_log_is_named(
+    chained: Api, settings: Settings, statements: list[str], expected: str
+) -> None:
+    tamper(settings, *statements)
+    report = verify(chained)
+    assert not report["intact"]
+    assert any(expected in p for p in report["problems"]), report["problems"]
+    assert expected in report["summary"] or report["problems"][0] in report["summary"]
+
+
+def test_a_truncated_log_stops_the_broker_from_appending(chained: Api, settings: Settings) -> None:
+    tamper(settings, "DELETE FROM audit_events WHERE seq > 10")
+    r = chained.mint("stg-new")
+    assert r.status_code == 503 and "audit log is not intact" in r.json()["detail"]
+    with chained.runtime.store.transaction(write=False) as tx:  # type: ignore[attr-defined]
+        assert tx.get_staging("stg-new") is None
+
+
+def test_a_forged_checkpoint_is_named(chained: Api, settings: Settings) -> None:
+    with chained.runtime.store.transaction() as tx:  # type: ignore[attr-defined]
+        seq, head = tx.audit_head()
+        tx.add_checkpoint(
+            sign_checkpoint(
+                ed25519.Ed25519PrivateKey.generate(),
+                "as-forged",
+                seq,
+                head,
+                "2026-01-01T00:00:00.000+00:00",
+            )
+        )
+    report = verify(chained)
+    assert "checkpoint 12: signature invalid or by an unknown key (as-forged)" in report["problems"]
+    # A checkpoint re-signed with the right kid but another key fails the same way.
+    kid = load_keys(settings.keys_dir).audit_kid
+    tamper(settings, "DELETE FROM audit_checkpoints WHERE seq=10")
+    with chained.runtime.store.transaction() as tx:  # type: ignore[attr-defined]
+        tx.add_checkpoint(
+            sign_checkpoint(
+                ed25519.Ed25519PrivateKey.generate(),
+                kid,
+                10,
+                "f" * 64,
+                "2026-01-01T00:00:00.000+00:00",
+            )
+        )
+    assert any(
+        p.startswith("checkpoint 10: signature invalid") for p in verify(chained)["problems"]
+    )
+
+
+def test_rewriting_the_chain_is_caught_by_checkpoints(chained: Api, settings: Settings) -> None:
+    """An attacker who recomputes every hash after changing an event still fails a checkpoint."""
+    from broker.store.sql import row_body
+
+    conn = db(settings)
+    conn.execute("UPDATE audit_events SET reason='rewritten' WHERE seq=2")
+    conn.commit()
+    conn.close()
+    with chained.runtime.store.transaction() as tx:  # type: ignore[attr-defined]
+        rows = tx.audit_events()
+        prev = GENESIS
+        for row in rows:
+            digest = event_hash(row_body(row), prev)
+            tx.chain_event(row.seq, prev, digest)
+            prev = digest
+    problems = verify(chained)["problems"]
+    assert "checkpoint 5: head does not match; events up to 5 were changed" in problems
+
+
+def test_the_api_filters_and_pages(chained: Api) -> None:
+    c = chained.clients
+    r = chained.call("GET", "/v1/audit?event=token.redeemed", c.auditor)
+    events = r.json()["events"]
+    assert [e["staging_guid"] for e in events] == ["stg-0", "stg-1", "stg-2", "stg-3"]
+    page1 = chained.call("GET", "/v1/audit?limit=5", c.auditor).json()
+    assert [e["seq"] for e in page1["events"]] == [1, 2, 3, 4, 5] and page1["next_after"] == 5
+    page3 = chained.call("GET", "/v1/audit?limit=5&after=10", c.auditor).json()
+    assert [e["seq"] for e in page3["events"]] == [11, 12] and page3["next_after"] is None
+    staging = chained.call("GET", "/v1/audit?staging=stg-1", c.auditor).json()["events"]
+    assert [e["event"] for e in staging] == [
+        "token.issued",
+        "token.redeemed",
+        "staging.completed",
+        "credentials.purged",
+    ]
+    assert chained.call("GET", "/v1/audit?since=2000-01-01", c.auditor).json()["events"]
+    assert chained.call("GET", "/v1/audit?until=2000-01-01", c.auditor).json()["events"] == []
+    assert chained.call("GET", "/v1/audit?since=yesterday", c.auditor).status_code == 422
+    assert chained.call("GET", "/v1/audit", c.cc).status_code == 403
+    assert chained.http.get("/v1/audit").status_code == 401
+
+
+# -- the command line, online and offline --------------------------------------------------
+
+
+def cli(
+    settings: Settings, *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_")}
+    env.update(
+        BROKER_DATABASE_URL=settings.database_url,
+        BROKER_KEYS_DIR=str(settings.keys_dir),
+        BROKER_PUBLIC_URL=AUD,
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "broker.cli", "audit", *args],
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def public_key_file(settings: Settings, tmp_path: Path) -> Path:
+    key = load_keys(settings.keys_dir).audit_key.public_key()
+    path = tmp_path / "audit.pub.pem"
+    path.write_bytes(
+        key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return path
+
+
+def test_cli_list_verify_and_fingerprint(chained: Api, settings: Settings) -> None:
+    table = cli(settings, "list", "--event", "token.issued")
+    assert table.returncode == 0 and table.stdout.count("token.issued") == 4
+    rows = [
+        json.loads(line)
+        for line in cli(
+            settings, "list", "--staging", "stg-0", "--format", "json"
+        ).stdout.splitlines()
+    ]
+    assert [r["event"] for r in rows][:2] == ["token.issued", "token.redeemed"]
+    ok = cli(settings, "verify")
+    assert ok.returncode == 0 and ok.stdout.startswith("12/12 events valid, 2/2 checkpoints valid")
+    token = chained.mint("stg-fp").json()["token"]
+    fp = cli(settings, "fingerprint", stdin=token + "\n").stdout.strip()
+    issued = [
+        r
+        for r in json.loads(
+            "["
+            + ",".join(
+                cli(settings, "list", "--staging", "stg-fp", "--format", "json").stdout.splitlines()
+            )
+            + "]"
+        )
+    ]
+    assert issued[0]["token_fp"] == fp and token not in json.dumps(issued)
+    tamper(settings, "UPDATE audit_events SET client='mallory' WHERE seq=9")
+    bad = cli(settings, "verify")
+    assert bad.returncode == 1
+    assert bad.stdout.splitlines()[0] == (
+        "8/13 events valid, 2/2 checkpoints valid; first problem: event 9 changed "
+        "(its content does not match its hash)"
+    )
+
+
+@pytest.fixture
+def export(chained: Api, settings: Settings, tmp_path: Path) -> tuple[Path, Path]:
+    out = cli(settings, "export")
+    assert out.returncode == 0, out.stderr
+    path = tmp_path / "audit.jsonl"
+    path.write_text(out.stdout)
+    return path, public_key_file(settings, tmp_path)
+
+
+def offline(settings: Settings, path: Path, key: Path) -> subprocess.CompletedProcess[str]:
+    # No database, no keys folder: only the file and the public key.
+    env_settings = settings.model_copy(
+        update={"database_url": "sqlite:////nonexistent/x.db", "keys_dir": Path("/nonexistent")}
+    )
+    return cli(env_settings, "verify", "--file", str(path), "--public-key", str(key))
+
+
+def edit(path: Path, change) -> Path:
+    lines = path.read_text().splitlines()
+    changed = change(lines)
+    target = path.with_name("tampered.jsonl")
+    target.write_text("\n".join(changed) + "\n")
+    return target
+
+
+def _event_line(lines: list[str], seq: int) -> int:
+    return next(
+        i
+        for i, line in enumerate(lines)
+        if json.loads(line).get("type") == "event" and json.loads(line)["seq"] == seq
+    )
+
+
+def _set_reason(lines: list[str]) -> list[str]:
+    i = _event_line(lines, 4)
+    item = json.loads(lines[i])
+    item["body"]["reason"] = "forged"
+    lines[i] = json.dumps(item)
+    return lines
+
+
+def _swap(lines: list[str]) -> list[str]:
+    i, j = _event_line(lines, 4), _event_line(lines, 5)
+    lines[i], lines[j] = lines[j], lines[i]
+    return lines
+
+
+def _forge_checkpoint(lines: list[str]) -> list[str]:
+    cp = sign_checkpoint(
+        ed25519.Ed25519PrivateKey.generate(),
+        "as-mallory",
+        11,
+        "a" * 64,
+        "2026-01-01T00:00:00.000+00:00",
+    )
+    return [*lines, json.dumps({"type": "checkpoint", **cp.payload(), "signature": cp.signature})]
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (_set_reason, "event 4 changed"),
+        (
+            lambda ls: [ls[i] for i in range(len(ls)) if i != _event_line(ls, 6)],
+            "event 6 missing (between 5 and 7)",
+        ),
+        (
+            lambda ls: [
+                x
+                for x in ls
+                if not (json.loads(x).get("type") == "event" and json.loads(x)["seq"] > 10)
+            ],
+            "log truncated after event 10: signed checkpoint 12 covers events that are gone",
+        ),
+        (
+            lambda ls: [
+                x
+                for x in ls
+                if not (json.loads(x).get("type") == "event" and json.loads(x)["seq"] > 7)
+            ],
+            "log truncated after event 7: signed checkpoint 10 covers events that are gone",
+        ),
+        (_swap, "events reordered: 4 comes after 5"),
+        (_forge_checkpoint, "checkpoint 11: signature invalid or by an unknown key (as-mallory)"),
+    ],
+)
+def test_tampering_with_an_export_is_named_offline(
+    export: tuple[Path, Path],
+    settings: Settings,
+    change,
+    expected: str,
+) -> None:
+    path, key = export
+    clean = offline(settings, path, key)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert clean.stdout.startswith("12/12 events valid, 3/3 checkpoints valid")
+    result = offline(settings, edit(path, change), key)
+    assert result.returncode == 1
+    assert expected in result.stdout, result.stdout
+
+
+def test_a_filtered_export_redacts_but_still_verifies(
+    chained: Api, settings: Settings, tmp_path: Path
+) -> None:
+    out = cli(settings, "export", "--staging", "stg-2")
+    lines = [json.loads(x) for x in out.stdout.splitlines()]
+    events = [x for x in lines if x["type"] == "event"]
+    shown = [x for x in events if "body" in x]
+    assert {x["body"]["staging_guid"] for x in shown} == {"stg-2"}
+    assert any(x.get("redacted") for x in events)
+    assert "stg-3" not in out.stdout
+    path = tmp_path / "f.jsonl"
+    path.write_text(out.stdout)
+    result = offline(settings, path, public_key_file(settings, tmp_path))
+    assert result.returncode == 0, result.stdout
+
+
+def test_audit_key_rotation_keeps_old_checkpoints_verifiable(
+    settings: Settings, clients: Clients
+) -> None:
+    s = settings.model_copy(update={"audit_checkpoint_events": 2})
+    app = create_app(s, sweep=False)
+    register(app.state.runtime.store, clients)
+    with TestClient(app) as http:
+        Api(http, clients, app.state.runtime).mint("a")
+    old, new = rotate_audit_key(settings.keys_dir)
+    app2 = create_app(s, sweep=False)
+    with TestClient(app2) as http:
+        api = Api(http, clients, app2.state.runtime)
+        api.mint("b")
+        kids = {k["kid"] for k in http.get("/.well-known/jwks.json").json()["keys"]}
+        assert {old, new} <= kids
+        report = verify(api)
+    assert report["intact"], report
+    with app2.state.runtime.store.transaction(write=False) as tx:
+        assert {cp.kid for cp in tx.checkpoints()} == {old, new}

@@ -1,0 +1,162 @@
+"""The /audit page in a real headless Chromium (Debian's), driven by Playwright."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, sync_playwright
+
+from tailor.assertion import load_client_key
+from tailor.broker_client import BrokerClient, BrokerError
+from tests.broker.conftest import PASSWORD, Clients
+from tests.support.brokerproc import BrokerProcess, broker_cli, broker_env, start_broker
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+SCREENSHOT = os.environ.get("AUDIT_SCREENSHOT")  # set to write docs/audit-page.png
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def live(tmp_path: Path, clients: Clients) -> Iterator[tuple[BrokerProcess, dict[str, str]]]:
+    env = broker_env(tmp_path, f"sqlite:///{tmp_path / 'broker.sqlite'}", "unused")
+    assert broker_cli(env, "keys", "init").returncode == 0
+    for c in clients.all():
+        assert (
+            broker_cli(
+                env,
+                "clients",
+                "add",
+                c.name,
+                "--role",
+                c.role,
+                "--public-key",
+                str(c.write_public(tmp_path)),
+            ).returncode
+            == 0
+        )
+    broker = start_broker(env, tmp_path / "broker.log", self_audience=True)
+    env["BROKER_PUBLIC_URL"] = broker.url
+    keys = {}
+    for c in (clients.cc, clients.tailor, clients.tailor2):
+        path = tmp_path / f"{c.name}.key"
+        path.write_bytes(c.private_pem)
+        keys[c.name] = path
+    cc = BrokerClient(broker.url, load_client_key(clients.cc.name, keys[clients.cc.name]))
+    tailor = BrokerClient(
+        broker.url, load_client_key(clients.tailor.name, keys[clients.tailor.name])
+    )
+    intruder = BrokerClient(
+        broker.url, load_client_key(clients.tailor2.name, keys[clients.tailor2.name])
+    )
+    for n, image in enumerate(
+        ["registry.example.com/team/web:1", "registry.example.com/team/api:7"]
+    ):
+        token = cc.mint(
+            app_guid=f"app-{n}",
+            staging_guid=f"stg-{n}",
+            image=image,
+            username="alice",
+            password=PASSWORD,
+            tailor=clients.tailor.name,
+        )["token"]
+        with pytest.raises(BrokerError):
+            intruder.redeem(token)  # refused: not the bound tailor
+        tailor.redeem(token)
+        tailor.complete(f"stg-{n}", succeeded=n == 0, error=None if n == 0 else "upstream 404")
+    yield broker, env
+    broker.stop()
+
+
+def login_link(env: dict[str, str]) -> str:
+    out = broker_cli(env, "audit", "login", "--client", "auditor")
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_auditor_page(
+    browser: Browser, live: tuple[BrokerProcess, dict[str, str]], clients: Clients
+) -> None:
+    broker, env = live
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.goto(login_link(env))
+    assert page.url.endswith("/audit")
+    assert page.locator("#status").inner_text().startswith("Chain intact: 15/15 events valid")
+    assert page.locator("#events tbody tr").count() == 15
+    assert PASSWORD not in page.content()
+
+    page.select_option("select[name=event]", "token.refused")
+    page.click("#filters button[type=submit]")
+    rows = page.locator("#events tbody tr")
+    assert rows.count() == 2
+    assert all("not the bound tailor" in rows.nth(i).inner_text() for i in range(2))
+
+    page.click("#events a:has-text('stg-1')")
+    timeline = page.locator("#timeline li")
+    steps = [timeline.nth(i).inner_text() for i in range(timeline.count())]
+    assert steps == [
+        "minted (cloud-controller)",
+        "refused: not the bound tailor (tailor-2)",
+        "redeemed (tailor-1)",
+        "failed (tailor-1)",
+        "credentials purged (tailor-1)",
+    ]
+    if SCREENSHOT:
+        page.goto(f"{broker.url}/audit?staging=stg-0")
+        page.screenshot(path=SCREENSHOT, full_page=True)
+    page.close()
+
+
+def test_nobody_else_sees_it(
+    browser: Browser, live: tuple[BrokerProcess, dict[str, str]], clients: Clients
+) -> None:
+    broker, env = live
+    page = browser.new_page()
+    answer = page.goto(f"{broker.url}/audit")
+    assert answer is not None and answer.status == 401
+    assert page.locator("#events").count() == 0 and page.locator("input[name=assertion]").count()
+
+    link = login_link(env)
+    page.goto(link)
+    assert page.locator("#events").count() == 1
+    other = browser.new_page()
+    again = other.goto(link)  # the link is single-use
+    assert again is not None and again.status == 401 and "used already" in other.content()
+
+    # A cc client's assertion does not open it; an auditor's does.
+    login = browser.new_page()
+    login.goto(f"{broker.url}/audit")
+    login.fill("input[name=assertion]", clients.cc.assertion(broker.url))
+    login.click("form button")
+    assert "not an auditor" in login.content() and login.locator("#events").count() == 0
+    login.fill("input[name=assertion]", clients.auditor.assertion(broker.url))
+    login.click("form button")
+    assert login.locator("#events tbody tr").count() == 15
+    # A forged session cookie is refused.
+    forged = browser.new_context()
+    forged.add_cookies(
+        [{"name": "stager_audit", "value": "eyJjIjoiYXVkaXRvciJ9.bm9wZQ", "url": broker.url}]
+    )
+    p2 = forged.new_page()
+    answer = p2.goto(f"{broker.url}/audit")
+    assert answer is not None and answer.status == 401
+    forged.close()
