@@ -203,9 +203,10 @@ def create_app(settings: Settings | None = None, *, sweep: bool = True) -> FastA
     async def _denied(request: Request, exc: RoleDenied) -> Any:
         return problem("forbidden")
 
-    from broker.routes import audit, auditpage, meta, stagings, tokens
+    from broker.routes import audit, auditpage, meta, registry, stagings, tokens
 
     app.include_router(audit.router)
+    app.include_router(registry.router)
     app.include_router(auditpage.router)
     app.include_router(tokens.router)
     app.include_router(stagings.router)

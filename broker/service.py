@@ -28,6 +28,14 @@ from broker.audit import (
 )
 from broker.auth import AuthFailed, Verified
 from broker.keys import KeyMaterial, RingWatcher
+from broker.registryauth import (
+    MAX_SCOPES,
+    Access,
+    Scope,
+    decide,
+    parse_scope,
+    staging_repository,
+)
 from broker.store import Store
 from broker.store.model import (
     OPEN_STATES,
@@ -82,6 +90,7 @@ class Redeemed:
     username: str
     password: str
     expires_at: int
+    app_guid: str = ""
 
     def __repr__(self) -> str:
         return f"Redeemed(registry={self.registry!r}, image={self.image!r})"
@@ -297,16 +306,24 @@ class Broker:
                     detail["space_guid"] = space_guid
                 if user:
                     detail["user"] = user
-                unit.audit(self._staging_event("token.issued", row, caller.client.name,
-                                               detail=detail))  # fmt: skip
+                unit.audit(
+                    self._staging_event("token.issued", row, caller.client.name, detail=detail)
+                )
         if bad is not None:
             raise bad
         return token, claims.expires_at
 
     # -- lookup and redeem --------------------------------------------------------------------
 
-    def _refusal(self, caller: Verified, token: str, reason: str, claims: StagingClaims | None,
-                 action: str, s: StagingRow | None = None) -> AuditEvent:  # fmt: skip
+    def _refusal(
+        self,
+        caller: Verified,
+        token: str,
+        reason: str,
+        claims: StagingClaims | None,
+        action: str,
+        s: StagingRow | None = None,
+    ) -> AuditEvent:
         return AuditEvent(
             event="token.refused",
             client=caller.client.name,
@@ -320,8 +337,9 @@ class Broker:
             detail={"action": action},
         )
 
-    def _open(self, token: str, caller: Verified, action: str, *, check_expiry: bool
-              ) -> StagingClaims:  # fmt: skip
+    def _open(
+        self, token: str, caller: Verified, action: str, *, check_expiry: bool
+    ) -> StagingClaims:
         """Open the token, or audit the refusal (spending the assertion) and raise."""
         now = self.now()
         reason = None
@@ -353,8 +371,14 @@ class Broker:
                 state = s.state
                 if state in OPEN_STATES and s.expires_at <= self.now():
                     state = "expired"
-                outcome = Lookup(s.staging_guid, s.app_guid, s.image, state, s.expires_at,
-                                 s.redeemed_at is not None)  # fmt: skip
+                outcome = Lookup(
+                    s.staging_guid,
+                    s.app_guid,
+                    s.image,
+                    state,
+                    s.expires_at,
+                    s.redeemed_at is not None,
+                )
                 unit.audit(self._staging_event("token.lookup", s, caller.client.name))
         if isinstance(outcome, Refused):
             raise outcome
@@ -390,7 +414,7 @@ class Broker:
                 reason = "expired"
             if opened is not None and s is not None:
                 result: Redeemed | Refused = Redeemed(
-                    s.registry, s.image, opened[0], opened[1], s.expires_at
+                    s.registry, s.image, opened[0], opened[1], s.expires_at, s.app_guid
                 )
                 unit.audit(self._staging_event("token.redeemed", s, name))
             else:
@@ -402,8 +426,9 @@ class Broker:
 
     # -- closing ------------------------------------------------------------------------------
 
-    def _close(self, unit: _Unit, s: StagingRow, client: str, state: str,
-               result: dict[str, Any] | None) -> bool:  # fmt: skip
+    def _close(
+        self, unit: _Unit, s: StagingRow, client: str, state: str, result: dict[str, Any] | None
+    ) -> bool:
         result_text = json.dumps(result, sort_keys=True) if result else None
         if not unit.tx.close_staging(s.staging_guid, OPEN_STATES, state, self.now(), result_text):
             return False
@@ -415,8 +440,15 @@ class Broker:
             unit.audit(self._staging_event("credentials.purged", s, client))
         return True
 
-    def complete(self, *, caller: Verified, staging_guid: str, succeeded: bool,
-                 result: dict[str, Any] | None, error: str | None) -> str:  # fmt: skip
+    def complete(
+        self,
+        *,
+        caller: Verified,
+        staging_guid: str,
+        succeeded: bool,
+        result: dict[str, Any] | None,
+        error: str | None,
+    ) -> str:
         name = caller.client.name
         state = "completed" if succeeded else "failed"
         with self._unit() as unit:
@@ -447,6 +479,49 @@ class Broker:
                 bad = Conflict(f"staging {staging_guid} is already {s.state}")
         if bad is not None:
             raise bad
+
+    def registry_access(
+        self, *, caller: Verified, scopes: list[str], prefix: str, service: str
+    ) -> list[Access]:
+        """What the internal registry token grants ``caller``; audited, grants and refusals."""
+        name, role = caller.client.name, caller.client.role
+        granted: list[Access] = []
+        refused: list[str] = []
+        with self._unit() as unit:
+            unit.spend(caller)
+            stagings = unit.tx.open_stagings_for(name) if role == "tailor" else []
+            for text in scopes[:MAX_SCOPES]:
+                scope = parse_scope(text)
+                actions = decide(role, name, scope, stagings, prefix) if scope else ()
+                if scope is not None and actions:
+                    granted.append(Access(scope.type, scope.name, actions))
+                if scope is None or set(scope.actions) - set(actions):
+                    refused.append(text[:200])
+            staging = next(
+                (
+                    s.staging_guid
+                    for s in stagings
+                    if any(
+                        a.name == staging_repository(prefix, s.app_guid, s.staging_guid)
+                        for a in granted
+                    )
+                ),
+                None,
+            )
+            unit.audit(
+                AuditEvent(
+                    "registry.token",
+                    name,
+                    staging_guid=staging,
+                    reason="refused" if refused else None,
+                    detail={
+                        "service": service,
+                        "granted": [str(Scope(a.type, a.name, a.actions)) for a in granted],
+                        "refused": refused,
+                    },
+                )
+            )
+        return granted
 
     def sweep(self) -> int:
         """Close expired stagings and shred their credentials; safe on every replica at once."""

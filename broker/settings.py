@@ -30,6 +30,12 @@ class Settings(BaseSettings):
     audit_checkpoint_seconds: float = Field(default=60.0, gt=0)
     """...and every this many seconds when events came since the last one."""
     audit_session_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    registry_service: str = "internal-registry"
+    """The internal registry's ``auth.token.service`` (the token's audience)."""
+    registry_issuer: str = "image-stager-broker"
+    registry_prefix: str = "staging"
+    """Staged images live in ``<prefix>/<app_guid>/<staging_guid>``."""
+    registry_token_seconds: int = Field(default=300, ge=60, le=3600)
     log_level: str = "INFO"
 
 

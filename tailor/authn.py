@@ -10,6 +10,7 @@ import binascii
 import json
 import os
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,15 +23,30 @@ _HUB_KEYS = ("https://index.docker.io/v1/", "index.docker.io", "docker.io", "reg
 
 @dataclass(frozen=True)
 class Credentials:
-    """A username/password pair, or an OAuth2 refresh (identity) token; both may be empty."""
+    """A username/password pair, or an OAuth2 refresh (identity) token; both may be empty.
+
+    ``assertion`` makes a fresh client assertion (the platform's own identity) to use as
+    the Basic password, but only at a token realm under ``assertion_realm`` (the broker):
+    an assertion is a credential for the broker and goes nowhere else.
+    """
 
     username: str = ""
     password: str = ""
     identity_token: str = ""
+    assertion: Callable[[], str] | None = None
+    assertion_realm: str = ""
 
     @property
     def anonymous(self) -> bool:
-        return not (self.username or self.password or self.identity_token)
+        return not (self.username or self.password or self.identity_token or self.assertion)
+
+    def basic_for_realm(self, realm: str) -> tuple[str, str] | None:
+        """The (user, password) to present to the token realm ``realm``, if any."""
+        if self.assertion is not None:
+            if self.assertion_realm and realm.startswith(self.assertion_realm):
+                return self.username, self.assertion()
+            return None
+        return (self.username, self.password) if self.username else None
 
     def __repr__(self) -> str:
         # Never let a secret reach a log through repr().

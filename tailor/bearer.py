@@ -102,7 +102,7 @@ class TokenSource:
         self.fetches += 1
         if self._refresh_token:
             response = self._oauth2(realm, service, scopes)
-            if response.status_code in (404, 405) and self._credentials.username:
+            if response.status_code in (404, 405) and self._credentials.password:
                 response.close()
                 response = self._basic_get(realm, service, scopes)
         else:
@@ -122,8 +122,7 @@ class TokenSource:
     def _basic_get(self, realm: str, service: str, scopes: list[str]) -> requests.Response:
         params: list[tuple[str, str]] = [("service", service)] if service else []
         params += [("scope", s) for s in scopes]
-        creds = self._credentials
-        auth = (creds.username, creds.password) if creds.username else None
+        auth = self._credentials.basic_for_realm(realm)
         return self._send(
             "GET", realm, params=params, auth=auth, stream=True, allow_redirects=False
         )

@@ -32,6 +32,7 @@ class Redemption:
     username: str
     password: str
     expires_at: str
+    app_guid: str = ""
 
     def __repr__(self) -> str:  # never the password
         return f"Redemption(registry={self.registry!r}, image={self.image!r})"
@@ -77,8 +78,12 @@ class BrokerClient:
         data = self._call("POST", "/v1/redemptions", {"token": token}, "the staging token")
         try:
             return Redemption(
-                str(data["registry"]), str(data["image"]), str(data["username"]),
-                str(data["password"]), str(data["expires_at"]),
+                str(data["registry"]),
+                str(data["image"]),
+                str(data["username"]),
+                str(data["password"]),
+                str(data["expires_at"]),
+                str(data.get("app_guid") or ""),
             )  # fmt: skip
         except (KeyError, TypeError):
             raise BrokerError("the broker's redemption answer is incomplete") from None

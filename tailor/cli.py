@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from tailor import __version__
 from tailor.authn import Credentials, resolve
@@ -68,6 +69,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     stage.add_argument("--image", required=True, metavar="REF")
     stage.add_argument("--staging-guid", required=True, metavar="GUID")
+    stage.add_argument(
+        "--app-guid", metavar="GUID", help="the app (default: the one the staging token names)"
+    )
     stage.add_argument("--result-file", required=True, metavar="FILE", type=Path)
     stage.add_argument("--internal-registry", metavar="HOST[:PORT]",
                        help="copy into this registry (the app opted in)")  # fmt: skip
@@ -104,6 +108,31 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _platform_identity() -> tuple[str, Any] | None:
+    """(broker URL, client key) from TAILOR_BROKER_URL, TAILOR_CLIENT_ID, TAILOR_CLIENT_KEY."""
+    url = os.environ.get("TAILOR_BROKER_URL", "").rstrip("/")
+    client_id = os.environ.get("TAILOR_CLIENT_ID", "")
+    key_path = os.environ.get("TAILOR_CLIENT_KEY", "")
+    if not (url and client_id and key_path):
+        return None
+    from tailor.assertion import load_client_key
+
+    return url, load_client_key(client_id, key_path)
+
+
+def _broker_credentials(identity: tuple[str, Any] | None) -> Credentials:
+    """For an internal registry whose token realm is the broker: fresh assertions as the
+    Basic password, presented only to the broker's realm (no flag needed)."""
+    if identity is None:
+        return Credentials()
+    url, key = identity
+    return Credentials(
+        username=key.client_id,
+        assertion=lambda: key.assertion(url),
+        assertion_realm=f"{url}/v1/registry-token",
+    )
+
+
 def _warn(text: str) -> None:
     sys.stderr.write(f"tailor: warning: {text}\n")
 
@@ -115,18 +144,16 @@ def _stage(args: argparse.Namespace) -> int:
         raise ConfigError("--jobs must be between 1 and 64")
     token = os.environ.get("STAGING_TOKEN") or None
     broker = None
+    identity = _platform_identity()
     if token:
-        from tailor.assertion import load_client_key
         from tailor.broker_client import BrokerClient
 
-        url = os.environ.get("TAILOR_BROKER_URL", "")
-        client_id = os.environ.get("TAILOR_CLIENT_ID", "")
-        key_path = os.environ.get("TAILOR_CLIENT_KEY", "")
-        if not (url and client_id and key_path):
+        if identity is None:
             raise ConfigError(
                 "STAGING_TOKEN needs TAILOR_BROKER_URL, TAILOR_CLIENT_ID and TAILOR_CLIENT_KEY"
             )
-        broker = BrokerClient(url, load_client_key(client_id, key_path))
+        url, key = identity
+        broker = BrokerClient(url, key)
     request = StageRequest(
         image=args.image,
         staging_guid=args.staging_guid,
@@ -137,6 +164,8 @@ def _stage(args: argparse.Namespace) -> int:
         jobs=args.jobs,
         token=token,
         broker=broker,
+        app_guid=args.app_guid,
+        internal_credentials=_broker_credentials(identity),
         locations=_locations(False),
         progress=for_stream(sys.stderr),
         warn=_warn,
@@ -217,6 +246,9 @@ def _copy(args: argparse.Namespace) -> int:
     dst_creds = _credentials(
         dst_ref.registry, args.dest_username, "TAILOR_DEST_PASSWORD", "--dest-username"
     )
+    if dst_creds.anonymous:
+        # A registry secured by the broker: the platform identity, when the env names one.
+        dst_creds = _broker_credentials(_platform_identity())
     src_transport = Transport(src_ref.endpoint, src_creds, insecure, pool_size=args.jobs + 4)
     if dst_ref.endpoint == src_ref.endpoint and dst_creds == src_creds:
         dst_transport = src_transport

@@ -64,8 +64,10 @@ def push(req: PushRequest) -> str:
             if value is not None:
                 body[key] = value
         minted = cc.mint(**body)
+        env["STAGING_TOKEN"] = str(minted["token"])
+    if req.broker_url and req.tailor_key:
+        # The staging task's identity: for the token and for a broker-secured registry.
         env.update(
-            STAGING_TOKEN=str(minted["token"]),
             TAILOR_BROKER_URL=req.broker_url,
             TAILOR_CLIENT_ID=req.tailor_client,
             TAILOR_CLIENT_KEY=req.tailor_key,
@@ -74,7 +76,8 @@ def push(req: PushRequest) -> str:
     with tempfile.TemporaryDirectory(prefix="tailor-push-") as tmp:
         result_file = Path(tmp) / "result.json"
         argv = [sys.executable, "-m", "tailor.cli", "stage", "--image", req.docker_image,
-                "--staging-guid", staging_guid, "--result-file", str(result_file)]  # fmt: skip
+                "--staging-guid", staging_guid, "--app-guid", req.app_guid,
+                "--result-file", str(result_file)]  # fmt: skip
         if req.internal_registry:
             argv += ["--internal-registry", req.internal_registry]
         for host in req.insecure:

@@ -101,14 +101,17 @@ class StageRequest:
     jobs: int = 4
     token: str | None = None
     broker: BrokerClient | None = None
+    app_guid: str | None = None
+    internal_credentials: Credentials = ANONYMOUS
+    """For a registry secured by the broker: the platform identity (see tailor.authn)."""
     locations: BlobLocations = field(default_factory=MemoryLocations)
     progress: Progress = field(default_factory=SilentProgress)
     warn: Callable[[str], None] = field(default=lambda text: None)
 
 
-def _internal_repository(prefix: str, staging_guid: str) -> str:
-    guid = staging_guid.lower()
-    parts = [*prefix.strip("/").split("/"), guid] if prefix.strip("/") else [guid]
+def _internal_repository(prefix: str, app_guid: str | None, staging_guid: str) -> str:
+    guids = [g.lower() for g in (app_guid, staging_guid) if g]
+    parts = [*prefix.strip("/").split("/"), *guids] if prefix.strip("/") else guids
     if not all(_COMPONENT.fullmatch(p) for p in parts):
         raise ConfigError(
             f"cannot name an internal repository {'/'.join(parts)!r}: "
@@ -162,6 +165,11 @@ def stage(req: StageRequest) -> dict[str, Any]:
         # A refused redemption is not reported: we may not be the staging's tailor, or
         # another run of it holds the token; closing the staging could break that run.
         granted = req.broker.redeem(req.token)
+        if req.app_guid and granted.app_guid and req.app_guid != granted.app_guid:
+            error = f"the staging token is for app {granted.app_guid}, not {req.app_guid}"
+            _report(req, None, error)
+            raise ConfigError(error)
+        req.app_guid = req.app_guid or granted.app_guid or None
         if not _matches(requested, granted.image, granted.registry):
             error = f"the staging token is for {granted.image}, not {requested}: refusing to use it"
             _report(req, None, error)
@@ -186,8 +194,10 @@ def _run(req: StageRequest, requested: Reference, creds: Credentials) -> dict[st
     upstream = Transport(requested.endpoint, creds, insecure, pool_size=req.jobs + 4)
     src = Repository(upstream, requested.repository)
     if req.internal_registry:
-        repository = _internal_repository(req.repository_prefix, req.staging_guid)
-        internal = Transport(req.internal_registry, ANONYMOUS, insecure, pool_size=req.jobs + 4)
+        repository = _internal_repository(req.repository_prefix, req.app_guid, req.staging_guid)
+        internal = Transport(
+            req.internal_registry, req.internal_credentials, insecure, pool_size=req.jobs + 4
+        )
         dst = Repository(internal, repository, push=True)
         options = CopyOptions(
             jobs=req.jobs, locations=req.locations, progress=req.progress,

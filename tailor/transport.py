@@ -202,7 +202,7 @@ class Transport:
             return None
         creds = self._credentials
         if challenge.scheme == "basic":
-            if not creds.username:
+            if not creds.username or creds.assertion is not None:
                 return None
             # requests builds the header; we only decide that it may be sent.
             request = requests.Request("GET", self.base_url, auth=(creds.username, creds.password))

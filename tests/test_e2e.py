@@ -190,9 +190,9 @@ def test_push_of_a_private_image_into_the_internal_registry(platform: Platform) 
     assert run.returncode == 0, run.stderr
     ref = run.stdout.strip().splitlines()[-1]
     upstream_raw = p.skopeo.raw(f"{p.upstream.host}/acme/web:v1")
-    assert ref.startswith(f"{p.internal.host}/staging/stg-push-1@sha256:")
+    assert ref.startswith(f"{p.internal.host}/staging/app-1/stg-push-1@sha256:")
     assert p.skopeo.raw(ref) == upstream_raw
-    assert p.skopeo.raw(f"{p.internal.host}/staging/stg-push-1:stg-push-1") == upstream_raw
+    assert p.skopeo.raw(f"{p.internal.host}/staging/app-1/stg-push-1:stg-push-1") == upstream_raw
     # The tailor ran (the watcher saw it) and no command line carried a secret.
     assert any(" stage " in line for line in watcher.seen), watcher.seen
     assert not [line for line in watcher.seen if UPSTREAM_PASSWORD in line or "st1." in line]

@@ -67,6 +67,7 @@ class LookupResult(BaseModel):
 
 
 class RedemptionResult(BaseModel):
+    app_guid: str
     registry: str
     image: str
     username: str
@@ -116,3 +117,10 @@ class VerifyResult(BaseModel):
     checkpoints_valid: int
     problems: list[str]
     summary: str
+
+
+class RegistryToken(BaseModel):
+    token: str
+    access_token: str
+    expires_in: int
+    issued_at: str

@@ -78,6 +78,7 @@ async def redeem(
         caller = rt.authorize(assertion, "tailor")
         got = rt.broker.redeem(caller=caller, token=body.token)
         return RedemptionResult(
+            app_guid=got.app_guid,
             registry=got.registry,
             image=got.image,
             username=got.username,

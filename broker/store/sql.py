@@ -163,6 +163,14 @@ class SqlTx:
         )
         return bool(cur.rowcount == 1)
 
+    def open_stagings_for(self, tailor: str) -> list[StagingRow]:
+        rows = self._exec(
+            f"SELECT {_STAGING_COLUMNS} FROM stagings"
+            " WHERE tailor = ? AND state IN ('open','redeemed') ORDER BY created_at LIMIT 100",
+            (tailor,),
+        )
+        return [StagingRow(*r) for r in rows.fetchall()]
+
     def expired_stagings(self, now: int, limit: int = 100) -> list[StagingRow]:
         rows = self._exec(
             f"SELECT {_STAGING_COLUMNS} FROM stagings"

@@ -1,0 +1,120 @@
+"""The internal registry's token server: who may do what to which repository. Policy is
+pure (``decide``); the token is an ES256 JWT per Distribution's token spec (``issue``).
+
+Isolation policy, for repositories named ``<prefix>/<app_guid>/<staging_guid>``:
+- a ``tailor`` gets pull+push on the repository of each staging it holds open
+  (minted for it, not completed, failed, cancelled or expired), and pull on that
+  app's other repositories (its earlier stagings: the mount sources);
+- a ``puller`` (the cells) gets pull on every repository under the prefix;
+- nobody gets ``delete`` or ``registry:catalog:*`` here: those are the broker's
+  own (pruning), minted internally, never over HTTP;
+- everything else is refused. Grants are intersected with what was asked.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+from broker.audit import canonical
+from broker.store.model import OPEN_STATES, StagingRow
+
+__all__ = ["Access", "Scope", "decide", "issue_token", "parse_scope", "staging_repository"]
+
+MAX_SCOPES = 16
+
+
+@dataclass(frozen=True)
+class Scope:
+    type: str
+    name: str
+    actions: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return f"{self.type}:{self.name}:{','.join(self.actions)}"
+
+
+@dataclass(frozen=True)
+class Access:
+    type: str
+    name: str
+    actions: tuple[str, ...]
+
+    def claim(self) -> dict[str, object]:
+        return {"type": self.type, "name": self.name, "actions": list(self.actions)}
+
+
+def parse_scope(text: str) -> Scope | None:
+    """``repository:team/app:pull,push`` (the name may not hold ':' but may hold '/')."""
+    kind, sep, rest = text.partition(":")
+    name, sep2, actions = rest.rpartition(":")
+    if not (sep and sep2 and kind and name and actions) or len(text) > 512:
+        return None
+    return Scope(kind, name, tuple(a for a in actions.split(",") if a))
+
+
+def staging_repository(prefix: str, app_guid: str, staging_guid: str) -> str:
+    return f"{prefix}/{app_guid}/{staging_guid}".lower()
+
+
+def decide(
+    role: str, client: str, scope: Scope, stagings: Iterable[StagingRow], prefix: str
+) -> tuple[str, ...]:
+    """The actions of ``scope`` this client may have (possibly none)."""
+    if scope.type != "repository":
+        return ()
+    wanted = set(scope.actions)
+    name = scope.name.lower()
+    if role == "puller":
+        return tuple(sorted(wanted & {"pull"})) if name.startswith(prefix + "/") else ()
+    if role != "tailor":
+        return ()
+    allowed: set[str] = set()
+    for s in stagings:
+        if s.tailor != client or s.state not in OPEN_STATES:
+            continue
+        if name == staging_repository(prefix, s.app_guid, s.staging_guid):
+            allowed |= {"pull", "push"}
+        elif name.startswith(staging_repository(prefix, s.app_guid, "")):
+            allowed |= {"pull"}  # the same app's earlier stagings: mount sources
+    return tuple(sorted(wanted & allowed))
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def issue_token(
+    *,
+    key: ec.EllipticCurvePrivateKey,
+    cert: x509.Certificate,
+    issuer: str,
+    service: str,
+    subject: str,
+    access: Sequence[Access],
+    now: int,
+    lifetime: int,
+) -> str:
+    """An ES256 JWT Distribution 2.8 accepts: the certificate rides in ``x5c``."""
+    der = cert.public_bytes(serialization.Encoding.DER)
+    header = {"alg": "ES256", "typ": "JWT", "x5c": [base64.b64encode(der).decode()]}
+    claims = {
+        "iss": issuer,
+        "sub": subject,
+        "aud": service,
+        "exp": now + lifetime,
+        "nbf": now - 5,
+        "iat": now,
+        "jti": secrets.token_hex(12),
+        "access": [a.claim() for a in access],
+    }
+    signing = f"{_b64(canonical(header))}.{_b64(canonical(claims))}"
+    r, s = decode_dss_signature(key.sign(signing.encode(), ec.ECDSA(hashes.SHA256())))
+    return f"{signing}.{_b64(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
