@@ -77,6 +77,23 @@ def _parser() -> argparse.ArgumentParser:
     login.add_argument("--client", required=True, metavar="NAME", help="an auditor client")
     login.add_argument("--minutes", type=int, default=10)
 
+    rc = cmds.add_parser(
+        "registry-config",
+        help="print a Distribution config whose token auth trusts this broker",
+    )
+    rc.add_argument("--addr", required=True, metavar="HOST:PORT")
+    rc.add_argument("--storage", required=True, choices=["filesystem", "s3"])
+    rc.add_argument("--root", metavar="DIR", help="filesystem root, or a prefix in the bucket")
+    rc.add_argument("--bucket")
+    rc.add_argument("--region")
+    rc.add_argument("--endpoint", metavar="URL", help="S3-compatible endpoint (MinIO, Ceph RGW)")
+    rc.add_argument(
+        "--http-secret-file",
+        type=Path,
+        metavar="FILE",
+        help="the http.secret shared by all replicas (default: a fresh one)",
+    )
+
     clients = cmds.add_parser("clients", help="register the clients that may call the broker")
     cc = clients.add_subparsers(dest="action", required=True, parser_class=_Parser)
     add = cc.add_parser("add", help="register a client and its public key")
@@ -175,6 +192,43 @@ def _clients(args: argparse.Namespace) -> int:
     return 0
 
 
+def _registry_config(args: argparse.Namespace) -> int:
+    import json
+
+    from broker.keys import REGISTRY_CERT
+    from broker.registryconfig import registry_config
+    from broker.settings import get_settings
+
+    settings = get_settings()
+    cert = (settings.keys_dir / REGISTRY_CERT).resolve()
+    if not cert.exists():
+        raise CliError(f"{cert} not found; run 'broker keys init'")
+    secret = None
+    if args.http_secret_file:
+        try:
+            secret = args.http_secret_file.read_text().strip()
+        except OSError as exc:
+            raise CliError(f"cannot read {args.http_secret_file}: {exc.strerror}") from None
+    try:
+        config = registry_config(
+            addr=args.addr,
+            storage=args.storage,
+            realm=settings.public_url.rstrip("/") + "/v1/registry-token",
+            service=settings.registry_service,
+            issuer=settings.registry_issuer,
+            cert=cert,
+            root=args.root,
+            bucket=args.bucket,
+            region=args.region,
+            endpoint=args.endpoint,
+            http_secret=secret,
+        )
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    print(json.dumps(config, indent=2))
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -215,6 +269,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _keys(args)
         if args.command == "clients":
             return _clients(args)
+        if args.command == "registry-config":
+            return _registry_config(args)
         if args.command == "audit":
             from broker.auditcli import run
 

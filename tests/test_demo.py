@@ -17,7 +17,8 @@ def test_demo_runs_end_to_end() -> None:
     )  # fmt: skip
     assert run.returncode == 0, run.stdout + run.stderr
     lines = run.stdout.strip().splitlines()
-    assert re.fullmatch(r"127\.0\.0\.1:\d+/staging/[0-9a-f-]{36}/[0-9a-f-]{36}@sha256:[0-9a-f]{64}", lines[-1])
+    guid = "[0-9a-f-]{36}"
+    assert re.fullmatch(rf"127\.0\.0\.1:\d+/staging/{guid}/{guid}@sha256:[0-9a-f]{{64}}", lines[-1])
     trail = [line.split()[2] for line in lines if re.match(r"\s+\d+ \d{4}-", line)]
     assert trail[-4:] == ["token.issued", "token.redeemed", "staging.completed",
                           "credentials.purged"]  # fmt: skip
