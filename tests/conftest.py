@@ -5,20 +5,48 @@ from __future__ import annotations
 import base64
 import json
 import os
+import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
+import psycopg
 import pytest
 
 from tests.support.images import Layout
 from tests.support.registry import Registry, start_registry
 from tests.support.tokenserver import TokenServer
 
+ROOT = Path(__file__).resolve().parents[1]
 UPSTREAM_USER = "pusher"
 UPSTREAM_PASSWORD = "upstream-S3cret-pw-7781"  # scanned for in every output below
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> str:
+    """A real PostgreSQL: BROKER_TEST_DATABASE_URL, or the local one set up by .ci/postgres.sh."""
+    url = os.environ.get("BROKER_TEST_DATABASE_URL")
+    if not url:
+        out = subprocess.run(
+            ["bash", str(ROOT / ".ci" / "postgres.sh")], capture_output=True, text=True, check=True
+        )
+        url = out.stdout.strip().splitlines()[-1]
+    return url
+
+
+@pytest.fixture
+def pg_schema_url(pg_url: str) -> Iterator[str]:
+    """A fresh schema per test, reached through search_path."""
+    schema = "t_" + secrets.token_hex(6)
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in pg_url else "?"
+    yield f"{pg_url}{sep}options={quote(f'-csearch_path={schema}')}"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 @pytest.fixture

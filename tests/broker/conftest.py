@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import secrets
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
 
-import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
@@ -25,30 +20,6 @@ from tests.support.clients import Client, new_client
 ROOT = Path(__file__).resolve().parents[2]
 AUD = "http://broker.test"
 PASSWORD = "registry-pw-Zq81-never-logged"
-
-
-@pytest.fixture(scope="session")
-def pg_url() -> str:
-    """A real PostgreSQL: BROKER_TEST_DATABASE_URL, or the local one set up by .ci/postgres.sh."""
-    url = os.environ.get("BROKER_TEST_DATABASE_URL")
-    if not url:
-        out = subprocess.run(
-            ["bash", str(ROOT / ".ci" / "postgres.sh")], capture_output=True, text=True, check=True
-        )
-        url = out.stdout.strip().splitlines()[-1]
-    return url
-
-
-@pytest.fixture
-def pg_schema_url(pg_url: str) -> Iterator[str]:
-    """A fresh schema per test, reached through search_path."""
-    schema = "t_" + secrets.token_hex(6)
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    sep = "&" if "?" in pg_url else "?"
-    yield f"{pg_url}{sep}options={quote(f'-csearch_path={schema}')}"
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

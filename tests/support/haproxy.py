@@ -1,0 +1,62 @@
+"""HAProxy (Debian's) in front of broker and registry replicas, on loopback (test-only)."""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.support.registry import free_port, wait_http
+
+
+@dataclass
+class Balancer:
+    proc: subprocess.Popen[bytes]
+    port: int
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def start_haproxy(
+    root: Path, name: str, servers: list[str], check: str, expect: str, port: int | None = None
+) -> Balancer:
+    """Round-robin over ``servers`` with active health checks and redispatch on failure."""
+    port = port or free_port()
+    lines = "\n".join(
+        f"    server s{i} {server} check inter 300ms fall 1 rise 2"
+        for i, server in enumerate(servers)
+    )
+    config = f"""
+global
+    maxconn 512
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 120s
+    timeout server 120s
+    retries 3
+    option redispatch
+    retry-on conn-failure empty-response response-timeout
+frontend {name}_in
+    bind 127.0.0.1:{port}
+    default_backend {name}
+backend {name}
+    balance roundrobin
+    option httpchk GET {check}
+    http-check expect rstatus {expect}
+{lines}
+"""
+    cfg = root / f"haproxy-{name}.cfg"
+    cfg.write_text(config)
+    log = (root / f"haproxy-{name}.log").open("wb")
+    proc = subprocess.Popen(
+        ["haproxy", "-db", "-f", str(cfg)], stdout=log, stderr=subprocess.STDOUT
+    )
+    wait_http(f"http://127.0.0.1:{port}{check}", proc=proc)
+    return Balancer(proc, port)
