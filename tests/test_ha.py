@@ -305,10 +305,10 @@ def test_a_hundred_stagings_ten_at_a_time(cluster: Cluster) -> None:
     with ThreadPoolExecutor(10) as pool:
         assert list(pool.map(one, tokens.items())) == [0] * 100
     with psycopg.connect(c.pg_url) as conn:
-        counts = dict(
+        counts: dict[str, int] = dict(
             conn.execute("SELECT event, count(*) FROM audit_events GROUP BY event").fetchall()
         )
-        states = dict(
+        states: dict[str, int] = dict(
             conn.execute("SELECT state, count(*) FROM stagings GROUP BY state").fetchall()
         )
         sealed = conn.execute("SELECT count(*) FROM sealed_credentials").fetchone()
