@@ -56,8 +56,7 @@ backend {name}
     cfg = root / f"haproxy-{name}.cfg"
     cfg.write_text(config)
     log = (root / f"haproxy-{name}.log").open("wb")
-    proc = subprocess.Popen(
-        ["haproxy", "-db", "-f", str(cfg)], stdout=log, stderr=subprocess.STDOUT
-    )
+    binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    proc = subprocess.Popen([binary, "-db", "-f", str(cfg)], stdout=log, stderr=subprocess.STDOUT)
     wait_http(f"http://127.0.0.1:{port}{check}", proc=proc)
     return Balancer(proc, port)
