@@ -21,7 +21,7 @@ import pytest
 import requests
 
 from tests.conftest import UPSTREAM_PASSWORD, UPSTREAM_USER, Skopeo
-from tests.support.brokerproc import BrokerProcess, broker_cli, broker_env, start_broker
+from tests.support.brokerproc import BrokerProcess, broker_cli, broker_env, provision, start_broker
 from tests.support.clients import Client, new_client
 from tests.support.haproxy import Balancer, start_haproxy
 from tests.support.images import Layout, image
@@ -130,24 +130,8 @@ def cluster(tmp_path: Path, pg_schema_url: str, skopeo: Skopeo) -> Iterator[Clus
     public = f"http://127.0.0.1:{broker_lb_port}"
     env = broker_env(tmp_path, pg_schema_url, public)
     env["BROKER_LOG_LEVEL"] = "WARNING"
-    assert broker_cli(env, "keys", "init").returncode == 0
-    keys = {}
-    for role, c in clients.items():
-        assert (
-            broker_cli(
-                env,
-                "clients",
-                "add",
-                c.name,
-                "--role",
-                c.role,
-                "--public-key",
-                str(c.write_public(tmp_path)),
-            ).returncode
-            == 0
-        )
-        keys[role] = tmp_path / f"{c.name}.key"
-        keys[role].write_bytes(c.private_pem)
+    paths = provision(env, tmp_path, clients.values())
+    keys = {role: paths[c.name] for role, c in clients.items()}
     brokers = [start_broker(env, tmp_path / f"broker-{i}.log") for i in range(2)]
     broker_lb = start_haproxy(
         tmp_path,

@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from tests.conftest import UPSTREAM_PASSWORD, UPSTREAM_USER, Skopeo
-from tests.support.brokerproc import broker_cli, broker_env, start_broker
+from tests.support.brokerproc import broker_cli, broker_env, provision, start_broker
 from tests.support.clients import new_client
 from tests.support.haproxy import start_haproxy
 from tests.support.images import Layout, image
@@ -47,22 +47,7 @@ def test_staging_through_s3_backed_replicas(tmp_path: Path, moto: str, skopeo: S
         new_client("cell-1", "puller"),
     )
     env = broker_env(tmp_path, f"sqlite:///{tmp_path / 'broker.sqlite'}", "unused")
-    assert broker_cli(env, "keys", "init").returncode == 0
-    for c in (cc, tailor, puller):
-        assert (
-            broker_cli(
-                env,
-                "clients",
-                "add",
-                c.name,
-                "--role",
-                c.role,
-                "--public-key",
-                str(c.write_public(tmp_path)),
-            ).returncode
-            == 0
-        )
-    (tmp_path / "tailor.key").write_bytes(tailor.private_pem)
+    keys = provision(env, tmp_path, (cc, tailor, puller))
     broker = start_broker(env, tmp_path / "broker.log", self_audience=True)
     env["BROKER_PUBLIC_URL"] = broker.url
     (tmp_path / "secret").write_text("one-secret-for-all-replicas-abcdefghijklmnop")
@@ -129,7 +114,7 @@ def test_staging_through_s3_backed_replicas(tmp_path: Path, moto: str, skopeo: S
             STAGING_TOKEN=token,
             TAILOR_BROKER_URL=broker.url,
             TAILOR_CLIENT_ID=tailor.name,
-            TAILOR_CLIENT_KEY=str(tmp_path / "tailor.key"),
+            TAILOR_CLIENT_KEY=str(keys[tailor.name]),
             TAILOR_CACHE_DIR=str(tmp_path / "cache"),
         )
         run = subprocess.run(

@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from tests.conftest import UPSTREAM_PASSWORD, UPSTREAM_USER, Skopeo
-from tests.support.brokerproc import BrokerProcess, broker_cli, broker_env, start_broker
+from tests.support.brokerproc import BrokerProcess, broker_cli, broker_env, provision, start_broker
 from tests.support.clients import Client, new_client
 from tests.support.images import Layout, image, index
 from tests.support.registry import Registry, free_port, start_registry, wait_http
@@ -136,22 +136,8 @@ def secured(tmp_path: Path, skopeo: Skopeo) -> Iterator[Secured]:
         "puller": new_client("cell-1", "puller", "p256"),
     }
     env = broker_env(tmp_path, f"sqlite:///{tmp_path / 'broker.sqlite'}", "unused")
-    assert broker_cli(env, "keys", "init").returncode == 0
-    keys = {}
-    for role, c in clients.items():
-        r = broker_cli(
-            env,
-            "clients",
-            "add",
-            c.name,
-            "--role",
-            c.role,
-            "--public-key",
-            str(c.write_public(tmp_path)),
-        )
-        assert r.returncode == 0, r.stderr
-        keys[role] = tmp_path / f"{c.name}.key"
-        keys[role].write_bytes(c.private_pem)
+    paths = provision(env, tmp_path, clients.values())
+    keys = {role: paths[c.name] for role, c in clients.items()}
     broker = start_broker(env, tmp_path / "broker.log", self_audience=True)
     env["BROKER_PUBLIC_URL"] = broker.url
     port = free_port()

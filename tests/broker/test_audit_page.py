@@ -13,7 +13,7 @@ from playwright.sync_api import Browser, sync_playwright
 from tailor.assertion import load_client_key
 from tailor.broker_client import BrokerClient, BrokerError
 from tests.broker.conftest import PASSWORD, Clients
-from tests.support.brokerproc import BrokerProcess, broker_cli, broker_env, start_broker
+from tests.support.brokerproc import BrokerProcess, broker_cli, broker_env, provision, start_broker
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = [
@@ -39,28 +39,9 @@ def browser() -> Iterator[Browser]:
 @pytest.fixture
 def live(tmp_path: Path, clients: Clients) -> Iterator[tuple[BrokerProcess, dict[str, str]]]:
     env = broker_env(tmp_path, f"sqlite:///{tmp_path / 'broker.sqlite'}", "unused")
-    assert broker_cli(env, "keys", "init").returncode == 0
-    for c in clients.all():
-        assert (
-            broker_cli(
-                env,
-                "clients",
-                "add",
-                c.name,
-                "--role",
-                c.role,
-                "--public-key",
-                str(c.write_public(tmp_path)),
-            ).returncode
-            == 0
-        )
+    keys = provision(env, tmp_path, clients.all())
     broker = start_broker(env, tmp_path / "broker.log", self_audience=True)
     env["BROKER_PUBLIC_URL"] = broker.url
-    keys = {}
-    for c in (clients.cc, clients.tailor, clients.tailor2):
-        path = tmp_path / f"{c.name}.key"
-        path.write_bytes(c.private_pem)
-        keys[c.name] = path
     cc = BrokerClient(broker.url, load_client_key(clients.cc.name, keys[clients.cc.name]))
     tailor = BrokerClient(
         broker.url, load_client_key(clients.tailor.name, keys[clients.tailor.name])

@@ -100,17 +100,22 @@ def test_replicas_on_postgresql_redeem_once(
             for t in threads:
                 t.join()
             assert sorted(results) == [200] + [400] * 5, results
+        # One assertion, two replicas: the second sees a replay.
+        once = clients.cc.headers(PUBLIC)
+        body = {"token": "st1.x.y"}
+        assert a.post("/v1/staging-tokens/lookup", once, body).status_code == 400
+        assert b.post("/v1/staging-tokens/lookup", once, body).status_code == 401
     finally:
         a.stop()
         b.stop()
     # Two replicas, one chain: it verifies, with the checkpoint signed at shutdown.
     verified = broker_cli(env, "audit", "verify")
     assert verified.returncode == 0, verified.stdout + verified.stderr
-    assert verified.stdout.startswith("40/40 events valid, 1/1 checkpoints valid")
+    assert verified.stdout.startswith("41/41 events valid, 1/1 checkpoints valid")
     with psycopg.connect(pg_schema_url) as conn:
         rows = conn.execute("SELECT event, count(*) FROM audit_events GROUP BY event").fetchall()
         events: dict[str, int] = dict(rows)
-        assert events["token.redeemed"] == 5 and events["token.refused"] == 25
+        assert events["token.redeemed"] == 5 and events["token.refused"] == 26
         seqs = [r[0] for r in conn.execute("SELECT seq FROM audit_events ORDER BY seq")]
         assert seqs == list(range(1, len(seqs) + 1))  # one gap-free sequence for both replicas
         dump = str(conn.execute("SELECT * FROM stagings").fetchall())

@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import requests
 
+from tests.support.clients import Client
 from tests.support.registry import free_port, wait_http
 
 
@@ -67,3 +69,18 @@ def broker_env(tmp: Path, database_url: str, public_url: str) -> dict[str, str]:
         BROKER_SWEEP_INTERVAL_SECONDS="0.5",
     )
     return env
+
+
+def provision(env: dict[str, str], folder: Path, clients: Iterable[Client]) -> dict[str, Path]:
+    """`broker keys init`, register every client; returns each client's private key file."""
+    done = broker_cli(env, "keys", "init")
+    assert done.returncode == 0, done.stderr
+    keys = {}
+    for c in clients:
+        added = broker_cli(env, "clients", "add", c.name, "--role", c.role,
+                           "--public-key", str(c.write_public(folder)))  # fmt: skip
+        assert added.returncode == 0, added.stderr
+        keys[c.name] = folder / f"{c.name}.key"
+        keys[c.name].write_bytes(c.private_pem)
+        keys[c.name].chmod(0o600)
+    return keys
