@@ -221,6 +221,10 @@ class Broker:
         self._clients[name] = (now, row)
         return row
 
+    def staging(self, staging_guid: str) -> StagingRow | None:
+        with self.store.transaction(write=False) as tx:
+            return tx.get_staging(staging_guid)
+
     def spend_assertion(self, caller: Verified) -> None:
         """For requests with no write of their own: spend the jti in a transaction of its own."""
         with self._unit() as unit:

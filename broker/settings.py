@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     registry_prefix: str = "staging"
     """Staged images live in ``<prefix>/<app_guid>/<staging_guid>``."""
     registry_token_seconds: int = Field(default=300, ge=60, le=3600)
+    internal_registry: str | None = None
+    """``host:port`` of the internal registry, for the staging egress rules."""
+    insecure_registries: str = ""
+    """Comma-separated hosts spoken to over plain HTTP (closed networks and tests only)."""
     log_level: str = "INFO"
 
 

@@ -82,6 +82,17 @@ def _parser() -> argparse.ArgumentParser:
                        "previous image)")  # fmt: skip
     stage.add_argument("--jobs", type=int, default=4, metavar="N")
 
+    egress = commands.add_parser(
+        "egress-rules",
+        help="the egress holes one staging of an image needs (BBS SecurityGroupRule JSON)",
+    )
+    egress.add_argument("--image", required=True, metavar="REF")
+    egress.add_argument("--broker", metavar="URL", default=os.environ.get("TAILOR_BROKER_URL"))
+    egress.add_argument("--internal-registry", metavar="HOST[:PORT]")
+    egress.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]")
+    egress.add_argument("--log", action="store_true", help="set log: true on every rule")
+    egress.add_argument("--explain", action="store_true", help="say on stderr why each host")
+
     push = commands.add_parser(
         "push",
         help="what cf push does for a docker image: mint a token, run the staging",
@@ -178,6 +189,22 @@ def _stage(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise ConfigError(f"cannot write {args.result_file}: {exc.strerror}") from None
     print(result["lifecycle_metadata"]["docker_image"])
+    return 0
+
+
+def _egress(args: argparse.Namespace) -> int:
+    from tailor.egress import discover, security_group_rules
+
+    endpoints = discover(
+        parse_reference(args.image),
+        broker_url=args.broker,
+        internal_registry=args.internal_registry,
+        insecure=InsecureHosts(args.insecure_registry),
+    )
+    if args.explain:
+        for ep in endpoints:
+            sys.stderr.write(f"{ep.why}: {ep.host}:{ep.port}\n")
+    print(json.dumps(security_group_rules(endpoints, log=args.log), indent=2))
     return 0
 
 
@@ -286,6 +313,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _stage(args)
         if args.command == "push":
             return _push(args)
+        if args.command == "egress-rules":
+            return _egress(args)
         raise ConfigError(f"unknown command {args.command!r}")
     except TailorError as exc:
         sys.stderr.write(f"tailor: error: {exc}\n")

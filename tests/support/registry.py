@@ -18,7 +18,8 @@ REGISTRY_BIN = shutil.which("docker-registry") or shutil.which("registry") or "d
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
@@ -75,6 +76,7 @@ def start_registry(
     """Start Distribution with no auth, htpasswd auth or token auth (a dict for ``auth.token``)."""
     root.mkdir(parents=True, exist_ok=True)
     port = free_port(host)
+    netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     config: dict = {
         "version": 0.1,
         "log": {"level": "warn", "accesslog": {"disabled": True}},
@@ -82,7 +84,7 @@ def start_registry(
             "filesystem": {"rootdirectory": str(root / "store")},
             "delete": {"enabled": True},
         },
-        "http": {"addr": f"{host}:{port}", "secret": "test-only-http-secret"},
+        "http": {"addr": netloc, "secret": "test-only-http-secret"},
     }
     if htpasswd:
         user, password = htpasswd
@@ -101,7 +103,7 @@ def start_registry(
             stderr=subprocess.STDOUT,
             env=env,
         )
-    registry = Registry(root, f"{host}:{port}", proc, log=log)
+    registry = Registry(root, netloc, proc, log=log)
     if htpasswd:
         registry.username, registry.password = htpasswd
     try:

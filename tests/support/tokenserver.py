@@ -43,6 +43,7 @@ class TokenServer:
     root: Path
     expires_in: int = 300
     oversized: bool = False
+    bind: str = "127.0.0.1"
     calls: list[Call] = field(default_factory=list)
     refresh_tokens: set[str] = field(default_factory=set)
 
@@ -89,8 +90,8 @@ class TokenServer:
                     user = server.username if token in server.refresh_tokens else None
                 server._answer(self, "POST", grant, scopes, user, issue_refresh=True)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.host = f"127.0.0.1:{self.httpd.server_address[1]}"
+        self.httpd = ThreadingHTTPServer((self.bind, 0), Handler)
+        self.host = f"{self.bind}:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 

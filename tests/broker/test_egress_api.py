@@ -1,0 +1,69 @@
+"""GET /v1/stagings/{guid}/egress-rules against a real upstream registry."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from broker.app import create_app
+from broker.settings import Settings
+from tests.broker.conftest import Clients, register
+from tests.support.registry import Registry
+
+
+def test_egress_rules_for_a_staging(
+    settings: Settings, clients: Clients, internal: Registry
+) -> None:
+    public = "http://127.0.0.1:8443"
+    s = settings.model_copy(
+        update={
+            "public_url": public,
+            "internal_registry": "127.0.0.9:5000",
+            "insecure_registries": f"{internal.host},127.0.0.9",
+        }
+    )
+    app = create_app(s, sweep=False)
+    register(app.state.runtime.store, clients)
+    with TestClient(app) as http:
+        minted = http.post(
+            "/v1/staging-tokens",
+            headers=clients.cc.headers(public),
+            json={
+                "app_guid": "a",
+                "staging_guid": "s1",
+                "image": f"{internal.host}/team/app:1",
+                "username": "u",
+                "password": "p",
+                "tailor": clients.tailor.name,
+            },
+        )
+        assert minted.status_code == 201
+        r = http.get("/v1/stagings/s1/egress-rules", headers=clients.cc.headers(public))
+        assert r.status_code == 200, r.text
+        upstream_port = int(internal.host.rsplit(":", 1)[1])
+        assert r.json() == [
+            {"protocol": "tcp", "destinations": ["127.0.0.9"], "ports": [5000]},
+            {
+                "protocol": "tcp",
+                "destinations": ["127.0.0.1"],
+                "ports": sorted([8443, upstream_port]),
+            },
+        ] or r.json() == [
+            {
+                "protocol": "tcp",
+                "destinations": ["127.0.0.1"],
+                "ports": sorted([8443, upstream_port]),
+            },
+            {"protocol": "tcp", "destinations": ["127.0.0.9"], "ports": [5000]},
+        ]
+        assert (
+            http.get(
+                "/v1/stagings/nope/egress-rules", headers=clients.cc.headers(public)
+            ).status_code
+            == 404
+        )
+        assert (
+            http.get(
+                "/v1/stagings/s1/egress-rules", headers=clients.tailor.headers(public)
+            ).status_code
+            == 403
+        )
