@@ -94,6 +94,16 @@ def _parser() -> argparse.ArgumentParser:
         help="the http.secret shared by all replicas (default: a fresh one)",
     )
 
+    prune = cmds.add_parser(
+        "prune", help="delete staged images no app runs (dry run unless --apply)"
+    )
+    prune.add_argument("--registry", required=True, metavar="HOST[:PORT]")
+    prune.add_argument("--desired-lrps", required=True, metavar="FILE|URL")
+    prune.add_argument("--grace", default="24h", metavar="DURATION", help="keep younger (24h)")
+    prune.add_argument("--apply", action="store_true", help="delete (default: only say what)")
+    prune.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]")
+    prune.add_argument("--domain", default="cf-apps", help="the LRP domain of staged apps")
+
     clients = cmds.add_parser("clients", help="register the clients that may call the broker")
     cc = clients.add_subparsers(dest="action", required=True, parser_class=_Parser)
     add = cc.add_parser("add", help="register a client and its public key")
@@ -262,6 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from broker.auditexport import ExportError
     from broker.keys import KeyFileError
+    from broker.prune import PruneRefused
     from broker.store import StoreError
 
     try:
@@ -269,6 +280,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _keys(args)
         if args.command == "clients":
             return _clients(args)
+        if args.command == "prune":
+            from broker.prunecli import run as run_prune
+
+            return run_prune(args)
         if args.command == "registry-config":
             return _registry_config(args)
         if args.command == "audit":
@@ -276,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run(args)
         return _serve(args)
-    except (CliError, KeyFileError, StoreError, ExportError) as exc:
+    except (CliError, KeyFileError, StoreError, ExportError, PruneRefused) as exc:
         sys.stderr.write(f"broker: error: {exc}\n")
         return 1
     except ValidationError as exc:

@@ -35,10 +35,19 @@ class Credentials:
     identity_token: str = ""
     assertion: Callable[[], str] | None = None
     assertion_realm: str = ""
+    token_provider: Callable[[list[str]], str] | None = None
+    """Mints a registry bearer token for the given scopes itself (the broker, for its own
+    maintenance): the token realm is never asked."""
 
     @property
     def anonymous(self) -> bool:
-        return not (self.username or self.password or self.identity_token or self.assertion)
+        return not (
+            self.username
+            or self.password
+            or self.identity_token
+            or self.assertion
+            or self.token_provider
+        )
 
     def basic_for_realm(self, realm: str) -> tuple[str, str] | None:
         """The (user, password) to present to the token realm ``realm``, if any."""

@@ -208,6 +208,8 @@ class Transport:
             request = requests.Request("GET", self.base_url, auth=(creds.username, creds.password))
             return request.prepare().headers.get("Authorization")
         if challenge.scheme == "bearer":
+            if creds.token_provider is not None:
+                return "Bearer " + creds.token_provider(sorted(scopes))
             return "Bearer " + self.tokens.token(challenge, scopes, fresh=fresh)
         raise AuthError(f"registry {self.registry} asks for unsupported auth {challenge.scheme!r}")
 

@@ -115,6 +115,16 @@ class Secured:
             argv, env=env, capture_output=True, text=True, timeout=300, check=False
         )
 
+    def audit_all(self) -> list[tuple[str, str, str | None, str]]:
+        conn = sqlite3.connect(self.tmp / "broker.sqlite")
+        try:
+            rows = conn.execute(
+                "SELECT event, client, reason, detail FROM audit_events ORDER BY seq"
+            )
+            return [tuple(r) for r in rows]
+        finally:
+            conn.close()
+
     def audit(self) -> list[tuple[str, str, str | None, str]]:
         conn = sqlite3.connect(self.tmp / "broker.sqlite")
         try:

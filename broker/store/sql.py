@@ -163,6 +163,10 @@ class SqlTx:
         )
         return bool(cur.rowcount == 1)
 
+    def all_stagings(self) -> list[StagingRow]:
+        rows = self._exec(f"SELECT {_STAGING_COLUMNS} FROM stagings ORDER BY created_at")
+        return [StagingRow(*r) for r in rows.fetchall()]
+
     def open_stagings_for(self, tailor: str) -> list[StagingRow]:
         rows = self._exec(
             f"SELECT {_STAGING_COLUMNS} FROM stagings"

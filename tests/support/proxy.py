@@ -27,6 +27,7 @@ class Faults:
     corrupt: set[str] = field(default_factory=set)  # digests: flip one byte, every time
     statuses: list[tuple[int, dict[str, str]]] = field(default_factory=list)  # served first
     redirect_to: str | None = None  # "http://host:port": 307 blob GETs there
+    fail_paths: set[str] = field(default_factory=set)  # path substrings: always 500
 
 
 class Proxy:
@@ -70,6 +71,8 @@ class Proxy:
         with self._lock:
             self.requests.append((h.command, h.path, dict(h.headers.items())))
             injected = self.faults.statuses.pop(0) if self.faults.statuses else None
+        if injected is None and any(part in h.path for part in self.faults.fail_paths):
+            injected = (500, {})
         if injected:
             status, extra = injected
             h.send_response(status)

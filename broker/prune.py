@@ -1,0 +1,219 @@
+"""`broker prune`: delete staged images no app runs; never one that may be in use.
+
+Decide in pure functions (``read_lrps``, ``plan``), act in thin ones (``walk``,
+``apply``). Kept, whatever else: every image a desired LRP references (by digest,
+whatever its tag), every repository of a staging still open, every repository
+younger than the grace period, and every repository the broker has no staging
+record for (it did not make it, so it does not judge it). The walk completes
+before anything is deleted, so a registry that errors mid-walk loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import urllib.request
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+from broker.store.model import OPEN_STATES, StagingRow
+from tailor.errors import NotFound, TailorError
+from tailor.manifest import Manifest
+from tailor.reference import parse_reference
+from tailor.registry import Repository
+from tailor.transport import Transport
+
+__all__ = [
+    "Plan",
+    "PruneRefused",
+    "RepoState",
+    "parse_duration",
+    "plan",
+    "read_lrps",
+    "walk",
+]
+
+_MAX_LRPS = 64 * 1024 * 1024
+_NEXT = re.compile(r'<([^>]+)>\s*;\s*rel="?next"?')
+
+
+class PruneRefused(Exception):
+    """Pruning is refused as a whole: nothing is deleted."""
+
+
+def parse_duration(text: str) -> int:
+    """``90s``, ``30m``, ``24h``, ``7d`` -> seconds."""
+    match = re.fullmatch(r"(\d+)([smhd])", text.strip())
+    if not match:
+        raise PruneRefused(f"invalid duration {text!r}: use e.g. 0s, 30m, 24h, 7d")
+    return int(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+
+
+def load_lrps(source: str) -> Any:
+    try:
+        if urlsplit(source).scheme in ("http", "https"):
+            with urllib.request.urlopen(source, timeout=30) as answer:  # noqa: S310
+                raw = answer.read(_MAX_LRPS + 1)
+        else:
+            with open(source, "rb") as f:
+                raw = f.read(_MAX_LRPS + 1)
+    except OSError as exc:
+        raise PruneRefused(f"cannot read the desired LRPs from {source}: {exc}") from None
+    if len(raw) > _MAX_LRPS:
+        raise PruneRefused("the desired LRP list is larger than 64 MiB")
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise PruneRefused("the desired LRP list is not JSON") from None
+
+
+def read_lrps(data: Any, domain: str) -> list[str]:
+    """The images desired LRPs run; refuses a stale domain, an empty or malformed list."""
+    if not isinstance(data, dict) or not isinstance(data.get("desired_lrps"), list):
+        raise PruneRefused("malformed desired LRP list: no 'desired_lrps' array")
+    domains = data.get("domains")
+    if not isinstance(domains, dict) or not isinstance(domains.get(domain), dict):
+        raise PruneRefused(f"domain {domain!r} is not in the list: it may be incomplete")
+    if domains[domain].get("fresh") is not True:
+        raise PruneRefused(f"domain {domain!r} is not fresh: the list may be incomplete")
+    images = []
+    for i, lrp in enumerate(data["desired_lrps"]):
+        if not isinstance(lrp, dict) or not isinstance(lrp.get("image"), str):
+            raise PruneRefused(f"malformed desired LRP #{i}: no image")
+        if lrp.get("domain", domain) == domain:
+            images.append(lrp["image"])
+    if not images:
+        raise PruneRefused(f"no desired LRP in domain {domain!r}: refusing to prune everything")
+    return images
+
+
+@dataclass
+class RepoState:
+    name: str
+    tags: dict[str, str] = field(default_factory=dict)  # tag -> manifest digest
+    blobs: dict[str, dict[str, int]] = field(default_factory=dict)  # manifest -> blob sizes
+
+
+def _paged(
+    repo_or_transport: Transport, path: str, key: str, scopes: list[str], what: str
+) -> list[str]:
+    out: list[str] = []
+    url: str | None = repo_or_transport.url(path)
+    while url:
+        response = repo_or_transport.request("GET", url, scopes=scopes, what=what)
+        with response:
+            body = response.json()
+        out += [str(x) for x in body.get(key) or []]
+        match = _NEXT.search(response.headers.get("Link", ""))
+        url = urljoin(url, match.group(1)) if match else None
+    return out
+
+
+def _blob_sizes(repo: Repository, manifest: Manifest) -> dict[str, int]:
+    sizes: dict[str, int] = {}
+    children = [repo.get_manifest(c.digest) for c in manifest.children] if manifest.is_index else []
+    for m in [manifest, *children]:
+        for d in m.blobs():
+            sizes[d.digest] = d.size
+    return sizes
+
+
+def walk(transport: Transport) -> list[RepoState]:
+    """Every repository, tag and manifest of the registry. Raises on any registry error."""
+    repos = _paged(
+        transport,
+        "/v2/_catalog?n=100",
+        "repositories",
+        ["registry:catalog:*"],
+        "the registry catalog",
+    )
+    states = []
+    for name in repos:
+        repo = Repository(transport, name)
+        state = RepoState(name)
+        try:
+            tags = _paged(
+                transport, f"/v2/{name}/tags/list?n=100", "tags", repo.scopes, f"tags of {name}"
+            )
+        except NotFound:
+            tags = []  # every manifest deleted already
+        for tag in tags:
+            manifest = repo.get_manifest(tag)
+            state.tags[tag] = manifest.digest
+            if manifest.digest not in state.blobs:
+                state.blobs[manifest.digest] = _blob_sizes(repo, manifest)
+        states.append(state)
+    return states
+
+
+@dataclass
+class Plan:
+    delete: list[tuple[str, str, list[str]]]  # repository, digest, its tags
+    kept: dict[str, str]  # repository -> why
+    freed_bytes: int
+
+
+def _repo_of_staging(prefix: str, s: StagingRow) -> str:
+    return f"{prefix}/{s.app_guid}/{s.staging_guid}".lower()
+
+
+def plan(
+    states: Iterable[RepoState],
+    *,
+    registry: str,
+    lrp_images: Iterable[str],
+    stagings: Iterable[StagingRow],
+    prefix: str,
+    grace: int,
+    now: float | None = None,
+) -> Plan:
+    states = list(states)
+    now = time.time() if now is None else now
+    by_repo = {s.name: s for s in states}
+    keep_digests: set[tuple[str, str]] = set()
+    for text in lrp_images:
+        try:
+            ref = parse_reference(text)
+        except TailorError:
+            continue
+        if ref.registry != registry or ref.repository not in by_repo:
+            continue
+        state = by_repo[ref.repository]
+        if ref.digest:
+            keep_digests.add((ref.repository, ref.digest))
+        elif ref.tag in state.tags:
+            keep_digests.add((ref.repository, state.tags[ref.tag]))
+    staged = {_repo_of_staging(prefix, s): s for s in stagings}
+    kept: dict[str, str] = {}
+    delete: list[tuple[str, str, list[str]]] = []
+    for state in states:
+        s = staged.get(state.name)
+        if s is None:
+            kept[state.name] = "no staging record: not made by this broker"
+            continue
+        if s.state in OPEN_STATES:
+            kept[state.name] = "staging still open"
+            continue
+        if now - s.created_at < grace:
+            kept[state.name] = "younger than the grace period"
+            continue
+        for digest in sorted(set(state.tags.values())):
+            if (state.name, digest) in keep_digests:
+                kept[state.name] = "a desired LRP runs it"
+                continue
+            tags = sorted(t for t, d in state.tags.items() if d == digest)
+            delete.append((state.name, digest, tags))
+    doomed = {(repo, digest) for repo, digest, _ in delete}
+    kept_blobs: set[str] = set()
+    gone_blobs: dict[str, int] = {}
+    for state in states:
+        for digest, sizes in state.blobs.items():
+            if (state.name, digest) in doomed:
+                gone_blobs.update(sizes)
+            else:
+                kept_blobs.update(sizes)
+    freed = sum(size for blob, size in gone_blobs.items() if blob not in kept_blobs)
+    return Plan(delete, kept, freed)
