@@ -95,6 +95,7 @@ class RepoState:
     name: str
     tags: dict[str, str] = field(default_factory=dict)  # tag -> manifest digest
     blobs: dict[str, dict[str, int]] = field(default_factory=dict)  # manifest -> blob sizes
+    children: dict[str, list[str]] = field(default_factory=dict)  # index -> its manifests
 
 
 def _paged(
@@ -145,6 +146,7 @@ def walk(transport: Transport) -> list[RepoState]:
             state.tags[tag] = manifest.digest
             if manifest.digest not in state.blobs:
                 state.blobs[manifest.digest] = _blob_sizes(repo, manifest)
+                state.children[manifest.digest] = [c.digest for c in manifest.children]
         states.append(state)
     return states
 
@@ -200,12 +202,21 @@ def plan(
         if now - s.created_at < grace:
             kept[state.name] = "younger than the grace period"
             continue
-        for digest in sorted(set(state.tags.values())):
-            if (state.name, digest) in keep_digests:
+        tops = sorted(set(state.tags.values()))
+        kept_here = {d for d in tops if (state.name, d) in keep_digests}
+        still_needed = {c for d in kept_here for c in state.children.get(d, [])}
+        for digest in tops:
+            if digest in kept_here:
                 kept[state.name] = "a desired LRP runs it"
                 continue
             tags = sorted(t for t, d in state.tags.items() if d == digest)
             delete.append((state.name, digest, tags))
+            # An index's platform manifests go too (by digest): Distribution 2.8's
+            # garbage-collect --delete-untagged would also delete the ones a kept index
+            # still needs (distribution#3004), so the procedure runs without it.
+            for child in state.children.get(digest, []):
+                if child not in still_needed and child not in tops:
+                    delete.append((state.name, child, []))
     doomed = {(repo, digest) for repo, digest, _ in delete}
     kept_blobs: set[str] = set()
     gone_blobs: dict[str, int] = {}

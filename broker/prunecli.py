@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         if args.apply and n:
             print(
                 "next: make the registry read-only or stop it, run "
-                "'docker-registry garbage-collect CONFIG --delete-untagged', start it again"
+                "'docker-registry garbage-collect CONFIG', start it again"
             )
     finally:
         store.close()

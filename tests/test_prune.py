@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -154,7 +155,7 @@ def test_prune_keeps_what_runs_and_gc_frees_the_rest(secured: Secured, skopeo: S
     s.internal_proc.terminate()
     s.internal_proc.wait(10)
     gc = subprocess.run(
-        ["docker-registry", "garbage-collect", str(s.tmp / "internal.yml"), "--delete-untagged"],
+        ["docker-registry", "garbage-collect", str(s.tmp / "internal.yml")],
         capture_output=True,
         text=True,
         timeout=120,
@@ -177,6 +178,14 @@ def test_prune_keeps_what_runs_and_gc_frees_the_rest(secured: Secured, skopeo: S
         repo, digest = ref.split("/", 1)[1].split("@")
         got = s.manifest("puller", repo, digest)
         assert got.status_code == 200 and got.content == upstream_raw
+        # Every blob of every platform is still there and still what its digest says.
+        for child in json.loads(got.content)["manifests"]:
+            sub = s.manifest("puller", repo, child["digest"])
+            assert sub.status_code == 200
+            layers = json.loads(sub.content)
+            for blob in [layers["config"], *layers["layers"]]:
+                data = s.blob("puller", repo, blob["digest"])
+                assert "sha256:" + hashlib.sha256(data).hexdigest() == blob["digest"]
 
 
 @pytest.mark.parametrize(

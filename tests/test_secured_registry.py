@@ -71,6 +71,16 @@ class Secured:
             timeout=10,
         )
 
+    def blob(self, who: str, repo: str, digest: str) -> bytes:
+        token = self.token(who, f"repository:{repo}:pull").json()["token"]
+        answer = requests.get(
+            f"http://{self.internal_host}/v2/{repo}/blobs/{digest}",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
+        assert answer.status_code == 200, answer.status_code
+        return answer.content
+
     def push(self, staging: str, app: str, *extra: str) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("TAILOR_", "CF_"))}
         env.update(
