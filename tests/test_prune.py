@@ -6,13 +6,12 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.conftest import UPSTREAM_PASSWORD, UPSTREAM_USER, Skopeo
+from tests.conftest import Skopeo
 from tests.support.brokerproc import broker_cli
 from tests.support.images import Layout, image
 from tests.support.proxy import Proxy
@@ -21,49 +20,7 @@ from tests.test_secured_registry import Secured, secured  # noqa: F401  (the fix
 
 
 def push(s: Secured, image_ref: str, app: str, staging: str) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TAILOR_", "CF_"))}
-    env.update(
-        CF_DOCKER_PASSWORD=UPSTREAM_PASSWORD,
-        TAILOR_CACHE_DIR=str(s.tmp / "cache"),
-        HOME=str(s.tmp / "home"),
-    )
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tailor.cli",
-            "push",
-            "--docker-image",
-            image_ref,
-            "--docker-username",
-            UPSTREAM_USER,
-            "--app-guid",
-            app,
-            "--staging-guid",
-            staging,
-            "--internal-registry",
-            s.internal_host,
-            "--insecure-registry",
-            s.upstream.host,
-            "--insecure-registry",
-            "127.0.0.1",
-            "--broker-url",
-            s.broker.url,
-            "--cc-client",
-            "cloud-controller",
-            "--cc-key",
-            str(s.keys["cc"]),
-            "--tailor-client",
-            "tailor-1",
-            "--tailor-key",
-            str(s.keys["tailor"]),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    run = s.push(staging, app, image=image_ref)
     assert run.returncode == 0, run.stderr
     return run.stdout.strip().splitlines()[-1]
 

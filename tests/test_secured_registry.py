@@ -81,7 +81,9 @@ class Secured:
         assert answer.status_code == 200, answer.status_code
         return answer.content
 
-    def push(self, staging: str, app: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    def push(
+        self, staging: str, app: str, *extra: str, image: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("TAILOR_", "CF_"))}
         env.update(
             CF_DOCKER_PASSWORD=UPSTREAM_PASSWORD,
@@ -94,7 +96,7 @@ class Secured:
             "tailor.cli",
             "push",
             "--docker-image",
-            f"{self.upstream.host}/acme/web:v1",
+            image or f"{self.upstream.host}/acme/web:v1",
             "--docker-username",
             UPSTREAM_USER,
             "--app-guid",
@@ -324,8 +326,9 @@ def test_tailor_copy_needs_no_flag_for_the_secured_registry(secured: Secured) ->
         TAILOR_CLIENT_KEY=str(s.keys["tailor"]),
         TAILOR_CACHE_DIR=str(s.tmp / "cache2"),
     )
-    run = subprocess.run(
-        [
+
+    def copy_to(destination: str) -> subprocess.CompletedProcess[str]:
+        argv = [
             sys.executable,
             "-m",
             "tailor.cli",
@@ -339,38 +342,15 @@ def test_tailor_copy_needs_no_flag_for_the_secured_registry(secured: Secured) ->
             "--insecure-registry",
             "127.0.0.1",
             f"{s.upstream.host}/acme/web:v1",
-            f"{s.internal_host}/staging/app-9/stg-9:v1",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+            f"{s.internal_host}/{destination}",
+        ]
+        return subprocess.run(
+            argv, env=env, capture_output=True, text=True, timeout=120, check=False
+        )
+
+    run = copy_to("staging/app-9/stg-9:v1")
     assert run.returncode == 0, run.stderr
     # And into a repository it holds no staging for: denied by the registry.
-    denied = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tailor.cli",
-            "copy",
-            "--src-username",
-            UPSTREAM_USER,
-            "--insecure-registry",
-            s.upstream.host,
-            "--insecure-registry",
-            s.internal_host,
-            "--insecure-registry",
-            "127.0.0.1",
-            f"{s.upstream.host}/acme/web:v1",
-            f"{s.internal_host}/staging/app-9/other:v1",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    denied = copy_to("staging/app-9/other:v1")
     assert denied.returncode == 1
     assert denied.stderr.strip().splitlines()[-1].startswith("tailor: error: unauthorized")
