@@ -14,9 +14,12 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from fastapi.testclient import TestClient
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from broker.app import create_app
-from broker.audit import GENESIS, canonical, event_hash, sign_checkpoint
+from broker.audit import GENESIS, canonical, canonical_reference, event_hash, sign_checkpoint
 from broker.keys import load_keys, rotate_audit_key
 from broker.settings import Settings
 from tests.broker.conftest import AUD, Api, Clients, register
@@ -405,3 +408,18 @@ def test_audit_key_rotation_keeps_old_checkpoints_verifiable(
     assert report["intact"], report
     with app2.state.runtime.store.transaction(write=False) as tx:
         assert {cp.kid for cp in tx.checkpoints()} == {old, new}
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@given(_json)
+@hsettings(max_examples=300)
+def test_the_fast_canonical_form_is_the_reference_one(value: object) -> None:
+    assert canonical(value) == canonical_reference(value)
