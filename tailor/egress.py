@@ -20,7 +20,7 @@ import requests
 
 from tailor.challenge import parse_challenge
 from tailor.errors import ConfigError, TailorError
-from tailor.manifest import ACCEPT, parse_manifest
+from tailor.manifest import ACCEPT, MAX_MANIFEST, Manifest, parse_manifest
 from tailor.reference import Reference
 from tailor.transport import InsecureHosts
 
@@ -73,8 +73,11 @@ def discover(
         parts = urlsplit(broker_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(f"broker URL must be http(s)://HOST[:PORT], got {broker_url!r}")
-        out.append(Endpoint(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80),
-                            "broker"))  # fmt: skip
+        out.append(
+            Endpoint(
+                parts.hostname, parts.port or (443 if parts.scheme == "https" else 80), "broker"
+            )
+        )
     if internal_registry:
         scheme = "http" if insecure(internal_registry) else "https"
         host, port = _host_port(internal_registry, scheme)
@@ -93,11 +96,33 @@ def discover(
     if challenge and challenge.params.get("realm"):
         realm = urlsplit(challenge.params["realm"])
         if realm.scheme in ("http", "https") and realm.hostname:
-            out.append(Endpoint(realm.hostname,
-                                realm.port or (443 if realm.scheme == "https" else 80),
-                                "upstream token realm"))  # fmt: skip
+            out.append(
+                Endpoint(
+                    realm.hostname,
+                    realm.port or (443 if realm.scheme == "https" else 80),
+                    "upstream token realm",
+                )
+            )
     out += _blob_storage(session, base, image, timeout)
     return out
+
+
+def _get_manifest(
+    session: requests.Session, base: str, image: Reference, ref: str, timeout: float
+) -> Manifest | None:
+    answer = session.get(
+        f"{base}/v2/{image.repository}/manifests/{ref}",
+        headers={"Accept": ACCEPT},
+        timeout=timeout,
+        stream=True,
+        allow_redirects=False,
+    )
+    with answer:
+        if answer.status_code != 200:
+            return None
+        # Capped: a hostile registry cannot make us hold more than a manifest's worth.
+        raw = answer.raw.read(MAX_MANIFEST + 1, decode_content=True)
+    return parse_manifest(raw, answer.headers.get("Content-Type"))
 
 
 def _blob_storage(
@@ -105,22 +130,18 @@ def _blob_storage(
 ) -> list[Endpoint]:
     """Follow one blob read to see where blobs live, if the image is readable anonymously."""
     try:
-        answer = session.get(f"{base}/v2/{image.repository}/manifests/{image.identifier}",
-                             headers={"Accept": ACCEPT}, timeout=timeout)  # fmt: skip
-        if answer.status_code != 200:
-            return []
-        manifest = parse_manifest(answer.content[: 4 * 1024 * 1024],
-                                  answer.headers.get("Content-Type"))  # fmt: skip
-        if manifest.is_index:
-            child = manifest.children[0].digest
-            answer = session.get(f"{base}/v2/{image.repository}/manifests/{child}",
-                                 headers={"Accept": ACCEPT}, timeout=timeout)  # fmt: skip
-            manifest = parse_manifest(answer.content, answer.headers.get("Content-Type"))
-        blobs = manifest.blobs()
+        manifest = _get_manifest(session, base, image, image.identifier, timeout)
+        if manifest is not None and manifest.is_index and manifest.children:
+            manifest = _get_manifest(session, base, image, manifest.children[0].digest, timeout)
+        blobs = manifest.blobs() if manifest is not None else []
         if not blobs:
             return []
-        blob = session.get(f"{base}/v2/{image.repository}/blobs/{blobs[0].digest}",
-                           timeout=timeout, allow_redirects=False, stream=True)  # fmt: skip
+        blob = session.get(
+            f"{base}/v2/{image.repository}/blobs/{blobs[0].digest}",
+            timeout=timeout,
+            allow_redirects=False,
+            stream=True,
+        )
         blob.close()
     except (requests.RequestException, TailorError):
         return []
