@@ -7,7 +7,7 @@ import json
 import logging
 from typing import Any
 
-__all__ = ["JsonFormatter", "configure", "log_config"]
+__all__ = ["DropQuery", "JsonFormatter", "log_config"]
 
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message"}
 
@@ -31,12 +31,24 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
+class DropQuery(logging.Filter):
+    """Access-log lines keep the path, never the query string: a query can carry a
+    credential (the single-use link of ``broker audit login``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):
+            record.args = (*args[:2], args[2].split("?", 1)[0], *args[3:])
+        return True
+
+
 def log_config(level: str = "INFO") -> dict[str, Any]:
     """A dictConfig for the broker and uvicorn alike."""
     return {
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"json": {"()": JsonFormatter}},
+        "filters": {"drop_query": {"()": DropQuery}},
         "handlers": {
             "stderr": {
                 "class": "logging.StreamHandler",
@@ -48,12 +60,11 @@ def log_config(level: str = "INFO") -> dict[str, Any]:
             "broker": {"handlers": ["stderr"], "level": level, "propagate": False},
             "uvicorn": {"handlers": ["stderr"], "level": level, "propagate": False},
             "uvicorn.error": {"handlers": ["stderr"], "level": level, "propagate": False},
-            "uvicorn.access": {"handlers": ["stderr"], "level": level, "propagate": False},
+            "uvicorn.access": {
+                "handlers": ["stderr"],
+                "level": level,
+                "propagate": False,
+                "filters": ["drop_query"],
+            },
         },
     }
-
-
-def configure(level: str = "INFO") -> None:
-    import logging.config
-
-    logging.config.dictConfig(log_config(level))

@@ -122,6 +122,9 @@ def test_nobody_else_sees_it(
     other = browser.new_page()
     again = other.goto(link)  # the link is single-use
     assert again is not None and again.status == 401 and "used already" in other.content()
+    # The link is a credential while unused: the access log keeps only its path.
+    log = broker.log.read_text()
+    assert "/audit/session" in log and link.split("ticket=")[1] not in log
 
     # A cc client's assertion does not open it; an auditor's does.
     login = browser.new_page()
