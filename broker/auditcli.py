@@ -55,17 +55,6 @@ def run(args: argparse.Namespace) -> int:
         store.close()
 
 
-def _read_all(store: Any, after: int = 0) -> list[Any]:
-    rows: list[Any] = []
-    with store.transaction(write=False) as tx:
-        while True:
-            page = tx.audit_events(after=after, limit=5000)
-            if not page:
-                return rows
-            rows += page
-            after = page[-1].seq
-
-
 def _list(store: Any, args: argparse.Namespace) -> int:
     try:
         filters = make_filter(**_filters(args))
@@ -102,7 +91,8 @@ def _export(store: Any, args: argparse.Namespace) -> int:
                                    timestamp(time.time()))  # fmt: skip
             tx.add_checkpoint(seal)
     first = min(selected) if selected else head_seq + 1
-    rows = _read_all(store, after=first - 1) if selected else []
+    with store.transaction(write=False) as tx:
+        rows = tx.all_audit_events(after=first - 1) if selected else []
     with store.transaction(write=False) as tx:
         checkpoints = tx.checkpoints(from_seq=first, to_seq=head_seq)
     events = [chain_event(r) for r in rows if r.seq <= head_seq]
@@ -148,8 +138,8 @@ def _print(report: Report) -> int:
 
 
 def _verify_store(store: Any, args: argparse.Namespace) -> int:
-    rows = _read_all(store)
     with store.transaction(write=False) as tx:
+        rows = tx.all_audit_events()
         checkpoints = tx.checkpoints()
     return _print(verify_chain([chain_event(r) for r in rows], checkpoints, _keys_from(args)))
 

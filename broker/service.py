@@ -178,15 +178,8 @@ class Broker:
 
     def verify_audit(self) -> Report:
         """Verify the whole stored chain, and that it reaches what this process appended."""
-        events: list[ChainEvent] = []
         with self.store.transaction(write=False) as tx:
-            after = 0
-            while True:
-                rows = tx.audit_events(after=after, limit=5000)
-                if not rows:
-                    break
-                events += [chain_event(row) for row in rows]
-                after = rows[-1].seq
+            events = [chain_event(row) for row in tx.all_audit_events()]
             checkpoints = tx.checkpoints()
         return verify_chain(events, checkpoints, self.keys.audit_public, expected_head=self.head)
 

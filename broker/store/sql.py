@@ -271,6 +271,14 @@ class SqlTx:
         where, params = _where(after, filters)
         return self._rows(where, params, limit)
 
+    def all_audit_events(self, after: int = 0) -> list[AuditRow]:
+        """Every event after ``after``, read a page at a time."""
+        rows: list[AuditRow] = []
+        while page := self.audit_events(after=after, limit=5000):
+            rows += page
+            after = page[-1].seq
+        return rows
+
     def add_checkpoint(self, cp: Checkpoint) -> bool:
         cur = self._exec(
             "INSERT INTO audit_checkpoints (seq, head, at, kid, signature) VALUES (?,?,?,?,?)"
@@ -331,7 +339,7 @@ def chain_unchained(tx: SqlTx) -> int:
     if not pending:
         return 0
     prev = GENESIS
-    for row in tx.audit_events(after=0, limit=10**9):
+    for row in tx.all_audit_events():
         if row.seq in pending:
             digest = event_hash(row_body(row), prev)
             tx.chain_event(row.seq, prev, digest)
