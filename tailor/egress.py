@@ -16,13 +16,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import requests
-
-from tailor.challenge import parse_challenge
-from tailor.errors import ConfigError, TailorError
-from tailor.manifest import ACCEPT, MAX_MANIFEST, Manifest, parse_manifest
+from tailor.authn import ANONYMOUS
+from tailor.errors import AuthError, ConfigError, RegistryError, TailorError
 from tailor.reference import Reference
-from tailor.transport import InsecureHosts
+from tailor.registry import Repository
+from tailor.retry import RetryPolicy
+from tailor.transport import InsecureHosts, Transport
 
 __all__ = ["Endpoint", "discover", "resolve", "security_group_rules", "validate_rule"]
 
@@ -82,17 +81,20 @@ def discover(
         scheme = "http" if insecure(internal_registry) else "https"
         host, port = _host_port(internal_registry, scheme)
         out.append(Endpoint(host, port, "internal registry"))
-    scheme = "http" if insecure(image.endpoint) else "https"
-    host, port = _host_port(image.endpoint, scheme)
+    # The same client the staging uses: its scheme choice, realm checks and caps.
+    upstream = Transport(
+        image.endpoint,
+        ANONYMOUS,
+        insecure,
+        policy=RetryPolicy(attempts=2),
+        timeout=(timeout, timeout),
+    )
+    host, port = _host_port(image.endpoint, upstream.scheme)
     out.append(Endpoint(host, port, "upstream registry"))
-    session = requests.Session()
-    session.trust_env = False
-    base = f"{scheme}://{image.endpoint}"
     try:
-        ping = session.get(f"{base}/v2/", timeout=timeout, allow_redirects=False)
-    except requests.RequestException as exc:
-        raise TailorError(f"cannot reach {image.endpoint}: {type(exc).__name__}") from None
-    challenge = parse_challenge(ping.headers.get("WWW-Authenticate"))
+        challenge = upstream.ping()
+    except (AuthError, RegistryError):
+        challenge = None  # an odd /v2/ answer: no realm to open
     if challenge and challenge.params.get("realm"):
         realm = urlsplit(challenge.params["realm"])
         if realm.scheme in ("http", "https") and realm.hostname:
@@ -103,50 +105,32 @@ def discover(
                     "upstream token realm",
                 )
             )
-    out += _blob_storage(session, base, image, timeout)
+    out += _blob_storage(upstream, image)
     return out
 
 
-def _get_manifest(
-    session: requests.Session, base: str, image: Reference, ref: str, timeout: float
-) -> Manifest | None:
-    answer = session.get(
-        f"{base}/v2/{image.repository}/manifests/{ref}",
-        headers={"Accept": ACCEPT},
-        timeout=timeout,
-        stream=True,
-        allow_redirects=False,
-    )
-    with answer:
-        if answer.status_code != 200:
-            return None
-        # Capped: a hostile registry cannot make us hold more than a manifest's worth.
-        raw = answer.raw.read(MAX_MANIFEST + 1, decode_content=True)
-    return parse_manifest(raw, answer.headers.get("Content-Type"))
-
-
-def _blob_storage(
-    session: requests.Session, base: str, image: Reference, timeout: float
-) -> list[Endpoint]:
-    """Follow one blob read to see where blobs live, if the image is readable anonymously."""
+def _blob_storage(upstream: Transport, image: Reference) -> list[Endpoint]:
+    """Look at one blob read to see where blobs live, if the image is readable anonymously."""
+    repo = Repository(upstream, image.repository)
     try:
-        manifest = _get_manifest(session, base, image, image.identifier, timeout)
-        if manifest is not None and manifest.is_index and manifest.children:
-            manifest = _get_manifest(session, base, image, manifest.children[0].digest, timeout)
-        blobs = manifest.blobs() if manifest is not None else []
+        manifest = repo.get_manifest(image.identifier)
+        if manifest.is_index and manifest.children:
+            manifest = repo.get_manifest(manifest.children[0].digest)
+        blobs = manifest.blobs()
         if not blobs:
             return []
-        blob = session.get(
-            f"{base}/v2/{image.repository}/blobs/{blobs[0].digest}",
-            timeout=timeout,
-            allow_redirects=False,
-            stream=True,
+        blob = upstream.request(
+            "GET",
+            f"/v2/{image.repository}/blobs/{blobs[0].digest}",
+            scopes=repo.scopes,
+            what="a blob",
+            ok=(200, 301, 302, 303, 307, 308),
+            follow=False,
         )
         blob.close()
-    except (requests.RequestException, TailorError):
+    except TailorError:
         return []
-    redirected = blob.status_code in (301, 302, 303, 307, 308)
-    location = blob.headers.get("Location", "") if redirected else ""
+    location = blob.headers.get("Location", "") if blob.status_code != 200 else ""
     target = urlsplit(location)
     if not target.hostname or target.scheme not in ("http", "https"):
         return []

@@ -231,9 +231,12 @@ class Transport:
         ok: Sequence[int] = (200,),
         headers: Mapping[str, str] | None = None,
         retry: bool = True,
+        follow: bool = True,
         **kwargs: Any,
     ) -> requests.Response:
-        """Send with auth, re-authenticating once on 401; raise a typed error unless ``ok``."""
+        """Send with auth, re-authenticating once on 401; raise a typed error unless ``ok``.
+
+        ``follow=False`` answers a redirect as it is (to learn where it points)."""
         if not url.startswith(("http://", "https://")):
             url = self.url(url)
         # Streamed, so an error body can be read with a cap and large bodies never buffer.
@@ -241,7 +244,7 @@ class Transport:
         fresh = False
         scope_list = list(scopes)
         for _ in range(2):
-            response = self._follow(method, url, scope_list, fresh, headers, retry, kwargs)
+            response = self._follow(method, url, scope_list, fresh, headers, retry, follow, kwargs)
             if response.status_code != 401 or self._challenge is None:
                 break
             if self._challenge.scheme != "bearer":
@@ -266,6 +269,7 @@ class Transport:
         fresh: bool,
         headers: Mapping[str, str] | None,
         retry: bool,
+        follow: bool,
         kwargs: dict[str, Any],
     ) -> requests.Response:
         for _ in range(_MAX_REDIRECTS + 1):
@@ -278,7 +282,11 @@ class Transport:
             response = self.send(
                 method, url, headers=merged, allow_redirects=False, retry=retry, **kwargs
             )
-            if response.status_code not in _REDIRECTS or method not in ("GET", "HEAD"):
+            if (
+                not follow
+                or response.status_code not in _REDIRECTS
+                or method not in ("GET", "HEAD")
+            ):
                 return response
             location = response.headers.get("Location")
             if not location:
