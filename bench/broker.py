@@ -15,7 +15,9 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -71,88 +73,89 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
+Round = Callable[["Conn", int, int], tuple[float, float]]
+
+
+def timed_threads(
+    url: str, threads: int, per_thread: int, start_at: float, one_round: Round
+) -> list[tuple[float, float]]:
+    """``threads`` keep-alive clients, all starting at ``start_at``, each running
+    ``one_round(conn, thread, i)`` until ``per_thread`` rounds or the time is up."""
+    results: list[tuple[float, float]] = []
+    lock = threading.Lock()
+    stop_at = start_at + BENCH_SECONDS.value
+
+    def run(t: int) -> None:
+        conn = Conn(url)
+        mine = []
+        while time.time() < start_at:
+            time.sleep(0.001)
+        for i in range(per_thread):
+            if time.time() >= stop_at:
+                break
+            mine.append(one_round(conn, t, i))
+        with lock:
+            results.extend(mine)
+
+    workers = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return results
+
+
 def broker_worker(args: tuple[str, int, int, float, bytes, bytes, int, mp.Queue]) -> None:
     url, threads, per_thread, start_at, cc_pem, tailor_pem, seed, out = args
-    import threading
-
     from cryptography.hazmat.primitives import serialization
 
     from tests.support.clients import Client
 
     cc = Client("cc", "cc", serialization.load_pem_private_key(cc_pem, None))  # type: ignore[arg-type]
     tailor = Client("tailor", "tailor", serialization.load_pem_private_key(tailor_pem, None))  # type: ignore[arg-type]
+    # Assertions are signed before the clock starts: client CPU is not measured.
     plans = [
         [(cc.headers(PUBLIC), tailor.headers(PUBLIC)) for _ in range(per_thread)]
         for _ in range(threads)
     ]
-    results: list[tuple[float, float]] = []
-    lock = threading.Lock()
-    stop_at = start_at + BENCH_SECONDS.value
 
-    def run(t: int) -> None:
-        session = Conn(url)
-        mine = []
-        while time.time() < start_at:
-            time.sleep(0.001)
-        for i, (h_cc, h_tailor) in enumerate(plans[t]):
-            if time.time() >= stop_at:
-                break
-            guid = f"b{seed}-{t}-{i}"
-            body = {"app_guid": "app", "staging_guid": guid, "image": "registry.bench/app:1",
-                    "username": "u", "password": "bench-password", "tailor": "tailor"}  # fmt: skip
-            t0 = time.perf_counter()
-            status, minted = session.post("/v1/staging-tokens", body, h_cc)
-            t1 = time.perf_counter()
-            if status != 201:
-                raise SystemExit(f"mint failed: {status} {minted}")
-            status, got = session.post("/v1/redemptions", {"token": minted["token"]}, h_tailor)
-            t2 = time.perf_counter()
-            if status != 200:
-                raise SystemExit(f"redeem failed: {status} {got.get('type')}")
-            mine.append((t1 - t0, t2 - t1))
-        with lock:
-            results.extend(mine)
+    def mint_and_redeem(conn: Conn, t: int, i: int) -> tuple[float, float]:
+        h_cc, h_tailor = plans[t][i]
+        body = {
+            "app_guid": "app",
+            "staging_guid": f"b{seed}-{t}-{i}",
+            "image": "registry.bench/app:1",
+            "username": "u",
+            "password": "bench-password",
+            "tailor": "tailor",
+        }
+        t0 = time.perf_counter()
+        status, minted = conn.post("/v1/staging-tokens", body, h_cc)
+        t1 = time.perf_counter()
+        if status != 201:
+            raise SystemExit(f"mint failed: {status} {minted}")
+        status, got = conn.post("/v1/redemptions", {"token": minted["token"]}, h_tailor)
+        t2 = time.perf_counter()
+        if status != 200:
+            raise SystemExit(f"redeem failed: {status} {got.get('type')}")
+        return t1 - t0, t2 - t1
 
-    workers = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    out.put(results)
+    out.put(timed_threads(url, threads, per_thread, start_at, mint_and_redeem))
 
 
 def bare_worker(args: tuple[str, int, int, float, int, mp.Queue]) -> None:
     url, threads, per_thread, start_at, _seed, out = args
-    import threading
 
-    results: list[tuple[float, float]] = []
-    lock = threading.Lock()
-    stop_at = start_at + BENCH_SECONDS.value
+    def two_posts(conn: Conn, t: int, i: int) -> tuple[float, float]:
+        t0 = time.perf_counter()
+        a, _ = conn.post("/echo", {"token": "x" * 200})
+        t1 = time.perf_counter()
+        b, _ = conn.post("/echo", {"token": "y" * 200})
+        t2 = time.perf_counter()
+        assert a == b == 200
+        return t1 - t0, t2 - t1
 
-    def run(t: int) -> None:
-        session = Conn(url)
-        mine = []
-        while time.time() < start_at:
-            time.sleep(0.001)
-        for _ in range(per_thread):
-            if time.time() >= stop_at:
-                break
-            t0 = time.perf_counter()
-            a, _ = session.post("/echo", {"token": "x" * 200})
-            t1 = time.perf_counter()
-            b, _ = session.post("/echo", {"token": "y" * 200})
-            t2 = time.perf_counter()
-            assert a == b == 200
-            mine.append((t1 - t0, t2 - t1))
-        with lock:
-            results.extend(mine)
-
-    workers = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    out.put(results)
+    out.put(timed_threads(url, threads, per_thread, start_at, two_posts))
 
 
 BENCH_SECONDS = mp.Value("d", 4.0)
@@ -218,25 +221,52 @@ def main() -> int:
         cc, tailor = new_client("cc", "cc"), new_client("tailor", "tailor")
         broker_cli(env, "keys", "init")
         for c in (cc, tailor):
-            r = broker_cli(env, "clients", "add", c.name, "--role", c.role,
-                           "--public-key", str(c.write_public(root)))  # fmt: skip
+            r = broker_cli(
+                env,
+                "clients",
+                "add",
+                c.name,
+                "--role",
+                c.role,
+                "--public-key",
+                str(c.write_public(root)),
+            )
             if r.returncode != 0:
                 raise SystemExit(r.stderr)
         broker = start_broker(env, root / "broker.log")
         (root / "bare_app.py").write_text(BARE_APP)
         port = free_port()
         bare = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--app-dir", str(root), "bare_app:app",
-             "--port", str(port), "--log-level", "warning"],
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--app-dir",
+                str(root),
+                "bare_app:app",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ],
             env=dict(os.environ),
-        )  # fmt: skip
+        )
         bare_url = f"http://127.0.0.1:{port}"
         try:
             wait_http(bare_url + "/docs", timeout=30, proc=bare)
             keys = (cc.private_pem, tailor.private_pem)
             print(f"store: {db.split('@')[-1]}; {args.seconds:.0f} s per run, alternating")
-            columns = ["clients", "target", "req/s", "rt/s", "p50 mint", "p99 mint",
-                       "p50 redeem", "p99 redeem", "cpu/req"]  # fmt: skip
+            columns = [
+                "clients",
+                "target",
+                "req/s",
+                "rt/s",
+                "p50 mint",
+                "p99 mint",
+                "p50 redeem",
+                "p99 redeem",
+                "cpu/req",
+            ]
             print(" ".join(f"{c:>10}" for c in columns))
             for n, level in enumerate(levels):
                 got: dict[str, dict[str, float]] = {}

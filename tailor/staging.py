@@ -99,7 +99,7 @@ class StageRequest:
     insecure: Sequence[str] = ()
     mount_from: Sequence[str] = ()
     jobs: int = 4
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)  # a credential: never in a repr
     broker: BrokerClient | None = None
     app_guid: str | None = None
     internal_credentials: Credentials = ANONYMOUS
