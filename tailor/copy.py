@@ -20,12 +20,14 @@ from tailor.errors import (
     DigestMismatch,
     ManifestError,
     NotFound,
+    RegistryError,
     TransportError,
     Unauthorized,
 )
 from tailor.manifest import Descriptor, Manifest, Platform
 from tailor.progress import Progress, SilentProgress
 from tailor.registry import Repository
+from tailor.retry import RETRYABLE_STATUS
 
 __all__ = ["CopyOptions", "CopyResult", "CopyStats", "copy_image", "resolve_image"]
 
@@ -171,10 +173,13 @@ class _BlobCopier:
             try:
                 self.dst.finish_upload(location or self.dst.start_upload(), desc.digest, stream)
                 return
-            except TransportError:
-                # The destination side broke mid-PUT: start a fresh upload session.
-                if attempt == _BLOB_ATTEMPTS:
+            except (TransportError, RegistryError) as exc:
+                # The destination broke mid-PUT (a dropped connection, or a proxy's 502 when
+                # the replica behind it died): start a fresh upload session after a pause.
+                transient = not isinstance(exc, RegistryError) or exc.status in RETRYABLE_STATUS
+                if attempt == _BLOB_ATTEMPTS or not transient or self.cancelled.is_set():
                     raise
+                self.dst.transport.backoff(attempt)
                 location = None
             finally:
                 self.stats.add(bytes_downloaded=stream.received, resumes=stream.resumed)

@@ -177,6 +177,10 @@ class Transport:
             response.close()
             self._sleep(delay)
 
+    def backoff(self, attempt: int) -> None:
+        """Wait as the retry policy says before a caller's own try ``attempt + 1``."""
+        self._sleep(self._policy.delay(attempt) or 0.0)
+
     # -- authentication ---------------------------------------------------------------------
 
     def ping(self) -> Challenge | None:

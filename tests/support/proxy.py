@@ -2,8 +2,8 @@
 
 It forwards every request unchanged (Host included, so the registry's Location
 headers point back at the proxy), counts blob downloads, and on request cuts a
-blob download half-way, flips a byte in one, answers with retryable errors, or
-redirects blob GETs to a separate "storage" host.
+blob download half-way, flips a byte in one, answers with retryable errors, fails
+blob upload PUTs with a 502, or redirects blob GETs to a separate "storage" host.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ class Faults:
     statuses: list[tuple[int, dict[str, str]]] = field(default_factory=list)  # served first
     redirect_to: str | None = None  # "http://host:port": 307 blob GETs there
     fail_paths: set[str] = field(default_factory=set)  # path substrings: always 500
+    fail_upload_puts: int = 0  # swallow this many blob upload PUTs, then answer 502
 
 
 class Proxy:
@@ -87,6 +88,14 @@ class Proxy:
             body = h.rfile.read(int(length))
         elif h.headers.get("Transfer-Encoding", "").lower() == "chunked":
             body = _read_chunked(h)
+        if h.command == "PUT" and "/blobs/uploads/" in path and self._take_upload_failure():
+            # As a load balancer does when the replica behind it dies after the body was sent.
+            h.send_response(502)
+            h.send_header("Content-Length", "0")
+            h.send_header("Connection", "close")
+            h.close_connection = True
+            h.end_headers()
+            return
         blob = _BLOB_GET.match(path) if h.command == "GET" else None
         if blob and self.faults.redirect_to:
             h.send_response(307)
@@ -121,6 +130,13 @@ class Proxy:
                 self.faults.cut_once.discard(digest)
         self._pipe(h, resp, digest, cut)
         conn.close()
+
+    def _take_upload_failure(self) -> bool:
+        with self._lock:
+            if self.faults.fail_upload_puts <= 0:
+                return False
+            self.faults.fail_upload_puts -= 1
+            return True
 
     def _pipe(
         self,
