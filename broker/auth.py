@@ -1,7 +1,10 @@
 """RFC 7523 client assertions: who is calling. Every check in one place, each with a reason.
 
-A compact JWS is verified here directly with ``cryptography`` (pyjwt spent most
-of a request's CPU re-validating base64). The rules, as in pyjwt's hardening:
+A compact JWS is verified here directly (pyjwt spent most of a request's CPU
+re-validating base64): ``cryptography`` parses keys and checks ES256; Ed25519
+signatures are checked by libsodium (PyNaCl), about twice as fast as OpenSSL's
+on this hardware and at least as strict (it also refuses small-order keys and
+non-canonical signatures). The rules, as in pyjwt's hardening:
 - the algorithm is not chosen by the token: the client's registered key decides
   it (Ed25519 -> EdDSA, P-256 -> ES256) and the header must say exactly that, so
   ``alg: none`` and HMAC-with-a-public-key (algorithm confusion) never verify;
@@ -26,6 +29,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from nacl.bindings import crypto_core_ed25519_is_valid_point, crypto_sign_open
+from nacl.exceptions import BadSignatureError
 
 from broker.store.model import ClientRow
 
@@ -84,6 +89,9 @@ def _parsed(data: bytes) -> PublicKey:
     except (ValueError, TypeError):
         raise ValueError("not a PEM public key") from None
     if isinstance(key, ed25519.Ed25519PublicKey):
+        if not crypto_core_ed25519_is_valid_point(key.public_bytes_raw()):
+            # A small-order point "verifies" forged signatures in lax verifiers.
+            raise ValueError("the Ed25519 key is a weak (small-order) point")
         return key
     if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
         return key
@@ -100,15 +108,16 @@ def _alg_for(key: PublicKey) -> str:
 
 
 def _check_signature(key: PublicKey, signed: bytes, signature: bytes) -> None:
+    # Both algorithms' signatures are exactly 64 bytes (Ed25519 R||S, ES256 raw r||s).
+    if len(signature) != 64:
+        raise AuthFailed("invalid assertion")
     try:
         if isinstance(key, ed25519.Ed25519PublicKey):
-            key.verify(signature, signed)
+            crypto_sign_open(signature + signed, key.public_bytes_raw())
         else:
-            if len(signature) != 64:
-                raise AuthFailed("invalid assertion")
             r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
             key.verify(encode_dss_signature(r, s), signed, ec.ECDSA(hashes.SHA256()))
-    except InvalidSignature:
+    except (InvalidSignature, BadSignatureError):
         raise AuthFailed("invalid assertion") from None
 
 

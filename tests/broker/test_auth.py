@@ -11,7 +11,7 @@ import time
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from broker.auth import AuthFailed, load_client_key, verify_assertion
+from broker.auth import AuthFailed, _check_signature, load_client_key, verify_assertion
 from broker.store.model import ClientRow
 from tests.support.clients import new_client
 
@@ -131,3 +131,58 @@ def test_non_canonical_base64_and_crit_are_refused() -> None:
 
 def test_audience_may_be_a_list() -> None:
     assert verify(ED.assertion(["http://other", AUD])).client.name == "ed"  # type: ignore[arg-type]
+
+
+def _ed_signing_input() -> str:
+    header = {"alg": "EdDSA", "typ": "JWT"}
+    return f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims_for('ed')).encode())}"
+
+
+def test_ed25519_signatures_must_be_64_bytes_and_cover_the_claims() -> None:
+    signing = _ed_signing_input()
+    good = ED.key.sign(signing.encode())  # type: ignore[call-arg]
+    assert verify(f"{signing}.{b64(good)}").client.name == "ed"
+    assert "invalid assertion" in reason(f"{signing}.{b64(good[:63])}")
+    assert "invalid assertion" in reason(f"{signing}.{b64(good + b'x')}")
+    head = signing.split(".")[0]
+    claims = claims_for("ed") | {"jti": "j2"}  # same header and signature, other claims
+    assert "invalid assertion" in reason(f"{head}.{b64(json.dumps(claims).encode())}.{b64(good)}")
+
+
+def test_ed25519_malleated_signature_is_refused() -> None:
+    # S + L is the same point arithmetic but a non-canonical encoding: lax verifiers accept it.
+    order = 2**252 + 27742317777372353535851937790883648493
+    signing = _ed_signing_input()
+    good = ED.key.sign(signing.encode())  # type: ignore[call-arg]
+    s = int.from_bytes(good[32:], "little") + order
+    assert s < 2**256
+    malleated = good[:32] + s.to_bytes(32, "little")
+    assert "invalid assertion" in reason(f"{signing}.{b64(malleated)}")
+
+
+def test_ed25519_small_order_key_verifies_nothing() -> None:
+    # The identity point as a public key, with R = identity and S = 0, "signs" any message
+    # under a verifier that skips the small-order checks.
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    identity = b"\x01" + b"\x00" * 31
+    pem = (
+        ed25519.Ed25519PublicKey.from_public_bytes(identity)
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    with pytest.raises(ValueError, match="small-order"):
+        load_client_key(pem)  # `broker clients add` refuses it
+    rows = {"weak": ClientRow("weak", "cc", pem, 0)}  # were it stored anyway:
+    header = {"alg": "EdDSA", "typ": "JWT"}
+    signing = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims_for('weak')).encode())}"
+    forgery = identity + bytes(32)
+    with pytest.raises(AuthFailed) as info:
+        verify_assertion(f"{signing}.{b64(forgery)}", lookup=rows.get, audience=AUD,
+                         now=int(time.time()), max_lifetime=300, skew=30)  # fmt: skip
+    assert info.value.reason == "client key unusable"
+    # And the signature check itself refuses the forgery (OpenSSL's Ed25519 accepts it).
+    weak = ed25519.Ed25519PublicKey.from_public_bytes(identity)
+    with pytest.raises(AuthFailed):
+        _check_signature(weak, signing.encode(), forgery)

@@ -146,6 +146,14 @@ def test_cli_keys_and_clients(tmp_path: Path, clients: Clients) -> None:
     assert (
         r.returncode == 1 and r.stderr.startswith("broker: error:") and "Traceback" not in r.stderr
     )
+    weak = tmp_path / "weak.pem"  # an Ed25519 key that is a small-order point
+    weak.write_text(
+        "-----BEGIN PUBLIC KEY-----\n"
+        "MCowBQYDK2VwAyEAAQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n"
+        "-----END PUBLIC KEY-----\n"
+    )
+    r = broker_cli(env, "clients", "add", "x", "--role", "cc", "--public-key", str(weak))
+    assert r.returncode == 1 and r.stderr.strip().endswith("weak (small-order) point"), r.stderr
     assert broker_cli(env, "clients", "remove", "x").returncode == 1
     assert broker_cli(env, "clients", "remove", clients.puller.name).returncode == 0
     assert broker_cli(env, "clients", "add", "y", "--role", "king",
