@@ -163,3 +163,33 @@ def test_bad_urls() -> None:
         open_store("mysql://x")
     with pytest.raises(StoreError, match="cannot connect"):
         open_store("postgresql://nobody:pw@127.0.0.1:1/none?connect_timeout=1")
+
+
+def test_sqlite_checkpoints_in_the_background(tmp_path) -> None:
+    import shutil
+    import sqlite3
+
+    path = tmp_path / "b.sqlite"
+    store = open_store(f"sqlite:///{path}")
+    store.migrate()
+    with store.transaction() as tx:
+        tx.add_client(ClientRow("late", "cc", "PEM", NOW))
+    # Far below SQLite's own checkpoint threshold: only the background thread moves the
+    # row from the WAL into the database file itself. Copy the file alone and look.
+    deadline = time.monotonic() + 10
+    found: list[tuple[str]] = []
+    while not found and time.monotonic() < deadline:
+        time.sleep(0.05)
+        shutil.copyfile(path, tmp_path / "alone.sqlite")
+        conn = sqlite3.connect(tmp_path / "alone.sqlite")
+        try:
+            found = conn.execute("SELECT name FROM clients WHERE name = 'late'").fetchall()
+        except sqlite3.Error:
+            found = []
+        finally:
+            conn.close()
+    assert found == [("late",)]
+    threads = [t for t in threading.enumerate() if t.name == "sqlite-checkpoint"]
+    assert threads
+    store.close()
+    assert not any(t.is_alive() for t in threads)
