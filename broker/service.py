@@ -87,8 +87,8 @@ class Missing(Exception):
 class Redeemed:
     registry: str
     image: str
-    username: str
-    password: str
+    username: str | None
+    password: str | None
     expires_at: int
     app_guid: str = ""
 
@@ -194,7 +194,7 @@ class Broker:
             staging_guid=s.staging_guid,
             image=s.image,
             registry=s.registry,
-            registry_username=s.registry_username,
+            registry_username=s.registry_username or None,
             token_fp=s.token_fp,
             **extra,
         )
@@ -232,8 +232,8 @@ class Broker:
         app_guid: str,
         staging_guid: str,
         image: str,
-        username: str,
-        password: str,
+        username: str | None,
+        password: str | None,
         tailor: str,
         ttl_seconds: int | None = None,
         space_guid: str | None = None,
@@ -245,6 +245,8 @@ class Broker:
         except InvalidReference as exc:
             bad = Invalid(str(exc))
         ttl = self.default_ttl if ttl_seconds is None else ttl_seconds
+        if bad is None and (username is None) != (password is None):
+            bad = Invalid("username and password go together (or neither, for a public image)")
         if bad is None and not 30 <= ttl <= self.max_ttl:
             bad = Invalid(f"ttl_seconds must be between 30 and {self.max_ttl}")
         if bad is not None:
@@ -277,7 +279,7 @@ class Broker:
             pushed_by=user,
             image=claims.image,
             registry=claims.registry,
-            registry_username=username,
+            registry_username=username or "",
             tailor=tailor,
             cc_client=caller.client.name,
             token_id=claims.token_id,
@@ -328,7 +330,7 @@ class Broker:
             staging_guid=claims.staging_guid if claims else None,
             image=claims.image if claims else None,
             registry=claims.registry if claims else None,
-            registry_username=s.registry_username if s else None,
+            registry_username=(s.registry_username or None) if s else None,
             token_fp=self.fingerprint(token),
             reason=reason,
             detail={"action": action},
@@ -389,7 +391,7 @@ class Broker:
             unit.spend(caller)
             tx = unit.tx
             s = tx.get_staging(claims.staging_guid)
-            opened: tuple[str, str] | None = None
+            opened: tuple[str | None, str | None] | None = None
             if s is None or s.token_id != claims.token_id:
                 reason = "unknown staging"
             elif tx.redeem(claims.staging_guid, claims.token_id, name, now):

@@ -141,8 +141,10 @@ def _credentials_aad(staging_guid: str, image: str) -> bytes:
 
 
 def seal_credentials(
-    data_key: bytes, *, staging_guid: str, image: str, username: str, password: str
+    data_key: bytes, *, staging_guid: str, image: str, username: str | None, password: str | None
 ) -> bytes:
+    """Both None: an anonymous (public image) staging; still sealed, so a redemption
+    proves the same things either way."""
     nonce = secrets.token_bytes(_NONCE)
     plain = json.dumps({"u": username, "p": password}).encode()
     return nonce + AESGCM(data_key).encrypt(nonce, plain, _credentials_aad(staging_guid, image))
@@ -150,15 +152,20 @@ def seal_credentials(
 
 def open_credentials(
     data_key: bytes, sealed: bytes, *, staging_guid: str, image: str
-) -> tuple[str, str]:
+) -> tuple[str | None, str | None]:
     try:
         plain = AESGCM(data_key).decrypt(
             sealed[:_NONCE], sealed[_NONCE:], _credentials_aad(staging_guid, image)
         )
         body = json.loads(plain)
-        return str(body["u"]), str(body["p"])
+        username, password = body["u"], body["p"]
     except (InvalidTag, ValueError, KeyError, TypeError):
         raise InvalidToken("sealed credentials do not open") from None
+    if username is None and password is None:
+        return None, None
+    if not isinstance(username, str) or not isinstance(password, str):
+        raise InvalidToken("sealed credentials do not open")
+    return username, password
 
 
 def fingerprint(key: bytes, token: str) -> str:

@@ -29,8 +29,8 @@ class BrokerError(TailorError):
 class Redemption:
     registry: str
     image: str
-    username: str
-    password: str
+    username: str | None  # None (with the password): a public image, pulled anonymously
+    password: str | None
     expires_at: str
     app_guid: str = ""
 
@@ -77,11 +77,14 @@ class BrokerClient:
     def redeem(self, token: str) -> Redemption:
         data = self._call("POST", "/v1/redemptions", {"token": token}, "the staging token")
         try:
+            username, password = data["username"], data["password"]
+            if (username is None) != (password is None):
+                raise TypeError
             return Redemption(
                 str(data["registry"]),
                 str(data["image"]),
-                str(data["username"]),
-                str(data["password"]),
+                None if username is None else str(username),
+                None if password is None else str(password),
                 str(data["expires_at"]),
                 str(data.get("app_guid") or ""),
             )  # fmt: skip

@@ -4,6 +4,11 @@ As the cc client it mints a staging token for the user's registry credentials,
 then runs the staging as the Stager would: `tailor stage` in a child process with
 the token in its environment (never on its command line), and prints the staged,
 digest-pinned image. The password comes only from CF_DOCKER_PASSWORD.
+
+A public image (no username) staged into the internal registry gets a staging
+too when the broker is configured (URL and both keys), minted without
+credentials: a registry the broker secures lets a tailor push only into a
+staging it holds open. Without a broker, a public image is staged with no token.
 """
 
 from __future__ import annotations
@@ -53,12 +58,15 @@ def push(req: PushRequest) -> str:
         raise ConfigError("CF_DOCKER_PASSWORD is set but --docker-username is not")
     env = {k: v for k, v in os.environ.items() if k not in ("CF_DOCKER_PASSWORD", "STAGING_TOKEN")}
     cc: BrokerClient | None = None
-    if req.docker_username:
+    brokered = bool(req.broker_url and req.cc_key and req.tailor_key)
+    if req.docker_username or (req.internal_registry and brokered):
         cc = BrokerClient(req.broker_url, load_client_key(req.cc_client, req.cc_key))
         body: dict[str, str | int] = {
             "app_guid": req.app_guid, "staging_guid": staging_guid, "image": req.docker_image,
-            "username": req.docker_username, "password": password, "tailor": req.tailor_client,
+            "tailor": req.tailor_client,
         }  # fmt: skip
+        if req.docker_username:
+            body.update(username=req.docker_username, password=password)
         for key, value in (("space_guid", req.space_guid), ("user", req.user),
                            ("ttl_seconds", req.ttl_seconds)):  # fmt: skip
             if value is not None:

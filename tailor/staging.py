@@ -174,7 +174,8 @@ def stage(req: StageRequest) -> dict[str, Any]:
             error = f"the staging token is for {granted.image}, not {requested}: refusing to use it"
             _report(req, None, error)
             raise ConfigError(error)
-        creds = Credentials(granted.username, granted.password)
+        if granted.username is not None and granted.password is not None:
+            creds = Credentials(granted.username, granted.password)
     try:
         result = _run(req, requested, creds)
     except TailorError as exc:

@@ -82,14 +82,12 @@ class Secured:
         return answer.content
 
     def push(
-        self, staging: str, app: str, *extra: str, image: str | None = None
+        self, staging: str, app: str, *extra: str, image: str | None = None, public: bool = False
     ) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("TAILOR_", "CF_"))}
-        env.update(
-            CF_DOCKER_PASSWORD=UPSTREAM_PASSWORD,
-            TAILOR_CACHE_DIR=str(self.tmp / "cache"),
-            HOME=str(self.tmp / "home"),
-        )
+        env.update(TAILOR_CACHE_DIR=str(self.tmp / "cache"), HOME=str(self.tmp / "home"))
+        if not public:
+            env["CF_DOCKER_PASSWORD"] = UPSTREAM_PASSWORD
         argv = [
             sys.executable,
             "-m",
@@ -97,8 +95,7 @@ class Secured:
             "push",
             "--docker-image",
             image or f"{self.upstream.host}/acme/web:v1",
-            "--docker-username",
-            UPSTREAM_USER,
+            *([] if public else ["--docker-username", UPSTREAM_USER]),
             "--app-guid",
             app,
             "--staging-guid",
@@ -189,9 +186,11 @@ def secured(tmp_path: Path, skopeo: Skopeo) -> Iterator[Secured]:
     layout.tag("v1", index(layout, [image(layout, seed=31), image(layout, seed=32, arch="arm64")]))
     skopeo.login(upstream)
     skopeo.push(layout, "v1", f"{upstream.host}/acme/web:v1")
-    yield Secured(tmp_path, broker, env, f"127.0.0.1:{port}", proc, upstream, clients, keys)
-    proc.terminate()
-    proc.wait(10)
+    sec = Secured(tmp_path, broker, env, f"127.0.0.1:{port}", proc, upstream, clients, keys)
+    yield sec
+    # The test may have restarted the registry (prune + GC): stop the one running now.
+    sec.internal_proc.terminate()
+    sec.internal_proc.wait(10)
     broker.stop()
     upstream.stop()
 
@@ -234,6 +233,39 @@ def test_stage_into_the_secured_registry_with_broker_tokens(
     assert "mounted" in again.stderr and " copied sha256" not in again.stderr
     grants = [json.loads(d) for e, c, r, d in s.audit() if c == "tailor-1"]
     assert any("repository:staging/app-1/stg-1:pull" in g["granted"] for g in grants)
+
+
+def test_a_public_image_is_staged_into_the_secured_registry(
+    secured: Secured, skopeo: Skopeo
+) -> None:
+    s = secured
+    public = start_registry(s.tmp / "public")  # anonymous pulls, like Docker Hub
+    try:
+        layout = Layout(s.tmp / "public-layout")
+        layout.tag("v1", image(layout, seed=41))
+        skopeo.push(layout, "v1", f"{public.host}/library/hello:v1")
+        ref = f"{public.host}/library/hello:v1"
+        run = s.push("stg-pub", "app-9", "--insecure-registry", public.host, image=ref,
+                     public=True)  # fmt: skip
+        assert run.returncode == 0, run.stderr
+        staged = run.stdout.strip().splitlines()[-1]
+        assert staged.startswith(f"{s.internal_host}/staging/app-9/stg-pub@sha256:")
+        got = s.manifest("puller", "staging/app-9/stg-pub", staged.split("@")[1])
+        assert got.status_code == 200 and got.content == skopeo.raw(ref)
+        events = [(e, c, r) for e, c, r, _ in s.audit_all()]
+        assert ("token.issued", "cloud-controller", None) in events
+        assert ("token.redeemed", "tailor-1", None) in events
+        assert ("staging.completed", "tailor-1", None) in events
+        conn = sqlite3.connect(s.tmp / "broker.sqlite")
+        try:
+            users = conn.execute(
+                "SELECT DISTINCT registry_username FROM audit_events WHERE staging_guid='stg-pub'"
+            ).fetchall()
+        finally:
+            conn.close()
+        assert users == [(None,)]  # no credentials were given, none recorded
+    finally:
+        public.stop()
 
 
 def test_the_isolation_policy(secured: Secured) -> None:

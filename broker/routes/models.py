@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 __all__ = [
     "Completion",
@@ -36,12 +36,19 @@ class MintRequest(_Strict):
     app_guid: Guid
     staging_guid: Guid
     image: Annotated[str, Field(min_length=1, max_length=512)]
-    username: Annotated[str, Field(min_length=1, max_length=256)]
-    password: SecretStr = Field(min_length=1, max_length=4096)
+    username: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    password: SecretStr | None = Field(default=None, min_length=1, max_length=4096)
     tailor: Name
     ttl_seconds: Annotated[int, Field(ge=1, le=86400)] | None = None
     space_guid: Guid | None = None
     user: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> MintRequest:
+        # Neither: a public image staged into a secured internal registry (anonymous pull).
+        if (self.username is None) != (self.password is None):
+            raise ValueError("username and password go together (or neither, for a public image)")
+        return self
 
 
 class MintResult(BaseModel):
@@ -70,8 +77,8 @@ class RedemptionResult(BaseModel):
     app_guid: str
     registry: str
     image: str
-    username: str
-    password: str
+    username: str | None = Field(description="null: a public image, pull anonymously")
+    password: str | None
     expires_at: datetime.datetime
 
 

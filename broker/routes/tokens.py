@@ -34,7 +34,7 @@ async def mint(body: MintRequest, assertion: Assertion, rt: Rt) -> MintResult:
             staging_guid=body.staging_guid,
             image=body.image,
             username=body.username,
-            password=body.password.get_secret_value(),
+            password=body.password.get_secret_value() if body.password else None,
             tailor=body.tailor,
             ttl_seconds=body.ttl_seconds,
             space_guid=body.space_guid,

@@ -29,6 +29,7 @@ class StagingRow:
     image: str
     registry: str
     registry_username: str
+    """"" for a public image staged anonymously (the column is NOT NULL since v1)."""
     tailor: str
     cc_client: str
     token_id: str

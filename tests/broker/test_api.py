@@ -67,6 +67,35 @@ def test_mint_lookup_redeem_complete(api: Api) -> None:
         assert tx.get_sealed("stg-1") is None
 
 
+def test_a_public_image_staging_carries_no_credentials(api: Api) -> None:
+    c = api.clients
+    body = {"app_guid": "app-1", "staging_guid": "stg-pub", "tailor": c.tailor.name,
+            "image": "registry.example.com/library/hello:1"}  # fmt: skip
+    minted = api.call("POST", "/v1/staging-tokens", c.cc, json=body)
+    assert minted.status_code == 201, minted.text
+    got = api.call("POST", "/v1/redemptions", c.tailor, json={"token": minted.json()["token"]})
+    assert got.status_code == 200, got.text
+    assert (got.json()["username"], got.json()["password"]) == (None, None)
+    done = api.call("POST", "/v1/stagings/stg-pub/complete", c.tailor, json={"status": "failed"})
+    assert done.status_code == 200
+    with api.runtime.store.transaction() as tx:  # type: ignore[attr-defined]
+        rows = [r for r in tx.audit_events() if r.event.staging_guid == "stg-pub"]
+    assert [r.event.event for r in rows] == [
+        "token.issued",
+        "token.redeemed",
+        "staging.failed",
+        "credentials.purged",
+    ]
+    assert {r.event.registry_username for r in rows} == {None}
+    # Half a credential is a mistake, not a public image: refused, nothing minted.
+    for half in ({"username": "alice"}, {"password": PASSWORD}):
+        r = api.call("POST", "/v1/staging-tokens", c.cc, json=body | half | {"staging_guid": "h"})
+        assert r.status_code == 422 and r.headers["content-type"] == PROBLEM
+        assert "go together" in str(r.json()["errors"]) and PASSWORD not in r.text
+    with api.runtime.store.transaction() as tx:  # type: ignore[attr-defined]
+        assert tx.get_staging("h") is None
+
+
 def test_every_refusal_looks_the_same(api: Api, settings: Settings) -> None:
     c = api.clients
     token = api.mint().json()["token"]

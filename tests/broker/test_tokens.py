@@ -105,6 +105,17 @@ def test_sealed_credentials_are_bound_to_staging_and_image() -> None:
         open_credentials(secrets.token_bytes(32), sealed, staging_guid="s1", image="i")
 
 
+def test_anonymous_credentials_seal_and_open_as_none() -> None:
+    key = secrets.token_bytes(32)
+    sealed = seal_credentials(key, staging_guid="s1", image="i", username=None, password=None)
+    assert open_credentials(key, sealed, staging_guid="s1", image="i") == (None, None)
+    with pytest.raises(InvalidToken):  # still bound: another staging cannot open it
+        open_credentials(key, sealed, staging_guid="s2", image="i")
+    half = seal_credentials(key, staging_guid="s1", image="i", username="u", password=None)
+    with pytest.raises(InvalidToken):
+        open_credentials(key, half, staging_guid="s1", image="i")
+
+
 def test_fingerprints_are_keyed() -> None:
     a = fingerprint(b"k1" * 16, "token")
     assert a.startswith("hmac-sha256:") and "token" not in a
