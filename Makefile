@@ -33,6 +33,7 @@ demo: deps
 bench: deps
 	$(BIN)/python -m bench.copy
 	$(BIN)/python -m bench.broker
+	$(BIN)/python -m bench.audit
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

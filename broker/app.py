@@ -39,11 +39,13 @@ class Runtime:
     metrics: Metrics
     store: Store
 
-    async def run(self, work: Callable[[], T]) -> T:
+    async def run(self, work: Callable[[], T], *, slow: bool = False) -> T:
         """Run a request's blocking work: inline for SQLite (local, sub-millisecond calls
         that cost less than a thread hop, and the GIL allows no parallelism anyway), in
-        the threadpool for PostgreSQL (network round trips must not stall the loop)."""
-        if self.store.inline:
+        the threadpool for PostgreSQL (network round trips must not stall the loop).
+        ``slow`` work (verifying the whole audit chain) always goes to the threadpool:
+        inline, it would hold every other request until it finished."""
+        if self.store.inline and not slow:
             return work()
         return await run_in_threadpool(work)
 

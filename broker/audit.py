@@ -20,7 +20,7 @@ import datetime
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,12 +99,28 @@ def _canonical(value: Any) -> str:
 
 def _plain(value: Any) -> bool:
     """True when json.dumps already writes ``value`` canonically: ASCII keys (so code
-    point order is UTF-16 order) and no floats (json would write 5.0, not 5)."""
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and k.isascii() and _plain(v) for k, v in value.items())
-    if isinstance(value, list | tuple):
-        return all(_plain(v) for v in value)
-    return value is None or isinstance(value, str | int)
+    point order is UTF-16 order) and no floats (json would write 5.0, not 5).
+
+    Hot path (every event hashed when the chain is verified): a loop, not recursion,
+    with exact-type checks first and isinstance only for subclasses."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        t = type(v)
+        if t is str or t is int or v is None or t is bool:
+            continue
+        if t is dict or isinstance(v, dict):
+            for k, x in v.items():
+                if type(k) is not str or not k.isascii():
+                    return False
+                tx = type(x)
+                if not (tx is str or tx is int or x is None):
+                    stack.append(x)
+        elif t is list or t is tuple or isinstance(v, list | tuple):
+            stack.extend(v)
+        elif not isinstance(v, str | int):
+            return False
+    return True
 
 
 def canonical(value: Any) -> bytes:
@@ -215,21 +231,35 @@ class Report:
 
 
 def verify_chain(
-    events: Sequence[ChainEvent],
+    events: Iterable[ChainEvent],
     checkpoints: Iterable[Checkpoint],
     keys: Mapping[str, ed25519.Ed25519PublicKey],
     *,
     anchor: str | None = GENESIS,
     expected_head: tuple[int, str] | None = None,
+    locate: Callable[[str], int | None] | None = None,
 ) -> Report:
     """Check every link, every content hash and every checkpoint.
 
-    ``anchor`` is the ``prev`` the first event must carry (64 zeros for a log from
-    its start; None for an export that starts later). ``expected_head`` is a
-    (seq, hash) the log must reach, e.g. what the running broker last appended.
+    ``events`` is read once, in order, and not kept: a stream from the store
+    verifies a log of any length in constant memory (only the events that
+    checkpoints and ``expected_head`` name are remembered). ``anchor`` is the
+    ``prev`` the first event must carry (64 zeros for a log from its start; None
+    for an export that starts later). ``expected_head`` is a (seq, hash) the log
+    must reach, e.g. what the running broker last appended. ``locate(hash)`` finds
+    the seq of an event by its hash, to tell a reordering from a broken link; a
+    list of events is searched by default, a stream without it just reports the
+    broken link.
     """
-    report = Report(events_total=len(events))
-    by_seq: dict[int, ChainEvent] = {}
+    report = Report()
+    checkpoints = sorted(checkpoints, key=lambda c: c.seq)
+    wanted = {cp.seq for cp in checkpoints}
+    if expected_head is not None:
+        wanted.add(expected_head[0])
+    by_seq: dict[int, str] = {}  # seq -> hash, for the wanted seqs only
+    if locate is None and isinstance(events, Sequence):
+        locate = _list_locator(events)
+    first_seq: int | None = None
     first_bad: int | None = None
 
     def bad(index: int, problem: str) -> None:
@@ -238,11 +268,13 @@ def verify_chain(
         if first_bad is None:
             first_bad = index
 
-    hashes = {ev.hash: ev.seq for ev in events}
     previous: ChainEvent | None = None
+    index = -1
     for index, ev in enumerate(events):
-        by_seq.setdefault(ev.seq, ev)
+        if ev.seq in wanted:
+            by_seq.setdefault(ev.seq, ev.hash)
         if previous is None:
+            first_seq = ev.seq
             if anchor is not None and ev.prev != anchor:
                 bad(index, f"event {ev.seq}: the log does not start at the beginning of the chain")
         else:
@@ -254,19 +286,21 @@ def verify_chain(
                 )
                 bad(index, f"event {missing} missing (between {previous.seq} and {ev.seq})")
             elif ev.prev != previous.hash:
-                if ev.prev in hashes and hashes[ev.prev] != previous.seq:
+                found = locate(ev.prev) if locate is not None else None
+                if found is not None and found != previous.seq:
                     bad(index, f"events reordered: event {ev.seq} follows event "
-                               f"{hashes[ev.prev]} in the chain, not {previous.seq}")  # fmt: skip
+                               f"{found} in the chain, not {previous.seq}")  # fmt: skip
                 else:
                     bad(index, f"event {ev.seq}: link to event {previous.seq} broken")
         if ev.body is not None:
             if ev.body.get("seq") != ev.seq or event_hash(ev.body, ev.prev) != ev.hash:
                 bad(index, f"event {ev.seq} changed (its content does not match its hash)")
         previous = ev
-    report.events_valid = first_bad if first_bad is not None else len(events)
+    report.events_total = index + 1
+    report.events_valid = first_bad if first_bad is not None else report.events_total
 
-    last_seq = events[-1].seq if events else 0
-    for cp in sorted(checkpoints, key=lambda c: c.seq):
+    last_seq = previous.seq if previous is not None else 0
+    for cp in checkpoints:
         report.checkpoints_total += 1
         if not _signature_ok(cp, keys):
             report.problems.append(
@@ -280,12 +314,12 @@ def verify_chain(
                     f"log truncated after event {last_seq}: signed checkpoint {cp.seq} covers "
                     "events that are gone"
                 )
-            elif events and cp.seq >= events[0].seq:
+            elif first_seq is not None and cp.seq >= first_seq:
                 report.problems.append(f"checkpoint {cp.seq}: its event is missing")
             else:
                 report.checkpoints_valid += 1  # before this export's range: nothing to check
             continue
-        if target.hash != cp.head:
+        if target != cp.head:
             report.problems.append(
                 f"checkpoint {cp.seq}: head does not match; events up to {cp.seq} were changed"
             )
@@ -299,6 +333,18 @@ def verify_chain(
             report.problems.append(
                 f"log truncated after event {last_seq}: the broker appended up to {seq}"
             )
-        elif have is not None and have.hash != head:
+        elif have is not None and have != head:
             report.problems.append(f"event {seq} is not the event the broker appended")
     return report
+
+
+def _list_locator(events: Sequence[ChainEvent]) -> Callable[[str], int | None]:
+    """Find an event's seq by its hash in a list, indexing it only when first asked."""
+    index: dict[str, int] = {}
+
+    def locate(digest: str) -> int | None:
+        if not index:
+            index.update((ev.hash, ev.seq) for ev in events)
+        return index.get(digest)
+
+    return locate

@@ -19,7 +19,7 @@ from broker.audit import GENESIS, ChainEvent, Report, sign_checkpoint, timestamp
 from broker.auditexport import export_lines, parse_export
 from broker.auditquery import event_dict, make_filter
 from broker.keys import KeyFileError, audit_kid, load_keys
-from broker.service import chain_event
+from broker.service import chain_event, verify_stored_chain
 from broker.settings import get_settings
 from broker.store import StoreError, open_store
 
@@ -138,10 +138,7 @@ def _print(report: Report) -> int:
 
 
 def _verify_store(store: Any, args: argparse.Namespace) -> int:
-    with store.transaction(write=False) as tx:
-        rows = tx.all_audit_events()
-        checkpoints = tx.checkpoints()
-    return _print(verify_chain([chain_event(r) for r in rows], checkpoints, _keys_from(args)))
+    return _print(verify_stored_chain(store, _keys_from(args)))
 
 
 def _verify_file(args: argparse.Namespace) -> int:

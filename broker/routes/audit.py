@@ -56,4 +56,4 @@ async def verify(assertion: Assertion, rt: Rt) -> dict[str, Any]:
         rt.broker.spend_assertion(caller)
         return rt.broker.verify_audit().as_dict()
 
-    return await rt.run(work)
+    return await rt.run(work, slow=True)

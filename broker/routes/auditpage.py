@@ -220,7 +220,7 @@ async def audit_page(request: Request, rt: Rt) -> Response:
             timeline = rt.broker.audit_page(0, 500, make_filter(staging=params["staging"]))
         return report, rows, timeline, ""
 
-    report, rows, timeline, error = await rt.run(work)
+    report, rows, timeline, error = await rt.run(work, slow=True)
     more = len(rows) > PAGE_SIZE
     rows = rows[:PAGE_SIZE]
     status_cls = "ok" if report.intact else "bad"

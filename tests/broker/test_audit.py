@@ -122,6 +122,40 @@ def test_tampering_with_the_stored_log_is_named(
     assert expected in report["summary"] or report["problems"][0] in report["summary"]
 
 
+TAMPERINGS = [
+    ["UPDATE audit_events SET reason='nothing to see' WHERE seq=3"],
+    ["DELETE FROM audit_events WHERE seq=7"],
+    ["DELETE FROM audit_events WHERE seq >= 8"],
+    ["UPDATE audit_events SET seq=-4 WHERE seq=4", "UPDATE audit_events SET seq=4 WHERE seq=6",
+     "UPDATE audit_events SET seq=6 WHERE seq=-4"],
+    ["UPDATE audit_checkpoints SET head='" + "f" * 64 + "' WHERE seq=5"],
+    [],
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("statements", TAMPERINGS)
+def test_a_streamed_verification_says_what_the_list_one_says(
+    chained: Api, settings: Settings, statements: list[str]
+) -> None:
+    from broker.audit import verify_chain
+    from broker.service import chain_event
+
+    tamper(settings, *statements)
+    rt = chained.runtime
+    with rt.store.transaction(write=False) as tx:  # type: ignore[attr-defined]
+        events = [chain_event(r) for r in tx.all_audit_events()]
+        checkpoints = tx.checkpoints()
+        keys = rt.broker.keys.audit_public  # type: ignore[attr-defined]
+        head = rt.broker.head  # type: ignore[attr-defined]
+        listed = verify_chain(events, checkpoints, keys, expected_head=head)
+        streamed = verify_chain(iter(events), checkpoints, keys, expected_head=head,
+                                locate=tx.seq_of_hash)  # fmt: skip
+    assert streamed == listed
+    assert (not listed.intact) == bool(statements)
+    api = verify(chained)  # the endpoint streams from the store, page by page
+    assert api["problems"] == listed.problems[:20] and api["summary"] == listed.summary()
+
+
 def test_a_truncated_log_stops_the_broker_from_appending(chained: Api, settings: Settings) -> None:
     tamper(settings, "DELETE FROM audit_events WHERE seq > 10")
     r = chained.mint("stg-new")
