@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from broker import __version__
+from broker.audit import Report
 from broker.auth import AuthFailed, Verified, verify_assertion
 from broker.keys import RingWatcher, load_keys
 from broker.metrics import Metrics
@@ -22,7 +24,7 @@ from broker.service import Broker
 from broker.settings import Settings, get_settings
 from broker.store import Store, open_store
 
-__all__ = ["Assertion", "RoleDenied", "Rt", "Runtime", "create_app"]
+__all__ = ["Assertion", "RoleDenied", "Rt", "Runtime", "Verification", "create_app"]
 
 log = logging.getLogger("broker")
 T = TypeVar("T")
@@ -32,12 +34,36 @@ class RoleDenied(Exception):
     """403: authenticated, but this client's role may not call the endpoint."""
 
 
+@dataclass(frozen=True)
+class Verification:
+    """One full verification of the stored audit chain, and when it finished."""
+
+    report: Report
+    finished_at: float
+    seconds: float
+
+
 @dataclass
 class Runtime:
     settings: Settings
     broker: Broker
     metrics: Metrics
     store: Store
+    last_verification: Verification | None = None
+
+    def verify_audit(self) -> Report:
+        """Verify the whole chain now (slow: never on the event loop), and record it for
+        the page and the metrics; a broken chain is also an error in the log."""
+        started = time.monotonic()
+        report = self.broker.verify_audit()
+        self.last_verification = Verification(report, time.time(), time.monotonic() - started)
+        self.metrics.on_verified(report.intact, report.events_total, time.time())
+        if not report.intact:
+            log.error(
+                "audit chain verification failed",
+                extra={"problems": len(report.problems), "first_problem": report.problems[0]},
+            )
+        return report
 
     async def run(self, work: Callable[[], T], *, slow: bool = False) -> T:
         """Run a request's blocking work: inline for SQLite (local, sub-millisecond calls
@@ -140,6 +166,17 @@ def _sweeper(rt: Runtime, stop: threading.Event) -> None:
             log.error("sweep failed", extra={"error_type": type(exc).__name__})
 
 
+def _verifier(rt: Runtime, stop: threading.Event) -> None:
+    """Verify the whole chain at start and then every ``audit_verify_seconds``."""
+    every = rt.settings.audit_verify_seconds
+    while every > 0 and not stop.is_set():
+        try:
+            rt.verify_audit()
+        except Exception as exc:  # the store may be down for a while: try next round
+            log.error("audit verification failed to run", extra={"error_type": type(exc).__name__})
+        stop.wait(every)
+
+
 def _checkpointer(rt: Runtime, stop: threading.Event) -> None:
     while not stop.wait(rt.settings.audit_checkpoint_seconds):
         _checkpoint(rt)
@@ -178,6 +215,7 @@ def create_app(settings: Settings | None = None, *, sweep: bool = True) -> FastA
         threads = [
             threading.Thread(target=_sweeper, args=(rt, stop), daemon=True, name="sweeper"),
             threading.Thread(target=_checkpointer, args=(rt, stop), daemon=True, name="audit"),
+            threading.Thread(target=_verifier, args=(rt, stop), daemon=True, name="verify"),
         ]
         if sweep:
             for thread in threads:

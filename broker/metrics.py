@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 __all__ = ["Metrics"]
 
@@ -28,6 +28,27 @@ class Metrics:
             "stager_client_auth_failures", "Refused client assertions, by reason", ["reason"],
             registry=self.registry,
         )  # fmt: skip
+
+        self.chain_intact = Gauge(
+            "stager_audit_chain_intact",
+            "1 when the last full verification of the audit chain found it intact, else 0",
+            registry=self.registry,
+        )
+        self.chain_verified_at = Gauge(
+            "stager_audit_chain_verified_timestamp_seconds",
+            "When the last full verification of the audit chain finished (Unix time)",
+            registry=self.registry,
+        )
+        self.chain_events = Gauge(
+            "stager_audit_chain_events",
+            "Events the last full verification of the audit chain read",
+            registry=self.registry,
+        )
+
+    def on_verified(self, intact: bool, events: int, finished_at: float) -> None:
+        self.chain_intact.set(1 if intact else 0)
+        self.chain_events.set(events)
+        self.chain_verified_at.set(finished_at)
 
     def on_event(self, event: str, reason: str | None) -> None:
         if event == "token.issued":

@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     """Sign a checkpoint every this many events..."""
     audit_checkpoint_seconds: float = Field(default=60.0, gt=0)
     """...and every this many seconds when events came since the last one."""
+    audit_verify_seconds: float = Field(default=600.0, ge=0)
+    """Verify the whole stored chain in the background this often (0: never): the result
+    feeds the ``stager_audit_chain_*`` metrics, and a broken chain is an error log line."""
     audit_session_minutes: int = Field(default=30, ge=1, le=24 * 60)
     registry_service: str = "internal-registry"
     """The internal registry's ``auth.token.service`` (the token's audience)."""

@@ -156,6 +156,40 @@ def test_a_streamed_verification_says_what_the_list_one_says(
     assert api["problems"] == listed.problems[:20] and api["summary"] == listed.summary()
 
 
+def _gauge(api: Api, name: str) -> float | None:
+    for line in api.http.get("/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
+def test_the_background_verifier_raises_the_alarm(
+    settings: Settings, clients: Clients, caplog: pytest.LogCaptureFixture
+) -> None:
+    import time
+
+    fast = settings.model_copy(update={"audit_verify_seconds": 0.2})
+    app = create_app(fast, sweep=True)
+    register(app.state.runtime.store, clients)
+    with TestClient(app) as http:
+        api = Api(http, clients, app.state.runtime)
+        for n in range(3):
+            assert api.mint(f"stg-{n}").status_code == 201
+        deadline = time.monotonic() + 20
+        while _gauge(api, "stager_audit_chain_events") != 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _gauge(api, "stager_audit_chain_events") == 3
+        assert _gauge(api, "stager_audit_chain_intact") == 1
+        assert (_gauge(api, "stager_audit_chain_verified_timestamp_seconds") or 0) > 0
+        tamper(settings, "UPDATE audit_events SET reason='nothing to see' WHERE seq=2")
+        while _gauge(api, "stager_audit_chain_intact") != 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _gauge(api, "stager_audit_chain_intact") == 0
+    alarms = [r for r in caplog.records if r.getMessage() == "audit chain verification failed"]
+    assert alarms and alarms[0].levelname == "ERROR"
+    assert "event 2 changed" in alarms[0].first_problem  # type: ignore[attr-defined]
+
+
 def test_a_truncated_log_stops_the_broker_from_appending(chained: Api, settings: Settings) -> None:
     tamper(settings, "DELETE FROM audit_events WHERE seq > 10")
     r = chained.mint("stg-new")

@@ -82,6 +82,7 @@ def test_auditor_page(
     page.goto(login_link(env))
     assert page.url.endswith("/audit")
     assert page.locator("#status").inner_text().startswith("Chain intact: 15/15 events valid")
+    assert page.locator("#verified").inner_text().startswith("verified in full at ")
     assert page.locator("#events tbody tr").count() == 15
     assert PASSWORD not in page.content()
 
