@@ -63,6 +63,7 @@ from tailor.reference import parse_reference
 __all__ = ["Broker", "Conflict", "Invalid", "Lookup", "Missing", "Redeemed", "Refused"]
 
 _CLIENT_CACHE_SECONDS = 2.0
+_VERIFY_PAGE = 5000  # audit events per read transaction when verifying the chain
 
 
 class Refused(Exception):
@@ -545,12 +546,27 @@ def verify_stored_chain(
 ) -> Report:
     """Verify the chain in ``store``, streamed a page at a time (constant memory).
 
-    Checkpoints are read first: each was committed with or after its event, so the
-    events read next include every event a checkpoint names, even on PostgreSQL
-    where each page is its own snapshot and events keep arriving meanwhile."""
+    Each page is read in its own short transaction, so a long verification never
+    pins one snapshot (with SQLite that would stop WAL checkpoints and let the WAL
+    grow for as long as it runs). The log is append-only and pages go by seq, so
+    events appended meanwhile are simply verified too. Checkpoints are read first:
+    each was committed with or after its event, so the pages read next include
+    every event a checkpoint names."""
     with store.transaction(write=False) as tx:
         checkpoints = tx.checkpoints()
-        events = (chain_event(row) for row in tx.iter_audit_events())
-        return verify_chain(
-            events, checkpoints, keys, expected_head=expected_head, locate=tx.seq_of_hash
-        )
+
+    def events() -> Iterator[ChainEvent]:
+        after = 0
+        while True:
+            with store.transaction(write=False) as tx:
+                page = tx.audit_events(after=after, limit=_VERIFY_PAGE)
+            if not page:
+                return
+            yield from (chain_event(row) for row in page)
+            after = page[-1].seq
+
+    def locate(digest: str) -> int | None:
+        with store.transaction(write=False) as tx:
+            return tx.seq_of_hash(digest)
+
+    return verify_chain(events(), checkpoints, keys, expected_head=expected_head, locate=locate)

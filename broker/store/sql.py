@@ -8,7 +8,7 @@ audit event commit together or not at all.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from broker.audit import GENESIS, AuditTampered, Checkpoint, event_hash
@@ -272,14 +272,12 @@ class SqlTx:
         return self._rows(where, params, limit)
 
     def all_audit_events(self, after: int = 0) -> list[AuditRow]:
-        """Every event after ``after``, in one list."""
-        return list(self.iter_audit_events(after))
-
-    def iter_audit_events(self, after: int = 0) -> Iterator[AuditRow]:
-        """Every event after ``after``, read a page at a time: memory for one page only."""
+        """Every event after ``after``, read a page at a time, in one list."""
+        rows: list[AuditRow] = []
         while page := self.audit_events(after=after, limit=5000):
-            yield from page
+            rows += page
             after = page[-1].seq
+        return rows
 
     def seq_of_hash(self, digest: str) -> int | None:
         """The event whose hash is ``digest`` (a full scan: only asked on a broken link)."""
