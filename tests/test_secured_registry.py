@@ -124,26 +124,22 @@ class Secured:
             argv, env=env, capture_output=True, text=True, timeout=300, check=False
         )
 
-    def audit_all(self) -> list[tuple[str, str, str | None, str]]:
+    def sql(self, query: str) -> list[tuple]:
+        """Read the broker's SQLite store directly."""
         conn = sqlite3.connect(self.tmp / "broker.sqlite")
         try:
-            rows = conn.execute(
-                "SELECT event, client, reason, detail FROM audit_events ORDER BY seq"
-            )
-            return [tuple(r) for r in rows]
+            return [tuple(r) for r in conn.execute(query)]
         finally:
             conn.close()
 
-    def audit(self) -> list[tuple[str, str, str | None, str]]:
-        conn = sqlite3.connect(self.tmp / "broker.sqlite")
-        try:
-            rows = conn.execute(
-                "SELECT event, client, reason, detail FROM audit_events"
-                " WHERE event='registry.token' ORDER BY seq"
-            )
-            return [tuple(r) for r in rows]
-        finally:
-            conn.close()
+    def audit_all(self) -> list[tuple]:
+        return self.sql("SELECT event, client, reason, detail FROM audit_events ORDER BY seq")
+
+    def audit(self) -> list[tuple]:
+        return self.sql(
+            "SELECT event, client, reason, detail FROM audit_events"
+            " WHERE event='registry.token' ORDER BY seq"
+        )
 
 
 @pytest.fixture
@@ -256,13 +252,9 @@ def test_a_public_image_is_staged_into_the_secured_registry(
         assert ("token.issued", "cloud-controller", None) in events
         assert ("token.redeemed", "tailor-1", None) in events
         assert ("staging.completed", "tailor-1", None) in events
-        conn = sqlite3.connect(s.tmp / "broker.sqlite")
-        try:
-            users = conn.execute(
-                "SELECT DISTINCT registry_username FROM audit_events WHERE staging_guid='stg-pub'"
-            ).fetchall()
-        finally:
-            conn.close()
+        users = s.sql(
+            "SELECT DISTINCT registry_username FROM audit_events WHERE staging_guid='stg-pub'"
+        )
         assert users == [(None,)]  # no credentials were given, none recorded
     finally:
         public.stop()

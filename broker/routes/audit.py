@@ -54,6 +54,6 @@ async def verify(assertion: Assertion, rt: Rt) -> dict[str, Any]:
     def work() -> dict[str, Any]:
         caller = rt.authorize(assertion, "auditor")
         rt.broker.spend_assertion(caller)
-        return rt.verify_audit().as_dict()
+        return rt.verify_audit().report.as_dict()
 
     return await rt.run(work, slow=True)

@@ -308,55 +308,48 @@ def test_retryable_errors_are_retried(proxy: Proxy, internal: Registry, tailor) 
     assert proxy.faults.statuses == []
 
 
+@pytest.fixture
+def front(internal: Registry) -> Iterator[Proxy]:
+    """The internal registry behind a "load balancer" that can fail upload PUTs."""
+    p = Proxy(internal.host)
+    yield p
+    p.stop()
+
+
+def copy_through(front: Proxy, pushed: Registry, tailor):
+    return tailor(
+        *copy_args(
+            f"{pushed.host}/team/app:docker", f"{front.host}/lb/app:v1", pushed.host, front.host
+        ),
+        env=SRC_ENV,
+    )
+
+
 def test_an_upload_cut_by_a_502_starts_a_fresh_session(
-    pushed: Registry, internal: Registry, tailor, skopeo: Skopeo, tmp_path: Path
+    front: Proxy, pushed: Registry, internal: Registry, tailor, skopeo: Skopeo, tmp_path: Path
 ) -> None:
-    front = Proxy(internal.host)  # the internal registry behind a "load balancer"
-    try:
-        front.faults.fail_upload_puts = 2
-        run = tailor(
-            *copy_args(
-                f"{pushed.host}/team/app:docker",
-                f"{front.host}/lb/app:v1",
-                pushed.host,
-                front.host,
-            ),
-            env=SRC_ENV,
-        )
-        assert run.returncode == 0, run.stderr
-        assert front.faults.fail_upload_puts == 0
-        # Each failed PUT was followed by a new session (POST), not a resend to the old one.
-        posts = [p for m, p, _ in front.requests if m == "POST" and "/blobs/uploads/" in p]
-        puts = [p for m, p, _ in front.requests if m == "PUT" and "/blobs/uploads/" in p]
-        assert len(puts) == len(posts) and len(puts) >= 3
-        ref = f"{internal.host}/lb/app:v1"
-        assert skopeo.raw(ref) == skopeo.raw(f"{pushed.host}/team/app:docker")
-        skopeo.pull(ref, tmp_path / "pulled")  # every layer is there and matches its digest
-    finally:
-        front.stop()
+    front.faults.fail_upload_puts = 2
+    run = copy_through(front, pushed, tailor)
+    assert run.returncode == 0, run.stderr
+    assert front.faults.fail_upload_puts == 0
+    # Each failed PUT was followed by a new session (POST), not a resend to the old one.
+    posts = [p for m, p, _ in front.requests if m == "POST" and "/blobs/uploads/" in p]
+    puts = [p for m, p, _ in front.requests if m == "PUT" and "/blobs/uploads/" in p]
+    assert len(puts) == len(posts) and len(puts) >= 3
+    ref = f"{internal.host}/lb/app:v1"
+    assert skopeo.raw(ref) == skopeo.raw(f"{pushed.host}/team/app:docker")
+    skopeo.pull(ref, tmp_path / "pulled")  # every layer is there and matches its digest
 
 
 def test_an_upload_failing_every_time_gives_up_with_one_line(
-    pushed: Registry, internal: Registry, tailor
+    front: Proxy, pushed: Registry, tailor
 ) -> None:
-    front = Proxy(internal.host)
-    try:
-        front.faults.fail_upload_puts = 1000
-        run = tailor(
-            *copy_args(
-                f"{pushed.host}/team/app:docker",
-                f"{front.host}/lb/app:v1",
-                pushed.host,
-                front.host,
-            ),
-            env=SRC_ENV,
-        )
-        assert run.returncode == 1
-        assert "HTTP 502" in one_error(run)
-        manifests = [p for m, p, _ in front.requests if m == "PUT" and "/manifests/" in p]
-        assert manifests == []  # nothing published
-    finally:
-        front.stop()
+    front.faults.fail_upload_puts = 1000
+    run = copy_through(front, pushed, tailor)
+    assert run.returncode == 1
+    assert "HTTP 502" in one_error(run)
+    manifests = [p for m, p, _ in front.requests if m == "PUT" and "/manifests/" in p]
+    assert manifests == []  # nothing published
 
 
 def test_credentials_from_docker_config(
