@@ -14,30 +14,23 @@ import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
-from broker.audit import Report, sign_checkpoint, timestamp, verify_chain
+from broker.audit import AuditLog, Checkpoint, Report, events
+from broker.audit.chain import chain_event, verify_chain
 from broker.keys import init_keys, load_keys
-from broker.service import chain_event, verify_stored_chain
 from broker.store import Store, open_store
-from broker.store.model import AuditEvent
 
 
-def fill(store: Store, events: int, every: int, keys_dir: Path) -> None:
-    """``events`` registry-token grants (the most frequent event), signed every ``every``."""
-    material = load_keys(keys_dir)
-    stamp = timestamp(time.time())
+def fill(store: Store, audit: AuditLog, count: int) -> None:
+    """``count`` registry-token grants (the most frequent event), through the one append path
+    (which signs a checkpoint every ``checkpoint_every``)."""
     written = 0
-    while written < events:
+    while written < count:
         with store.transaction() as tx:
-            for _ in range(min(1000, events - written)):
+            writer = audit.writer(tx)
+            for _ in range(min(1000, count - written)):
                 written += 1
                 grant = {"granted": [f"repository:staging/app-{written % 50}/s:pull"]}
-                seq, head = tx.append_audit(
-                    AuditEvent("registry.token", client="cell-1", detail=grant), stamp
-                )
-                if seq % every == 0:
-                    tx.add_checkpoint(
-                        sign_checkpoint(material.audit_key, material.audit_kid, seq, head, stamp)
-                    )
+                writer.append(events.REGISTRY_TOKEN(client="cell-1", detail=grant))
 
 
 def measured(run: Callable[[], Report]) -> tuple[float, float, Report]:
@@ -60,21 +53,24 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-audit-") as tmp:
         root = Path(tmp)
         init_keys(root / "keys")
-        keys = load_keys(root / "keys").audit_public
+        material = load_keys(root / "keys")
+        keys = material.audit_public
         store = open_store(f"sqlite:///{root / 'broker.sqlite'}")
         store.migrate()
+        audit = AuditLog(store, material, checkpoint_every=args.checkpoint_every)
         started = time.perf_counter()
-        fill(store, args.events, args.checkpoint_every, root / "keys")
+        fill(store, audit, args.events)
         print(f"{args.events} events written in {time.perf_counter() - started:.1f} s")
+        reader = AuditLog(store, None)  # as `broker audit verify` opens it
 
         def loaded() -> Report:
             with store.transaction(write=False) as tx:
-                events = [chain_event(r) for r in tx.all_audit_events()]
-                checkpoints = tx.checkpoints()
-            return verify_chain(events, checkpoints, keys)
+                chain = [chain_event(r) for r in AuditLog._records(tx)]
+                checkpoints = [Checkpoint.from_row(r) for r in tx.checkpoint_rows()]
+            return verify_chain(chain, checkpoints, keys)
 
         results = {
-            "streamed": measured(lambda: verify_stored_chain(store, keys)),
+            "streamed": measured(lambda: reader.verify(keys)),
             "loaded first": measured(loaded),
         }
         store.close()
@@ -83,8 +79,8 @@ def main() -> int:
         per_event = 1e6 * elapsed / max(1, report.events_total)
         print(f"{name:>14} {elapsed:7.2f}s {per_event:9.1f} {peak:9.1f}  {report.summary()}")
     streamed, loaded_ = results["streamed"], results["loaded first"]
-    print(f"streamed/loaded: time {streamed[0] / loaded_[0]:.2f}, "
-          f"peak memory {streamed[1] / loaded_[1]:.3f}")  # fmt: skip
+    time_ratio, memory_ratio = streamed[0] / loaded_[0], streamed[1] / loaded_[1]
+    print(f"streamed/loaded: time {time_ratio:.2f}, peak memory {memory_ratio:.3f}")
     intact = all(r.intact for _, _, r in results.values())
     return 0 if intact else 1
 

@@ -20,6 +20,7 @@ import time
 import uuid
 from pathlib import Path
 
+from broker.audit import AuditLog
 from broker.store import open_store
 from tests.support.brokerproc import broker_cli, broker_env, start_broker
 from tests.support.clients import new_client
@@ -116,12 +117,10 @@ def main() -> int:
 
             step("audit trail")
             store = open_store(f"sqlite:///{root / 'broker.sqlite'}")
-            with store.transaction(write=False) as tx:
-                for row in tx.audit_events():
-                    e = row.event
-                    what = e.staging_guid or e.detail.get("role", "")
-                    print(f"    {row.seq:>3} {row.at} {e.event:<20} {e.client or '':<18} {what}"
-                          + (f" ({e.reason})" if e.reason else ""))  # fmt: skip
+            for e in AuditLog(store, None).page(0, 1000):
+                what = e.staging_guid or e.detail.get("role", "")
+                reason = f" ({e.reason})" if e.reason else ""
+                print(f"    {e.seq:>3} {e.at} {e.event:<20} {e.client or '':<18} {what}{reason}")
             store.close()
             step(f"done in {time.monotonic() - started:.1f} s; the app runs from:")
             print(ref)

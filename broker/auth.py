@@ -32,11 +32,11 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from nacl.bindings import crypto_core_ed25519_is_valid_point, crypto_sign_open
 from nacl.exceptions import BadSignatureError
 
+from broker.errors import Unauthenticated
 from broker.store.model import ClientRow
 
 __all__ = [
     "MAX_ASSERTION_LENGTH",
-    "AuthFailed",
     "Verified",
     "load_client_key",
     "verify_assertion",
@@ -44,14 +44,6 @@ __all__ = [
 
 MAX_ASSERTION_LENGTH = 8192
 PublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey
-
-
-class AuthFailed(Exception):
-    """401. ``reason`` is for logs and metrics, not for the caller."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__("client authentication failed")
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -65,10 +57,10 @@ def _b64d(segment: str) -> bytes:
     try:
         raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
     except (ValueError, binascii.Error):
-        raise AuthFailed("malformed assertion") from None
+        raise Unauthenticated("malformed assertion") from None
     # Canonical only: no padding, no stray characters, no alternative spellings.
     if base64.urlsafe_b64encode(raw).rstrip(b"=").decode() != segment:
-        raise AuthFailed("malformed assertion")
+        raise Unauthenticated("malformed assertion")
     return raw
 
 
@@ -76,9 +68,9 @@ def _json_object(segment: str) -> dict[str, Any]:
     try:
         value = json.loads(_b64d(segment))
     except ValueError:
-        raise AuthFailed("malformed assertion") from None
+        raise Unauthenticated("malformed assertion") from None
     if not isinstance(value, dict):
-        raise AuthFailed("malformed assertion")
+        raise Unauthenticated("malformed assertion")
     return value
 
 
@@ -110,7 +102,7 @@ def _alg_for(key: PublicKey) -> str:
 def _check_signature(key: PublicKey, signed: bytes, signature: bytes) -> None:
     # Both algorithms' signatures are exactly 64 bytes (Ed25519 R||S, ES256 raw r||s).
     if len(signature) != 64:
-        raise AuthFailed("invalid assertion")
+        raise Unauthenticated("invalid assertion")
     try:
         if isinstance(key, ed25519.Ed25519PublicKey):
             crypto_sign_open(signature + signed, key.public_bytes_raw())
@@ -118,7 +110,7 @@ def _check_signature(key: PublicKey, signed: bytes, signature: bytes) -> None:
             r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
             key.verify(encode_dss_signature(r, s), signed, ec.ECDSA(hashes.SHA256()))
     except (InvalidSignature, BadSignatureError):
-        raise AuthFailed("invalid assertion") from None
+        raise Unauthenticated("invalid assertion") from None
 
 
 def _int_claim(claims: dict[str, Any], name: str) -> int | None:
@@ -126,7 +118,7 @@ def _int_claim(claims: dict[str, Any], name: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise AuthFailed(f"bad {name}")
+        raise Unauthenticated(f"bad {name}")
     return int(value)
 
 
@@ -141,50 +133,50 @@ def verify_assertion(
 ) -> Verified:
     """Verify ``token``; ``lookup(name) -> ClientRow | None`` finds the claimed client."""
     if len(token) > MAX_ASSERTION_LENGTH:
-        raise AuthFailed("oversized assertion")
+        raise Unauthenticated("oversized assertion")
     parts = token.split(".")
     if len(parts) != 3:
-        raise AuthFailed("malformed assertion")
+        raise Unauthenticated("malformed assertion")
     header = _json_object(parts[0])
     alg = header.get("alg")
     if alg not in ("EdDSA", "ES256"):
-        raise AuthFailed(f"algorithm not allowed: {str(alg)[:16]}")
+        raise Unauthenticated(f"algorithm not allowed: {str(alg)[:16]}")
     if "crit" in header:
-        raise AuthFailed("critical header extensions are not supported")
+        raise Unauthenticated("critical header extensions are not supported")
     unverified = _json_object(parts[1])
     name = unverified.get("iss")
     if not isinstance(name, str) or not name:
-        raise AuthFailed("no issuer")
+        raise Unauthenticated("no issuer")
     client = lookup(name)
     if client is None:
-        raise AuthFailed("unknown client")
+        raise Unauthenticated("unknown client")
     try:
         key = load_client_key(client.public_key)
     except ValueError:
-        raise AuthFailed("client key unusable") from None
+        raise Unauthenticated("client key unusable") from None
     if alg != _alg_for(key):
-        raise AuthFailed("algorithm does not match the client's key")
+        raise Unauthenticated("algorithm does not match the client's key")
     _check_signature(key, f"{parts[0]}.{parts[1]}".encode(), _b64d(parts[2]))
 
     claims = unverified  # authentic from here on
     exp = _int_claim(claims, "exp")
     if exp is None:
-        raise AuthFailed("invalid assertion: no exp")
+        raise Unauthenticated("invalid assertion: no exp")
     if now >= exp + skew:
-        raise AuthFailed("expired assertion")
+        raise Unauthenticated("expired assertion")
     if exp - now > max_lifetime + skew:
-        raise AuthFailed("assertion lives too long")
+        raise Unauthenticated("assertion lives too long")
     for name_ in ("nbf", "iat"):
         when = _int_claim(claims, name_)
         if when is not None and when > now + skew:
-            raise AuthFailed(f"{name_} in the future")
+            raise Unauthenticated(f"{name_} in the future")
     aud = claims.get("aud")
     audiences = aud if isinstance(aud, list) else [aud]
     if audience not in audiences:
-        raise AuthFailed("wrong audience")
+        raise Unauthenticated("wrong audience")
     if claims.get("sub") != name:
-        raise AuthFailed("sub is not iss")
+        raise Unauthenticated("sub is not iss")
     jti = claims.get("jti")
     if not isinstance(jti, str) or not 1 <= len(jti) <= 256:
-        raise AuthFailed("invalid assertion: bad jti")
+        raise Unauthenticated("invalid assertion: bad jti")
     return Verified(client, jti, exp)

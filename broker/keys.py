@@ -21,19 +21,22 @@ import secrets
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import NameOID
 
+from broker.errors import KeyFileError
+
 __all__ = [
-    "KeyFileError",
     "KeyMaterial",
     "TokenKey",
     "TokenKeyRing",
     "audit_verification_keys",
     "init_keys",
+    "jwks",
     "list_token_keys",
     "load_keys",
     "retire_token_key",
@@ -46,10 +49,6 @@ AUDIT_KEY = "audit-signing.pem"
 REGISTRY_KEY = "registry-signing.pem"
 REGISTRY_CERT = "registry-signing.crt"
 FINGERPRINT_KEY = "fingerprint.key"
-
-
-class KeyFileError(Exception):
-    """A key file is missing, unreadable, or an operation on the ring is refused."""
 
 
 @dataclass(frozen=True)
@@ -306,3 +305,36 @@ class RingWatcher:
                 except KeyFileError:
                     pass  # a half-written or broken ring must not take the broker down
         return self._ring
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def jwks(keys: KeyMaterial) -> dict[str, Any]:
+    """The public halves, as a JWKS: every audit key (current and retired) and the
+    registry-token key with its certificate."""
+    raw = serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    audit = [
+        {"kty": "OKP", "crv": "Ed25519", "kid": kid, "use": "sig", "alg": "EdDSA",
+         "x": _b64(public.public_bytes(*raw))}
+        for kid, public in sorted(keys.audit_public.items())
+    ]  # fmt: skip
+    public = keys.registry_key.public_key()
+    numbers = public.public_numbers()
+    spki = public.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    registry = {
+        "kty": "EC",
+        "crv": "P-256",
+        "x": _b64(numbers.x.to_bytes(32, "big")),
+        "y": _b64(numbers.y.to_bytes(32, "big")),
+        "kid": "rs-" + hashlib.sha256(spki).hexdigest()[:16],
+        "use": "sig",
+        "alg": "ES256",
+        "x5c": [
+            base64.b64encode(keys.registry_cert.public_bytes(serialization.Encoding.DER)).decode()
+        ],
+    }
+    return {"keys": [*audit, registry]}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
+from broker.audit import CATALOG, AuditEvent, Verification, events
+
 __all__ = ["Metrics"]
 
 
@@ -17,17 +19,23 @@ class Metrics:
             "stager_tokens_redeemed", "Staging tokens redeemed", registry=self.registry
         )
         self.refused = Counter(
-            "stager_tokens_refused", "Staging tokens refused, by reason", ["reason"],
+            "stager_tokens_refused",
+            "Staging tokens refused, by reason",
+            ["reason"],
             registry=self.registry,
-        )  # fmt: skip
+        )
         self.closed = Counter(
-            "stager_stagings_closed", "Stagings closed, by final state", ["state"],
+            "stager_stagings_closed",
+            "Stagings closed, by final state",
+            ["state"],
             registry=self.registry,
-        )  # fmt: skip
+        )
         self.auth_failures = Counter(
-            "stager_client_auth_failures", "Refused client assertions, by reason", ["reason"],
+            "stager_client_auth_failures",
+            "Refused client assertions, by reason",
+            ["reason"],
             registry=self.registry,
-        )  # fmt: skip
+        )
 
         self.chain_intact = Gauge(
             "stager_audit_chain_intact",
@@ -45,21 +53,22 @@ class Metrics:
             registry=self.registry,
         )
 
-    def on_verified(self, intact: bool, events: int, finished_at: float) -> None:
-        self.chain_intact.set(1 if intact else 0)
-        self.chain_events.set(events)
-        self.chain_verified_at.set(finished_at)
+    def on_verified(self, done: Verification) -> None:
+        self.chain_intact.set(1 if done.report.intact else 0)
+        self.chain_events.set(done.report.events_total)
+        self.chain_verified_at.set(done.finished_at)
 
-    def on_event(self, event: str, reason: str | None) -> None:
-        if event == "token.issued":
+    def on_event(self, event: AuditEvent) -> None:
+        kind = CATALOG.get(event.event)
+        if kind is events.TOKEN_ISSUED:
             self.issued.inc()
-        elif event == "token.redeemed":
+        elif kind is events.TOKEN_REDEEMED:
             self.redeemed.inc()
-        elif event == "token.refused":
+        elif kind is events.TOKEN_REFUSED:
             # Reasons are a small fixed set; "staging <state>" keeps it bounded too.
-            self.refused.labels(reason=(reason or "unknown")[:40]).inc()
-        elif event.startswith("staging."):
-            self.closed.labels(state=event.split(".", 1)[1]).inc()
+            self.refused.labels(reason=(event.reason or "unknown")[:40]).inc()
+        elif kind is not None and kind.closes:
+            self.closed.labels(state=kind.closes).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
+from broker.errors import PruneRefused
 from broker.store.model import OPEN_STATES, StagingRow
 from tailor.errors import NotFound, TailorError
 from tailor.manifest import Manifest
@@ -38,10 +39,6 @@ __all__ = [
 
 _MAX_LRPS = 64 * 1024 * 1024
 _NEXT = re.compile(r'<([^>]+)>\s*;\s*rel="?next"?')
-
-
-class PruneRefused(Exception):
-    """Pruning is refused as a whole: nothing is deleted."""
 
 
 def parse_duration(text: str) -> int:

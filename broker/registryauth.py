@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from broker.audit import canonical
+from broker.audit.canonical import canonical
 from broker.store.model import OPEN_STATES, StagingRow
 
 __all__ = ["Access", "Scope", "decide", "issue_token", "parse_scope", "staging_repository"]

@@ -5,7 +5,7 @@ id are authenticated as associated data. The claims carry a fresh per-staging
 data key that opens the sealed credentials, so the database alone (no data key)
 or the token alone (no ciphertext) reveals nothing.
 
-Every failure raises :class:`InvalidToken`; its ``reason`` is for the audit log
+Every failure raises :class:`TokenRefused`; its ``reason`` is for the audit log
 only and is never shown to a caller (no oracle).
 """
 
@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from broker.errors import TokenRefused
 from broker.keys import TokenKeyRing
 
 __all__ = [
     "MAX_TOKEN_LENGTH",
-    "InvalidToken",
     "StagingClaims",
     "fingerprint",
     "open_credentials",
@@ -38,14 +38,6 @@ __all__ = [
 VERSION = "st1"
 MAX_TOKEN_LENGTH = 4096
 _NONCE = 12
-
-
-class InvalidToken(Exception):
-    """The one error for any token that does not parse, authenticate or match."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__("invalid staging token")
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -92,27 +84,27 @@ def seal_token(claims: StagingClaims, ring: TokenKeyRing) -> str:
 
 
 def open_token(token: object, ring: TokenKeyRing, now: int) -> StagingClaims:
-    """Authenticate, decrypt and check expiry; anything wrong is InvalidToken."""
+    """Authenticate, decrypt and check expiry; anything wrong is TokenRefused."""
     if not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH:
-        raise InvalidToken("malformed")
+        raise TokenRefused("malformed")
     parts = token.split(".")
     if len(parts) != 3 or parts[0] != VERSION:
-        raise InvalidToken("malformed")
+        raise TokenRefused("malformed")
     key = ring.get(parts[1])
     if key is None:
-        raise InvalidToken("unknown or retired key")
+        raise TokenRefused("unknown or retired key")
     try:
         blob = _b64d(parts[2])
     except (binascii.Error, ValueError):
-        raise InvalidToken("malformed") from None
+        raise TokenRefused("malformed") from None
     if len(blob) < _NONCE + 16 or _b64e(blob) != parts[2]:
         # Only the canonical encoding: one token, one string, one fingerprint.
-        raise InvalidToken("malformed")
+        raise TokenRefused("malformed")
     aad = f"{VERSION}.{key.kid}".encode()
     try:
         plain = AESGCM(key.key).decrypt(blob[:_NONCE], blob[_NONCE:], aad)
     except InvalidTag:
-        raise InvalidToken("tampered") from None
+        raise TokenRefused("tampered") from None
     try:
         body = json.loads(plain)
         claims = StagingClaims(
@@ -127,11 +119,11 @@ def open_token(token: object, ring: TokenKeyRing, now: int) -> StagingClaims:
             data_key=_b64d(str(body["dk"])),
         )
     except (ValueError, KeyError, TypeError, binascii.Error):
-        raise InvalidToken("malformed claims") from None
+        raise TokenRefused("malformed claims") from None
     if len(claims.data_key) != 32:
-        raise InvalidToken("malformed claims")
+        raise TokenRefused("malformed claims")
     if now >= claims.expires_at:
-        raise InvalidToken("expired")
+        raise TokenRefused("expired")
     return claims
 
 
@@ -160,11 +152,11 @@ def open_credentials(
         body = json.loads(plain)
         username, password = body["u"], body["p"]
     except (InvalidTag, ValueError, KeyError, TypeError):
-        raise InvalidToken("sealed credentials do not open") from None
+        raise TokenRefused("sealed credentials do not open") from None
     if username is None and password is None:
         return None, None
     if not isinstance(username, str) or not isinstance(password, str):
-        raise InvalidToken("sealed credentials do not open")
+        raise TokenRefused("sealed credentials do not open")
     return username, password
 
 

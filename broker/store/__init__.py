@@ -10,22 +10,11 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from typing import Protocol
 
-from broker.store.model import AuditEvent, AuditRow, ClientRow, StagingRow
+from broker.errors import StoreError
+from broker.store.model import ClientRow, StagingRow
 from broker.store.sql import SqlTx
 
-__all__ = [
-    "AuditEvent",
-    "AuditRow",
-    "ClientRow",
-    "StagingRow",
-    "Store",
-    "StoreError",
-    "open_store",
-]
-
-
-class StoreError(Exception):
-    """The database is unreachable or refused a write (the action did not happen)."""
+__all__ = ["ClientRow", "SqlTx", "StagingRow", "Store", "open_store"]
 
 
 class Store(Protocol):
@@ -41,6 +30,7 @@ class Store(Protocol):
 
 
 def open_store(url: str) -> Store:
+    # Imported when chosen: an embedded broker never loads the PostgreSQL driver.
     if url.startswith("sqlite:///"):
         from broker.store.sqlite import SqliteStore
 

@@ -8,8 +8,8 @@ from contextlib import contextmanager
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from broker.store import StoreError
-from broker.store.sql import MIGRATIONS, SqlTx, chain_unchained
+from broker.errors import StoreError
+from broker.store.sql import MIGRATIONS, SqlTx
 
 __all__ = ["PostgresStore"]
 
@@ -62,9 +62,6 @@ class PostgresStore:
                 for statement in MIGRATIONS[version - 1]:
                     cur.execute(statement)
                 cur.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
-        with self.transaction() as tx:
-            tx._exec(f"SELECT pg_advisory_xact_lock({_AUDIT_LOCK})")
-            chain_unchained(tx)
         return len(MIGRATIONS)
 
     def close(self) -> None:

@@ -7,12 +7,11 @@ audit event commit together or not at all.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from broker.audit import GENESIS, AuditTampered, Checkpoint, event_hash
-from broker.store.model import AuditEvent, AuditFilter, AuditRow, ClientRow, StagingRow
+from broker.store.model import ClientRow, StagingRow
 
 __all__ = ["MIGRATIONS", "SqlTx"]
 
@@ -44,7 +43,7 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX audit_staging ON audit_events (staging_guid)",
     ],
     [
-        # The hash chain and its signed checkpoints (see broker/audit.py).
+        # The hash chain and its signed checkpoints (see broker/audit/chain.py).
         "ALTER TABLE audit_events ADD COLUMN prev_hash TEXT",
         "ALTER TABLE audit_events ADD COLUMN hash TEXT",
         "CREATE TABLE audit_checkpoints ("
@@ -57,10 +56,6 @@ _STAGING_COLUMNS = (
     "staging_guid, app_guid, space_guid, pushed_by, image, registry, registry_username,"
     " tailor, cc_client, token_id, token_fp, state, created_at, expires_at, redeemed_at,"
     " closed_at, result"
-)
-_AUDIT_COLUMNS = (
-    "seq, at, event, client, app_guid, staging_guid, image, registry, registry_username,"
-    " token_fp, reason, detail"
 )
 
 
@@ -201,154 +196,96 @@ class SqlTx:
         cur = self._exec("DELETE FROM sealed_credentials WHERE staging_guid=?", (staging_guid,))
         return bool(cur.rowcount == 1)
 
-    # -- audit ----------------------------------------------------------------------------
+    # -- audit (the rows only: broker.audit decides what goes in) -------------------------
 
-    def _head(self) -> tuple[int, str]:
-        row = self._one("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
-        return (int(row[0]), str(row[1] or GENESIS)) if row else (0, GENESIS)
-
-    def append_audit(
-        self, event: AuditEvent, at: str, floor: tuple[int, str] | None = None
-    ) -> tuple[int, str]:
-        """Append ``event`` to the chain; returns its (seq, hash).
-
-        ``floor`` is the newest (seq, hash) the caller knows it appended: a stored head
-        behind it means events were deleted, and nothing more is appended."""
+    def lock_audit(self) -> None:
+        """Take the audit log's write lock until this transaction ends (where one is needed:
+        SQLite's writer already holds the database)."""
         if self._audit_lock:
-            # One writer at a time across every replica: one chain, one gap-free sequence.
             self._exec(self._audit_lock)
-        last_seq, prev = self._head()
-        if floor is not None and (
-            last_seq < floor[0] or (last_seq == floor[0] and prev != floor[1])
-        ):
-            raise AuditTampered(
-                f"the audit log ends at event {last_seq} but this broker appended up to "
-                f"{floor[0]}: it was truncated or rewritten"
-            )
-        seq = last_seq + 1
-        body = _body(seq, at, event)
-        digest = event_hash(body, prev)
-        self._exec(
-            f"INSERT INTO audit_events ({_AUDIT_COLUMNS}, prev_hash, hash)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                seq, at, event.event, event.client, event.app_guid, event.staging_guid,
-                event.image, event.registry, event.registry_username, event.token_fp,
-                event.reason, json.dumps(event.detail, sort_keys=True) if event.detail else None,
-                prev, digest,
-            ),
-        )  # fmt: skip
-        return seq, digest
 
-    def audit_head(self) -> tuple[int, str]:
-        return self._head()
+    def audit_head(self) -> tuple[int, str | None]:
+        """The newest event's (seq, hash), or (0, None) for an empty log."""
+        row = self._one("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+        return (int(row[0]), row[1]) if row else (0, None)
 
-    def unchained_events(self) -> list[AuditRow]:
+    def insert_audit(self, row: Mapping[str, Any]) -> None:
+        columns = _columns(row)
+        marks = ",".join("?" for _ in row)
+        self._exec(f"INSERT INTO audit_events ({columns}) VALUES ({marks})", tuple(row.values()))
+
+    def audit_rows(
+        self,
+        *,
+        after: int = 0,
+        limit: int = 1000,
+        equal: Mapping[str, str] | None = None,
+        since: str | None = None,
+        until: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Events after ``after`` in seq order, each as {column: value}."""
+        clauses = ["seq > ?"]
+        params: list[Any] = [after]
+        for column, value in (equal or {}).items():
+            clauses.append(f"{_identifier(column)} = ?")
+            params.append(value)
+        if since:
+            clauses.append("at >= ?")
+            params.append(since)
+        if until:
+            clauses.append("at < ?")
+            params.append(until)
+        sql = f"SELECT * FROM audit_events WHERE {' AND '.join(clauses)} ORDER BY seq LIMIT ?"
+        return self._dicts(sql, [*params, limit])
+
+    def unchained_seqs(self) -> set[int]:
         """Events written before the chain existed (schema version 1)."""
-        return self._rows("WHERE hash IS NULL", (), None)
+        return {int(r[0]) for r in self._exec("SELECT seq FROM audit_events WHERE hash IS NULL")}
 
-    def chain_event(self, seq: int, prev: str, digest: str) -> None:
+    def set_audit_hashes(self, seq: int, prev: str, digest: str) -> None:
         self._exec("UPDATE audit_events SET prev_hash=?, hash=? WHERE seq=?", (prev, digest, seq))
-
-    def _rows(self, where: str, params: Sequence[Any], limit: int | None) -> list[AuditRow]:
-        sql = f"SELECT {_AUDIT_COLUMNS}, prev_hash, hash FROM audit_events {where} ORDER BY seq"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params = (*params, limit)
-        out = []
-        for r in self._exec(sql, params).fetchall():
-            detail = json.loads(r[11]) if r[11] else {}
-            event = AuditEvent(
-                event=r[2], client=r[3], app_guid=r[4], staging_guid=r[5], image=r[6],
-                registry=r[7], registry_username=r[8], token_fp=r[9], reason=r[10], detail=detail,
-            )  # fmt: skip
-            out.append(AuditRow(int(r[0]), r[1], event, r[12], r[13]))
-        return out
-
-    def audit_events(
-        self, after: int = 0, limit: int = 1000, filters: AuditFilter | None = None
-    ) -> list[AuditRow]:
-        where, params = _where(after, filters)
-        return self._rows(where, params, limit)
-
-    def all_audit_events(self, after: int = 0) -> list[AuditRow]:
-        """Every event after ``after``, read a page at a time, in one list."""
-        rows: list[AuditRow] = []
-        while page := self.audit_events(after=after, limit=5000):
-            rows += page
-            after = page[-1].seq
-        return rows
 
     def seq_of_hash(self, digest: str) -> int | None:
         """The event whose hash is ``digest`` (a full scan: only asked on a broken link)."""
         row = self._one("SELECT seq FROM audit_events WHERE hash=? LIMIT 1", (digest,))
         return int(row[0]) if row else None
 
-    def add_checkpoint(self, cp: Checkpoint) -> bool:
+    def insert_checkpoint(self, row: Mapping[str, Any]) -> bool:
+        marks = ",".join("?" for _ in row)
         cur = self._exec(
-            "INSERT INTO audit_checkpoints (seq, head, at, kid, signature) VALUES (?,?,?,?,?)"
+            f"INSERT INTO audit_checkpoints ({_columns(row)}) VALUES ({marks})"
             " ON CONFLICT (seq) DO NOTHING",
-            (cp.seq, cp.head, cp.at, cp.kid, cp.signature),
+            tuple(row.values()),
         )
         return bool(cur.rowcount == 1)
 
-    def checkpoints(self, from_seq: int = 0, to_seq: int | None = None) -> list[Checkpoint]:
-        sql = "SELECT seq, head, at, kid, signature FROM audit_checkpoints WHERE seq >= ?"
+    def checkpoint_rows(self, from_seq: int = 0, to_seq: int | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM audit_checkpoints WHERE seq >= ?"
         params: list[Any] = [from_seq]
         if to_seq is not None:
             sql += " AND seq <= ?"
             params.append(to_seq)
-        rows = self._exec(sql + " ORDER BY seq", params).fetchall()
-        return [Checkpoint(int(r[0]), r[1], r[2], r[3], r[4]) for r in rows]
+        return self._dicts(sql + " ORDER BY seq", params)
 
     def last_checkpoint_seq(self) -> int:
         row = self._one("SELECT COALESCE(MAX(seq), 0) FROM audit_checkpoints")
         return int(row[0]) if row else 0
 
-
-def _body(seq: int, at: str, event: AuditEvent) -> dict[str, Any]:
-    return {
-        "seq": seq, "at": at, "event": event.event, "client": event.client,
-        "app_guid": event.app_guid, "staging_guid": event.staging_guid, "image": event.image,
-        "registry": event.registry, "registry_username": event.registry_username,
-        "token_fp": event.token_fp, "reason": event.reason, "detail": event.detail or {},
-    }  # fmt: skip
+    def _dicts(self, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
+        cur = self._exec(sql, params)
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
 
 
-def row_body(row: AuditRow) -> dict[str, Any]:
-    """The hashed fields of a stored event, as the chain sees them."""
-    return _body(row.seq, row.at, row.event)
+_IDENT = re.compile(r"[a-z_][a-z0-9_]*")
 
 
-def _where(after: int, f: AuditFilter | None) -> tuple[str, list[Any]]:
-    clauses: list[str] = ["seq > ?"]
-    params: list[Any] = [after]
-    if f is not None:
-        for column, value in (("app_guid", f.app_guid), ("staging_guid", f.staging_guid),
-                              ("client", f.client), ("event", f.event)):  # fmt: skip
-            if value:
-                clauses.append(f"{column} = ?")
-                params.append(value)
-        if f.since:
-            clauses.append("at >= ?")
-            params.append(f.since)
-        if f.until:
-            clauses.append("at < ?")
-            params.append(f.until)
-    return "WHERE " + " AND ".join(clauses), params
+def _identifier(name: str) -> str:
+    # Column names come from code, never from a request; checked all the same.
+    if not _IDENT.fullmatch(name):
+        raise ValueError(f"not a column name: {name[:40]!r}")
+    return name
 
 
-def chain_unchained(tx: SqlTx) -> int:
-    """Hash-chain events written before the chain existed (a schema version 1 log)."""
-    pending = {row.seq for row in tx.unchained_events()}
-    if not pending:
-        return 0
-    prev = GENESIS
-    for row in tx.all_audit_events():
-        if row.seq in pending:
-            digest = event_hash(row_body(row), prev)
-            tx.chain_event(row.seq, prev, digest)
-            prev = digest
-        else:
-            prev = str(row.hash)
-    return len(pending)
+def _columns(row: Mapping[str, Any]) -> str:
+    return ", ".join(_identifier(name) for name in row)

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from broker.store import StoreError
-from broker.store.sql import MIGRATIONS, SqlTx, chain_unchained
+from broker.errors import StoreError
+from broker.store.sql import MIGRATIONS, SqlTx
 
 __all__ = ["SqliteStore"]
 
@@ -134,8 +134,6 @@ class SqliteStore:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        with self.transaction() as tx:
-            chain_unchained(tx)
         return len(MIGRATIONS)
 
     def close(self) -> None:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
-from broker.app import create_app
+from broker.api.app import create_app
 from broker.keys import init_keys
+from broker.service import Service
 from broker.settings import Settings
 from broker.store import Store, open_store
 from broker.store.model import ClientRow
@@ -67,10 +69,15 @@ def clients() -> Clients:
     )
 
 
-def register(store: Store, clients: Clients) -> None:
-    with store.transaction() as tx:
-        for c in clients.all():
-            tx.add_client(ClientRow(c.name, c.role, c.public_pem, int(time.time())))
+def register(database_url: str, clients: Clients) -> None:
+    """Register every client straight in the store (no audit events: tests count them)."""
+    store = open_store(database_url)
+    try:
+        with store.transaction() as tx:
+            for c in clients.all():
+                tx.add_client(ClientRow(c.name, c.role, c.public_pem, int(time.time())))
+    finally:
+        store.close()
 
 
 @pytest.fixture
@@ -86,7 +93,9 @@ def settings(tmp_path: Path, keys_dir: Path) -> Settings:
 class Api:
     http: TestClient
     clients: Clients
-    runtime: object
+    service: Service
+    store: Store
+    """The test's own connection to the broker's database, to look behind the API."""
 
     def call(self, method: str, path: str, who: Client | None, **kwargs: object):
         headers = dict(kwargs.pop("headers", {}) or {})  # type: ignore[call-overload]
@@ -109,7 +118,18 @@ class Api:
 
 @pytest.fixture
 def api(settings: Settings, clients: Clients) -> Iterator[Api]:
-    app = create_app(settings, sweep=False)
-    register(app.state.runtime.store, clients)
-    with TestClient(app, raise_server_exceptions=False) as http:
-        yield Api(http, clients, app.state.runtime)
+    with serve(settings, clients, sweep=False) as api:
+        yield api
+
+
+@contextmanager
+def serve(settings: Settings, clients: Clients, *, sweep: bool) -> Iterator[Api]:
+    """The app on ``settings``, with every client registered, running in-process."""
+    app = create_app(settings, sweep=sweep)
+    register(settings.database_url, clients)
+    store = open_store(settings.database_url)
+    try:
+        with TestClient(app, raise_server_exceptions=False) as http:
+            yield Api(http, clients, app.state.service, store)
+    finally:
+        store.close()

@@ -10,16 +10,17 @@ from pathlib import Path
 
 import pytest
 
+from broker.audit import make_filter
 from broker.keys import retire_token_key, rotate_token_keys
 from broker.settings import Settings
-from tests.broker.conftest import AUD, PASSWORD, Api
+from broker.store.model import Role
+from tests.broker.conftest import AUD, PASSWORD, Api, serve
 
 PROBLEM = "application/problem+json"
 
 
 def audit(api: Api) -> list[tuple[str, str | None]]:
-    with api.runtime.store.transaction() as tx:  # type: ignore[attr-defined]
-        return [(r.event.event, r.event.reason) for r in tx.audit_events()]
+    return [(r.event, r.reason) for r in api.service.audit.page(0, 1000)]
 
 
 def test_mint_lookup_redeem_complete(api: Api) -> None:
@@ -63,7 +64,7 @@ def test_mint_lookup_redeem_complete(api: Api) -> None:
         "staging.completed", "credentials.purged",
     ]  # fmt: skip
     assert ("token.refused", "replay: already redeemed") in audit(api)
-    with api.runtime.store.transaction() as tx:  # type: ignore[attr-defined]
+    with api.store.transaction() as tx:
         assert tx.get_sealed("stg-1") is None
 
 
@@ -78,21 +79,20 @@ def test_a_public_image_staging_carries_no_credentials(api: Api) -> None:
     assert (got.json()["username"], got.json()["password"]) == (None, None)
     done = api.call("POST", "/v1/stagings/stg-pub/complete", c.tailor, json={"status": "failed"})
     assert done.status_code == 200
-    with api.runtime.store.transaction() as tx:  # type: ignore[attr-defined]
-        rows = [r for r in tx.audit_events() if r.event.staging_guid == "stg-pub"]
-    assert [r.event.event for r in rows] == [
+    rows = api.service.audit.page(0, 100, make_filter(staging="stg-pub"))
+    assert [r.event for r in rows] == [
         "token.issued",
         "token.redeemed",
         "staging.failed",
         "credentials.purged",
     ]
-    assert {r.event.registry_username for r in rows} == {None}
+    assert {r.registry_username for r in rows} == {None}
     # Half a credential is a mistake, not a public image: refused, nothing minted.
     for half in ({"username": "alice"}, {"password": PASSWORD}):
         r = api.call("POST", "/v1/staging-tokens", c.cc, json=body | half | {"staging_guid": "h"})
         assert r.status_code == 422 and r.headers["content-type"] == PROBLEM
-        assert "go together" in str(r.json()["errors"]) and PASSWORD not in r.text
-    with api.runtime.store.transaction() as tx:  # type: ignore[attr-defined]
+        assert "go together" in r.json()["detail"] and PASSWORD not in r.text
+    with api.store.transaction() as tx:
         assert tx.get_staging("h") is None
 
 
@@ -164,20 +164,20 @@ def test_duplicate_staging_is_a_conflict(api: Api) -> None:
 
 def test_expiry_and_the_sweeper(api: Api) -> None:
     c = api.clients
-    broker = api.runtime.broker  # type: ignore[attr-defined]
+    service = api.service
     token = api.mint(ttl_seconds=60).json()["token"]
     api.mint("stg-2", ttl_seconds=600)
     real = time.time
-    broker.clock = lambda: real() + 61
+    service.clock = lambda: real() + 61
     r = api.call("POST", "/v1/redemptions", c.tailor, json={"token": token})
     assert r.status_code == 400
     look = api.call("POST", "/v1/staging-tokens/lookup", c.cc, json={"token": token})
     assert look.json()["state"] == "expired"
-    assert broker.sweep() == 1
-    assert broker.sweep() == 0
-    with api.runtime.store.transaction() as tx:  # type: ignore[attr-defined]
+    assert service.stagings.sweep() == 1
+    assert service.stagings.sweep() == 0
+    with api.store.transaction() as tx:
         assert tx.get_sealed("stg-1") is None and tx.get_sealed("stg-2") is not None
-        assert tx.get_staging("stg-1").state == "expired"
+        assert tx.get_staging("stg-1").state == "expired"  # type: ignore[union-attr]
     assert ("token.refused", "expired") in audit(api)
 
 
@@ -327,9 +327,9 @@ def test_assertions_are_spent_even_when_the_action_fails(api: Api) -> None:
 def test_removed_clients_stop_working(api: Api) -> None:
     c = api.clients
     assert api.mint().status_code == 201
-    with api.runtime.store.transaction() as tx:  # type: ignore[attr-defined]
+    with api.store.transaction() as tx:
         tx.remove_client(c.cc.name)
-    api.runtime.broker._clients.clear()  # type: ignore[attr-defined]  # skip the 2 s cache
+    api.service.clients._cache.clear()  # skip the 2 s cache
     assert api.mint("stg-2").status_code == 401
 
 
@@ -346,31 +346,72 @@ def test_audit_write_failure_is_503_and_nothing_happens(api: Api, tmp_path: Path
     db.execute("DROP TRIGGER no_audit")
     db.commit()
     db.close()
-    with api.runtime.store.transaction() as tx:  # type: ignore[attr-defined]
+    with api.store.transaction() as tx:
         assert tx.get_staging("stg-1") is None and tx.get_sealed("stg-1") is None
     assert api.mint().status_code == 201  # the same staging can be minted now
 
 
 def test_the_sweeper_thread_expires_stagings(settings: Settings, clients) -> None:
-    from fastapi.testclient import TestClient
-
-    from broker.app import create_app
-    from tests.broker.conftest import register
-
     fast = settings.model_copy(update={"sweep_interval_seconds": 0.05})
-    app = create_app(fast, sweep=True)
-    register(app.state.runtime.store, clients)
-    with TestClient(app) as http:
-        api = Api(http, clients, app.state.runtime)
+    with serve(fast, clients, sweep=True) as api:
         assert api.mint(ttl_seconds=30).status_code == 201
-        broker = app.state.runtime.broker
         real = time.time
-        broker.clock = lambda: real() + 31
+        api.service.clock = lambda: real() + 31
         deadline = real() + 10
         state = "open"
         while state != "expired" and real() < deadline:
             time.sleep(0.05)
-            with app.state.runtime.store.transaction(write=False) as tx:
-                state = tx.get_staging("stg-1").state
+            with api.store.transaction(write=False) as tx:
+                state = tx.get_staging("stg-1").state  # type: ignore[union-attr]
         assert state == "expired"
         assert ("credentials.purged", None) in audit(api)
+
+
+# Every route that acts for a client, with a request its schema accepts, and an allowed role.
+ACTING: dict[tuple[str, str], tuple[Role, dict[str, object]]] = {
+    ("POST", "/v1/staging-tokens"): ("cc", {"json": {
+        "app_guid": "a", "staging_guid": "s", "image": "r.example/i:1", "tailor": "tailor-1"}}),
+    ("POST", "/v1/staging-tokens/lookup"): ("cc", {"json": {"token": "st1.x.y"}}),
+    ("POST", "/v1/redemptions"): ("tailor", {"json": {"token": "st1.x.y"}}),
+    ("POST", "/v1/stagings/{staging_guid}/complete"): ("tailor", {"json": {"status": "failed"}}),
+    ("DELETE", "/v1/stagings/{staging_guid}"): ("cc", {}),
+    ("GET", "/v1/stagings/{staging_guid}/egress-rules"): ("cc", {}),
+    ("GET", "/v1/registry-token"): ("puller", {"params": {"service": "internal-registry"}}),
+    ("GET", "/v1/audit"): ("auditor", {}),
+    ("GET", "/v1/audit/verify"): ("auditor", {}),
+}  # fmt: skip
+
+
+def test_every_acting_route_spends_its_assertion_once(api: Api) -> None:
+    """Structural: a route acts for a client only through Caller, and whatever it answers
+    (success, refusal, wrong role), the same assertion is refused the second time."""
+    from fastapi.routing import APIRoute
+
+    from broker.api.deps import Caller
+    from broker.api.routes import ROUTERS
+
+    acting = {
+        (method, route.path)
+        for router in ROUTERS
+        for route in router.routes
+        if isinstance(route, APIRoute)
+        and any(isinstance(d.call, Caller) for d in route.dependant.dependencies)
+        for method in route.methods or ()
+    }
+    assert acting == set(ACTING), "a new acting route needs a row here"
+    by_role = {c.role: c for c in api.clients.all()}
+    for (method, path), (role, kwargs) in ACTING.items():
+        # Staging "s" is the one the first row mints; egress rules ask about no staging
+        # (a real one would probe its registry over the network).
+        url = path.replace("{staging_guid}", "none" if "egress" in path else "s")
+        for who in (by_role[role], by_role["puller" if role != "puller" else "cc"]):
+            headers = {"Authorization": f"Bearer {who.assertion(AUD)}"}
+            first = api.http.request(method, url, headers=headers, **kwargs)  # type: ignore[arg-type]
+            assert first.status_code not in (401, 422) and first.status_code < 500, (
+                method,
+                path,
+                who.role,
+                first.text,
+            )
+            again = api.http.request(method, url, headers=headers, **kwargs)  # type: ignore[arg-type]
+            assert again.status_code == 401, (method, path, who.role, again.text)

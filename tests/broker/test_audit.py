@@ -8,21 +8,29 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from fastapi.testclient import TestClient
 from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from broker.app import create_app
-from broker.audit import GENESIS, canonical, canonical_reference, event_hash, sign_checkpoint
+from broker.audit import CATALOG, AuditEvent, events
+from broker.audit.canonical import canonical, canonical_reference
+from broker.audit.chain import (
+    GENESIS,
+    Checkpoint,
+    chain_event,
+    event_hash,
+    sign_checkpoint,
+    verify_chain,
+)
 from broker.keys import load_keys, rotate_audit_key
 from broker.settings import Settings
-from tests.broker.conftest import AUD, Api, Clients, register
+from tests.broker.conftest import AUD, ROOT, Api, Clients, serve
 
 
 def test_canonical_form() -> None:
@@ -34,6 +42,22 @@ def test_canonical_form() -> None:
         canonical(1.5)
     with pytest.raises(ValueError):
         canonical({"x": object()})
+
+
+def test_the_catalog_is_the_one_definition_of_events() -> None:
+    """Every kind carries only AuditEvent's fields, refuses others, and is documented."""
+    names = {f.name for f in fields(AuditEvent)}
+    docs = (ROOT / "docs" / "audit.md").read_text()
+    for name, kind in CATALOG.items():
+        assert kind.name == name and kind.carries <= names - {"event", "client", "detail"}
+        assert f"`{name}`" in docs, f"docs/audit.md does not describe {name}"
+    event = events.TOKEN_ISSUED(client="cc", staging_guid="s", detail={"ttl_seconds": 60})
+    assert event == AuditEvent("token.issued", client="cc", staging_guid="s",
+                               detail={"ttl_seconds": 60})  # fmt: skip
+    with pytest.raises(ValueError, match="carries no reason"):
+        events.TOKEN_ISSUED(client="cc", reason="x")
+    with pytest.raises(ValueError, match=r"carries no detail\.password"):
+        events.CLIENT_ADDED(client="c", detail={"password": "x"})
 
 
 def test_event_hash_covers_every_field_and_the_link() -> None:
@@ -49,10 +73,7 @@ def test_event_hash_covers_every_field_and_the_link() -> None:
 def chained(settings: Settings, clients: Clients) -> Iterator[Api]:
     """12 events with a checkpoint every 5: checkpoints at 5 and 10."""
     s = settings.model_copy(update={"audit_checkpoint_events": 5})
-    app = create_app(s, sweep=False)
-    register(app.state.runtime.store, clients)
-    with TestClient(app, raise_server_exceptions=False) as http:
-        api = Api(http, clients, app.state.runtime)
+    with serve(s, clients, sweep=False) as api:
         for n in range(4):  # each: issued, redeemed, completed, purged
             token = api.mint(f"stg-{n}").json()["token"]
             api.call("POST", "/v1/redemptions", clients.tailor, json={"token": token})
@@ -137,19 +158,16 @@ TAMPERINGS = [
 def test_a_streamed_verification_says_what_the_list_one_says(
     chained: Api, settings: Settings, statements: list[str]
 ) -> None:
-    from broker.audit import verify_chain
-    from broker.service import chain_event
-
     tamper(settings, *statements)
-    rt = chained.runtime
-    with rt.store.transaction(write=False) as tx:  # type: ignore[attr-defined]
-        events = [chain_event(r) for r in tx.all_audit_events()]
-        checkpoints = tx.checkpoints()
-        keys = rt.broker.keys.audit_public  # type: ignore[attr-defined]
-        head = rt.broker.head  # type: ignore[attr-defined]
+    keys = load_keys(settings.keys_dir).audit_public
+    head = chained.service.audit.head
+    events = [chain_event(r) for r in chained.service.audit.page(0, 1000)]
+    with chained.store.transaction(write=False) as tx:
+        checkpoints = [Checkpoint.from_row(r) for r in tx.checkpoint_rows()]
         listed = verify_chain(events, checkpoints, keys, expected_head=head)
-        streamed = verify_chain(iter(events), checkpoints, keys, expected_head=head,
-                                locate=tx.seq_of_hash)  # fmt: skip
+        streamed = verify_chain(
+            iter(events), checkpoints, keys, expected_head=head, locate=tx.seq_of_hash
+        )
     assert streamed == listed
     assert (not listed.intact) == bool(statements)
     api = verify(chained)  # the endpoint streams from the store, page by page
@@ -169,10 +187,7 @@ def test_the_background_verifier_raises_the_alarm(
     import time
 
     fast = settings.model_copy(update={"audit_verify_seconds": 0.2})
-    app = create_app(fast, sweep=True)
-    register(app.state.runtime.store, clients)
-    with TestClient(app) as http:
-        api = Api(http, clients, app.state.runtime)
+    with serve(fast, clients, sweep=True) as api:
         for n in range(3):
             assert api.mint(f"stg-{n}").status_code == 201
         deadline = time.monotonic() + 20
@@ -194,37 +209,25 @@ def test_a_truncated_log_stops_the_broker_from_appending(chained: Api, settings:
     tamper(settings, "DELETE FROM audit_events WHERE seq > 10")
     r = chained.mint("stg-new")
     assert r.status_code == 503 and "audit log is not intact" in r.json()["detail"]
-    with chained.runtime.store.transaction(write=False) as tx:  # type: ignore[attr-defined]
+    with chained.store.transaction(write=False) as tx:
         assert tx.get_staging("stg-new") is None
 
 
 def test_a_forged_checkpoint_is_named(chained: Api, settings: Settings) -> None:
-    with chained.runtime.store.transaction() as tx:  # type: ignore[attr-defined]
+    with chained.store.transaction() as tx:
         seq, head = tx.audit_head()
-        tx.add_checkpoint(
-            sign_checkpoint(
-                ed25519.Ed25519PrivateKey.generate(),
-                "as-forged",
-                seq,
-                head,
-                "2026-01-01T00:00:00.000+00:00",
-            )
+        forged = sign_checkpoint(
+            ed25519.Ed25519PrivateKey.generate(), "as-forged", seq, str(head), "2026-01-01"
         )
+        tx.insert_checkpoint(forged.row())
     report = verify(chained)
     assert "checkpoint 12: signature invalid or by an unknown key (as-forged)" in report["problems"]
     # A checkpoint re-signed with the right kid but another key fails the same way.
     kid = load_keys(settings.keys_dir).audit_kid
     tamper(settings, "DELETE FROM audit_checkpoints WHERE seq=10")
-    with chained.runtime.store.transaction() as tx:  # type: ignore[attr-defined]
-        tx.add_checkpoint(
-            sign_checkpoint(
-                ed25519.Ed25519PrivateKey.generate(),
-                kid,
-                10,
-                "f" * 64,
-                "2026-01-01T00:00:00.000+00:00",
-            )
-        )
+    with chained.store.transaction() as tx:
+        forged = sign_checkpoint(ed25519.Ed25519PrivateKey.generate(), kid, 10, "f" * 64, "x")
+        tx.insert_checkpoint(forged.row())
     assert any(
         p.startswith("checkpoint 10: signature invalid") for p in verify(chained)["problems"]
     )
@@ -232,18 +235,12 @@ def test_a_forged_checkpoint_is_named(chained: Api, settings: Settings) -> None:
 
 def test_rewriting_the_chain_is_caught_by_checkpoints(chained: Api, settings: Settings) -> None:
     """An attacker who recomputes every hash after changing an event still fails a checkpoint."""
-    from broker.store.sql import row_body
-
-    conn = db(settings)
-    conn.execute("UPDATE audit_events SET reason='rewritten' WHERE seq=2")
-    conn.commit()
-    conn.close()
-    with chained.runtime.store.transaction() as tx:  # type: ignore[attr-defined]
-        rows = tx.audit_events()
-        prev = GENESIS
-        for row in rows:
-            digest = event_hash(row_body(row), prev)
-            tx.chain_event(row.seq, prev, digest)
+    tamper(settings, "UPDATE audit_events SET reason='rewritten' WHERE seq=2")
+    prev = GENESIS
+    with chained.store.transaction() as tx:
+        for record in chained.service.audit.page(0, 1000):
+            digest = event_hash(record.body(), prev)
+            tx.set_audit_hashes(record.seq, prev, digest)
             prev = digest
     problems = verify(chained)["problems"]
     assert "checkpoint 5: head does not match; events up to 5 were changed" in problems
@@ -395,7 +392,7 @@ def _forge_checkpoint(lines: list[str]) -> list[str]:
         "a" * 64,
         "2026-01-01T00:00:00.000+00:00",
     )
-    return [*lines, json.dumps({"type": "checkpoint", **cp.payload(), "signature": cp.signature})]
+    return [*lines, json.dumps({"type": "checkpoint", **cp.row()})]
 
 
 @pytest.mark.parametrize(
@@ -461,21 +458,17 @@ def test_audit_key_rotation_keeps_old_checkpoints_verifiable(
     settings: Settings, clients: Clients
 ) -> None:
     s = settings.model_copy(update={"audit_checkpoint_events": 2})
-    app = create_app(s, sweep=False)
-    register(app.state.runtime.store, clients)
-    with TestClient(app) as http:
-        Api(http, clients, app.state.runtime).mint("a")
+    with serve(s, clients, sweep=False) as api:
+        api.mint("a")
     old, new = rotate_audit_key(settings.keys_dir)
-    app2 = create_app(s, sweep=False)
-    with TestClient(app2) as http:
-        api = Api(http, clients, app2.state.runtime)
+    with serve(s, clients, sweep=False) as api:
         api.mint("b")
-        kids = {k["kid"] for k in http.get("/.well-known/jwks.json").json()["keys"]}
+        kids = {k["kid"] for k in api.http.get("/.well-known/jwks.json").json()["keys"]}
         assert {old, new} <= kids
         report = verify(api)
+        with api.store.transaction(write=False) as tx:
+            assert {row["kid"] for row in tx.checkpoint_rows()} == {old, new}
     assert report["intact"], report
-    with app2.state.runtime.store.transaction(write=False) as tx:
-        assert {cp.kid for cp in tx.checkpoints()} == {old, new}
 
 
 _json = st.recursive(

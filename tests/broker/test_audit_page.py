@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, sync_playwright
 
+from broker.audit import CATALOG
 from tailor.assertion import load_client_key
 from tailor.broker_client import BrokerClient, BrokerError
 from tests.broker.conftest import PASSWORD, Clients
@@ -86,6 +87,10 @@ def test_auditor_page(
     assert page.locator("#events tbody tr").count() == 15
     assert PASSWORD not in page.content()
 
+    # The filter offers every kind of event the catalog has (registry.token and
+    # prune.deleted were once missing from a list of its own).
+    options = page.locator("select[name=event] option").all_inner_texts()
+    assert options == ["any", *CATALOG]
     page.select_option("select[name=event]", "token.refused")
     page.click("#filters button[type=submit]")
     rows = page.locator("#events tbody tr")

@@ -11,7 +11,8 @@ import time
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from broker.auth import AuthFailed, _check_signature, load_client_key, verify_assertion
+from broker.auth import _check_signature, load_client_key, verify_assertion
+from broker.errors import Unauthenticated
 from broker.store.model import ClientRow
 from tests.support.clients import new_client
 
@@ -27,7 +28,7 @@ def verify(token: str):
 
 
 def reason(token: str) -> str:
-    with pytest.raises(AuthFailed) as info:
+    with pytest.raises(Unauthenticated) as info:
         verify(token)
     assert str(info.value) == "client authentication failed"  # the same to every caller
     return info.value.reason
@@ -178,11 +179,11 @@ def test_ed25519_small_order_key_verifies_nothing() -> None:
     header = {"alg": "EdDSA", "typ": "JWT"}
     signing = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims_for('weak')).encode())}"
     forgery = identity + bytes(32)
-    with pytest.raises(AuthFailed) as info:
+    with pytest.raises(Unauthenticated) as info:
         verify_assertion(f"{signing}.{b64(forgery)}", lookup=rows.get, audience=AUD,
                          now=int(time.time()), max_lifetime=300, skew=30)  # fmt: skip
     assert info.value.reason == "client key unusable"
     # And the signature check itself refuses the forgery (OpenSSL's Ed25519 accepts it).
     weak = ed25519.Ed25519PublicKey.from_public_bytes(identity)
-    with pytest.raises(AuthFailed):
+    with pytest.raises(Unauthenticated):
         _check_signature(weak, signing.encode(), forgery)

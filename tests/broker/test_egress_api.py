@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from fastapi.testclient import TestClient
-
-from broker.app import create_app
 from broker.settings import Settings
-from tests.broker.conftest import Clients, register
+from tests.broker.conftest import Clients, serve
 from tests.support.registry import Registry
 
 
@@ -21,9 +18,8 @@ def test_egress_rules_for_a_staging(
             "insecure_registries": f"{internal.host},127.0.0.9",
         }
     )
-    app = create_app(s, sweep=False)
-    register(app.state.runtime.store, clients)
-    with TestClient(app) as http:
+    with serve(s, clients, sweep=False) as api:
+        http = api.http
         minted = http.post(
             "/v1/staging-tokens",
             headers=clients.cc.headers(public),

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from broker.errors import KeyFileError
 from broker.keys import (
-    KeyFileError,
     init_keys,
     list_token_keys,
     load_keys,

@@ -240,19 +240,20 @@ def test_verifying_a_long_audit_log_does_not_hold_other_requests(
 ) -> None:
     import requests
 
-    from broker.audit import timestamp
+    from broker.audit import AuditEvent, AuditLog
+    from broker.keys import load_keys
     from broker.store import open_store
-    from broker.store.model import AuditEvent
 
     db = tmp_path / "broker.sqlite"
     env = setup_broker(tmp_path, f"sqlite:///{db}", clients)
     store = open_store(f"sqlite:///{db}")
-    stamp = timestamp(time.time())
+    audit = AuditLog(store, load_keys(tmp_path / "keys"))
     for batch in range(100):  # 100,000 events: seconds of hashing to verify
         with store.transaction() as tx:
+            writer = audit.writer(tx)
             for n in range(1000):
-                tx.append_audit(AuditEvent("registry.token", client="cell-1",
-                                           detail={"n": batch * 1000 + n}), stamp)  # fmt: skip
+                detail = {"n": batch * 1000 + n}
+                writer.append(AuditEvent("registry.token", client="cell-1", detail=detail))
     store.close()
     env["BROKER_AUDIT_VERIFY_SECONDS"] = "0"  # no background verification: only the request's
     b = start_broker(env, tmp_path / "broker.log")

@@ -7,7 +7,8 @@ from dataclasses import replace
 
 import pytest
 
-from broker.prune import PruneRefused, RepoState, parse_duration, plan, read_lrps
+from broker.errors import PruneRefused
+from broker.prune import RepoState, parse_duration, plan, read_lrps
 from broker.store.model import StagingRow
 
 NOW = time.time()

@@ -5,11 +5,15 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
-from broker.store import Store, StoreError, open_store
-from broker.store.model import AuditEvent, ClientRow, StagingRow
+from broker.audit import AuditEvent, AuditLog
+from broker.errors import StoreError
+from broker.keys import load_keys
+from broker.store import Store, open_store
+from broker.store.model import ClientRow, StagingRow
 
 NOW = int(time.time())
 ROW = StagingRow(
@@ -74,29 +78,50 @@ def test_expired_stagings_are_found(store: Store) -> None:
         assert [s.staging_guid for s in tx.expired_stagings(NOW + 20)] == ["s2"]
 
 
-def test_audit_sequence_and_detail(store: Store) -> None:
+@pytest.fixture
+def audit(store: Store, keys_dir: Path) -> AuditLog:
+    return AuditLog(store, load_keys(keys_dir))
+
+
+def test_audit_sequence_and_detail(store: Store, audit: AuditLog) -> None:
     with store.transaction() as tx:
-        first = tx.append_audit(AuditEvent("token.issued", client="cc", detail={"k": 1}), "t1")
-        second = tx.append_audit(AuditEvent("token.refused", reason="tampered"), "t2")
-        assert first[0] == 1 and second[0] == 2
-        assert first[1] != second[1] and len(first[1]) == 64
-    with store.transaction() as tx:
-        rows = tx.audit_events()
-    assert [(r.seq, r.event.event, r.event.reason) for r in rows] == [
+        writer = audit.writer(tx)
+        first = writer.append(AuditEvent("token.issued", client="cc", detail={"k": 1}))
+        second = writer.append(AuditEvent("token.refused", reason="tampered"))
+        assert first.seq == 1 and second.seq == 2
+        assert first.hash != second.hash and len(str(first.hash)) == 64
+    rows = audit.page(0, 10)
+    assert [(r.seq, r.event, r.reason) for r in rows] == [
         (1, "token.issued", None),
         (2, "token.refused", "tampered"),
     ]
-    assert rows[0].event.detail == {"k": 1}
+    assert rows[0].detail == {"k": 1}
     assert rows[0].prev_hash == "0" * 64 and rows[1].prev_hash == rows[0].hash
+    assert rows[:2] == [first, second]
 
 
-def test_a_failed_transaction_leaves_nothing(store: Store) -> None:
+def test_a_version_1_log_is_chained_on_upgrade(store: Store, audit: AuditLog) -> None:
+    """Events written before the chain existed (no hashes) are chained once, in order."""
+    with store.transaction() as tx:
+        for seq in (1, 2, 3):
+            tx.insert_audit({"seq": seq, "at": "t", "event": "token.issued", "client": "cc"})
+    assert audit.upgrade() == 3
+    assert audit.upgrade() == 0
+    report = audit.verify()
+    assert report.intact and report.events_total == 3, report.problems
+    with store.transaction() as tx:
+        audit.writer(tx).append(AuditEvent("token.lookup"))
+    assert audit.verify().events_total == 4 and audit.verify().intact
+
+
+def test_a_failed_transaction_leaves_nothing(store: Store, audit: AuditLog) -> None:
     with pytest.raises(RuntimeError), store.transaction() as tx:
         tx.insert_staging(ROW)
-        tx.append_audit(AuditEvent("token.issued"), "t")
+        audit.writer(tx).append(AuditEvent("token.issued"))
         raise RuntimeError("boom")
     with store.transaction() as tx:
-        assert tx.get_staging("s1") is None and tx.audit_events() == []
+        assert tx.get_staging("s1") is None
+    assert audit.page(0, 10) == []
 
 
 def test_concurrent_redemptions_one_wins(database_url: str) -> None:
@@ -132,7 +157,9 @@ def test_concurrent_redemptions_one_wins(database_url: str) -> None:
         b.close()
 
 
-def test_audit_failure_means_the_action_does_not_happen(database_url: str, store: Store) -> None:
+def test_audit_failure_means_the_action_does_not_happen(
+    database_url: str, store: Store, audit: AuditLog
+) -> None:
     """Fail closed: a database that refuses the audit row refuses the action with it."""
     with store.transaction() as tx:
         cur = tx._cur
@@ -153,7 +180,7 @@ def test_audit_failure_means_the_action_does_not_happen(database_url: str, store
     with pytest.raises(StoreError), store.transaction() as tx:
         tx.insert_staging(ROW)
         tx.put_sealed("s1", b"x")
-        tx.append_audit(AuditEvent("token.issued"), "t")
+        audit.writer(tx).append(AuditEvent("token.issued"))
     with store.transaction() as tx:
         assert tx.get_staging("s1") is None and tx.get_sealed("s1") is None
 

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from broker.errors import TokenRefused
 from broker.keys import TokenKey, TokenKeyRing
 from broker.tokens import (
-    InvalidToken,
     StagingClaims,
     fingerprint,
     open_credentials,
@@ -40,7 +40,7 @@ def test_older_keys_decrypt_until_retired() -> None:
     token = seal_token(CLAIMS, old_ring)
     assert open_token(token, RING, NOW).token_id == "tid"
     retired = TokenKeyRing(RING.keys[1:])
-    with pytest.raises(InvalidToken) as info:
+    with pytest.raises(TokenRefused) as info:
         open_token(token, retired, NOW)
     assert info.value.reason == "unknown or retired key"
 
@@ -50,7 +50,7 @@ def test_flipping_any_byte_is_refused() -> None:
     for i in range(len(token)):
         for replacement in {"A", "_"} - {token[i]}:
             tampered = token[:i] + replacement + token[i + 1 :]
-            with pytest.raises(InvalidToken):
+            with pytest.raises(TokenRefused):
                 open_token(tampered, RING, NOW)
     # And at the byte level of the sealed part too.
     head, blob = token.rsplit(".", 1)
@@ -58,7 +58,7 @@ def test_flipping_any_byte_is_refused() -> None:
     for i in range(len(raw)):
         raw[i] ^= 0x01
         bad = head + "." + base64.urlsafe_b64encode(bytes(raw)).rstrip(b"=").decode()
-        with pytest.raises(InvalidToken):
+        with pytest.raises(TokenRefused):
             open_token(bad, RING, NOW)
         raw[i] ^= 0x01
 
@@ -66,30 +66,30 @@ def test_flipping_any_byte_is_refused() -> None:
 def test_the_key_id_is_authenticated() -> None:
     token = seal_token(CLAIMS, RING)
     swapped = token.replace("st1.tk-new.", "st1.tk-old.")
-    with pytest.raises(InvalidToken):
+    with pytest.raises(TokenRefused):
         open_token(swapped, RING, NOW)
 
 
 def test_expiry() -> None:
     token = seal_token(CLAIMS, RING)
-    with pytest.raises(InvalidToken) as info:
+    with pytest.raises(TokenRefused) as info:
         open_token(token, RING, NOW + 900)
     assert info.value.reason == "expired"
-    assert str(info.value) == "invalid staging token"
+    assert str(info.value) == "staging token refused"
 
 
 @settings(max_examples=300)
 @given(st.one_of(st.binary(max_size=600).map(lambda b: b.decode("latin-1")), st.text(max_size=600),
                  st.builds(lambda s: "st1.tk-new." + s, st.text(max_size=300))))  # fmt: skip
 def test_any_input_is_refused_cleanly(text: str) -> None:
-    with pytest.raises(InvalidToken) as info:
+    with pytest.raises(TokenRefused) as info:
         open_token(text, RING, NOW)
-    assert str(info.value) == "invalid staging token"
+    assert str(info.value) == "staging token refused"
 
 
 @pytest.mark.parametrize("value", [None, 5, b"st1.x.y", "x" * 5000])
 def test_wrong_types_and_oversize(value: object) -> None:
-    with pytest.raises(InvalidToken):
+    with pytest.raises(TokenRefused):
         open_token(value, RING, NOW)
 
 
@@ -99,9 +99,9 @@ def test_sealed_credentials_are_bound_to_staging_and_image() -> None:
     assert open_credentials(key, sealed, staging_guid="s1", image="i") == ("u", "pw")
     assert b"pw" not in sealed
     for kwargs in ({"staging_guid": "s2", "image": "i"}, {"staging_guid": "s1", "image": "j"}):
-        with pytest.raises(InvalidToken):
+        with pytest.raises(TokenRefused):
             open_credentials(key, sealed, **kwargs)
-    with pytest.raises(InvalidToken):
+    with pytest.raises(TokenRefused):
         open_credentials(secrets.token_bytes(32), sealed, staging_guid="s1", image="i")
 
 
@@ -109,10 +109,10 @@ def test_anonymous_credentials_seal_and_open_as_none() -> None:
     key = secrets.token_bytes(32)
     sealed = seal_credentials(key, staging_guid="s1", image="i", username=None, password=None)
     assert open_credentials(key, sealed, staging_guid="s1", image="i") == (None, None)
-    with pytest.raises(InvalidToken):  # still bound: another staging cannot open it
+    with pytest.raises(TokenRefused):  # still bound: another staging cannot open it
         open_credentials(key, sealed, staging_guid="s2", image="i")
     half = seal_credentials(key, staging_guid="s1", image="i", username="u", password=None)
-    with pytest.raises(InvalidToken):
+    with pytest.raises(TokenRefused):
         open_credentials(key, half, staging_guid="s1", image="i")
 
 

@@ -11,13 +11,15 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
+from broker.store.model import Role
+
 PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
 
 
 @dataclass
 class Client:
     name: str
-    role: str
+    role: Role
     key: PrivateKey
 
     @property
@@ -65,7 +67,7 @@ class Client:
         return {"Authorization": f"Bearer {self.assertion(audience)}"}
 
 
-def new_client(name: str, role: str, kind: str = "ed25519") -> Client:
+def new_client(name: str, role: Role, kind: str = "ed25519") -> Client:
     key: PrivateKey = (
         ed25519.Ed25519PrivateKey.generate()
         if kind == "ed25519"

@@ -5,13 +5,15 @@ from __future__ import annotations
 import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from broker.audit import Record
+from broker.store.model import State
 
 __all__ = [
     "Completion",
     "CompletionResult",
     "Guid",
-    "LookupRequest",
     "LookupResult",
     "MintRequest",
     "MintResult",
@@ -21,7 +23,7 @@ __all__ = [
 
 GUID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 Guid = Annotated[str, Field(pattern=GUID_PATTERN, min_length=1, max_length=64)]
-Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+Name = Annotated[str, Field(pattern=GUID_PATTERN)]
 
 
 def iso(ts: int) -> datetime.datetime:
@@ -39,16 +41,10 @@ class MintRequest(_Strict):
     username: Annotated[str, Field(min_length=1, max_length=256)] | None = None
     password: SecretStr | None = Field(default=None, min_length=1, max_length=4096)
     tailor: Name
-    ttl_seconds: Annotated[int, Field(ge=1, le=86400)] | None = None
+    ttl_seconds: int | None = None
+    """Bounds are policy: the service says which (default 900, 30..the maximum)."""
     space_guid: Guid | None = None
     user: Annotated[str, Field(min_length=1, max_length=256)] | None = None
-
-    @model_validator(mode="after")
-    def _both_or_neither(self) -> MintRequest:
-        # Neither: a public image staged into a secured internal registry (anonymous pull).
-        if (self.username is None) != (self.password is None):
-            raise ValueError("username and password go together (or neither, for a public image)")
-        return self
 
 
 class MintResult(BaseModel):
@@ -61,14 +57,11 @@ class TokenRequest(_Strict):
     token: Annotated[str, Field(min_length=1, max_length=4096)]
 
 
-LookupRequest = TokenRequest
-
-
 class LookupResult(BaseModel):
     staging_guid: str
     app_guid: str
     image: str
-    state: Literal["open", "redeemed", "completed", "failed", "cancelled", "expired"]
+    state: State
     expires_at: datetime.datetime
     redeemed: bool
 
@@ -93,25 +86,8 @@ class CompletionResult(BaseModel):
     state: Literal["completed", "failed"]
 
 
-class AuditEventOut(BaseModel):
-    seq: int
-    at: str
-    event: str
-    client: str | None
-    app_guid: str | None
-    staging_guid: str | None
-    image: str | None
-    registry: str | None
-    registry_username: str | None
-    token_fp: str | None
-    reason: str | None
-    detail: dict[str, Any]
-    prev_hash: str | None
-    hash: str | None
-
-
 class AuditPage(BaseModel):
-    events: list[AuditEventOut]
+    events: list[Record]
     next_after: int | None
     """Pass as ``after`` for the next page; null on the last page."""
 

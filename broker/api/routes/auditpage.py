@@ -15,19 +15,13 @@ from urllib.parse import parse_qs, urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from broker import sessions
-from broker.app import RoleDenied, Rt, Runtime, Verification
-from broker.auditquery import make_filter
-from broker.auth import AuthFailed
-from broker.store.model import AuditRow
+from broker.api.deps import Call, Svc, offload
+from broker.audit import CATALOG, Record, Verification, make_filter
+from broker.errors import Forbidden, Unauthenticated
+from broker.service import Service
 
 router = APIRouter(include_in_schema=False)
 COOKIE = "stager_audit"
-EVENT_TYPES = (
-    "token.issued", "token.lookup", "token.redeemed", "token.refused", "staging.completed",
-    "staging.failed", "staging.cancelled", "staging.expired", "credentials.purged",
-    "client.added", "client.removed",
-)  # fmt: skip
 FILTERS = ("app", "staging", "client", "event", "since", "until")
 PAGE_SIZE = 200
 
@@ -82,66 +76,49 @@ prints.</p>
     return _page("Sign in: image-stager audit", body, status=401)
 
 
-def _key(rt: Runtime) -> bytes:
-    return sessions.session_key(rt.broker.keys.fingerprint_key)
-
-
-def _session_client(rt: Runtime, request: Request) -> str | None:
-    session = sessions.check(_key(rt), request.cookies.get(COOKIE), "session")
-    if session is None:
-        return None
-    client = rt.broker.client(session.client)
-    return client.name if client is not None and client.role == "auditor" else None
-
-
-def _start_session(rt: Runtime, client: str) -> Response:
-    minutes = rt.settings.audit_session_minutes
-    value = sessions.issue(_key(rt), client, "session", minutes * 60)
+def _start_session(service: Service, client: str) -> Response:
+    seconds = service.settings.audit_session_minutes * 60
     response = RedirectResponse("/audit", status_code=303)
     response.set_cookie(
-        COOKIE, value, max_age=minutes * 60, httponly=True, samesite="strict", path="/audit",
-        secure=rt.settings.public_url.startswith("https://"),
-    )  # fmt: skip
+        COOKIE,
+        service.auditors.start(client, seconds),
+        max_age=seconds,
+        httponly=True,
+        samesite="strict",
+        path="/audit",
+        secure=service.settings.public_url.startswith("https://"),
+    )
     return response
 
 
+_TICKET_PROBLEMS = {
+    "used": "That link was used already.",
+    "not an auditor": "That client is not an auditor.",
+}
+
+
 @router.get("/audit/session")
-async def session_from_ticket(request: Request, rt: Rt) -> Response:
-    ticket = sessions.check(_key(rt), request.query_params.get("ticket"), "ticket")
-    if ticket is None:
-        return _login_page("That link is invalid or has expired.")
-    client = ticket.client
-
-    def spend() -> bool:
-        # Single use: the ticket's nonce goes where assertion ids go.
-        with rt.store.transaction() as tx:
-            return tx.use_assertion(client, f"ticket:{ticket.nonce}", ticket.expires)
-
-    if not await rt.run(spend):
-        return _login_page("That link was used already.")
-    found = rt.broker.client(client)
-    if found is None or found.role != "auditor":
-        return _login_page("That client is not an auditor.")
-    return _start_session(rt, client)
+async def session_from_ticket(request: Request, service: Svc) -> Response:
+    ticket = request.query_params.get("ticket")
+    try:
+        client = await offload(service, lambda: service.auditors.redeem_ticket(ticket))
+    except Unauthenticated as exc:
+        return _login_page(_TICKET_PROBLEMS.get(exc.reason, "That link is invalid or has expired."))
+    return _start_session(service, client)
 
 
 @router.post("/audit/login")
-async def login(request: Request, rt: Rt) -> Response:
+async def login(request: Request, service: Svc) -> Response:
     body = (await request.body()).decode(errors="replace")
     assertion = (parse_qs(body).get("assertion") or [""])[0].strip()
-
-    def check() -> str:
-        caller = rt.authorize(assertion, "auditor")
-        rt.broker.spend_assertion(caller)
-        return caller.client.name
-
+    call = Call(service, assertion, ("auditor",))
     try:
-        client = await rt.run(check)
-    except AuthFailed:
+        client = await call.run(lambda caller: caller.name, read=True)
+    except Unauthenticated:
         return _login_page("That assertion was not accepted.")
-    except RoleDenied:
+    except Forbidden:
         return _login_page("That client is not an auditor.")
-    return _start_session(rt, client)
+    return _start_session(service, client)
 
 
 @router.get("/audit/logout")
@@ -159,17 +136,16 @@ def _link(**params: str) -> str:
     return "/audit?" + urlencode({k: v for k, v in params.items() if v})
 
 
-def _row(r: AuditRow) -> str:
-    e = r.event
+def _row(e: Record) -> str:
     cls = ' class="refused"' if e.event == "token.refused" else ""
     staging = (
         f'<a href="{html.escape(_link(staging=e.staging_guid))}">{_cell(e.staging_guid)}</a>'
         if e.staging_guid else ""
     )  # fmt: skip
     detail = ", ".join(f"{k}={v}" for k, v in sorted(e.detail.items())) if e.detail else ""
-    at = _cell(r.at.replace("+00:00", "Z"))
+    at = _cell(e.at.replace("+00:00", "Z"))
     return (
-        f"<tr><td>{r.seq}</td><td class='mono time'>{at}</td><td{cls}>{_cell(e.event)}</td>"
+        f"<tr><td>{e.seq}</td><td class='mono time'>{at}</td><td{cls}>{_cell(e.event)}</td>"
         f"<td>{_cell(e.client)}</td><td>{_cell(e.app_guid)}</td><td class=mono>{staging}</td>"
         f"<td>{_cell(e.image)}</td><td>{_cell(e.registry_username)}</td>"
         f"<td{cls}>{_cell(e.reason)}</td><td class=mono>{_cell(detail)}</td>"
@@ -177,30 +153,24 @@ def _row(r: AuditRow) -> str:
     )
 
 
-_STEP = {
-    "token.issued": "minted", "token.lookup": "looked up", "token.redeemed": "redeemed",
-    "staging.completed": "completed", "staging.failed": "failed",
-    "staging.cancelled": "cancelled", "staging.expired": "expired",
-    "credentials.purged": "credentials purged",
-}  # fmt: skip
-
-
-def _timeline(rows: list[AuditRow]) -> str:
+def _timeline(rows: list[Record]) -> str:
     items = []
-    for r in rows:
-        e = r.event
+    for e in rows:
+        kind = CATALOG.get(e.event)
+        label = kind.label if kind else e.event
         if e.event == "token.refused":
-            text, cls = f"refused: {e.reason} ({e.client})", "refused"
+            text, cls = f"{label}: {e.reason} ({e.client})", "refused"
         else:
-            text = f"{_STEP.get(e.event, e.event)} ({e.client})"
+            text = f"{label} ({e.client})"
             cls = "done" if e.event in ("staging.completed", "credentials.purged") else ""
-        items.append(f'<li class="{cls}" title="{_cell(r.at)}">{html.escape(text)}</li>')
+        items.append(f'<li class="{cls}" title="{_cell(e.at)}">{html.escape(text)}</li>')
     return '<ol class="timeline" id="timeline">' + "".join(items) + "</ol>"
 
 
 @router.get("/audit")
-async def audit_page(request: Request, rt: Rt) -> Response:
-    client = _session_client(rt, request)
+async def audit_page(request: Request, service: Svc) -> Response:
+    cookie = request.cookies.get(COOKIE)
+    client = await offload(service, lambda: service.auditors.client(cookie))
     if client is None:
         return _login_page()
     params = {k: request.query_params.get(k, "").strip()[:128] for k in FILTERS}
@@ -209,20 +179,20 @@ async def audit_page(request: Request, rt: Rt) -> Response:
     except ValueError:
         after = 0
 
-    def work() -> tuple[Verification, list[AuditRow], list[AuditRow], str]:
+    def work() -> tuple[Verification, list[Record], list[Record], str]:
         # Always the whole chain, now: a cached result would not cover the newest events.
-        done = rt.verify_audit()
+        done = service.audit.check()
         try:
             filters = make_filter(**params)
         except ValueError as exc:
             return done, [], [], str(exc)
-        rows = rt.broker.audit_page(after, PAGE_SIZE + 1, filters)
+        rows = service.audit.page(after, PAGE_SIZE + 1, filters)
         timeline = []
         if params["staging"]:
-            timeline = rt.broker.audit_page(0, 500, make_filter(staging=params["staging"]))
+            timeline = service.audit.page(0, 500, make_filter(staging=params["staging"]))
         return done, rows, timeline, ""
 
-    done, rows, timeline, error = await rt.run(work, slow=True)
+    done, rows, timeline, error = await offload(service, work, slow=True)
     more = len(rows) > PAGE_SIZE
     rows = rows[:PAGE_SIZE]
     report = done.report
@@ -231,7 +201,7 @@ async def audit_page(request: Request, rt: Rt) -> Response:
     when = datetime.datetime.fromtimestamp(done.finished_at, datetime.UTC)
     status_when = f"verified in full at {when:%Y-%m-%d %H:%M:%S} UTC in {done.seconds:.1f} s"
     options = "".join(
-        f"<option{' selected' if params['event'] == t else ''}>{t}</option>" for t in EVENT_TYPES
+        f"<option{' selected' if params['event'] == t else ''}>{t}</option>" for t in CATALOG
     )
 
     def field(name: str, label: str) -> str:

@@ -1,4 +1,9 @@
-"""RFC 9457 problem details: every error the API gives, and how exceptions map to them."""
+"""RFC 9457 problem details: every error the API gives, and which broker error gives it.
+
+Each class of ``broker/errors.py`` maps to one problem type here, and nowhere
+else. A :class:`~broker.errors.Refusal` gets its type's fixed answer, never its
+reason (no oracle); the reason goes to the log and the metrics.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +16,18 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from broker.audit import AuditTampered
-from broker.auth import AuthFailed
-from broker.service import Conflict, Invalid, Missing, Refused
-from broker.store import StoreError
+from broker.errors import (
+    AuditTampered,
+    BrokerError,
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+    StoreError,
+    TokenRefused,
+    Unauthenticated,
+    Unavailable,
+)
 
 __all__ = ["PROBLEM_TYPES", "Problem", "install_handlers", "problem", "problem_responses"]
 
@@ -33,6 +46,21 @@ PROBLEM_TYPES = {
     "unsupported-media-type": (415, "request body must be application/json"),
     "invalid-request": (422, "invalid request"),
     "unavailable": (503, "service unavailable"),
+}
+
+# Most specific first: the first class an error is an instance of decides.
+_KINDS: tuple[tuple[type[BrokerError], str], ...] = (
+    (TokenRefused, "token-refused"),
+    (Unauthenticated, "unauthenticated"),
+    (Forbidden, "forbidden"),
+    (NotFound, "not-found"),
+    (Conflict, "conflict"),
+    (Invalid, "invalid-request"),
+    (Unavailable, "unavailable"),
+)
+_UNAVAILABLE = {
+    AuditTampered: "the audit log is not intact; nothing was done",
+    StoreError: "the broker could not record this action; nothing was done",
 }
 
 
@@ -71,11 +99,33 @@ def _safe_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     ]
 
 
+def answer(request: Request, exc: BrokerError) -> JSONResponse:
+    """The problem for a broker error (and its log line and metric, where it has them)."""
+    kind = next((k for cls, k in _KINDS if isinstance(exc, cls)), "invalid-request")
+    if isinstance(exc, Unauthenticated):
+        log.info("client authentication failed", extra={"reason": exc.reason})
+        metrics = getattr(request.app.state, "metrics", None)
+        if metrics is not None:
+            metrics.auth_failures.labels(reason=exc.reason[:40]).inc()
+        return problem(kind)
+    if isinstance(exc, TokenRefused):
+        return problem(kind)  # the same answer for every reason: the audit log has it
+    if isinstance(exc, Unavailable):
+        if isinstance(exc, AuditTampered):
+            log.critical("audit log tampered; refusing to append", extra={"error": str(exc)})
+        else:
+            log.error("store failure; action not taken", extra={"error": str(exc)})
+        detail = next((d for cls, d in _UNAVAILABLE.items() if isinstance(exc, cls)), None)
+        return problem(kind, detail)
+    # Forbidden says no more than its title; the others say what was wrong with the request.
+    return problem(kind, None if isinstance(exc, Forbidden) else str(exc))
+
+
 def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return problem("invalid-request", "the request body does not match the schema",
-                       errors=_safe_errors(exc))  # fmt: skip
+        detail = "the request body does not match the schema"
+        return problem("invalid-request", detail, errors=_safe_errors(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -91,37 +141,6 @@ def install_handlers(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) and exc.status_code != 401 else None
         return problem(kind, detail)
 
-    @app.exception_handler(AuthFailed)
-    async def _auth(request: Request, exc: AuthFailed) -> JSONResponse:
-        log.info("client authentication failed", extra={"reason": exc.reason})
-        metrics = getattr(getattr(request.app.state, "runtime", None), "metrics", None)
-        if metrics is not None:
-            metrics.auth_failures.labels(reason=exc.reason[:40]).inc()
-        return problem("unauthenticated")
-
-    @app.exception_handler(Refused)
-    async def _refused(request: Request, exc: Refused) -> JSONResponse:
-        # The same answer for every reason: no oracle. The audit log has the reason.
-        return problem("token-refused")
-
-    @app.exception_handler(Invalid)
-    async def _unacceptable(request: Request, exc: Invalid) -> JSONResponse:
-        return problem("invalid-request", str(exc))
-
-    @app.exception_handler(Conflict)
-    async def _conflict(request: Request, exc: Conflict) -> JSONResponse:
-        return problem("conflict", str(exc))
-
-    @app.exception_handler(Missing)
-    async def _missing(request: Request, exc: Missing) -> JSONResponse:
-        return problem("not-found", str(exc))
-
-    @app.exception_handler(AuditTampered)
-    async def _tampered(request: Request, exc: AuditTampered) -> JSONResponse:
-        log.critical("audit log tampered; refusing to append", extra={"error": str(exc)})
-        return problem("unavailable", "the audit log is not intact; nothing was done")
-
-    @app.exception_handler(StoreError)
-    async def _store(request: Request, exc: StoreError) -> JSONResponse:
-        log.error("store failure; action not taken", extra={"error": str(exc)})
-        return problem("unavailable", "the broker could not record this action; nothing was done")
+    @app.exception_handler(BrokerError)
+    async def _broker(request: Request, exc: BrokerError) -> JSONResponse:
+        return answer(request, exc)

@@ -1,17 +1,13 @@
-"""`broker prune`: the I/O around broker.prune's decisions."""
+"""`broker prune`: the I/O around ``broker/prune.py``'s decisions."""
 
 from __future__ import annotations
 
 import argparse
-import time
 
-from broker.audit import timestamp
-from broker.keys import load_keys
-from broker.prune import PruneRefused, load_lrps, parse_duration, plan, read_lrps, walk
-from broker.registryauth import Access, issue_token, parse_scope
+from broker.errors import PruneRefused
+from broker.prune import load_lrps, parse_duration, plan, read_lrps, walk
+from broker.service import open_service
 from broker.settings import get_settings
-from broker.store import open_store
-from broker.store.model import AuditEvent
 from tailor.authn import Credentials
 from tailor.errors import TailorError
 from tailor.transport import InsecureHosts, Transport
@@ -30,35 +26,21 @@ def run(args: argparse.Namespace) -> int:
     settings = get_settings()
     grace = parse_duration(args.grace)
     images = read_lrps(load_lrps(args.desired_lrps), args.domain)  # refuse before any I/O
-    keys = load_keys(settings.keys_dir)
-
-    def mint(scopes: list[str]) -> str:
-        # The broker's own token: full access to exactly what this request needs.
-        access = [Access(s.type, s.name, s.actions) for s in map(parse_scope, scopes) if s]
-        return issue_token(
-            key=keys.registry_key,
-            cert=keys.registry_cert,
-            issuer=settings.registry_issuer,
-            service=settings.registry_service,
-            subject="broker",
-            access=access,
-            now=int(time.time()),
-            lifetime=300,
+    service = open_service(settings)
+    try:
+        # The broker's own tokens: full access to exactly what each request needs.
+        transport = Transport(
+            args.registry,
+            Credentials(token_provider=service.registry.own_token),
+            InsecureHosts(args.insecure_registry),
         )
-
-    transport = Transport(
-        args.registry, Credentials(token_provider=mint), InsecureHosts(args.insecure_registry)
-    )
-    try:
-        states = walk(transport)
-    except TailorError as exc:
-        raise PruneRefused(
-            f"the registry failed during the walk; nothing was deleted: {exc}"
-        ) from None
-    store = open_store(settings.database_url)
-    try:
-        with store.transaction(write=False) as tx:
-            stagings = tx.all_stagings()
+        try:
+            states = walk(transport)
+        except TailorError as exc:
+            raise PruneRefused(
+                f"the registry failed during the walk; nothing was deleted: {exc}"
+            ) from None
+        stagings = service.stagings.all()
         decided = plan(
             states,
             registry=args.registry,
@@ -86,15 +68,7 @@ def run(args: argparse.Namespace) -> int:
                 response.close()
             except TailorError as exc:
                 raise PruneRefused(f"stopped after {deleted} deletion(s): {exc}") from None
-            with store.transaction() as tx:
-                tx.append_audit(
-                    AuditEvent(
-                        "prune.deleted",
-                        client="broker",
-                        detail={"repository": repo, "digest": digest, "tags": tags},
-                    ),
-                    timestamp(time.time()),
-                )
+            service.registry.pruned(repo, digest, tags)
             deleted += 1
         n = len(decided.delete)
         what = "deleted" if args.apply else "would be deleted"
@@ -108,5 +82,5 @@ def run(args: argparse.Namespace) -> int:
                 "'docker-registry garbage-collect CONFIG', start it again"
             )
     finally:
-        store.close()
+        service.close()
     return 0

@@ -1,25 +1,17 @@
-"""The audit chain: canonical form, event hashes, signed checkpoints, verification. Pure.
+"""The hash chain: event hashes, signed checkpoints, verification. Pure.
 
-Every event is a JSON object with the same fields (absent values are ``null``).
-Its hash is SHA-256 over its canonical JSON *including* ``prev``, the previous
-event's hash (64 zeros for the first event), so each event commits to the whole
-history before it. A checkpoint ``{seq, head, at, kid}`` is signed with the
-broker's Ed25519 audit key over its canonical JSON: it vouches for every event
-up to ``seq``.
-
-Canonical JSON (RFC 8785 for the values we use): object keys sorted by UTF-16
-code units, no white space, strings with only the escapes JSON requires
-(``\\"`` ``\\\\`` ``\\b`` ``\\f`` ``\\n`` ``\\r`` ``\\t``, other controls as
-``\\u00xx``), UTF-8, integers in plain decimal; events carry no other numbers.
+Every event's hash is SHA-256 over the canonical JSON of its hashed fields
+(:data:`~broker.audit.events.HASHED`, absent values ``null``) *including* ``prev``,
+the previous event's hash (64 zeros for the first event), so each event commits
+to the whole history before it. A checkpoint ``{seq, head, at, kid}`` is signed
+with the broker's Ed25519 audit key over its canonical JSON: it vouches for every
+event up to ``seq``.
 """
 
 from __future__ import annotations
 
 import base64
-import datetime
 import hashlib
-import json
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,113 +19,21 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from broker.audit.canonical import canonical
+from broker.audit.events import HASHED, Record
+
 __all__ = [
-    "EVENT_FIELDS",
     "GENESIS",
-    "AuditTampered",
     "ChainEvent",
     "Checkpoint",
     "Report",
-    "canonical",
+    "chain_event",
     "event_hash",
     "sign_checkpoint",
-    "timestamp",
     "verify_chain",
 ]
 
 GENESIS = "0" * 64
-
-
-class AuditTampered(Exception):
-    """The stored chain is not what this broker wrote: appending stops (fail closed)."""
-
-
-EVENT_FIELDS = (
-    "seq", "at", "event", "client", "app_guid", "staging_guid", "image", "registry",
-    "registry_username", "token_fp", "reason", "detail",
-)  # fmt: skip
-
-_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r",
-            "\t": "\\t"}  # fmt: skip
-
-
-_NEEDS_ESCAPE = re.compile(r'[\x00-\x1f"\\]')
-
-
-def _escape(match: re.Match[str]) -> str:
-    ch = match.group(0)
-    return _ESCAPES.get(ch) or f"\\u{ord(ch):04x}"
-
-
-def _string(value: str) -> str:
-    # Hot path (every audit append): escape only the characters JSON requires.
-    return '"' + _NEEDS_ESCAPE.sub(_escape, value) + '"'
-
-
-def _utf16_key(key: str) -> bytes:
-    return key.encode("utf-16-be")
-
-
-def _canonical(value: Any) -> str:
-    if value is None:
-        return "null"
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if value.is_integer() and abs(value) < 2**53:
-            return str(int(value))
-        raise ValueError("audit events carry integers only")
-    if isinstance(value, str):
-        return _string(value)
-    if isinstance(value, Mapping):
-        items = sorted(((str(k), v) for k, v in value.items()), key=lambda kv: _utf16_key(kv[0]))
-        return "{" + ",".join(f"{_string(k)}:{_canonical(v)}" for k, v in items) + "}"
-    if isinstance(value, list | tuple):
-        return "[" + ",".join(_canonical(v) for v in value) + "]"
-    raise ValueError(f"cannot put a {type(value).__name__} in the audit log")
-
-
-def _plain(value: Any) -> bool:
-    """True when json.dumps already writes ``value`` canonically: ASCII keys (so code
-    point order is UTF-16 order) and no floats (json would write 5.0, not 5).
-
-    Hot path (every event hashed when the chain is verified): a loop, not recursion,
-    with exact-type checks first and isinstance only for subclasses."""
-    stack = [value]
-    while stack:
-        v = stack.pop()
-        t = type(v)
-        if t is str or t is int or v is None or t is bool:
-            continue
-        if t is dict or isinstance(v, dict):
-            for k, x in v.items():
-                if type(k) is not str or not k.isascii():
-                    return False
-                tx = type(x)
-                if not (tx is str or tx is int or x is None):
-                    stack.append(x)
-        elif t is list or t is tuple or isinstance(v, list | tuple):
-            stack.extend(v)
-        elif not isinstance(v, str | int):
-            return False
-    return True
-
-
-def canonical(value: Any) -> bytes:
-    """The canonical JSON bytes of ``value``."""
-    if _plain(value):
-        # The C encoder: the same bytes (tests check it against the reference path).
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-    return _canonical(value).encode()
-
-
-def canonical_reference(value: Any) -> bytes:
-    """The canonical form written out rule by rule (for values json.dumps can't do)."""
-    return _canonical(value).encode()
 
 
 @dataclass(frozen=True)
@@ -150,8 +50,13 @@ class ChainEvent:
     body: dict[str, Any] | None
 
 
+def chain_event(record: Record) -> ChainEvent:
+    """A stored record as the chain checks it."""
+    return ChainEvent(record.seq, str(record.prev_hash), str(record.hash), record.body())
+
+
 def event_hash(body: Mapping[str, Any], prev: str) -> str:
-    record = {name: body.get(name) for name in EVENT_FIELDS}
+    record = {name: body.get(name) for name in HASHED}
     record["detail"] = record["detail"] or {}
     record["prev"] = prev
     return hashlib.sha256(canonical(record)).hexdigest()
@@ -166,12 +71,22 @@ class Checkpoint:
     signature: str
 
     def payload(self) -> dict[str, Any]:
+        """What the signature covers."""
         return {"seq": self.seq, "head": self.head, "at": self.at, "kid": self.kid}
 
+    def row(self) -> dict[str, Any]:
+        """As stored and exported: the payload and its signature."""
+        return {**self.payload(), "signature": self.signature}
 
-def timestamp(ts: float) -> str:
-    """The audit log's time format: ISO 8601, UTC, milliseconds."""
-    return datetime.datetime.fromtimestamp(ts, datetime.UTC).isoformat(timespec="milliseconds")
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Checkpoint:
+        return cls(
+            int(row["seq"]),
+            str(row["head"]),
+            str(row["at"]),
+            str(row["kid"]),
+            str(row["signature"]),
+        )
 
 
 def _b64(data: bytes) -> str:

@@ -15,27 +15,35 @@ detectable).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from broker.audit import ChainEvent, Checkpoint
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
-__all__ = ["ExportError", "Parsed", "export_lines", "parse_export"]
+from broker.audit.chain import GENESIS, ChainEvent, Checkpoint, Report, verify_chain
+from broker.errors import ExportError
+
+__all__ = ["Parsed", "export_lines", "parse_export", "verify_export"]
 
 VERSION = 1
 
 
-class ExportError(Exception):
-    """The file is not an audit export this tool can read."""
-
-
 def export_lines(
-    events: Iterable[ChainEvent], checkpoints: Iterable[Checkpoint], filters: dict[str, Any],
-    first_seq: int, last_seq: int, selected: set[int],
-) -> Iterator[str]:  # fmt: skip
-    header = {"type": "header", "version": VERSION, "first_seq": first_seq,
-              "last_seq": last_seq, "filters": filters}  # fmt: skip
+    events: Iterable[ChainEvent],
+    checkpoints: Iterable[Checkpoint],
+    filters: dict[str, Any],
+    first_seq: int,
+    last_seq: int,
+    selected: set[int],
+) -> Iterator[str]:
+    header = {
+        "type": "header",
+        "version": VERSION,
+        "first_seq": first_seq,
+        "last_seq": last_seq,
+        "filters": filters,
+    }
     yield json.dumps(header, sort_keys=True)
     for ev in events:
         line: dict[str, Any] = {"type": "event", "seq": ev.seq, "prev": ev.prev, "hash": ev.hash}
@@ -45,8 +53,7 @@ def export_lines(
             line["redacted"] = True
         yield json.dumps(line, sort_keys=True, ensure_ascii=False)
     for cp in checkpoints:
-        yield json.dumps({"type": "checkpoint", **cp.payload(), "signature": cp.signature},
-                         sort_keys=True)  # fmt: skip
+        yield json.dumps({"type": "checkpoint", **cp.row()}, sort_keys=True)
 
 
 @dataclass
@@ -70,14 +77,12 @@ def parse_export(lines: Iterable[str]) -> Parsed:
                 header = item
             elif kind == "event":
                 body = item.get("body")
-                events.append(ChainEvent(int(item["seq"]), str(item["prev"]), str(item["hash"]),
-                                         body if isinstance(body, dict) else None))  # fmt: skip
+                body = body if isinstance(body, dict) else None
+                events.append(
+                    ChainEvent(int(item["seq"]), str(item["prev"]), str(item["hash"]), body)
+                )
             elif kind == "checkpoint":
-                cp = Checkpoint(
-                    int(item["seq"]), str(item["head"]), str(item["at"]), str(item["kid"]),
-                    str(item["signature"]),
-                )  # fmt: skip
-                checkpoints.append(cp)
+                checkpoints.append(Checkpoint.from_row(item))
             else:
                 raise ValueError
         except (ValueError, KeyError, TypeError):
@@ -85,3 +90,15 @@ def parse_export(lines: Iterable[str]) -> Parsed:
     if header is None or header.get("version") != VERSION:
         raise ExportError("not an audit export (no version 1 header)")
     return Parsed(header, events, checkpoints)
+
+
+def verify_export(lines: Iterable[str], keys: Mapping[str, ed25519.Ed25519PublicKey]) -> Report:
+    """Check an export offline: every link, body and checkpoint, and that its seal is there."""
+    parsed = parse_export(lines)
+    events = parsed.events
+    anchor = GENESIS if events and events[0].seq == 1 else None
+    report = verify_chain(events, parsed.checkpoints, keys, anchor=anchor)
+    last = parsed.header.get("last_seq")
+    if isinstance(last, int) and last and not any(c.seq == last for c in parsed.checkpoints):
+        report.problems.append(f"the export's seal (a checkpoint at event {last}) is missing")
+    return report

@@ -1,0 +1,1 @@
+"""The HTTP API: the app factory, route dependencies, problem answers, models, routes."""

@@ -1,0 +1,35 @@
+"""The audit log, in one package: what events there are, how they are chained, written,
+checked, read and exported.
+
+- ``events``: the event catalog: every kind, the fields it carries, the stored record
+- ``canonical``: the canonical JSON that is hashed and signed
+- ``chain``: event hashes, signed checkpoints, verification (pure)
+- ``log``: :class:`AuditLog`, the only append path (lock, truncation check, checkpoint
+  cadence), timed checkpoints, verification of the stored log, pages, the export
+- ``query``: filters as auditors give them
+- ``export``: the offline export format and its verification
+
+The store only keeps the rows (``broker/store/sql.py``).
+"""
+
+from broker.audit import events
+from broker.audit.chain import Checkpoint, Report
+from broker.audit.events import CATALOG, AuditEvent, Kind, Record, timestamp
+from broker.audit.log import AuditLog, AuditWriter, Verification
+from broker.audit.query import AuditFilter, make_filter
+
+__all__ = [
+    "CATALOG",
+    "AuditEvent",
+    "AuditFilter",
+    "AuditLog",
+    "AuditWriter",
+    "Checkpoint",
+    "Kind",
+    "Record",
+    "Report",
+    "Verification",
+    "events",
+    "make_filter",
+    "timestamp",
+]

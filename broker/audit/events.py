@@ -1,0 +1,195 @@
+"""The event catalog: every kind of audit event, the fields each carries, and the record shape.
+
+One definition serves every reader and writer: the service builds events through
+their :class:`Kind`, the store's columns are :data:`HASHED` plus the two hashes,
+metrics count by kind, and the page, the API and the CLI list and filter by
+:data:`CATALOG`. Pure.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+__all__ = [
+    "CATALOG",
+    "CLIENT_ADDED",
+    "CLIENT_REMOVED",
+    "CREDENTIALS_PURGED",
+    "HASHED",
+    "PRUNE_DELETED",
+    "REGISTRY_TOKEN",
+    "STAGING_CANCELLED",
+    "STAGING_COMPLETED",
+    "STAGING_EXPIRED",
+    "STAGING_FAILED",
+    "TOKEN_ISSUED",
+    "TOKEN_LOOKUP",
+    "TOKEN_REDEEMED",
+    "TOKEN_REFUSED",
+    "AuditEvent",
+    "Kind",
+    "Record",
+    "timestamp",
+]
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """One decision, as a writer gives it. ``token_fp`` is a keyed fingerprint, never the
+    token; no field ever holds a secret."""
+
+    event: str
+    client: str | None = None
+    app_guid: str | None = None
+    staging_guid: str | None = None
+    image: str | None = None
+    registry: str | None = None
+    registry_username: str | None = None
+    token_fp: str | None = None
+    reason: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+HASHED = ("seq", "at", *(f.name for f in fields(AuditEvent)))
+"""The fields an event's hash covers (with ``prev``), and the store's columns before the hashes."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Record(AuditEvent):
+    """An event as stored: its place in the log and its hashes."""
+
+    seq: int
+    at: str
+    prev_hash: str | None = None
+    hash: str | None = None
+
+    def body(self) -> dict[str, Any]:
+        """The hashed fields, as the chain sees them (``detail`` is ``{}`` when empty)."""
+        out = {name: getattr(self, name) for name in HASHED}
+        out["detail"] = self.detail or {}
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every field, as the API and ``broker audit list --format json`` show it."""
+        return {**self.body(), "prev_hash": self.prev_hash, "hash": self.hash}
+
+    def row(self) -> dict[str, Any]:
+        """The store's columns: ``detail`` as JSON text (NULL when empty)."""
+        out = self.as_dict()
+        out["detail"] = json.dumps(self.detail, sort_keys=True) if self.detail else None
+        return out
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Record:
+        values: dict[str, Any] = {name: row.get(name) for name in (*HASHED, "prev_hash", "hash")}
+        values["seq"] = int(row["seq"])
+        values["detail"] = json.loads(row["detail"]) if row.get("detail") else {}
+        return cls(**values)
+
+
+def timestamp(ts: float) -> str:
+    """The audit log's time format: ISO 8601, UTC, milliseconds."""
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).isoformat(timespec="milliseconds")
+
+
+_STAGING = frozenset(
+    {"app_guid", "staging_guid", "image", "registry", "registry_username", "token_fp"}
+)
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of event: its name, when it is written, and what it may carry."""
+
+    name: str
+    about: str
+    """When it is written: one line, for the docs and the page."""
+    label: str
+    """The word the page's staging timeline uses."""
+    carries: frozenset[str] = frozenset()
+    """Which of AuditEvent's fields it may set, besides ``client``."""
+    detail: tuple[str, ...] = ()
+    """The keys its ``detail`` may hold."""
+    closes: str | None = None
+    """The final staging state it records, for ``staging.*`` events."""
+
+    def __call__(self, **values: Any) -> AuditEvent:
+        """An event of this kind; a field it does not carry is a programming error."""
+        extra = set(values) - self.carries - {"client", "detail"}
+        extra |= {f"detail.{k}" for k in values.get("detail") or {} if k not in self.detail}
+        if extra:
+            raise ValueError(f"a {self.name} event carries no {', '.join(sorted(extra))}")
+        return AuditEvent(self.name, **values)
+
+
+def _closing(state: str, about: str, detail: tuple[str, ...] = ()) -> Kind:
+    return Kind(f"staging.{state}", about, state, _STAGING, detail, closes=state)
+
+
+TOKEN_ISSUED = Kind(
+    "token.issued",
+    "cc minted a staging token (POST /v1/staging-tokens)",
+    "minted",
+    _STAGING,
+    ("ttl_seconds", "tailor", "space_guid", "user"),
+)
+TOKEN_LOOKUP = Kind("token.lookup", "a token was looked up", "looked up", _STAGING)
+TOKEN_REDEEMED = Kind("token.redeemed", "the bound tailor redeemed a token", "redeemed", _STAGING)
+TOKEN_REFUSED = Kind(
+    "token.refused",
+    "a lookup or redemption was refused; reason says why",
+    "refused",
+    _STAGING | {"reason"},
+    ("action",),
+)
+STAGING_COMPLETED = _closing("completed", "the tailor reported success")
+STAGING_FAILED = _closing(
+    "failed", "the tailor reported failure; detail.error says why", ("error",)
+)
+STAGING_CANCELLED = _closing("cancelled", "cc cancelled the staging")
+STAGING_EXPIRED = _closing("expired", "the sweeper closed a staging whose token expired")
+CREDENTIALS_PURGED = Kind(
+    "credentials.purged",
+    "a closed staging's sealed credentials were deleted",
+    "credentials purged",
+    _STAGING,
+)
+CLIENT_ADDED = Kind("client.added", "broker clients add", "client added", detail=("role",))
+CLIENT_REMOVED = Kind("client.removed", "broker clients remove", "client removed")
+REGISTRY_TOKEN = Kind(
+    "registry.token",
+    "the internal registry's token server answered; reason 'refused' if a scope was cut",
+    "registry token",
+    frozenset({"staging_guid", "reason"}),
+    ("service", "granted", "refused"),
+)
+PRUNE_DELETED = Kind(
+    "prune.deleted",
+    "broker prune --apply deleted a manifest",
+    "pruned",
+    detail=("repository", "digest", "tags"),
+)
+
+CATALOG: dict[str, Kind] = {
+    k.name: k
+    for k in (
+        TOKEN_ISSUED,
+        TOKEN_LOOKUP,
+        TOKEN_REDEEMED,
+        TOKEN_REFUSED,
+        STAGING_COMPLETED,
+        STAGING_FAILED,
+        STAGING_CANCELLED,
+        STAGING_EXPIRED,
+        CREDENTIALS_PURGED,
+        CLIENT_ADDED,
+        CLIENT_REMOVED,
+        REGISTRY_TOKEN,
+        PRUNE_DELETED,
+    )
+}
+"""Every kind, in the order the docs and the page list them."""

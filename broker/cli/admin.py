@@ -1,0 +1,133 @@
+"""`broker serve`, `broker keys`, `broker clients`, `broker registry-config`."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+
+from broker import keys as keyring
+from broker.errors import Invalid, SetupError
+from broker.service import open_service
+from broker.settings import get_settings
+
+__all__ = ["clients", "keys", "registry_config", "serve"]
+
+
+def _age(created: str) -> str:
+    try:
+        then = datetime.datetime.strptime(created, "%Y-%m-%dT%H:%M:%SZ")
+    except ValueError:
+        return "?"
+    now = datetime.datetime.now(datetime.UTC)
+    seconds = int((now - then.replace(tzinfo=datetime.UTC)).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def keys(args: argparse.Namespace) -> int:
+    keys_dir = get_settings().keys_dir
+    if args.action == "init":
+        for name in keyring.init_keys(keys_dir):
+            print(f"created {keys_dir / name}")
+    elif args.action == "rotate" and args.audit:
+        old, new = keyring.rotate_audit_key(keys_dir)
+        print(f"new audit-signing key {new}; {old} kept for verification (restart brokers)")
+    elif args.action == "rotate":
+        kid = keyring.rotate_token_keys(keys_dir)
+        print(f"new current token key {kid}; older keys still decrypt until retired")
+    elif args.action == "retire":
+        keyring.retire_token_key(keys_dir, args.kid)
+        print(f"retired {args.kid}; tokens made under it are no longer accepted")
+    else:
+        print(f"{'KID':<18} {'CREATED':<21} {'AGE':>6}  CURRENT")
+        for kid, created, current in keyring.list_token_keys(keys_dir):
+            print(f"{kid:<18} {created:<21} {_age(created):>6}  {'yes' if current else ''}")
+    return 0
+
+
+def clients(args: argparse.Namespace) -> int:
+    service = open_service(get_settings())
+    try:
+        if args.action == "add":
+            try:
+                pem = args.public_key.read_text()
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = getattr(exc, "strerror", None) or exc
+                raise SetupError(f"cannot read {args.public_key}: {reason}") from None
+            try:
+                service.clients.add(args.name, args.role, pem)
+            except Invalid as exc:
+                raise SetupError(f"{args.public_key}: {exc}") from None
+            print(f"added {args.role} client {args.name}")
+        elif args.action == "remove":
+            service.clients.remove(args.name)
+            print(f"removed client {args.name}")
+        else:
+            print(f"{'NAME':<24} {'ROLE':<8} ADDED")
+            for row in service.clients.all():
+                added = datetime.datetime.fromtimestamp(row.created_at, datetime.UTC)
+                print(f"{row.name:<24} {row.role:<8} {added:%Y-%m-%dT%H:%M:%SZ}")
+    finally:
+        service.close()
+    return 0
+
+
+def registry_config(args: argparse.Namespace) -> int:
+    from broker.registryconfig import registry_config as config_for
+
+    settings = get_settings()
+    cert = (settings.keys_dir / keyring.REGISTRY_CERT).resolve()
+    if not cert.exists():
+        raise SetupError(f"{cert} not found; run 'broker keys init'")
+    secret = None
+    if args.http_secret_file:
+        try:
+            secret = args.http_secret_file.read_text().strip()
+        except OSError as exc:
+            raise SetupError(f"cannot read {args.http_secret_file}: {exc.strerror}") from None
+    try:
+        config = config_for(
+            addr=args.addr,
+            storage=args.storage,
+            realm=settings.public_url.rstrip("/") + "/v1/registry-token",
+            service=settings.registry_service,
+            issuer=settings.registry_issuer,
+            cert=cert,
+            root=args.root,
+            bucket=args.bucket,
+            region=args.region,
+            endpoint=args.endpoint,
+            http_secret=secret,
+        )
+    except ValueError as exc:
+        raise SetupError(str(exc)) from None
+    print(json.dumps(config, indent=2))
+    return 0
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from broker.api.app import create_app
+    from broker.logs import log_config
+
+    settings = get_settings()
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise SetupError("--tls-cert and --tls-key go together")
+    # Keys and the store load now, so a misconfiguration is one line, not a traceback.
+    app = create_app(settings)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_config=log_config(settings.log_level),
+        ssl_certfile=str(args.tls_cert) if args.tls_cert else None,
+        ssl_keyfile=str(args.tls_key) if args.tls_key else None,
+        server_header=False,
+        timeout_graceful_shutdown=5,
+        proxy_headers=False,
+    )
+    return 0

@@ -1,0 +1,147 @@
+"""`broker audit list|export|verify|fingerprint|login`."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from broker.audit import AuditFilter, AuditLog, Report, make_filter
+from broker.audit.export import verify_export
+from broker.errors import KeyFileError, SetupError
+from broker.keys import audit_kid, load_keys
+from broker.service import Service, audit_reader, open_service
+from broker.settings import get_settings
+from broker.tokens import fingerprint
+
+__all__ = ["run"]
+
+_FILTERS = ("app", "staging", "client", "event", "since", "until")
+
+
+def _shown(args: argparse.Namespace) -> dict[str, Any]:
+    """The filters as the auditor gave them."""
+    return {k: getattr(args, k) for k in _FILTERS if getattr(args, k, None)}
+
+
+def _filter(args: argparse.Namespace) -> AuditFilter:
+    try:
+        return make_filter(**_shown(args))
+    except ValueError as exc:
+        raise SetupError(str(exc)) from None
+
+
+def run(args: argparse.Namespace) -> int:
+    action = args.action
+    if action == "fingerprint":
+        return _fingerprint()
+    if action == "verify" and args.file:
+        return _print(_verify_file(args.file, _verification_keys(args)))
+    settings = get_settings()
+    if action in ("list", "verify"):
+        # Read only: an auditor with database access needs no key material.
+        with audit_reader(settings) as audit:
+            if action == "list":
+                return _list(audit, args)
+            return _print(audit.verify(_verification_keys(args)))
+    service = open_service(settings)
+    try:
+        if action == "login":
+            return _login(service, args)
+        for line in service.audit.export(_filter(args), _shown(args)):
+            sys.stdout.write(line + "\n")
+        return 0
+    finally:
+        service.close()
+
+
+def _list(audit: AuditLog, args: argparse.Namespace) -> int:
+    records = audit.page(0, max(1, args.limit), _filter(args))
+    if args.format == "json":
+        for record in records:
+            print(json.dumps(record.as_dict(), sort_keys=True))
+        return 0
+    print(f"{'SEQ':>5} {'AT':<29} {'EVENT':<19} {'CLIENT':<18} {'STAGING':<38} REASON")
+    for e in records:
+        print(
+            f"{e.seq:>5} {e.at:<29} {e.event:<19} {(e.client or '-'):<18} "
+            f"{(e.staging_guid or '-'):<38} {e.reason or ''}"
+        )
+    return 0
+
+
+def _keys_from(args: argparse.Namespace) -> dict[str, ed25519.Ed25519PublicKey] | None:
+    """The verification keys the auditor named (None: the broker's own)."""
+    if args.public_key:
+        keys = {}
+        for path in args.public_key:
+            try:
+                key = serialization.load_pem_public_key(Path(path).read_bytes())
+            except (OSError, ValueError) as exc:
+                raise KeyFileError(f"cannot read public key {path}: {exc}") from None
+            if not isinstance(key, ed25519.Ed25519PublicKey):
+                raise KeyFileError(f"{path} is not an Ed25519 public key")
+            keys[audit_kid(key)] = key
+        return keys
+    if args.jwks:
+        try:
+            with urllib.request.urlopen(args.jwks, timeout=10) as answer:  # noqa: S310
+                data = json.loads(answer.read(1024 * 1024))
+        except (OSError, ValueError) as exc:
+            raise KeyFileError(f"cannot read JWKS from {args.jwks}: {type(exc).__name__}") from None
+        keys = {}
+        for jwk in data.get("keys", []) if isinstance(data, dict) else []:
+            if jwk.get("kty") == "OKP" and jwk.get("crv") == "Ed25519" and "kid" in jwk:
+                raw = base64.urlsafe_b64decode(jwk["x"] + "=" * (-len(jwk["x"]) % 4))
+                keys[str(jwk["kid"])] = ed25519.Ed25519PublicKey.from_public_bytes(raw)
+        return keys
+    return None
+
+
+def _print(report: Report) -> int:
+    print(report.summary())
+    for problem in report.problems[:20]:
+        print(f"  - {problem}")
+    if len(report.problems) > 20:
+        print(f"  ... and {len(report.problems) - 20} more")
+    return 0 if report.intact else 1
+
+
+def _verify_file(path: Path, keys: dict[str, ed25519.Ed25519PublicKey]) -> Report:
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SetupError(f"cannot read {path}: {getattr(exc, 'strerror', exc)}") from None
+    return verify_export(lines, keys)
+
+
+def _verification_keys(args: argparse.Namespace) -> dict[str, ed25519.Ed25519PublicKey]:
+    """The keys the auditor named, else the broker's own (current and retired)."""
+    named = _keys_from(args)
+    return named if named is not None else load_keys(get_settings().keys_dir).audit_public
+
+
+def _fingerprint() -> int:
+    token = sys.stdin.read().strip()
+    if not token:
+        raise SetupError("give the token on stdin")
+    print(fingerprint(load_keys(get_settings().keys_dir).fingerprint_key, token))
+    return 0
+
+
+def _login(service: Service, args: argparse.Namespace) -> int:
+    client = service.clients.get(args.client)
+    if client is None or client.role != "auditor":
+        raise SetupError(f"{args.client!r} is not a registered auditor client")
+    if not 1 <= args.minutes <= 60:
+        raise SetupError("--minutes must be between 1 and 60")
+    ticket = service.auditors.ticket(args.client, args.minutes)
+    print(f"{service.settings.public_url.rstrip('/')}/audit/session?ticket={ticket}")
+    return 0

@@ -1,0 +1,109 @@
+"""Every error the broker raises, so callers (the API, the CLI) catch exactly what they handle.
+
+    BrokerError                 the message is one line, safe to show, never a secret
+    +-- Refusal                 refused for a ``reason`` the caller is not told (no oracle):
+    |   |                       the reason goes to the audit log, logs and metrics only
+    |   +-- Unauthenticated     401: the client assertion (or session) is not accepted
+    |   +-- TokenRefused        400: the staging token does not open, match or redeem
+    +-- Forbidden               403: authenticated, but this client's role may not
+    +-- Invalid                 422: well-formed, but not acceptable
+    +-- NotFound                404: no such staging for this caller
+    +-- Conflict                409: the staging exists already, or is closed
+    +-- Unavailable             503: nothing was done (fail closed)
+    |   +-- StoreError          the database is unreachable or refused a write
+    |   +-- AuditTampered       the stored audit log is not what this broker wrote
+    +-- SetupError              an operator's input the CLI refuses: settings, key files,
+        +-- KeyFileError        exports, prune lists
+        +-- ExportError
+        +-- PruneRefused
+
+The API maps each class to one problem type (``broker/api/errors.py``); the CLI
+prints any ``BrokerError`` as one line and exits 1.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuditTampered",
+    "BrokerError",
+    "Conflict",
+    "ExportError",
+    "Forbidden",
+    "Invalid",
+    "KeyFileError",
+    "NotFound",
+    "PruneRefused",
+    "Refusal",
+    "SetupError",
+    "StoreError",
+    "TokenRefused",
+    "Unauthenticated",
+    "Unavailable",
+]
+
+
+class BrokerError(Exception):
+    """Base of all broker errors."""
+
+
+class Refusal(BrokerError):
+    """A refusal whose ``reason`` is for the audit log, logs and metrics, never the caller."""
+
+    public = "refused"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(self.public)
+        self.reason = reason
+
+
+class Unauthenticated(Refusal):
+    public = "client authentication failed"
+
+
+class TokenRefused(Refusal):
+    public = "staging token refused"
+
+
+class Forbidden(BrokerError):
+    def __init__(self, message: str = "this client's role may not call this endpoint") -> None:
+        super().__init__(message)
+
+
+class Invalid(BrokerError):
+    pass
+
+
+class NotFound(BrokerError):
+    pass
+
+
+class Conflict(BrokerError):
+    pass
+
+
+class Unavailable(BrokerError):
+    pass
+
+
+class StoreError(Unavailable):
+    pass
+
+
+class AuditTampered(Unavailable):
+    pass
+
+
+class SetupError(BrokerError):
+    pass
+
+
+class KeyFileError(SetupError):
+    pass
+
+
+class ExportError(SetupError):
+    pass
+
+
+class PruneRefused(SetupError):
+    """Pruning is refused as a whole: nothing is deleted."""

@@ -1,0 +1,134 @@
+"""What the broker does, with no HTTP: one :class:`Service` over one store, key set and audit log.
+
+| part | owns |
+|---|---|
+| ``unit`` | the unit of work: transaction + audit append + the caller's assertion id |
+| ``clients`` | registered clients, verifying callers, spending each assertion once |
+| ``stagings`` | mint, look up, redeem, complete, cancel, sweep; egress rules |
+| ``registry`` | what internal-registry tokens grant; the broker's own tokens |
+| ``auditors`` | the audit page's sessions |
+
+The API (``broker/api``) and the CLI (``broker/cli``) reach keys, the store and the
+audit log only through this.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from broker.audit import AuditEvent, AuditLog, Verification
+from broker.keys import RingWatcher, jwks, load_keys
+from broker.service.auditors import AuditorSessions
+from broker.service.clients import Clients
+from broker.service.registry import RegistryGrants
+from broker.service.stagings import Stagings
+from broker.service.unit import Authenticated, Unit, Units
+from broker.settings import Settings
+from broker.store import Store, open_store
+
+__all__ = ["Authenticated", "Job", "Service", "Unit", "audit_reader", "open_service"]
+
+log = logging.getLogger("broker")
+
+
+@dataclass(frozen=True)
+class Job:
+    """Background work a running broker repeats every ``every`` seconds (0: never)."""
+
+    name: str
+    every: float
+    run: Callable[[], object]
+    at_start: bool = False
+
+
+class Service:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        *,
+        clock: Callable[[], float] = time.time,
+        on_event: Callable[[AuditEvent], None] = lambda event: None,
+        on_verified: Callable[[Verification], None] = lambda done: None,
+    ) -> None:
+        keys = load_keys(settings.keys_dir)
+        self.clock = clock
+        """Now, in Unix seconds; every part reads it through here (tests move it)."""
+        clock = self._now
+        self.settings = settings
+        self.inline = store.inline
+        """True when store calls are local and fast enough to run on the event loop."""
+        self._store = store
+        self._keys = keys
+        self.store_name = store.url_for_humans
+        """The store's URL without its password."""
+        self.audit = AuditLog(
+            store,
+            keys,
+            checkpoint_every=settings.audit_checkpoint_events,
+            clock=clock,
+            on_event=on_event,
+            on_verified=on_verified,
+        )
+        self.units = Units(store, self.audit)
+        self.clients = Clients(store, self.units, settings, clock)
+        ring = RingWatcher(settings.keys_dir, keys.ring)
+        self.stagings = Stagings(store, self.units, keys, ring, settings, clock)
+        self.registry = RegistryGrants(self.units, keys, settings, clock)
+        self.auditors = AuditorSessions(keys, self.clients)
+
+    def _now(self) -> float:
+        return self.clock()
+
+    def jwks(self) -> dict[str, Any]:
+        return jwks(self._keys)
+
+    def jobs(self) -> list[Job]:
+        s = self.settings
+        return [
+            Job("sweeper", s.sweep_interval_seconds, self._sweep),
+            Job("audit-checkpoint", s.audit_checkpoint_seconds, self.audit.checkpoint),
+            Job("audit-verify", s.audit_verify_seconds, self.audit.check, at_start=True),
+        ]
+
+    def _sweep(self) -> None:
+        closed = self.stagings.sweep()
+        if closed:
+            log.info("expired stagings closed", extra={"count": closed})
+
+    def close(self) -> None:
+        self._store.close()
+
+
+@contextmanager
+def audit_reader(settings: Settings) -> Iterator[AuditLog]:
+    """The stored audit log, to read and verify only: no key material needed."""
+    store = open_store(settings.database_url)
+    try:
+        yield AuditLog(store, None)
+    finally:
+        store.close()
+
+
+def open_service(
+    settings: Settings,
+    *,
+    on_event: Callable[[AuditEvent], None] = lambda event: None,
+    on_verified: Callable[[Verification], None] = lambda done: None,
+) -> Service:
+    """Keys loaded, the store opened and migrated: a misconfiguration fails here, as one
+    BrokerError, not at the first request."""
+    store = open_store(settings.database_url)
+    try:
+        store.migrate()
+        service = Service(settings, store, on_event=on_event, on_verified=on_verified)
+        service.audit.upgrade()
+    except BaseException:
+        store.close()
+        raise
+    return service

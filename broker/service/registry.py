@@ -1,0 +1,107 @@
+"""Grants on the internal registry: what a client's registry token allows, audited, and the
+broker's own tokens (for pruning). The policy itself is ``broker/registryauth.py`` (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from broker.audit import events, timestamp
+from broker.errors import Invalid
+from broker.keys import KeyMaterial
+from broker.registryauth import (
+    MAX_SCOPES,
+    Access,
+    Scope,
+    decide,
+    issue_token,
+    parse_scope,
+    staging_repository,
+)
+from broker.service.unit import Authenticated, Units
+from broker.settings import Settings
+
+__all__ = ["RegistryGrants"]
+
+_OWN_TOKEN_SECONDS = 300
+
+
+class RegistryGrants:
+    def __init__(
+        self, units: Units, keys: KeyMaterial, settings: Settings, clock: Callable[[], float]
+    ) -> None:
+        self._units = units
+        self._keys = keys
+        self._settings = settings
+        self._clock = clock
+
+    def _issue(self, subject: str, access: Sequence[Access], lifetime: int) -> str:
+        return issue_token(
+            key=self._keys.registry_key,
+            cert=self._keys.registry_cert,
+            issuer=self._settings.registry_issuer,
+            service=self._settings.registry_service,
+            subject=subject,
+            access=access,
+            now=int(self._clock()),
+            lifetime=lifetime,
+        )
+
+    def token(self, caller: Authenticated, service: str, scopes: list[str]) -> dict[str, Any]:
+        """Distribution's token answer for ``caller``: what the policy grants of ``scopes``.
+        Every answer is audited, with what was granted and what was cut."""
+        settings = self._settings
+        if service != settings.registry_service:
+            raise Invalid(f"this broker issues tokens for {settings.registry_service!r} only")
+        prefix = settings.registry_prefix
+        granted: list[Access] = []
+        refused: list[str] = []
+        with self._units(caller) as unit:
+            stagings = unit.tx.open_stagings_for(caller.name) if caller.role == "tailor" else []
+            for text in scopes[:MAX_SCOPES]:
+                scope = parse_scope(text)
+                actions = decide(caller.role, caller.name, scope, stagings, prefix) if scope else ()
+                if scope is not None and actions:
+                    granted.append(Access(scope.type, scope.name, actions))
+                if scope is None or set(scope.actions) - set(actions):
+                    refused.append(text[:200])
+            names = {a.name for a in granted}
+            staging = next(
+                (
+                    s.staging_guid
+                    for s in stagings
+                    if staging_repository(prefix, s.app_guid, s.staging_guid) in names
+                ),
+                None,
+            )
+            unit.audit(
+                events.REGISTRY_TOKEN(
+                    client=caller.name,
+                    staging_guid=staging,
+                    reason="refused" if refused else None,
+                    detail={
+                        "service": service,
+                        "granted": [str(Scope(a.type, a.name, a.actions)) for a in granted],
+                        "refused": refused,
+                    },
+                )
+            )
+        lifetime = settings.registry_token_seconds
+        token = self._issue(caller.name, granted, lifetime)
+        return {
+            "token": token,
+            "access_token": token,
+            "expires_in": lifetime,
+            "issued_at": timestamp(self._clock()),
+        }
+
+    def own_token(self, scopes: Sequence[str]) -> str:
+        """The broker's own token (pruning): exactly the scopes asked, never over HTTP."""
+        access = [Access(s.type, s.name, s.actions) for s in map(parse_scope, scopes) if s]
+        return self._issue("broker", access, _OWN_TOKEN_SECONDS)
+
+    def pruned(self, repository: str, digest: str, tags: list[str]) -> None:
+        """Record that pruning deleted a manifest."""
+        with self._units() as unit:
+            detail = {"repository": repository, "digest": digest, "tags": tags}
+            unit.audit(events.PRUNE_DELETED(client="broker", detail=detail))

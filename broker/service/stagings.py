@@ -1,0 +1,396 @@
+"""Stagings: mint, look up, redeem, complete, cancel, sweep. No HTTP here.
+
+Each method is one unit of work (see ``broker/service/unit.py``). Token
+refusals raise :class:`~broker.errors.TokenRefused`, whose reason goes to the
+audit log and metrics only. The staging policy is written here once: which
+images, credentials and lifetimes a mint accepts.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from broker.audit import AuditEvent, Kind, events
+from broker.errors import Conflict, Invalid, NotFound, TokenRefused
+from broker.keys import KeyMaterial, RingWatcher
+from broker.service.unit import Authenticated, Unit, Units
+from broker.settings import Settings
+from broker.store import Store
+from broker.store.model import OPEN_STATES, StagingRow, State
+from broker.tokens import (
+    StagingClaims,
+    fingerprint,
+    open_credentials,
+    open_token,
+    seal_credentials,
+    seal_token,
+)
+from tailor.egress import discover, security_group_rules
+from tailor.errors import InvalidReference, TailorError
+from tailor.reference import parse_reference
+from tailor.transport import InsecureHosts
+
+__all__ = ["MIN_TTL", "Lookup", "Minted", "Redeemed", "Stagings"]
+
+MIN_TTL = 30
+
+
+@dataclass(frozen=True)
+class Minted:
+    staging_guid: str
+    token: str
+    expires_at: int
+
+    def __repr__(self) -> str:  # the token is a credential
+        return f"Minted(staging_guid={self.staging_guid!r})"
+
+
+@dataclass(frozen=True)
+class Redeemed:
+    registry: str
+    image: str
+    username: str | None
+    password: str | None
+    expires_at: int
+    app_guid: str = ""
+
+    def __repr__(self) -> str:
+        return f"Redeemed(registry={self.registry!r}, image={self.image!r})"
+
+
+@dataclass(frozen=True)
+class Lookup:
+    staging_guid: str
+    app_guid: str
+    image: str
+    state: State
+    expires_at: int
+    redeemed: bool
+
+
+def _event(kind: Kind, s: StagingRow, client: str, **extra: Any) -> AuditEvent:
+    return kind(
+        client=client,
+        app_guid=s.app_guid,
+        staging_guid=s.staging_guid,
+        image=s.image,
+        registry=s.registry,
+        registry_username=s.registry_username or None,
+        token_fp=s.token_fp,
+        **extra,
+    )
+
+
+class Stagings:
+    def __init__(
+        self,
+        store: Store,
+        units: Units,
+        keys: KeyMaterial,
+        ring: RingWatcher,
+        settings: Settings,
+        clock: Callable[[], float],
+    ) -> None:
+        self._store = store
+        self._units = units
+        self._keys = keys
+        self._ring = ring
+        self._settings = settings
+        self._clock = clock
+
+    def _now(self) -> int:
+        return int(self._clock())
+
+    def fingerprint(self, token: str) -> str:
+        return fingerprint(self._keys.fingerprint_key, token)
+
+    def get(self, staging_guid: str) -> StagingRow | None:
+        with self._store.transaction(write=False) as tx:
+            return tx.get_staging(staging_guid)
+
+    def all(self) -> list[StagingRow]:
+        with self._store.transaction(write=False) as tx:
+            return tx.all_stagings()
+
+    # -- mint -----------------------------------------------------------------------------
+
+    def _ttl(self, ttl_seconds: int | None) -> int:
+        ttl = self._settings.token_ttl_seconds if ttl_seconds is None else ttl_seconds
+        top = self._settings.token_max_ttl_seconds
+        if not MIN_TTL <= ttl <= top:
+            raise Invalid(f"ttl_seconds must be between {MIN_TTL} and {top}")
+        return ttl
+
+    def mint(
+        self,
+        caller: Authenticated,
+        *,
+        app_guid: str,
+        staging_guid: str,
+        image: str,
+        username: str | None,
+        password: str | None,
+        tailor: str,
+        ttl_seconds: int | None = None,
+        space_guid: str | None = None,
+        user: str | None = None,
+    ) -> Minted:
+        try:
+            ref = parse_reference(image)
+        except InvalidReference as exc:
+            raise Invalid(str(exc)) from None
+        if (username is None) != (password is None):
+            # Neither: a public image staged into a secured internal registry.
+            raise Invalid("username and password go together (or neither, for a public image)")
+        ttl = self._ttl(ttl_seconds)
+        now = self._now()
+        claims = StagingClaims(
+            token_id=secrets.token_hex(16),
+            staging_guid=staging_guid,
+            app_guid=app_guid,
+            image=str(ref),
+            registry=ref.registry,
+            tailor=tailor,
+            issued_at=now,
+            expires_at=now + ttl,
+            data_key=secrets.token_bytes(32),
+        )
+        token = seal_token(claims, self._ring.ring())
+        sealed = seal_credentials(
+            claims.data_key,
+            staging_guid=staging_guid,
+            image=claims.image,
+            username=username,
+            password=password,
+        )
+        row = StagingRow(
+            staging_guid=staging_guid,
+            app_guid=app_guid,
+            space_guid=space_guid,
+            pushed_by=user,
+            image=claims.image,
+            registry=claims.registry,
+            registry_username=username or "",
+            tailor=tailor,
+            cc_client=caller.name,
+            token_id=claims.token_id,
+            token_fp=self.fingerprint(token),
+            state="open",
+            created_at=now,
+            expires_at=claims.expires_at,
+            redeemed_at=None,
+            closed_at=None,
+            result=None,
+        )
+        bad: Exception | None = None
+        with self._units(caller) as unit:
+            bound = unit.tx.get_client(tailor)
+            if bound is None or bound.role != "tailor":
+                bad = Invalid(f"{tailor!r} is not a registered tailor client")
+            elif not unit.tx.insert_staging(row):
+                bad = Conflict(f"staging {staging_guid} exists already")
+            else:
+                unit.tx.put_sealed(staging_guid, sealed)
+                detail: dict[str, Any] = {"ttl_seconds": ttl, "tailor": tailor}
+                if space_guid:
+                    detail["space_guid"] = space_guid
+                if user:
+                    detail["user"] = user
+                unit.audit(_event(events.TOKEN_ISSUED, row, caller.name, detail=detail))
+        if bad is not None:
+            raise bad
+        return Minted(staging_guid, token, claims.expires_at)
+
+    # -- lookup and redeem ----------------------------------------------------------------
+
+    def _refusal(
+        self,
+        caller: Authenticated,
+        token: str,
+        reason: str,
+        claims: StagingClaims | None,
+        action: str,
+        s: StagingRow | None = None,
+    ) -> AuditEvent:
+        return events.TOKEN_REFUSED(
+            client=caller.name,
+            app_guid=claims.app_guid if claims else None,
+            staging_guid=claims.staging_guid if claims else None,
+            image=claims.image if claims else None,
+            registry=claims.registry if claims else None,
+            registry_username=(s.registry_username or None) if s else None,
+            token_fp=self.fingerprint(token),
+            reason=reason,
+            detail={"action": action},
+        )
+
+    def _open(
+        self, token: str, caller: Authenticated, action: str, *, check_expiry: bool
+    ) -> StagingClaims:
+        """Open the token, or audit the refusal (spending the assertion) and raise."""
+        reason = None
+        claims = None
+        try:
+            claims = open_token(token, self._ring.ring(), self._now() if check_expiry else 0)
+        except TokenRefused as exc:
+            reason = exc.reason
+        if claims is not None and caller.role == "tailor" and claims.tailor != caller.name:
+            reason = "not the bound tailor"
+        if reason is None and claims is not None:
+            return claims
+        with self._units(caller) as unit:
+            unit.audit(self._refusal(caller, token, reason or "invalid", claims, action))
+        raise TokenRefused(reason or "invalid")
+
+    def lookup(self, caller: Authenticated, token: str) -> Lookup:
+        claims = self._open(token, caller, "lookup", check_expiry=False)
+        outcome: TokenRefused | Lookup
+        with self._units(caller) as unit:
+            s = unit.tx.get_staging(claims.staging_guid)
+            if s is None or s.token_id != claims.token_id:
+                outcome = TokenRefused("unknown staging")
+                unit.audit(self._refusal(caller, token, outcome.reason, claims, "lookup"))
+            else:
+                state: State = s.state
+                if state in OPEN_STATES and s.expires_at <= self._now():
+                    state = "expired"
+                outcome = Lookup(
+                    s.staging_guid,
+                    s.app_guid,
+                    s.image,
+                    state,
+                    s.expires_at,
+                    s.redeemed_at is not None,
+                )
+                unit.audit(_event(events.TOKEN_LOOKUP, s, caller.name))
+        if isinstance(outcome, TokenRefused):
+            raise outcome
+        return outcome
+
+    def redeem(self, caller: Authenticated, token: str) -> Redeemed:
+        claims = self._open(token, caller, "redeem", check_expiry=True)
+        now = self._now()
+        with self._units(caller) as unit:
+            tx = unit.tx
+            s = tx.get_staging(claims.staging_guid)
+            opened: tuple[str | None, str | None] | None = None
+            if s is None or s.token_id != claims.token_id:
+                reason = "unknown staging"
+            elif tx.redeem(claims.staging_guid, claims.token_id, caller.name, now):
+                # The conditional update above is the single use: one winner, on any replica.
+                sealed = tx.get_sealed(claims.staging_guid)
+                reason = "credentials purged"
+                if sealed is not None:
+                    try:
+                        opened = open_credentials(
+                            claims.data_key, sealed, staging_guid=s.staging_guid, image=s.image
+                        )
+                    except TokenRefused as exc:
+                        reason = exc.reason
+            elif s.state == "redeemed":
+                reason = "replay: already redeemed"
+            elif s.state not in OPEN_STATES:
+                reason = f"staging {s.state}"
+            else:
+                reason = "expired"
+            if opened is not None and s is not None:
+                result: Redeemed | TokenRefused = Redeemed(
+                    s.registry, s.image, opened[0], opened[1], s.expires_at, s.app_guid
+                )
+                unit.audit(_event(events.TOKEN_REDEEMED, s, caller.name))
+            else:
+                result = TokenRefused(reason)
+                unit.audit(self._refusal(caller, token, reason, claims, "redeem", s))
+        if isinstance(result, TokenRefused):
+            raise result
+        return result
+
+    # -- closing --------------------------------------------------------------------------
+
+    def _close(
+        self, unit: Unit, s: StagingRow, client: str, kind: Kind, result: dict[str, Any] | None
+    ) -> bool:
+        state = str(kind.closes)
+        result_text = json.dumps(result, sort_keys=True) if result else None
+        if not unit.tx.close_staging(s.staging_guid, OPEN_STATES, state, self._now(), result_text):
+            return False
+        detail = {}
+        if result and kind is events.STAGING_FAILED:
+            detail = {"error": str(result.get("error", ""))[:500]}
+        unit.audit(_event(kind, s, client, detail=detail))
+        if unit.tx.delete_sealed(s.staging_guid):
+            unit.audit(_event(events.CREDENTIALS_PURGED, s, client))
+        return True
+
+    def complete(
+        self,
+        caller: Authenticated,
+        staging_guid: str,
+        *,
+        succeeded: bool,
+        result: dict[str, Any] | None,
+        error: str | None,
+    ) -> str:
+        kind = events.STAGING_COMPLETED if succeeded else events.STAGING_FAILED
+        bad: Exception | None = None
+        with self._units(caller) as unit:
+            s = unit.tx.get_staging(staging_guid)
+            if s is None or s.tailor != caller.name:
+                bad = NotFound(f"no staging {staging_guid} bound to {caller.name}")
+            else:
+                payload: dict[str, Any] = dict(result or {})
+                if error:
+                    payload["error"] = error
+                if not self._close(unit, s, caller.name, kind, payload):
+                    bad = Conflict(f"staging {staging_guid} is already {s.state}")
+        if bad is not None:
+            raise bad
+        return str(kind.closes)
+
+    def cancel(self, caller: Authenticated, staging_guid: str) -> None:
+        bad: Exception | None = None
+        with self._units(caller) as unit:
+            s = unit.tx.get_staging(staging_guid)
+            if s is None:
+                bad = NotFound(f"no staging {staging_guid}")
+            elif s.state != "cancelled" and not self._close(
+                unit, s, caller.name, events.STAGING_CANCELLED, None
+            ):
+                bad = Conflict(f"staging {staging_guid} is already {s.state}")
+        if bad is not None:
+            raise bad
+
+    def sweep(self) -> int:
+        """Close expired stagings and shred their credentials; safe on every replica at once."""
+        now = self._now()
+        closed = 0
+        with self._units() as unit:
+            unit.tx.forget_assertions(now - 600)
+            for s in unit.tx.expired_stagings(now):
+                if self._close(unit, s, "broker", events.STAGING_EXPIRED, None):
+                    closed += 1
+        return closed
+
+    # -- egress ---------------------------------------------------------------------------
+
+    def egress_rules(self, staging_guid: str) -> list[dict[str, Any]]:
+        """The BBS SecurityGroupRules the staging task needs, discovered now (network I/O)."""
+        staging = self.get(staging_guid)
+        if staging is None:
+            raise NotFound(f"no staging {staging_guid}")
+        s = self._settings
+        insecure = InsecureHosts([h for h in s.insecure_registries.split(",") if h.strip()])
+        try:
+            endpoints = discover(
+                parse_reference(staging.image),
+                broker_url=s.public_url,
+                internal_registry=s.internal_registry,
+                insecure=insecure,
+            )
+            return security_group_rules(endpoints)
+        except TailorError as exc:
+            raise Invalid(str(exc)) from None
