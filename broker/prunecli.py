@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Sequence
 
 from broker.audit import timestamp
 from broker.keys import load_keys
@@ -12,7 +13,7 @@ from broker.registryauth import Access, issue_token, parse_scope
 from broker.settings import get_settings
 from broker.store import open_store
 from broker.store.model import AuditEvent
-from tailor.authn import Credentials
+from tailor.authn import TokenProvider
 from tailor.errors import TailorError
 from tailor.transport import InsecureHosts, Transport
 
@@ -32,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     images = read_lrps(load_lrps(args.desired_lrps), args.domain)  # refuse before any I/O
     keys = load_keys(settings.keys_dir)
 
-    def mint(scopes: list[str]) -> str:
+    def mint(scopes: Sequence[str]) -> str:
         # The broker's own token: full access to exactly what this request needs.
         access = [Access(s.type, s.name, s.actions) for s in map(parse_scope, scopes) if s]
         return issue_token(
@@ -46,9 +47,7 @@ def run(args: argparse.Namespace) -> int:
             lifetime=300,
         )
 
-    transport = Transport(
-        args.registry, Credentials(token_provider=mint), InsecureHosts(args.insecure_registry)
-    )
+    transport = Transport(args.registry, TokenProvider(mint), InsecureHosts(args.insecure_registry))
     try:
         states = walk(transport)
     except TailorError as exc:
