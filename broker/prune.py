@@ -17,13 +17,13 @@ import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
 from broker.store.model import OPEN_STATES, StagingRow
 from tailor.errors import NotFound, TailorError
 from tailor.manifest import Manifest
 from tailor.reference import parse_reference
-from tailor.registry import Repository
+from tailor.registry import Repository, catalog
 from tailor.transport import Transport
 
 __all__ = [
@@ -37,7 +37,6 @@ __all__ = [
 ]
 
 _MAX_LRPS = 64 * 1024 * 1024
-_NEXT = re.compile(r'<([^>]+)>\s*;\s*rel="?next"?')
 
 
 class PruneRefused(Exception):
@@ -98,21 +97,6 @@ class RepoState:
     children: dict[str, list[str]] = field(default_factory=dict)  # index -> its manifests
 
 
-def _paged(
-    repo_or_transport: Transport, path: str, key: str, scopes: list[str], what: str
-) -> list[str]:
-    out: list[str] = []
-    url: str | None = repo_or_transport.url(path)
-    while url:
-        response = repo_or_transport.request("GET", url, scopes=scopes, what=what)
-        with response:
-            body = response.json()
-        out += [str(x) for x in body.get(key) or []]
-        match = _NEXT.search(response.headers.get("Link", ""))
-        url = urljoin(url, match.group(1)) if match else None
-    return out
-
-
 def _blob_sizes(repo: Repository, manifest: Manifest) -> dict[str, int]:
     sizes: dict[str, int] = {}
     children = [repo.get_manifest(c.digest) for c in manifest.children] if manifest.is_index else []
@@ -124,23 +108,17 @@ def _blob_sizes(repo: Repository, manifest: Manifest) -> dict[str, int]:
 
 def walk(transport: Transport) -> list[RepoState]:
     """Every repository, tag and manifest of the registry. Raises on any registry error."""
-    repos = _paged(
-        transport,
-        "/v2/_catalog?n=100",
-        "repositories",
-        ["registry:catalog:*"],
-        "the registry catalog",
-    )
     states = []
-    for name in repos:
+    for name in catalog(transport):
         repo = Repository(transport, name)
         state = RepoState(name)
         try:
-            tags = _paged(
-                transport, f"/v2/{name}/tags/list?n=100", "tags", repo.scopes, f"tags of {name}"
-            )
+            tags = repo.tags()
         except NotFound:
-            tags = []  # every manifest deleted already
+            # The catalog named it, so it exists: a 404 (NAME_UNKNOWN) means it holds no
+            # manifest at all (blobs of a copy that failed before its manifest). tags()
+            # keeps the 404: for a name nobody vouched for it means "no such repository".
+            tags = []
         for tag in tags:
             manifest = repo.get_manifest(tag)
             state.tags[tag] = manifest.digest

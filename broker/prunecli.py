@@ -15,6 +15,7 @@ from broker.store import open_store
 from broker.store.model import AuditEvent
 from tailor.authn import TokenProvider
 from tailor.errors import TailorError
+from tailor.registry import Repository
 from tailor.transport import InsecureHosts, Transport
 
 __all__ = ["run"]
@@ -75,14 +76,7 @@ def run(args: argparse.Namespace) -> int:
             if not args.apply:
                 continue
             try:
-                response = transport.request(
-                    "DELETE",
-                    f"/v2/{repo}/manifests/{digest}",
-                    scopes=[f"repository:{repo}:pull,delete"],
-                    what=f"manifest {repo}@{digest}",
-                    ok=(202, 404),
-                )
-                response.close()
+                Repository(transport, repo).delete_manifest(digest)
             except TailorError as exc:
                 raise PruneRefused(f"stopped after {deleted} deletion(s): {exc}") from None
             with store.transaction() as tx:

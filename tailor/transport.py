@@ -34,7 +34,14 @@ from tailor.errors import (
 )
 from tailor.retry import RETRYABLE_STATUS, RetryPolicy, parse_retry_after
 
-__all__ = ["InsecureHosts", "Transport", "pull_scope", "push_scope"]
+__all__ = [
+    "CATALOG_SCOPE",
+    "InsecureHosts",
+    "Transport",
+    "delete_scope",
+    "pull_scope",
+    "push_scope",
+]
 
 _MAX_ERROR_BODY = 64 * 1024
 _MAX_REDIRECTS = 5
@@ -53,6 +60,13 @@ def pull_scope(repository: str) -> str:
 
 def push_scope(repository: str) -> str:
     return f"repository:{repository}:pull,push"
+
+
+def delete_scope(repository: str) -> str:
+    return f"repository:{repository}:pull,delete"
+
+
+CATALOG_SCOPE = "registry:catalog:*"
 
 
 class InsecureHosts:
