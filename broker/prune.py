@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from broker.store.model import OPEN_STATES, StagingRow
 from tailor.errors import NotFound, TailorError
 from tailor.manifest import Manifest
+from tailor.naming import staging_repository
 from tailor.reference import parse_reference
 from tailor.registry import Repository, catalog
 from tailor.transport import Transport
@@ -136,10 +137,6 @@ class Plan:
     freed_bytes: int
 
 
-def _repo_of_staging(prefix: str, s: StagingRow) -> str:
-    return f"{prefix}/{s.app_guid}/{s.staging_guid}".lower()
-
-
 def plan(
     states: Iterable[RepoState],
     *,
@@ -166,7 +163,7 @@ def plan(
             keep_digests.add((ref.repository, ref.digest))
         elif ref.tag in state.tags:
             keep_digests.add((ref.repository, state.tags[ref.tag]))
-    staged = {_repo_of_staging(prefix, s): s for s in stagings}
+    staged = {staging_repository(prefix, s.app_guid, s.staging_guid): s for s in stagings}
     kept: dict[str, str] = {}
     delete: list[tuple[str, str, list[str]]] = []
     for state in states:

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from broker.audit import canonical
 from broker.store.model import OPEN_STATES, StagingRow
+from tailor.naming import app_namespace, staging_repository  # re-exported: service.py
 
 __all__ = ["Access", "Scope", "decide", "issue_token", "parse_scope", "staging_repository"]
 
@@ -60,10 +61,6 @@ def parse_scope(text: str) -> Scope | None:
     return Scope(kind, name, tuple(a for a in actions.split(",") if a))
 
 
-def staging_repository(prefix: str, app_guid: str, staging_guid: str) -> str:
-    return f"{prefix}/{app_guid}/{staging_guid}".lower()
-
-
 def decide(
     role: str, client: str, scope: Scope, stagings: Iterable[StagingRow], prefix: str
 ) -> tuple[str, ...]:
@@ -82,7 +79,7 @@ def decide(
             continue
         if name == staging_repository(prefix, s.app_guid, s.staging_guid):
             allowed |= {"pull", "push"}
-        elif name.startswith(staging_repository(prefix, s.app_guid, "")):
+        elif name.startswith(app_namespace(prefix, s.app_guid)):
             allowed |= {"pull"}  # the same app's earlier stagings: mount sources
     return tuple(sorted(wanted & allowed))
 

@@ -9,7 +9,6 @@ and shred the credentials.
 from __future__ import annotations
 
 import json
-import re
 import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from tailor.broker_client import BrokerClient
 from tailor.copy import CopyOptions, copy_image, resolve_image
 from tailor.errors import ConfigError, DigestMismatch, ManifestError, TailorError
 from tailor.manifest import Manifest, Platform, digest_of
+from tailor.naming import checked_staging_repository
 from tailor.progress import Progress, SilentProgress
 from tailor.reference import Reference, parse_reference
 from tailor.registry import Repository
@@ -35,7 +35,6 @@ __all__ = [
 ]
 
 _MAX_CONFIG = 8 * 1024 * 1024
-_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
 RUN_PLATFORM = Platform("linux", "amd64")
 
 
@@ -107,17 +106,6 @@ class StageRequest:
     locations: BlobLocations = field(default_factory=MemoryLocations)
     progress: Progress = field(default_factory=SilentProgress)
     warn: Callable[[str], None] = field(default=lambda text: None)
-
-
-def _internal_repository(prefix: str, app_guid: str | None, staging_guid: str) -> str:
-    guids = [g.lower() for g in (app_guid, staging_guid) if g]
-    parts = [*prefix.strip("/").split("/"), *guids] if prefix.strip("/") else guids
-    if not all(_COMPONENT.fullmatch(p) for p in parts):
-        raise ConfigError(
-            f"cannot name an internal repository {'/'.join(parts)!r}: "
-            "prefix and staging guid must be lower-case letters, digits, '.', '_' or '-'"
-        )
-    return "/".join(parts)
 
 
 def _config_of(repo: Repository, manifest: Manifest) -> dict[str, Any]:
@@ -195,7 +183,9 @@ def _run(req: StageRequest, requested: Reference, auth: Authenticator) -> dict[s
     upstream = Transport(requested.endpoint, auth, insecure, pool_size=req.jobs + 4)
     src = Repository(upstream, requested.repository)
     if req.internal_registry:
-        repository = _internal_repository(req.repository_prefix, req.app_guid, req.staging_guid)
+        repository = checked_staging_repository(
+            req.repository_prefix, req.app_guid, req.staging_guid
+        )
         internal = Transport(
             req.internal_registry, req.internal_auth, insecure, pool_size=req.jobs + 4
         )
