@@ -19,12 +19,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from broker.audit import canonical
 from broker.store.model import OPEN_STATES, StagingRow
+from tailor.jose import compact_jws
 from tailor.naming import app_namespace, staging_repository  # re-exported: service.py
 
 __all__ = ["Access", "Scope", "decide", "issue_token", "parse_scope", "staging_repository"]
@@ -84,10 +83,6 @@ def decide(
     return tuple(sorted(wanted & allowed))
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
 def issue_token(
     *,
     key: ec.EllipticCurvePrivateKey,
@@ -112,6 +107,4 @@ def issue_token(
         "jti": secrets.token_hex(12),
         "access": [a.claim() for a in access],
     }
-    signing = f"{_b64(canonical(header))}.{_b64(canonical(claims))}"
-    r, s = decode_dss_signature(key.sign(signing.encode(), ec.ECDSA(hashes.SHA256())))
-    return f"{signing}.{_b64(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+    return compact_jws(header, claims, key)
