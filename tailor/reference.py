@@ -57,9 +57,6 @@ class Reference:
         """The same repository pinned to ``digest`` (the tag is dropped)."""
         return Reference(self.registry, self.repository, None, digest)
 
-    def with_repository(self, repository: str) -> Reference:
-        return Reference(self.registry, repository, self.tag, self.digest)
-
     def __str__(self) -> str:
         out = self.name
         if self.tag:
