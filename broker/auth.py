@@ -17,8 +17,6 @@ Replay protection (``jti`` seen before) is the caller's job, in the store.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import functools
 import json
 from collections.abc import Callable
@@ -26,14 +24,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from nacl.bindings import crypto_core_ed25519_is_valid_point, crypto_sign_open
 from nacl.exceptions import BadSignatureError
 
 from broker.errors import Unauthenticated
 from broker.store.model import ClientRow
+from tailor.jose import b64url_decode, es256_verify
 
 __all__ = [
     "MAX_ASSERTION_LENGTH",
@@ -54,14 +52,11 @@ class Verified:
 
 
 def _b64d(segment: str) -> bytes:
-    try:
-        raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-    except (ValueError, binascii.Error):
-        raise Unauthenticated("malformed assertion") from None
     # Canonical only: no padding, no stray characters, no alternative spellings.
-    if base64.urlsafe_b64encode(raw).rstrip(b"=").decode() != segment:
-        raise Unauthenticated("malformed assertion")
-    return raw
+    try:
+        return b64url_decode(segment)
+    except ValueError:
+        raise Unauthenticated("malformed assertion") from None
 
 
 def _json_object(segment: str) -> dict[str, Any]:
@@ -107,9 +102,8 @@ def _check_signature(key: PublicKey, signed: bytes, signature: bytes) -> None:
         if isinstance(key, ed25519.Ed25519PublicKey):
             crypto_sign_open(signature + signed, key.public_bytes_raw())
         else:
-            r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
-            key.verify(encode_dss_signature(r, s), signed, ec.ECDSA(hashes.SHA256()))
-    except (InvalidSignature, BadSignatureError):
+            es256_verify(key, signed, signature)
+    except (InvalidSignature, BadSignatureError, ValueError):
         raise Unauthenticated("invalid assertion") from None
 
 

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import NameOID
 
 from broker.errors import KeyFileError
+from tailor.jose import b64url
 
 __all__ = [
     "KeyMaterial",
@@ -307,17 +308,13 @@ class RingWatcher:
         return self._ring
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
 def jwks(keys: KeyMaterial) -> dict[str, Any]:
     """The public halves, as a JWKS: every audit key (current and retired) and the
     registry-token key with its certificate."""
     raw = serialization.Encoding.Raw, serialization.PublicFormat.Raw
     audit = [
         {"kty": "OKP", "crv": "Ed25519", "kid": kid, "use": "sig", "alg": "EdDSA",
-         "x": _b64(public.public_bytes(*raw))}
+         "x": b64url(public.public_bytes(*raw))}
         for kid, public in sorted(keys.audit_public.items())
     ]  # fmt: skip
     public = keys.registry_key.public_key()
@@ -328,8 +325,8 @@ def jwks(keys: KeyMaterial) -> dict[str, Any]:
     registry = {
         "kty": "EC",
         "crv": "P-256",
-        "x": _b64(numbers.x.to_bytes(32, "big")),
-        "y": _b64(numbers.y.to_bytes(32, "big")),
+        "x": b64url(numbers.x.to_bytes(32, "big")),
+        "y": b64url(numbers.y.to_bytes(32, "big")),
         "kid": "rs-" + hashlib.sha256(spki).hexdigest()[:16],
         "use": "sig",
         "alg": "ES256",

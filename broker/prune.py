@@ -17,14 +17,15 @@ import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
 from broker.errors import PruneRefused
 from broker.store.model import OPEN_STATES, StagingRow
 from tailor.errors import NotFound, TailorError
 from tailor.manifest import Manifest
+from tailor.naming import staging_repository
 from tailor.reference import parse_reference
-from tailor.registry import Repository
+from tailor.registry import Repository, catalog
 from tailor.transport import Transport
 
 __all__ = [
@@ -38,7 +39,6 @@ __all__ = [
 ]
 
 _MAX_LRPS = 64 * 1024 * 1024
-_NEXT = re.compile(r'<([^>]+)>\s*;\s*rel="?next"?')
 
 
 def parse_duration(text: str) -> int:
@@ -95,21 +95,6 @@ class RepoState:
     children: dict[str, list[str]] = field(default_factory=dict)  # index -> its manifests
 
 
-def _paged(
-    repo_or_transport: Transport, path: str, key: str, scopes: list[str], what: str
-) -> list[str]:
-    out: list[str] = []
-    url: str | None = repo_or_transport.url(path)
-    while url:
-        response = repo_or_transport.request("GET", url, scopes=scopes, what=what)
-        with response:
-            body = response.json()
-        out += [str(x) for x in body.get(key) or []]
-        match = _NEXT.search(response.headers.get("Link", ""))
-        url = urljoin(url, match.group(1)) if match else None
-    return out
-
-
 def _blob_sizes(repo: Repository, manifest: Manifest) -> dict[str, int]:
     sizes: dict[str, int] = {}
     children = [repo.get_manifest(c.digest) for c in manifest.children] if manifest.is_index else []
@@ -121,23 +106,17 @@ def _blob_sizes(repo: Repository, manifest: Manifest) -> dict[str, int]:
 
 def walk(transport: Transport) -> list[RepoState]:
     """Every repository, tag and manifest of the registry. Raises on any registry error."""
-    repos = _paged(
-        transport,
-        "/v2/_catalog?n=100",
-        "repositories",
-        ["registry:catalog:*"],
-        "the registry catalog",
-    )
     states = []
-    for name in repos:
+    for name in catalog(transport):
         repo = Repository(transport, name)
         state = RepoState(name)
         try:
-            tags = _paged(
-                transport, f"/v2/{name}/tags/list?n=100", "tags", repo.scopes, f"tags of {name}"
-            )
+            tags = repo.tags()
         except NotFound:
-            tags = []  # every manifest deleted already
+            # The catalog named it, so it exists: a 404 (NAME_UNKNOWN) means it holds no
+            # manifest at all (blobs of a copy that failed before its manifest). tags()
+            # keeps the 404: for a name nobody vouched for it means "no such repository".
+            tags = []
         for tag in tags:
             manifest = repo.get_manifest(tag)
             state.tags[tag] = manifest.digest
@@ -153,10 +132,6 @@ class Plan:
     delete: list[tuple[str, str, list[str]]]  # repository, digest, its tags
     kept: dict[str, str]  # repository -> why
     freed_bytes: int
-
-
-def _repo_of_staging(prefix: str, s: StagingRow) -> str:
-    return f"{prefix}/{s.app_guid}/{s.staging_guid}".lower()
 
 
 def plan(
@@ -185,7 +160,7 @@ def plan(
             keep_digests.add((ref.repository, ref.digest))
         elif ref.tag in state.tags:
             keep_digests.add((ref.repository, state.tags[ref.tag]))
-    staged = {_repo_of_staging(prefix, s): s for s in stagings}
+    staged = {staging_repository(prefix, s.app_guid, s.staging_guid): s for s in stagings}
     kept: dict[str, str] = {}
     delete: list[tuple[str, str, list[str]]] = []
     for state in states:

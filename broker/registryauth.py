@@ -19,14 +19,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from broker.audit.canonical import canonical
 from broker.store.model import OPEN_STATES, StagingRow
+from tailor.jose import compact_jws
+from tailor.naming import app_namespace, staging_repository
 
-__all__ = ["Access", "Scope", "decide", "issue_token", "parse_scope", "staging_repository"]
+__all__ = ["Access", "Scope", "decide", "issue_token", "parse_scope"]
 
 MAX_SCOPES = 16
 
@@ -60,10 +60,6 @@ def parse_scope(text: str) -> Scope | None:
     return Scope(kind, name, tuple(a for a in actions.split(",") if a))
 
 
-def staging_repository(prefix: str, app_guid: str, staging_guid: str) -> str:
-    return f"{prefix}/{app_guid}/{staging_guid}".lower()
-
-
 def decide(
     role: str, client: str, scope: Scope, stagings: Iterable[StagingRow], prefix: str
 ) -> tuple[str, ...]:
@@ -82,13 +78,9 @@ def decide(
             continue
         if name == staging_repository(prefix, s.app_guid, s.staging_guid):
             allowed |= {"pull", "push"}
-        elif name.startswith(staging_repository(prefix, s.app_guid, "")):
+        elif name.startswith(app_namespace(prefix, s.app_guid)):
             allowed |= {"pull"}  # the same app's earlier stagings: mount sources
     return tuple(sorted(wanted & allowed))
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 def issue_token(
@@ -115,6 +107,4 @@ def issue_token(
         "jti": secrets.token_hex(12),
         "access": [a.claim() for a in access],
     }
-    signing = f"{_b64(canonical(header))}.{_b64(canonical(claims))}"
-    r, s = decode_dss_signature(key.sign(signing.encode(), ec.ECDSA(hashes.SHA256())))
-    return f"{signing}.{_b64(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+    return compact_jws(header, claims, key)

@@ -7,12 +7,13 @@ key derived from the broker's fingerprint key, so every replica accepts them.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
 import secrets
 import time
+
+from tailor.jose import b64url, b64url_decode
 
 __all__ = ["Session", "check", "issue", "session_key"]
 
@@ -21,19 +22,11 @@ def session_key(fingerprint_key: bytes) -> bytes:
     return hmac.new(fingerprint_key, b"image-stager audit session v1", hashlib.sha256).digest()
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
 def issue(key: bytes, client: str, kind: str, lifetime: int, now: float | None = None) -> str:
     body = {"c": client, "k": kind, "e": int((now or time.time()) + lifetime),
             "n": secrets.token_urlsafe(12)}  # fmt: skip
-    payload = _b64(json.dumps(body, separators=(",", ":")).encode())
-    mac = _b64(hmac.new(key, payload.encode(), hashlib.sha256).digest())
+    payload = b64url(json.dumps(body, separators=(",", ":")).encode())
+    mac = b64url(hmac.new(key, payload.encode(), hashlib.sha256).digest())
     return f"{payload}.{mac}"
 
 
@@ -47,11 +40,11 @@ def check(key: bytes, value: str | None, kind: str, now: float | None = None) ->
     if not value or len(value) > 1024 or value.count(".") != 1:
         return None
     payload, mac = value.split(".")
-    expected = _b64(hmac.new(key, payload.encode(), hashlib.sha256).digest())
+    expected = b64url(hmac.new(key, payload.encode(), hashlib.sha256).digest())
     if not hmac.compare_digest(mac, expected):
         return None
     try:
-        body = json.loads(_unb64(payload))
+        body = json.loads(b64url_decode(payload))
         client, got_kind, expires, nonce = body["c"], body["k"], int(body["e"]), str(body["n"])
     except (ValueError, KeyError, TypeError):
         return None

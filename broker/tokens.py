@@ -11,8 +11,6 @@ only and is never shown to a caller (no oracle).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
 import json
@@ -24,6 +22,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from broker.errors import TokenRefused
 from broker.keys import TokenKeyRing
+from tailor.jose import b64url, b64url_decode
 
 __all__ = [
     "MAX_TOKEN_LENGTH",
@@ -56,14 +55,6 @@ class StagingClaims:
         return f"StagingClaims(token_id={self.token_id!r}, staging_guid={self.staging_guid!r})"
 
 
-def _b64e(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _b64d(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
 def seal_token(claims: StagingClaims, ring: TokenKeyRing) -> str:
     key = ring.current
     body = {
@@ -75,12 +66,12 @@ def seal_token(claims: StagingClaims, ring: TokenKeyRing) -> str:
         "tlr": claims.tailor,
         "iat": claims.issued_at,
         "exp": claims.expires_at,
-        "dk": _b64e(claims.data_key),
+        "dk": b64url(claims.data_key),
     }
     nonce = secrets.token_bytes(_NONCE)
     aad = f"{VERSION}.{key.kid}".encode()
     sealed = AESGCM(key.key).encrypt(nonce, json.dumps(body, separators=(",", ":")).encode(), aad)
-    return f"{VERSION}.{key.kid}.{_b64e(nonce + sealed)}"
+    return f"{VERSION}.{key.kid}.{b64url(nonce + sealed)}"
 
 
 def open_token(token: object, ring: TokenKeyRing, now: int) -> StagingClaims:
@@ -94,11 +85,11 @@ def open_token(token: object, ring: TokenKeyRing, now: int) -> StagingClaims:
     if key is None:
         raise TokenRefused("unknown or retired key")
     try:
-        blob = _b64d(parts[2])
-    except (binascii.Error, ValueError):
-        raise TokenRefused("malformed") from None
-    if len(blob) < _NONCE + 16 or _b64e(blob) != parts[2]:
         # Only the canonical encoding: one token, one string, one fingerprint.
+        blob = b64url_decode(parts[2])
+    except ValueError:
+        raise TokenRefused("malformed") from None
+    if len(blob) < _NONCE + 16:
         raise TokenRefused("malformed")
     aad = f"{VERSION}.{key.kid}".encode()
     try:
@@ -116,9 +107,9 @@ def open_token(token: object, ring: TokenKeyRing, now: int) -> StagingClaims:
             tailor=str(body["tlr"]),
             issued_at=int(body["iat"]),
             expires_at=int(body["exp"]),
-            data_key=_b64d(str(body["dk"])),
+            data_key=b64url_decode(str(body["dk"])),
         )
-    except (ValueError, KeyError, TypeError, binascii.Error):
+    except (ValueError, KeyError, TypeError):
         raise TokenRefused("malformed claims") from None
     if len(claims.data_key) != 32:
         raise TokenRefused("malformed claims")

@@ -7,26 +7,20 @@ a fresh ``jti``. The private key is read from a PEM file; it never leaves memory
 
 from __future__ import annotations
 
-import base64
-import json
 import secrets
 import time
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from tailor.errors import ConfigError
+from tailor.jose import compact_jws
 
 __all__ = ["ClientKey", "load_client_key"]
 
 _LIFETIME = 60
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 class ClientKey:
@@ -44,7 +38,6 @@ class ClientKey:
 
     def assertion(self, audience: str, now: float | None = None) -> str:
         issued = int(time.time() if now is None else now)
-        header = {"alg": self.alg, "typ": "JWT"}
         claims: dict[str, Any] = {
             "iss": self.client_id,
             "sub": self.client_id,
@@ -53,14 +46,7 @@ class ClientKey:
             "exp": issued + _LIFETIME,
             "jti": secrets.token_urlsafe(18),
         }
-        signing = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}"
-        if isinstance(self._key, ed25519.Ed25519PrivateKey):
-            signature = self._key.sign(signing.encode())
-        else:
-            der = self._key.sign(signing.encode(), ec.ECDSA(hashes.SHA256()))
-            r, s = decode_dss_signature(der)
-            signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
-        return f"{signing}.{_b64(signature)}"
+        return compact_jws({"typ": "JWT"}, claims, self._key)
 
 
 def load_client_key(client_id: str, path: str | Path) -> ClientKey:

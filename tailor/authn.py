@@ -1,6 +1,7 @@
-"""Credentials for one registry: given by the caller, or read from Docker's config.json.
+"""Authenticators for one registry: given by the caller, or read from Docker's config.json.
 
-Only produces credentials; the transport decides where they may be sent.
+An authenticator only says what it offers for one exchange (:class:`AuthConfig`);
+the transport and the token source decide where that may be sent.
 """
 
 from __future__ import annotations
@@ -10,60 +11,127 @@ import binascii
 import json
 import os
 import subprocess
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from tailor.errors import ConfigError
 
-__all__ = ["ANONYMOUS", "Credentials", "from_docker_config", "resolve"]
+__all__ = [
+    "ANONYMOUS",
+    "Anonymous",
+    "AuthConfig",
+    "Authenticator",
+    "Basic",
+    "IdentityToken",
+    "PlatformAssertion",
+    "TokenProvider",
+    "from_docker_config",
+    "resolve",
+]
 
 _HUB_KEYS = ("https://index.docker.io/v1/", "index.docker.io", "docker.io", "registry-1.docker.io")
 
 
 @dataclass(frozen=True)
-class Credentials:
-    """A username/password pair, or an OAuth2 refresh (identity) token; both may be empty.
+class AuthConfig:
+    """What an authenticator offers for one exchange; every field is optional."""
 
-    ``assertion`` makes a fresh client assertion (the platform's own identity) to use as
-    the Basic password, but only at a token realm under ``assertion_realm`` (the broker):
-    an assertion is a credential for the broker and goes nowhere else.
-    """
-
-    username: str = ""
-    password: str = ""
+    basic: tuple[str, str] | None = None
+    """(user, password): for a Basic challenge, or a token GET (or after a refused POST)."""
     identity_token: str = ""
-    assertion: Callable[[], str] | None = None
-    assertion_realm: str = ""
-    token_provider: Callable[[list[str]], str] | None = None
-    """Mints a registry bearer token for the given scopes itself (the broker, for its own
-    maintenance): the token realm is never asked."""
-
-    @property
-    def anonymous(self) -> bool:
-        return not (
-            self.username
-            or self.password
-            or self.identity_token
-            or self.assertion
-            or self.token_provider
-        )
-
-    def basic_for_realm(self, realm: str) -> tuple[str, str] | None:
-        """The (user, password) to present to the token realm ``realm``, if any."""
-        if self.assertion is not None:
-            if self.assertion_realm and realm.startswith(self.assertion_realm):
-                return self.username, self.assertion()
-            return None
-        return (self.username, self.password) if self.username else None
+    """An OAuth2 refresh token, POSTed to the token realm."""
+    registry_token: str = ""
+    """A bearer token to use as it is: the realm is not asked."""
 
     def __repr__(self) -> str:
         # Never let a secret reach a log through repr().
-        secret = "***" if not self.anonymous else ""
-        return f"Credentials(username={self.username!r}, secret={secret!r})"
+        user = self.basic[0] if self.basic else None
+        kinds = [k for k, v in (("identity_token", self.identity_token),
+                                ("registry_token", self.registry_token)) if v]  # fmt: skip
+        return f"AuthConfig(user={user!r}, tokens={kinds!r})"
 
 
-ANONYMOUS = Credentials()
+class Authenticator(Protocol):
+    """Offers credentials for one exchange with a registry."""
+
+    def authorization(self, realm: str | None, scopes: Sequence[str]) -> AuthConfig:
+        """``realm`` None: the registry sent a Basic challenge; else a Bearer token realm."""
+        ...
+
+
+_NOTHING = AuthConfig()
+
+
+@dataclass(frozen=True)
+class Anonymous:
+    """No credentials at all."""
+
+    def authorization(self, realm: str | None, scopes: Sequence[str]) -> AuthConfig:
+        return _NOTHING
+
+
+ANONYMOUS = Anonymous()
+
+
+@dataclass(frozen=True)
+class Basic:
+    """A username and password: for a Basic challenge and for a token GET."""
+
+    username: str
+    password: str = field(repr=False)
+
+    def authorization(self, realm: str | None, scopes: Sequence[str]) -> AuthConfig:
+        return AuthConfig(basic=(self.username, self.password)) if self.username else _NOTHING
+
+
+@dataclass(frozen=True)
+class IdentityToken:
+    """An OAuth2 refresh token (config.json's ``identitytoken``), POSTed to the realm.
+
+    ``fallback`` is used for a Basic challenge, and by a realm that refuses the POST (404/405).
+    """
+
+    token: str = field(repr=False)
+    fallback: Basic | None = None
+
+    def authorization(self, realm: str | None, scopes: Sequence[str]) -> AuthConfig:
+        basic = self.fallback.authorization(realm, scopes).basic if self.fallback else None
+        if realm is None:
+            return AuthConfig(basic=basic)
+        return AuthConfig(basic=basic, identity_token=self.token)
+
+
+@dataclass(frozen=True)
+class PlatformAssertion:
+    """The platform's own identity: a fresh client assertion as the Basic password.
+
+    Only for a token realm that starts with ``realm`` (the broker's): an assertion is a
+    credential for the broker and goes nowhere else, not even to a Basic challenge.
+    """
+
+    client_id: str
+    sign: Callable[[], str] = field(repr=False)
+    realm: str
+
+    def authorization(self, realm: str | None, scopes: Sequence[str]) -> AuthConfig:
+        if realm is not None and self.realm and realm.startswith(self.realm):
+            return AuthConfig(basic=(self.client_id, self.sign()))
+        return _NOTHING
+
+
+@dataclass(frozen=True)
+class TokenProvider:
+    """Mints registry bearer tokens for the given scopes itself (the broker, for its own
+    maintenance): the token realm is never asked."""
+
+    mint: Callable[[Sequence[str]], str] = field(repr=False)
+
+    def authorization(self, realm: str | None, scopes: Sequence[str]) -> AuthConfig:
+        if realm is None:
+            return _NOTHING  # a registry token answers a Bearer challenge only
+        return AuthConfig(registry_token=self.mint(sorted(scopes)))
 
 
 def _config_path() -> Path:
@@ -77,7 +145,11 @@ def _keys_for(registry: str) -> list[str]:
     return [registry, f"https://{registry}", f"http://{registry}", f"https://{registry}/v1/"]
 
 
-def _from_helper(helper: str, server: str) -> Credentials:
+def _basic(username: str, password: str) -> Authenticator:
+    return Basic(username, password) if username or password else ANONYMOUS
+
+
+def _from_helper(helper: str, server: str) -> Authenticator:
     # The helper protocol: server URL on stdin, JSON {Username, Secret} on stdout.
     try:
         out = subprocess.run(
@@ -99,12 +171,12 @@ def _from_helper(helper: str, server: str) -> Credentials:
     except (ValueError, AttributeError):
         raise ConfigError(f"credential helper {helper!r} gave an unreadable answer") from None
     if username == "<token>":
-        return Credentials(identity_token=secret)
-    return Credentials(username=username, password=secret)
+        return IdentityToken(secret) if secret else ANONYMOUS
+    return _basic(username, secret)
 
 
-def from_docker_config(registry: str, path: Path | None = None) -> Credentials:
-    """Credentials for ``registry`` (normalized host[:port]) from config.json, else anonymous."""
+def from_docker_config(registry: str, path: Path | None = None) -> Authenticator:
+    """The authenticator config.json gives ``registry`` (normalized host[:port]), else anonymous."""
     path = path or _config_path()
     try:
         raw = path.read_text()
@@ -127,14 +199,14 @@ def from_docker_config(registry: str, path: Path | None = None) -> Credentials:
     auths = config.get("auths") or {}
     entry = next((auths[k] for k in keys if isinstance(auths, dict) and k in auths), None)
     if isinstance(entry, dict):
-        return _entry_credentials(entry, path)
+        return _entry_auth(entry, path)
     store = config.get("credsStore")
     if isinstance(store, str) and store:
         return _from_helper(store, keys[0])
     return ANONYMOUS
 
 
-def _entry_credentials(entry: dict[str, object], path: Path) -> Credentials:
+def _entry_auth(entry: dict[str, object], path: Path) -> Authenticator:
     username = str(entry.get("username") or "")
     password = str(entry.get("password") or "")
     auth = entry.get("auth")
@@ -147,13 +219,15 @@ def _entry_credentials(entry: dict[str, object], path: Path) -> Credentials:
         if not sep:
             raise ConfigError(f"{path}: an 'auth' entry is not base64 of user:password")
     identity = str(entry.get("identitytoken") or "")
-    return Credentials(username=username, password=password, identity_token=identity)
+    if identity:
+        return IdentityToken(identity, Basic(username, password) if username else None)
+    return _basic(username, password)
 
 
-def resolve(registry: str, username: str | None, password: str | None) -> Credentials:
+def resolve(registry: str, username: str | None, password: str | None) -> Authenticator:
     """Explicit credentials win; a username without a password is an error; else config.json."""
     if username or password:
         if not (username and password):
             raise ConfigError(f"credentials for {registry} need both a username and a password")
-        return Credentials(username=username, password=password)
+        return Basic(username, password)
     return from_docker_config(registry)

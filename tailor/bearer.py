@@ -1,9 +1,10 @@
 """The bearer-token dance of Distribution's token spec: fetch, cache per scope, refresh.
 
-GET with Basic credentials (or none, for anonymous pulls); OAuth2 POST with a
-refresh token when we hold one (an identity token from config.json, or one the
-token server handed back). Tokens are cached per (realm, service, scopes) until
-shortly before they expire.
+What to present comes from the authenticator, asked on a cache miss: GET with
+Basic credentials (or none, for anonymous pulls); OAuth2 POST with a refresh token
+when we hold one (an identity token, or one the token server handed back); or a
+registry token the caller minted itself, used as is and never cached. Tokens are
+cached per (realm, service, scopes) until shortly before they expire.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from tailor.authn import Credentials
+from tailor.authn import AuthConfig, Authenticator
 from tailor.challenge import Challenge
 from tailor.errors import AuthError, Unauthorized
 
@@ -60,71 +61,79 @@ class _Cached:
 
 
 class TokenSource:
-    """Bearer tokens for one registry and one set of credentials."""
+    """Bearer tokens for one registry and one authenticator."""
 
     def __init__(
         self,
         registry: str,
-        credentials: Credentials,
+        auth: Authenticator,
         send: Send,
         insecure: Callable[[str], bool],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._registry = registry
-        self._credentials = credentials
+        self._auth = auth
         self._send = send
         self._insecure = insecure
         self._clock = clock
-        self._refresh_token = credentials.identity_token
+        self._refresh_token = ""  # one the token server handed back: it wins from then on
         self._cache: dict[tuple[str, str, frozenset[str]], _Cached] = {}
         self._lock = threading.Lock()
-        self.fetches = 0
 
     def token(self, challenge: Challenge, scopes: Iterable[str], *, fresh: bool = False) -> str:
         realm = challenge.params.get("realm", "")
         service = challenge.params.get("service", "")
-        if not realm:
-            raise AuthError(f"registry {self._registry} sent a bearer challenge without a realm")
-        check_realm(realm, self._registry, self._insecure)
         key = (realm, service, frozenset(scopes))
         with self._lock:
             cached = self._cache.get(key)
             if cached and not fresh and cached.expires > self._clock():
                 return cached.token
-        token, lifetime = self._fetch(realm, service, sorted(key[2]))
+        config = self._auth.authorization(realm, sorted(key[2]))
+        if config.registry_token:
+            # Minted by the caller itself: no realm is contacted, so none is checked.
+            return config.registry_token
+        if not realm:
+            raise AuthError(f"registry {self._registry} sent a bearer challenge without a realm")
+        check_realm(realm, self._registry, self._insecure)
+        token, lifetime = self._fetch(realm, service, sorted(key[2]), config)
         # Refresh a little early so a token never expires mid-request.
         margin = min(30.0, lifetime / 10)
         with self._lock:
             self._cache[key] = _Cached(token, self._clock() + lifetime - margin)
         return token
 
-    def _fetch(self, realm: str, service: str, scopes: list[str]) -> tuple[str, float]:
-        self.fetches += 1
-        if self._refresh_token:
-            response = self._oauth2(realm, service, scopes)
-            if response.status_code in (404, 405) and self._credentials.password:
+    def _fetch(
+        self, realm: str, service: str, scopes: list[str], config: AuthConfig
+    ) -> tuple[str, float]:
+        refresh = self._refresh_token or config.identity_token
+        if refresh:
+            response = self._oauth2(realm, service, scopes, refresh)
+            if response.status_code in (404, 405) and config.basic:
                 response.close()
-                response = self._basic_get(realm, service, scopes)
+                response = self._basic_get(realm, service, scopes, config)
         else:
-            response = self._basic_get(realm, service, scopes)
+            response = self._basic_get(realm, service, scopes, config)
         return self._read(response, realm)
 
-    def _oauth2(self, realm: str, service: str, scopes: list[str]) -> requests.Response:
+    def _oauth2(
+        self, realm: str, service: str, scopes: list[str], refresh: str
+    ) -> requests.Response:
         form = {
             "grant_type": "refresh_token",
-            "refresh_token": self._refresh_token,
+            "refresh_token": refresh,
             "service": service,
             "client_id": _CLIENT_ID,
             "scope": " ".join(scopes),
         }
         return self._send("POST", realm, data=form, stream=True, allow_redirects=False)
 
-    def _basic_get(self, realm: str, service: str, scopes: list[str]) -> requests.Response:
+    def _basic_get(
+        self, realm: str, service: str, scopes: list[str], config: AuthConfig
+    ) -> requests.Response:
         params: list[tuple[str, str]] = [("service", service)] if service else []
         params += [("scope", s) for s in scopes]
-        auth = self._credentials.basic_for_realm(realm)
         return self._send(
-            "GET", realm, params=params, auth=auth, stream=True, allow_redirects=False
+            "GET", realm, params=params, auth=config.basic, stream=True, allow_redirects=False
         )
 
     def _read(self, response: requests.Response, realm: str) -> tuple[str, float]:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from tailor import __version__
-from tailor.authn import Credentials, resolve
+from tailor.authn import ANONYMOUS, Authenticator, PlatformAssertion, resolve
 from tailor.blobcache import BlobLocations, MemoryLocations, SqliteLocations, default_cache_path
 from tailor.copy import CopyOptions, copy_image
 from tailor.errors import ConfigError, TailorError
@@ -131,16 +131,16 @@ def _platform_identity() -> tuple[str, Any] | None:
     return url, load_client_key(client_id, key_path)
 
 
-def _broker_credentials(identity: tuple[str, Any] | None) -> Credentials:
+def _broker_auth(identity: tuple[str, Any] | None) -> Authenticator:
     """For an internal registry whose token realm is the broker: fresh assertions as the
     Basic password, presented only to the broker's realm (no flag needed)."""
     if identity is None:
-        return Credentials()
+        return ANONYMOUS
     url, key = identity
-    return Credentials(
-        username=key.client_id,
-        assertion=lambda: key.assertion(url),
-        assertion_realm=f"{url}/v1/registry-token",
+    return PlatformAssertion(
+        client_id=key.client_id,
+        sign=lambda: key.assertion(url),
+        realm=f"{url}/v1/registry-token",
     )
 
 
@@ -176,7 +176,7 @@ def _stage(args: argparse.Namespace) -> int:
         token=token,
         broker=broker,
         app_guid=args.app_guid,
-        internal_credentials=_broker_credentials(identity),
+        internal_auth=_broker_auth(identity),
         locations=_locations(False),
         progress=for_stream(sys.stderr),
         warn=_warn,
@@ -241,7 +241,7 @@ def _push(args: argparse.Namespace) -> int:
     return 0
 
 
-def _credentials(registry: str, username: str | None, env: str, flag: str) -> Credentials:
+def _auth(registry: str, username: str | None, env: str, flag: str) -> Authenticator:
     password = os.environ.get(env) or None
     if password and not username:
         raise ConfigError(f"{env} is set but {flag} is not")
@@ -267,20 +267,18 @@ def _copy(args: argparse.Namespace) -> int:
     dst_ref: Reference = parse_reference(args.dst)
     platform = parse_platform(args.platform) if args.platform else None
     insecure = InsecureHosts(args.insecure_registry)
-    src_creds = _credentials(
-        src_ref.registry, args.src_username, "TAILOR_SRC_PASSWORD", "--src-username"
-    )
-    dst_creds = _credentials(
+    src_auth = _auth(src_ref.registry, args.src_username, "TAILOR_SRC_PASSWORD", "--src-username")
+    dst_auth = _auth(
         dst_ref.registry, args.dest_username, "TAILOR_DEST_PASSWORD", "--dest-username"
     )
-    if dst_creds.anonymous:
+    if dst_auth == ANONYMOUS:
         # A registry secured by the broker: the platform identity, when the env names one.
-        dst_creds = _broker_credentials(_platform_identity())
-    src_transport = Transport(src_ref.endpoint, src_creds, insecure, pool_size=args.jobs + 4)
-    if dst_ref.endpoint == src_ref.endpoint and dst_creds == src_creds:
+        dst_auth = _broker_auth(_platform_identity())
+    src_transport = Transport(src_ref.endpoint, src_auth, insecure, pool_size=args.jobs + 4)
+    if dst_ref.endpoint == src_ref.endpoint and dst_auth == src_auth:
         dst_transport = src_transport
     else:
-        dst_transport = Transport(dst_ref.endpoint, dst_creds, insecure, pool_size=args.jobs + 4)
+        dst_transport = Transport(dst_ref.endpoint, dst_auth, insecure, pool_size=args.jobs + 4)
     options = CopyOptions(
         jobs=args.jobs,
         platform=platform,

@@ -10,6 +10,7 @@
     |   +-- Denied              403: authenticated, but not allowed
     |   +-- NotFound            404: no such repository, manifest or blob
     +-- ManifestError           a manifest we cannot read or do not support
+    +-- ProtocolError           an answer the API does not allow (an unreadable or looping listing)
     +-- VerificationError       bytes that are not what their descriptor promised
         +-- DigestMismatch
         +-- SizeMismatch
@@ -30,6 +31,7 @@ __all__ = [
     "InvalidReference",
     "ManifestError",
     "NotFound",
+    "ProtocolError",
     "RegistryError",
     "SizeMismatch",
     "TailorError",
@@ -60,6 +62,10 @@ class AuthError(TailorError):
 
 
 class ManifestError(TailorError):
+    pass
+
+
+class ProtocolError(TailorError):
     pass
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from tailor.errors import InvalidReference
 
-__all__ = ["DEFAULT_REGISTRY", "Reference", "parse_reference"]
+__all__ = ["DEFAULT_REGISTRY", "Reference", "parse_reference", "valid_repository"]
 
 DEFAULT_REGISTRY = "docker.io"
 DOCKER_HUB_ENDPOINT = "registry-1.docker.io"
@@ -57,9 +57,6 @@ class Reference:
         """The same repository pinned to ``digest`` (the tag is dropped)."""
         return Reference(self.registry, self.repository, None, digest)
 
-    def with_repository(self, repository: str) -> Reference:
-        return Reference(self.registry, repository, self.tag, self.digest)
-
     def __str__(self) -> str:
         out = self.name
         if self.tag:
@@ -67,6 +64,11 @@ class Reference:
         if self.digest:
             out += f"@{self.digest}"
         return out
+
+
+def valid_repository(path: str) -> bool:
+    """Whether ``path`` is a repository path: lower-case components joined by ``/``."""
+    return all(_COMPONENT.fullmatch(component) for component in path.split("/"))
 
 
 def _valid_host(host: str) -> bool:

@@ -1,23 +1,118 @@
-"""The OCI Distribution API for one repository: manifests, blobs, uploads, mounts."""
+"""The OCI Distribution API: the catalog, and for one repository its tags, manifests,
+blobs, uploads and mounts."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+import re
+from collections.abc import Iterable, Sequence
 from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit, urlunsplit
 
 import requests
 
-from tailor.errors import DigestMismatch, ManifestError, RegistryError, TailorError
+from tailor.errors import (
+    ConfigError,
+    DigestMismatch,
+    ManifestError,
+    ProtocolError,
+    RegistryError,
+    TailorError,
+)
 from tailor.manifest import ACCEPT, MAX_MANIFEST, Manifest, digest_of, parse_manifest
-from tailor.transport import Transport, pull_scope, push_scope
+from tailor.transport import CATALOG_SCOPE, Transport, delete_scope, pull_scope, push_scope
 
-__all__ = ["Repository"]
+__all__ = ["Repository", "catalog"]
+
+# A listing page is a few KiB; one page larger than this is a broken or hostile server.
+_MAX_PAGE = 8 * 1024 * 1024
+# 10,000 pages of 100 names: far more than any registry we list, and a sure end.
+_MAX_PAGES = 10_000
+_LINK = re.compile(r"<([^>]*)>([^<]*)")
+_REL = re.compile(r';\s*rel\s*=\s*(?:"([^"]*)"|([^\s;,"]+))', re.IGNORECASE)
 
 
 def _with_query(url: str, **params: str) -> str:
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True) + list(params.items())
     return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def _next_link(header: str | None) -> str | None:
+    """The target of the ``rel="next"`` link of an RFC 5988 ``Link`` header, if any."""
+    for target, params in _LINK.findall(header or ""):
+        rel = _REL.search(params)
+        if rel and "next" in (rel.group(1) or rel.group(2) or "").lower().split():
+            return str(target)
+    return None
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return parts.scheme.lower(), parts.netloc.lower()
+
+
+def _page(response: requests.Response, key: str, what: str) -> list[str]:
+    with response:
+        raw = response.raw.read(_MAX_PAGE + 1, decode_content=True)
+    if len(raw) > _MAX_PAGE:
+        raise ProtocolError(f"{what}: a page larger than 8 MiB")
+    try:
+        body = json.loads(raw)
+        if not isinstance(body, dict):
+            raise ValueError
+        entries = body.get(key) or []  # Distribution answers "tags": null for none
+        if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
+            raise ValueError
+    except ValueError:
+        raise ProtocolError(f"{what}: an unreadable page") from None
+    return entries
+
+
+def _paged(
+    transport: Transport,
+    path: str,
+    key: str,
+    *,
+    page_size: int,
+    scopes: Sequence[str],
+    what: str,
+    max_pages: int = _MAX_PAGES,
+) -> list[str]:
+    """Every entry of a listing, following ``Link: <...>; rel="next"`` page by page.
+
+    Bounded: a next page on another host, a page seen before or too many pages is an error."""
+    if page_size < 1:
+        raise ConfigError("a page size must be at least 1")
+    url = transport.url(f"{path}?n={page_size}")
+    seen = {url}
+    out: list[str] = []
+    for _ in range(max_pages):
+        response = transport.request("GET", url, scopes=scopes, what=what)
+        out += _page(response, key, what)
+        target = _next_link(response.headers.get("Link"))
+        if target is None:
+            return out
+        url = urljoin(response.url or url, target)
+        # Only the registry itself continues its listing; the transport would send it our
+        # token only on its own host anyway, but a foreign list is no answer of this registry.
+        if _origin(url) != _origin(transport.base_url):
+            raise ProtocolError(f"{what}: the next page is on another host")
+        if url in seen:
+            raise ProtocolError(f"{what}: the pages loop")
+        seen.add(url)
+    raise ProtocolError(f"{what}: more than {max_pages} pages")
+
+
+def catalog(transport: Transport, *, page_size: int = 100) -> list[str]:
+    """Every repository of the registry (``GET /v2/_catalog``, page by page)."""
+    return _paged(
+        transport,
+        "/v2/_catalog",
+        "repositories",
+        page_size=page_size,
+        scopes=[CATALOG_SCOPE],
+        what="the registry catalog",
+    )
 
 
 class Repository:
@@ -32,7 +127,21 @@ class Repository:
     def __str__(self) -> str:
         return f"{self.transport.registry}/{self.name}"
 
-    # -- manifests --------------------------------------------------------------------------
+    # -- tags and manifests -----------------------------------------------------------------
+
+    def tags(self, *, page_size: int = 100) -> list[str]:
+        """Every tag (``GET .../tags/list``, page by page); NotFound for no such repository."""
+        # A 404 stays NotFound here: for a name nobody vouched for it means "no such
+        # repository". A caller that knows the repository exists (prune, which got the name
+        # from the catalog) may read it as "no manifest in it".
+        return _paged(
+            self.transport,
+            f"{self._path}/tags/list",
+            "tags",
+            page_size=page_size,
+            scopes=self.scopes,
+            what=f"tags of {self}",
+        )
 
     def get_manifest(self, identifier: str) -> Manifest:
         what = f"manifest {self}{'@' if ':' in identifier else ':'}{identifier}"
@@ -69,6 +178,17 @@ class Repository:
         if stored and stored != digest_of(manifest.raw):
             raise DigestMismatch(f"digest mismatch: registry stored {what} as {stored}")
         return digest_of(manifest.raw)
+
+    def delete_manifest(self, digest: str) -> None:
+        """Delete the manifest ``digest`` and its tags; one already gone (404) is fine."""
+        response = self.transport.request(
+            "DELETE",
+            f"{self._path}/manifests/{quote(digest)}",
+            scopes=[delete_scope(self.name)],
+            what=f"manifest {self}@{digest}",
+            ok=(202, 404),
+        )
+        response.close()
 
     # -- blobs ------------------------------------------------------------------------------
 

@@ -9,18 +9,18 @@ and shred the credentials.
 from __future__ import annotations
 
 import json
-import re
 import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tailor.authn import ANONYMOUS, Credentials
+from tailor.authn import ANONYMOUS, Authenticator, Basic
 from tailor.blobcache import BlobLocations, MemoryLocations
 from tailor.broker_client import BrokerClient
 from tailor.copy import CopyOptions, copy_image, resolve_image
 from tailor.errors import ConfigError, DigestMismatch, ManifestError, TailorError
 from tailor.manifest import Manifest, Platform, digest_of
+from tailor.naming import checked_staging_repository
 from tailor.progress import Progress, SilentProgress
 from tailor.reference import Reference, parse_reference
 from tailor.registry import Repository
@@ -35,7 +35,6 @@ __all__ = [
 ]
 
 _MAX_CONFIG = 8 * 1024 * 1024
-_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
 RUN_PLATFORM = Platform("linux", "amd64")
 
 
@@ -102,22 +101,11 @@ class StageRequest:
     token: str | None = field(default=None, repr=False)  # a credential: never in a repr
     broker: BrokerClient | None = None
     app_guid: str | None = None
-    internal_credentials: Credentials = ANONYMOUS
+    internal_auth: Authenticator = ANONYMOUS
     """For a registry secured by the broker: the platform identity (see tailor.authn)."""
     locations: BlobLocations = field(default_factory=MemoryLocations)
     progress: Progress = field(default_factory=SilentProgress)
     warn: Callable[[str], None] = field(default=lambda text: None)
-
-
-def _internal_repository(prefix: str, app_guid: str | None, staging_guid: str) -> str:
-    guids = [g.lower() for g in (app_guid, staging_guid) if g]
-    parts = [*prefix.strip("/").split("/"), *guids] if prefix.strip("/") else guids
-    if not all(_COMPONENT.fullmatch(p) for p in parts):
-        raise ConfigError(
-            f"cannot name an internal repository {'/'.join(parts)!r}: "
-            "prefix and staging guid must be lower-case letters, digits, '.', '_' or '-'"
-        )
-    return "/".join(parts)
 
 
 def _config_of(repo: Repository, manifest: Manifest) -> dict[str, Any]:
@@ -157,7 +145,7 @@ def _matches(requested: Reference, redeemed_image: str, redeemed_registry: str) 
 def stage(req: StageRequest) -> dict[str, Any]:
     """Run one staging; returns the staging result. Reports the end to the broker."""
     requested = parse_reference(req.image)
-    creds: Credentials = ANONYMOUS
+    upstream_auth: Authenticator = ANONYMOUS
     if req.token:
         if req.broker is None:
             raise ConfigError("a staging token needs TAILOR_BROKER_URL, TAILOR_CLIENT_ID and "
@@ -175,9 +163,9 @@ def stage(req: StageRequest) -> dict[str, Any]:
             _report(req, None, error)
             raise ConfigError(error)
         if granted.username is not None and granted.password is not None:
-            creds = Credentials(granted.username, granted.password)
+            upstream_auth = Basic(granted.username, granted.password)
     try:
-        result = _run(req, requested, creds)
+        result = _run(req, requested, upstream_auth)
     except TailorError as exc:
         _report(req, None, str(exc))
         raise
@@ -190,14 +178,16 @@ def stage(req: StageRequest) -> dict[str, Any]:
     return result
 
 
-def _run(req: StageRequest, requested: Reference, creds: Credentials) -> dict[str, Any]:
+def _run(req: StageRequest, requested: Reference, auth: Authenticator) -> dict[str, Any]:
     insecure = InsecureHosts(req.insecure)
-    upstream = Transport(requested.endpoint, creds, insecure, pool_size=req.jobs + 4)
+    upstream = Transport(requested.endpoint, auth, insecure, pool_size=req.jobs + 4)
     src = Repository(upstream, requested.repository)
     if req.internal_registry:
-        repository = _internal_repository(req.repository_prefix, req.app_guid, req.staging_guid)
+        repository = checked_staging_repository(
+            req.repository_prefix, req.app_guid, req.staging_guid
+        )
         internal = Transport(
-            req.internal_registry, req.internal_credentials, insecure, pool_size=req.jobs + 4
+            req.internal_registry, req.internal_auth, insecure, pool_size=req.jobs + 4
         )
         dst = Repository(internal, repository, push=True)
         options = CopyOptions(

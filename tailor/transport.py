@@ -20,7 +20,7 @@ import requests
 import requests.adapters
 
 from tailor import __version__
-from tailor.authn import Credentials
+from tailor.authn import Authenticator
 from tailor.bearer import TokenSource
 from tailor.challenge import Challenge, parse_challenge
 from tailor.errors import (
@@ -34,7 +34,14 @@ from tailor.errors import (
 )
 from tailor.retry import RETRYABLE_STATUS, RetryPolicy, parse_retry_after
 
-__all__ = ["InsecureHosts", "Transport", "pull_scope", "push_scope"]
+__all__ = [
+    "CATALOG_SCOPE",
+    "InsecureHosts",
+    "Transport",
+    "delete_scope",
+    "pull_scope",
+    "push_scope",
+]
 
 _MAX_ERROR_BODY = 64 * 1024
 _MAX_REDIRECTS = 5
@@ -53,6 +60,13 @@ def pull_scope(repository: str) -> str:
 
 def push_scope(repository: str) -> str:
     return f"repository:{repository}:pull,push"
+
+
+def delete_scope(repository: str) -> str:
+    return f"repository:{repository}:pull,delete"
+
+
+CATALOG_SCOPE = "registry:catalog:*"
 
 
 class InsecureHosts:
@@ -97,12 +111,12 @@ def raise_for(response: requests.Response, what: str) -> None:
 
 
 class Transport:
-    """Requests to one registry endpoint with one set of credentials."""
+    """Requests to one registry endpoint with one authenticator."""
 
     def __init__(
         self,
         registry: str,
-        credentials: Credentials,
+        auth: Authenticator,
         insecure: Callable[[str], bool] = _NO_INSECURE,
         *,
         policy: RetryPolicy = _DEFAULT_POLICY,
@@ -114,7 +128,7 @@ class Transport:
         self.scheme = "http" if insecure(registry) else "https"
         self.base_url = f"{self.scheme}://{registry}"
         self._netloc = urlsplit(self.base_url).netloc.lower()
-        self._credentials = credentials
+        self._auth = auth
         self._policy = policy
         self._timeout = timeout
         self._pool_size = pool_size
@@ -123,7 +137,7 @@ class Transport:
         self._ping_lock = threading.Lock()
         self._challenge: Challenge | None = None
         self._pinged = False
-        self.tokens = TokenSource(registry, credentials, self.send, insecure)
+        self.tokens = TokenSource(registry, auth, self.send, insecure)
 
     # -- plain sending, with retries -------------------------------------------------------
 
@@ -204,16 +218,14 @@ class Transport:
         challenge = self.ping()
         if challenge is None:
             return None
-        creds = self._credentials
         if challenge.scheme == "basic":
-            if not creds.username or creds.assertion is not None:
+            basic = self._auth.authorization(None, sorted(scopes)).basic
+            if basic is None:
                 return None
             # requests builds the header; we only decide that it may be sent.
-            request = requests.Request("GET", self.base_url, auth=(creds.username, creds.password))
+            request = requests.Request("GET", self.base_url, auth=basic)
             return request.prepare().headers.get("Authorization")
         if challenge.scheme == "bearer":
-            if creds.token_provider is not None:
-                return "Bearer " + creds.token_provider(sorted(scopes))
             return "Bearer " + self.tokens.token(challenge, scopes, fresh=fresh)
         raise AuthError(f"registry {self.registry} asks for unsupported auth {challenge.scheme!r}")
 

@@ -10,7 +10,6 @@ event up to ``seq``.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from broker.audit.canonical import canonical
 from broker.audit.events import HASHED, Record
+from tailor.jose import b64url, b64url_decode
 
 __all__ = [
     "GENESIS",
@@ -89,15 +89,11 @@ class Checkpoint:
         )
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
 def sign_checkpoint(
     key: ed25519.Ed25519PrivateKey, kid: str, seq: int, head: str, at: str
 ) -> Checkpoint:
     payload = {"seq": seq, "head": head, "at": at, "kid": kid}
-    return Checkpoint(seq, head, at, kid, _b64(key.sign(canonical(payload))))
+    return Checkpoint(seq, head, at, kid, b64url(key.sign(canonical(payload))))
 
 
 def _signature_ok(cp: Checkpoint, keys: Mapping[str, ed25519.Ed25519PublicKey]) -> bool:
@@ -105,7 +101,7 @@ def _signature_ok(cp: Checkpoint, keys: Mapping[str, ed25519.Ed25519PublicKey]) 
     if key is None:
         return False
     try:
-        raw = base64.urlsafe_b64decode(cp.signature + "=" * (-len(cp.signature) % 4))
+        raw = b64url_decode(cp.signature)
         key.verify(raw, canonical(cp.payload()))
     except (InvalidSignature, ValueError):
         return False

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import sys
 import urllib.request
@@ -20,6 +19,7 @@ from broker.keys import audit_kid, load_keys
 from broker.service import Service, audit_reader, open_service
 from broker.settings import get_settings
 from broker.tokens import fingerprint
+from tailor.jose import b64url_decode
 
 __all__ = ["run"]
 
@@ -99,7 +99,7 @@ def _keys_from(args: argparse.Namespace) -> dict[str, ed25519.Ed25519PublicKey] 
         keys = {}
         for jwk in data.get("keys", []) if isinstance(data, dict) else []:
             if jwk.get("kty") == "OKP" and jwk.get("crv") == "Ed25519" and "kid" in jwk:
-                raw = base64.urlsafe_b64decode(jwk["x"] + "=" * (-len(jwk["x"]) % 4))
+                raw = b64url_decode(str(jwk["x"]), canonical=False)
                 keys[str(jwk["kid"])] = ed25519.Ed25519PublicKey.from_public_bytes(raw)
         return keys
     return None

@@ -8,8 +8,9 @@ from broker.errors import PruneRefused
 from broker.prune import load_lrps, parse_duration, plan, read_lrps, walk
 from broker.service import open_service
 from broker.settings import get_settings
-from tailor.authn import Credentials
+from tailor.authn import TokenProvider
 from tailor.errors import TailorError
+from tailor.registry import Repository
 from tailor.transport import InsecureHosts, Transport
 
 __all__ = ["run"]
@@ -31,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
         # The broker's own tokens: full access to exactly what each request needs.
         transport = Transport(
             args.registry,
-            Credentials(token_provider=service.registry.own_token),
+            TokenProvider(service.registry.own_token),
             InsecureHosts(args.insecure_registry),
         )
         try:
@@ -58,14 +59,7 @@ def run(args: argparse.Namespace) -> int:
             if not args.apply:
                 continue
             try:
-                response = transport.request(
-                    "DELETE",
-                    f"/v2/{repo}/manifests/{digest}",
-                    scopes=[f"repository:{repo}:pull,delete"],
-                    what=f"manifest {repo}@{digest}",
-                    ok=(202, 404),
-                )
-                response.close()
+                Repository(transport, repo).delete_manifest(digest)
             except TailorError as exc:
                 raise PruneRefused(f"stopped after {deleted} deletion(s): {exc}") from None
             service.registry.pruned(repo, digest, tags)

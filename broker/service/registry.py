@@ -16,10 +16,10 @@ from broker.registryauth import (
     decide,
     issue_token,
     parse_scope,
-    staging_repository,
 )
 from broker.service.unit import Authenticated, Units
 from broker.settings import Settings
+from tailor.naming import staging_repository
 
 __all__ = ["RegistryGrants"]
 

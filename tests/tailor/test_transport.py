@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler
 
 import pytest
 
-from tailor.authn import ANONYMOUS, Credentials
+from tailor.authn import (
+    ANONYMOUS,
+    AuthConfig,
+    Basic,
+    IdentityToken,
+    PlatformAssertion,
+    TokenProvider,
+)
 from tailor.bearer import check_realm
 from tailor.challenge import Challenge
 from tailor.errors import AuthError, NotFound, RegistryError, TransportError, Unauthorized
@@ -56,6 +64,8 @@ class TokenRegistry:
         self.revoked: set[str] = set()
         self.lifetime = lifetime
         self.need_extra_scope = False
+        self.refuse_post = False
+        self.token_requests: list[tuple[str, str | None, dict[str, list[str]]]] = []
         self.host = ""
 
     def handler(self, h: BaseHTTPRequestHandler) -> None:
@@ -63,6 +73,11 @@ class TokenRegistry:
 
         url = urlsplit(h.path)
         if url.path == "/token":
+            form = h.rfile.read(int(h.headers.get("Content-Length") or 0)).decode()
+            self.token_requests.append((h.command, h.headers.get("Authorization"), parse_qs(form)))
+            if h.command == "POST" and self.refuse_post:
+                reply(h, 405, b"")
+                return
             self.token_calls.append(parse_qs(url.query))
             self.issued += 1
             token = f"tok{self.issued}"
@@ -85,7 +100,7 @@ def test_bearer_tokens_are_cached_per_scope_and_refetched_on_401() -> None:
     fake = TokenRegistry()
     with serve(fake.handler) as host:
         fake.host = host
-        t = Transport(host, Credentials("u", "p"), InsecureHosts([host]), policy=NO_WAIT)
+        t = Transport(host, Basic("u", "p"), InsecureHosts([host]), policy=NO_WAIT)
         for _ in range(3):
             t.request("GET", "/v2/a/manifests/x", scopes=["repository:a:pull"], what="m").close()
         assert len(fake.token_calls) == 1
@@ -145,7 +160,7 @@ def test_basic_auth_goes_to_the_registry_and_not_across_redirects() -> None:
         with serve(registry) as host:
             t = Transport(
                 host,
-                Credentials("alice", "pw1"),
+                Basic("alice", "pw1"),
                 InsecureHosts([host, "127.0.0.2"]),
                 policy=NO_WAIT,
             )
@@ -210,6 +225,109 @@ def test_401_without_challenge_and_basic_failure() -> None:
         with pytest.raises(AuthError, match="without a challenge"):
             t.request("GET", "/v2/a/manifests/x", scopes=[], what="m")
     with serve(lambda h: reply(h, 401, b"", {"WWW-Authenticate": 'Basic realm="x"'})) as host:
-        t = Transport(host, Credentials("u", "wrong"), InsecureHosts([host]), policy=NO_WAIT)
+        t = Transport(host, Basic("u", "wrong"), InsecureHosts([host]), policy=NO_WAIT)
         with pytest.raises(Unauthorized):
             t.request("GET", "/v2/a/manifests/x", scopes=[], what="m")
+
+
+def basic_header(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+class Counting:
+    """An authenticator that counts how often it is asked (and offers a Basic pair)."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str | None, list[str]]] = []
+
+    def authorization(self, realm: str | None, scopes: Sequence[str]) -> AuthConfig:
+        self.asked.append((realm, list(scopes)))
+        return AuthConfig(basic=("u", "p"))
+
+
+def test_the_authenticator_is_asked_only_on_a_cache_miss() -> None:
+    fake = TokenRegistry()
+    with serve(fake.handler) as host:
+        fake.host = host
+        auth = Counting()
+        t = Transport(host, auth, InsecureHosts([host]), policy=NO_WAIT)
+        for _ in range(3):
+            t.request("GET", "/v2/a/manifests/x", scopes=["repository:a:pull"], what="m").close()
+        t.request("GET", "/v2/b/manifests/x", scopes=["repository:b:pull"], what="m").close()
+    realm = f"http://{host}/token"
+    assert auth.asked == [(realm, ["repository:a:pull"]), (realm, ["repository:b:pull"])]
+    assert [a for _, a, _ in fake.token_requests] == [basic_header("u", "p")] * 2
+
+
+def test_a_token_provider_is_used_as_is_and_its_realm_never_asked() -> None:
+    minted: list[list[str]] = []
+    seen: list[str | None] = []
+
+    def mint(scopes: Sequence[str]) -> str:
+        minted.append(list(scopes))
+        return f"minted-{len(minted)}"
+
+    def registry(h: BaseHTTPRequestHandler) -> None:
+        auth = h.headers.get("Authorization")
+        seen.append(auth)
+        if not (auth or "").startswith("Bearer minted-"):
+            # A plain-HTTP realm nobody marked insecure, on a port nothing listens on.
+            realm = 'Bearer realm="http://127.0.0.1:9/token",service="svc"'
+            reply(h, 401, b"", {"WWW-Authenticate": realm})
+        else:
+            reply(h, 200, b"{}")
+
+    with serve(registry) as host:
+        t = Transport(host, TokenProvider(mint), InsecureHosts([host]), policy=NO_WAIT)
+        for _ in range(2):
+            t.request("GET", "/v2/a/x", scopes=["repository:a:pull,delete"], what="m").close()
+    # Not cached: minted for each request, for exactly the scopes asked.
+    assert minted == [["repository:a:pull,delete"]] * 2
+    assert seen == [None, "Bearer minted-1", "Bearer minted-2"]
+
+
+def test_a_platform_assertion_goes_to_its_own_realm_only() -> None:
+    fake = TokenRegistry()
+    with serve(fake.handler) as host:
+        fake.host = host
+        mine = PlatformAssertion("tailor-1", lambda: "fresh-assertion", f"http://{host}/token")
+        t = Transport(host, mine, InsecureHosts([host]), policy=NO_WAIT)
+        t.request("GET", "/v2/a/x", scopes=["repository:a:pull"], what="m").close()
+        other = PlatformAssertion("tailor-1", lambda: "fresh-assertion", "http://broker.invalid/")
+        t2 = Transport(host, other, InsecureHosts([host]), policy=NO_WAIT)
+        t2.request("GET", "/v2/a/x", scopes=["repository:a:pull"], what="m").close()
+    assert [a for _, a, _ in fake.token_requests] == [
+        basic_header("tailor-1", "fresh-assertion"),
+        None,  # another realm: an anonymous token request
+    ]
+    basic_seen: list[str | None] = []
+
+    def basic_registry(h: BaseHTTPRequestHandler) -> None:
+        basic_seen.append(h.headers.get("Authorization"))
+        reply(h, 401, b"", {"WWW-Authenticate": 'Basic realm="r"'})
+
+    with serve(basic_registry) as host:
+        t3 = Transport(host, mine, InsecureHosts([host]), policy=NO_WAIT)
+        with pytest.raises(Unauthorized):
+            t3.request("GET", "/v2/a/x", scopes=[], what="m")
+    assert basic_seen == [None, None]
+
+
+def test_an_identity_token_is_posted_and_falls_back_to_basic_on_405() -> None:
+    fake = TokenRegistry()
+    with serve(fake.handler) as host:
+        fake.host = host
+        t = Transport(host, IdentityToken("rt-1"), InsecureHosts([host]), policy=NO_WAIT)
+        t.request("GET", "/v2/a/x", scopes=["repository:a:pull"], what="m").close()
+        fake.refuse_post = True
+        auth = IdentityToken("rt-2", Basic("alice", "pw1"))
+        t2 = Transport(host, auth, InsecureHosts([host]), policy=NO_WAIT)
+        t2.request("GET", "/v2/a/x", scopes=["repository:a:pull"], what="m").close()
+    calls = [
+        (method, authz, form.get("refresh_token")) for method, authz, form in fake.token_requests
+    ]
+    assert calls == [
+        ("POST", None, ["rt-1"]),
+        ("POST", None, ["rt-2"]),
+        ("GET", basic_header("alice", "pw1"), None),
+    ]
