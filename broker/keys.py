@@ -313,10 +313,16 @@ def jwks(keys: KeyMaterial) -> dict[str, Any]:
     registry-token key with its certificate."""
     raw = serialization.Encoding.Raw, serialization.PublicFormat.Raw
     audit = [
-        {"kty": "OKP", "crv": "Ed25519", "kid": kid, "use": "sig", "alg": "EdDSA",
-         "x": b64url(public.public_bytes(*raw))}
+        {
+            "kty": "OKP",
+            "crv": "Ed25519",
+            "kid": kid,
+            "use": "sig",
+            "alg": "EdDSA",
+            "x": b64url(public.public_bytes(*raw)),
+        }
         for kid, public in sorted(keys.audit_public.items())
-    ]  # fmt: skip
+    ]
     public = keys.registry_key.public_key()
     numbers = public.public_numbers()
     spki = public.public_bytes(

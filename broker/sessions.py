@@ -23,8 +23,12 @@ def session_key(fingerprint_key: bytes) -> bytes:
 
 
 def issue(key: bytes, client: str, kind: str, lifetime: int, now: float | None = None) -> str:
-    body = {"c": client, "k": kind, "e": int((now or time.time()) + lifetime),
-            "n": secrets.token_urlsafe(12)}  # fmt: skip
+    body = {
+        "c": client,
+        "k": kind,
+        "e": int((now or time.time()) + lifetime),
+        "n": secrets.token_urlsafe(12),
+    }
     payload = b64url(json.dumps(body, separators=(",", ":")).encode())
     mac = b64url(hmac.new(key, payload.encode(), hashlib.sha256).digest())
     return f"{payload}.{mac}"

@@ -48,8 +48,14 @@ class AuthConfig:
     def __repr__(self) -> str:
         # Never let a secret reach a log through repr().
         user = self.basic[0] if self.basic else None
-        kinds = [k for k, v in (("identity_token", self.identity_token),
-                                ("registry_token", self.registry_token)) if v]  # fmt: skip
+        kinds = [
+            k
+            for k, v in (
+                ("identity_token", self.identity_token),
+                ("registry_token", self.registry_token),
+            )
+            if v
+        ]
         return f"AuthConfig(user={user!r}, tokens={kinds!r})"
 
 

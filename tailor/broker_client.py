@@ -52,9 +52,14 @@ class BrokerClient:
         headers = {"Authorization": f"Bearer {self._key.assertion(self.url)}"}
         try:
             response = self._session.request(
-                method, self.url + path, json=body, headers=headers, timeout=self._timeout,
-                allow_redirects=False, stream=True,
-            )  # fmt: skip
+                method,
+                self.url + path,
+                json=body,
+                headers=headers,
+                timeout=self._timeout,
+                allow_redirects=False,
+                stream=True,
+            )
         except requests.RequestException as exc:
             raise BrokerError(f"cannot reach the broker for {what}: {type(exc).__name__}") from None
         with response:
@@ -87,7 +92,7 @@ class BrokerClient:
                 None if password is None else str(password),
                 str(data["expires_at"]),
                 str(data.get("app_guid") or ""),
-            )  # fmt: skip
+            )
         except (KeyError, TypeError):
             raise BrokerError("the broker's redemption answer is incomplete") from None
 
@@ -97,8 +102,14 @@ class BrokerClient:
         )
         return answer
 
-    def complete(self, staging_guid: str, *, succeeded: bool, result: dict[str, Any] | None = None,
-                 error: str | None = None) -> None:  # fmt: skip
+    def complete(
+        self,
+        staging_guid: str,
+        *,
+        succeeded: bool,
+        result: dict[str, Any] | None = None,
+        error: str | None = None,
+    ) -> None:
         body: dict[str, Any] = {"status": "succeeded" if succeeded else "failed"}
         if result:
             body["result"] = result

@@ -73,13 +73,20 @@ def _parser() -> argparse.ArgumentParser:
         "--app-guid", metavar="GUID", help="the app (default: the one the staging token names)"
     )
     stage.add_argument("--result-file", required=True, metavar="FILE", type=Path)
-    stage.add_argument("--internal-registry", metavar="HOST[:PORT]",
-                       help="copy into this registry (the app opted in)")  # fmt: skip
+    stage.add_argument(
+        "--internal-registry",
+        metavar="HOST[:PORT]",
+        help="copy into this registry (the app opted in)",
+    )
     stage.add_argument("--repository-prefix", default="staging", metavar="PREFIX")
     stage.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]")
-    stage.add_argument("--mount-from", action="append", default=[], metavar="REPO",
-                       help="internal repository likely to hold the blobs (e.g. the app's "
-                       "previous image)")  # fmt: skip
+    stage.add_argument(
+        "--mount-from",
+        action="append",
+        default=[],
+        metavar="REPO",
+        help="internal repository likely to hold the blobs (e.g. the app's previous image)",
+    )
     stage.add_argument("--jobs", type=int, default=4, metavar="N")
 
     egress = commands.add_parser(
@@ -106,8 +113,11 @@ def _parser() -> argparse.ArgumentParser:
     push.add_argument("--staging-guid", metavar="GUID", help="default: a new UUID")
     push.add_argument("--space-guid", metavar="GUID")
     push.add_argument("--user", metavar="NAME", help="who pushed (for the audit log)")
-    push.add_argument("--internal-registry", metavar="HOST[:PORT]",
-                      help="opt in: run from a copy in this registry")  # fmt: skip
+    push.add_argument(
+        "--internal-registry",
+        metavar="HOST[:PORT]",
+        help="opt in: run from a copy in this registry",
+    )
     push.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]")
     push.add_argument("--mount-from", action="append", default=[], metavar="REPO")
     push.add_argument("--broker-url", default=os.environ.get("TAILOR_BROKER_URL"), metavar="URL")
@@ -213,8 +223,11 @@ def _push(args: argparse.Namespace) -> int:
 
     if args.docker_password is not None:
         raise ConfigError("never pass the password as an argument: set CF_DOCKER_PASSWORD")
-    needed = {"--broker-url": args.broker_url, "--cc-key": args.cc_key,
-              "--tailor-key": args.tailor_key}  # fmt: skip
+    needed = {
+        "--broker-url": args.broker_url,
+        "--cc-key": args.cc_key,
+        "--tailor-key": args.tailor_key,
+    }
     missing = [name for name, value in needed.items() if not value]
     if args.docker_username and missing:
         raise ConfigError(f"a private image needs {', '.join(missing)}")

@@ -62,13 +62,18 @@ def push(req: PushRequest) -> str:
     if req.docker_username or (req.internal_registry and brokered):
         cc = BrokerClient(req.broker_url, load_client_key(req.cc_client, req.cc_key))
         body: dict[str, str | int] = {
-            "app_guid": req.app_guid, "staging_guid": staging_guid, "image": req.docker_image,
+            "app_guid": req.app_guid,
+            "staging_guid": staging_guid,
+            "image": req.docker_image,
             "tailor": req.tailor_client,
-        }  # fmt: skip
+        }
         if req.docker_username:
             body.update(username=req.docker_username, password=password)
-        for key, value in (("space_guid", req.space_guid), ("user", req.user),
-                           ("ttl_seconds", req.ttl_seconds)):  # fmt: skip
+        for key, value in (
+            ("space_guid", req.space_guid),
+            ("user", req.user),
+            ("ttl_seconds", req.ttl_seconds),
+        ):
             if value is not None:
                 body[key] = value
         minted = cc.mint(**body)
@@ -83,9 +88,20 @@ def push(req: PushRequest) -> str:
     del password
     with tempfile.TemporaryDirectory(prefix="tailor-push-") as tmp:
         result_file = Path(tmp) / "result.json"
-        argv = [sys.executable, "-m", "tailor.cli", "stage", "--image", req.docker_image,
-                "--staging-guid", staging_guid, "--app-guid", req.app_guid,
-                "--result-file", str(result_file)]  # fmt: skip
+        argv = [
+            sys.executable,
+            "-m",
+            "tailor.cli",
+            "stage",
+            "--image",
+            req.docker_image,
+            "--staging-guid",
+            staging_guid,
+            "--app-guid",
+            req.app_guid,
+            "--result-file",
+            str(result_file),
+        ]
         if req.internal_registry:
             argv += ["--internal-registry", req.internal_registry]
         for host in req.insecure:

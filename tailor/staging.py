@@ -148,8 +148,9 @@ def stage(req: StageRequest) -> dict[str, Any]:
     upstream_auth: Authenticator = ANONYMOUS
     if req.token:
         if req.broker is None:
-            raise ConfigError("a staging token needs TAILOR_BROKER_URL, TAILOR_CLIENT_ID and "
-                              "TAILOR_CLIENT_KEY")  # fmt: skip
+            raise ConfigError(
+                "a staging token needs TAILOR_BROKER_URL, TAILOR_CLIENT_ID and TAILOR_CLIENT_KEY"
+            )
         # A refused redemption is not reported: we may not be the staging's tailor, or
         # another run of it holds the token; closing the staging could break that run.
         granted = req.broker.redeem(req.token)
@@ -191,9 +192,11 @@ def _run(req: StageRequest, requested: Reference, auth: Authenticator) -> dict[s
         )
         dst = Repository(internal, repository, push=True)
         options = CopyOptions(
-            jobs=req.jobs, locations=req.locations, progress=req.progress,
+            jobs=req.jobs,
+            locations=req.locations,
+            progress=req.progress,
             mount_from=list(req.mount_from),
-        )  # fmt: skip
+        )
         copied = copy_image(src, requested.identifier, dst, req.staging_guid.lower(), options)
         manifest = copied.manifest
         docker_image = f"{req.internal_registry}/{repository}@{copied.digest}"

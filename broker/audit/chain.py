@@ -199,8 +199,11 @@ def verify_chain(
             elif ev.prev != previous.hash:
                 found = locate(ev.prev) if locate is not None else None
                 if found is not None and found != previous.seq:
-                    bad(index, f"events reordered: event {ev.seq} follows event "
-                               f"{found} in the chain, not {previous.seq}")  # fmt: skip
+                    bad(
+                        index,
+                        f"events reordered: event {ev.seq} follows event "
+                        f"{found} in the chain, not {previous.seq}",
+                    )
                 else:
                     bad(index, f"event {ev.seq}: link to event {previous.seq} broken")
         if ev.body is not None:

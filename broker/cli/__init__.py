@@ -14,6 +14,7 @@ from pathlib import Path
 
 from broker import __version__
 from broker.audit import CATALOG
+from broker.errors import BrokerError
 from broker.store.model import ROLES
 
 __all__ = ["main"]
@@ -119,8 +120,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from broker.errors import BrokerError
-
     try:
         if args.command == "audit":
             from broker.cli.audit import run as audit

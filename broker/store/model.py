@@ -6,12 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-__all__ = ["OPEN_STATES", "ROLES", "STATES", "ClientRow", "Role", "StagingRow", "State"]
+__all__ = ["OPEN_STATES", "ROLES", "ClientRow", "Role", "StagingRow", "State"]
 
 Role = Literal["cc", "tailor", "auditor", "puller"]
 ROLES: tuple[Role, ...] = get_args(Role)
 State = Literal["open", "redeemed", "completed", "failed", "cancelled", "expired"]
-STATES: tuple[State, ...] = get_args(State)
 OPEN_STATES: tuple[State, ...] = ("open", "redeemed")
 
 

@@ -30,9 +30,13 @@ class PostgresStore:
             # One direct attempt first: a wrong URL fails now, not after the pool's retries.
             psycopg.connect(url, connect_timeout=5).close()
             self._pool = ConnectionPool(
-                url, min_size=1, max_size=max_size, open=True, timeout=10,
+                url,
+                min_size=1,
+                max_size=max_size,
+                open=True,
+                timeout=10,
                 kwargs={"autocommit": False},
-            )  # fmt: skip
+            )
             self._pool.wait(timeout=10)
         except (psycopg.Error, Exception) as exc:
             raise StoreError(

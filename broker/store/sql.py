@@ -8,10 +8,11 @@ audit event commit together or not at all.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import fields
 from typing import Any
 
-from broker.store.model import ClientRow, StagingRow
+from broker.store.model import OPEN_STATES, ClientRow, StagingRow
 
 __all__ = ["MIGRATIONS", "SqlTx"]
 
@@ -52,11 +53,9 @@ MIGRATIONS: list[list[str]] = [
     ],
 ]
 
-_STAGING_COLUMNS = (
-    "staging_guid, app_guid, space_guid, pushed_by, image, registry, registry_username,"
-    " tailor, cc_client, token_id, token_fp, state, created_at, expires_at, redeemed_at,"
-    " closed_at, result"
-)
+_STAGING_FIELDS = tuple(f.name for f in fields(StagingRow))  # the columns, in the row's order
+_STAGING_COLUMNS = ", ".join(_STAGING_FIELDS)
+_OPEN = "(" + ",".join(f"'{state}'" for state in OPEN_STATES) + ")"  # a constant: no parameters
 
 
 class SqlTx:
@@ -120,14 +119,10 @@ class SqlTx:
 
     def insert_staging(self, s: StagingRow) -> bool:
         cur = self._exec(
-            f"INSERT INTO stagings ({_STAGING_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+            f"INSERT INTO stagings ({_STAGING_COLUMNS}) VALUES ({_marks(_STAGING_FIELDS)})"
             " ON CONFLICT (staging_guid) DO NOTHING",
-            (
-                s.staging_guid, s.app_guid, s.space_guid, s.pushed_by, s.image, s.registry,
-                s.registry_username, s.tailor, s.cc_client, s.token_id, s.token_fp, s.state,
-                s.created_at, s.expires_at, s.redeemed_at, s.closed_at, s.result,
-            ),
-        )  # fmt: skip
+            tuple(getattr(s, name) for name in _STAGING_FIELDS),
+        )
         return bool(cur.rowcount == 1)
 
     def get_staging(self, staging_guid: str) -> StagingRow | None:
@@ -147,13 +142,16 @@ class SqlTx:
         return bool(cur.rowcount == 1)
 
     def close_staging(
-        self, staging_guid: str, from_states: Sequence[str], to_state: str, now: int,
+        self,
+        staging_guid: str,
+        from_states: Sequence[str],
+        to_state: str,
+        now: int,
         result: str | None,
-    ) -> bool:  # fmt: skip
-        marks = ",".join("?" for _ in from_states)
+    ) -> bool:
         cur = self._exec(
             f"UPDATE stagings SET state=?, closed_at=?, result=?"
-            f" WHERE staging_guid=? AND state IN ({marks})",
+            f" WHERE staging_guid=? AND state IN ({_marks(from_states)})",
             (to_state, now, result, staging_guid, *from_states),
         )
         return bool(cur.rowcount == 1)
@@ -165,7 +163,7 @@ class SqlTx:
     def open_stagings_for(self, tailor: str) -> list[StagingRow]:
         rows = self._exec(
             f"SELECT {_STAGING_COLUMNS} FROM stagings"
-            " WHERE tailor = ? AND state IN ('open','redeemed') ORDER BY created_at LIMIT 100",
+            f" WHERE tailor = ? AND state IN {_OPEN} ORDER BY created_at LIMIT 100",
             (tailor,),
         )
         return [StagingRow(*r) for r in rows.fetchall()]
@@ -173,7 +171,7 @@ class SqlTx:
     def expired_stagings(self, now: int, limit: int = 100) -> list[StagingRow]:
         rows = self._exec(
             f"SELECT {_STAGING_COLUMNS} FROM stagings"
-            " WHERE state IN ('open','redeemed') AND expires_at <= ? ORDER BY expires_at LIMIT ?",
+            f" WHERE state IN {_OPEN} AND expires_at <= ? ORDER BY expires_at LIMIT ?",
             (now, limit),
         )
         return [StagingRow(*r) for r in rows.fetchall()]
@@ -210,9 +208,8 @@ class SqlTx:
         return (int(row[0]), row[1]) if row else (0, None)
 
     def insert_audit(self, row: Mapping[str, Any]) -> None:
-        columns = _columns(row)
-        marks = ",".join("?" for _ in row)
-        self._exec(f"INSERT INTO audit_events ({columns}) VALUES ({marks})", tuple(row.values()))
+        sql = f"INSERT INTO audit_events ({_columns(row)}) VALUES ({_marks(row)})"
+        self._exec(sql, tuple(row.values()))
 
     def audit_rows(
         self,
@@ -251,9 +248,8 @@ class SqlTx:
         return int(row[0]) if row else None
 
     def insert_checkpoint(self, row: Mapping[str, Any]) -> bool:
-        marks = ",".join("?" for _ in row)
         cur = self._exec(
-            f"INSERT INTO audit_checkpoints ({_columns(row)}) VALUES ({marks})"
+            f"INSERT INTO audit_checkpoints ({_columns(row)}) VALUES ({_marks(row)})"
             " ON CONFLICT (seq) DO NOTHING",
             tuple(row.values()),
         )
@@ -285,6 +281,10 @@ def _identifier(name: str) -> str:
     if not _IDENT.fullmatch(name):
         raise ValueError(f"not a column name: {name[:40]!r}")
     return name
+
+
+def _marks(items: Collection[Any]) -> str:
+    return ",".join("?" for _ in items)
 
 
 def _columns(row: Mapping[str, Any]) -> str:

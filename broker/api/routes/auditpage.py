@@ -23,6 +23,7 @@ from broker.service import Service
 router = APIRouter(include_in_schema=False)
 COOKIE = "stager_audit"
 FILTERS = ("app", "staging", "client", "event", "since", "until")
+_HEADINGS = "Seq,At,Event,Client,App,Staging,Image,Registry user,Reason,Detail,Token fp".split(",")
 PAGE_SIZE = 200
 
 CSS = """
@@ -55,12 +56,16 @@ def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
         f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}"
         f"</title><style>{CSS}</style></head><body>{body}</body></html>"
     )
-    return HTMLResponse(doc, status_code=status, headers={
-        "Cache-Control": "no-store",
-        "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
-                                   "form-action 'self'; frame-ancestors 'none'",
-        "X-Content-Type-Options": "nosniff",
-    })  # fmt: skip
+    return HTMLResponse(
+        doc,
+        status_code=status,
+        headers={
+            "Cache-Control": "no-store",
+            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+            "form-action 'self'; frame-ancestors 'none'",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
 
 
 def _login_page(message: str = "") -> HTMLResponse:
@@ -140,8 +145,9 @@ def _row(e: Record) -> str:
     cls = ' class="refused"' if e.event == "token.refused" else ""
     staging = (
         f'<a href="{html.escape(_link(staging=e.staging_guid))}">{_cell(e.staging_guid)}</a>'
-        if e.staging_guid else ""
-    )  # fmt: skip
+        if e.staging_guid
+        else ""
+    )
     detail = ", ".join(f"{k}={v}" for k, v in sorted(e.detail.items())) if e.detail else ""
     at = _cell(e.at.replace("+00:00", "Z"))
     return (
@@ -209,11 +215,14 @@ async def audit_page(request: Request, service: Svc) -> Response:
 
     form = (
         '<form class=filters method=get action="/audit" id=filters>'
-        + field("app", "App") + field("staging", "Staging") + field("client", "Client")
+        + field("app", "App")
+        + field("staging", "Staging")
+        + field("client", "Client")
         + f'<label>Event<select name=event><option value="">any</option>{options}</select></label>'
-        + field("since", "Since (ISO 8601)") + field("until", "Until")
+        + field("since", "Since (ISO 8601)")
+        + field("until", "Until")
         + '<button type=submit>Filter</button> <a href="/audit">clear</a></form>'
-    )  # fmt: skip
+    )
     parts = [
         f"<header><strong>image-stager audit</strong><span>{_cell(client)} · "
         '<a href="/audit/logout">sign out</a></span></header><main>',
@@ -225,14 +234,18 @@ async def audit_page(request: Request, service: Svc) -> Response:
         parts.append(f'<p class="status bad">{html.escape(error)}</p>')
     if params["staging"]:
         parts.append(f"<h2>Staging {_cell(params['staging'])}</h2>" + _timeline(timeline))
-    head = "".join(f"<th>{h}</th>" for h in ("Seq", "At", "Event", "Client", "App", "Staging",
-                   "Image", "Registry user", "Reason", "Detail", "Token fp"))  # fmt: skip
-    parts.append(f"<table id=events><thead><tr>{head}</tr></thead><tbody>"
-                 + "".join(_row(r) for r in rows) + "</tbody></table>")  # fmt: skip
+    head = "".join(f"<th>{h}</th>" for h in _HEADINGS)
+    parts.append(
+        f"<table id=events><thead><tr>{head}</tr></thead><tbody>"
+        + "".join(_row(r) for r in rows)
+        + "</tbody></table>"
+    )
     if not rows:
         parts.append("<p>No events match.</p>")
     if more:
-        parts.append(f'<p><a href="{html.escape(_link(**params, after=str(rows[-1].seq)))}">'
-                     "next page</a></p>")  # fmt: skip
+        parts.append(
+            f'<p><a href="{html.escape(_link(**params, after=str(rows[-1].seq)))}">'
+            "next page</a></p>"
+        )
     parts.append("</main>")
     return _page("image-stager audit", "".join(parts))
