@@ -26,26 +26,21 @@ from broker.store.model import OPEN_STATES, StagingRow
 from tailor.jose import compact_jws
 from tailor.naming import app_namespace, staging_repository
 
-__all__ = ["Access", "Scope", "decide", "issue_token", "parse_scope"]
+__all__ = ["MAX_SCOPES", "Scope", "decide", "issue_token", "parse_scope"]
 
 MAX_SCOPES = 16
 
 
 @dataclass(frozen=True)
 class Scope:
+    """Actions on a resource: asked for (a scope) or granted (a token's access claim)."""
+
     type: str
     name: str
     actions: tuple[str, ...]
 
     def __str__(self) -> str:
         return f"{self.type}:{self.name}:{','.join(self.actions)}"
-
-
-@dataclass(frozen=True)
-class Access:
-    type: str
-    name: str
-    actions: tuple[str, ...]
 
     def claim(self) -> dict[str, object]:
         return {"type": self.type, "name": self.name, "actions": list(self.actions)}
@@ -90,7 +85,7 @@ def issue_token(
     issuer: str,
     service: str,
     subject: str,
-    access: Sequence[Access],
+    access: Sequence[Scope],
     now: int,
     lifetime: int,
 ) -> str:

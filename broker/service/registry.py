@@ -11,7 +11,6 @@ from broker.errors import Invalid
 from broker.keys import KeyMaterial
 from broker.registryauth import (
     MAX_SCOPES,
-    Access,
     Scope,
     decide,
     issue_token,
@@ -35,7 +34,7 @@ class RegistryGrants:
         self._settings = settings
         self._clock = clock
 
-    def _issue(self, subject: str, access: Sequence[Access], lifetime: int) -> str:
+    def _issue(self, subject: str, access: Sequence[Scope], lifetime: int) -> str:
         return issue_token(
             key=self._keys.registry_key,
             cert=self._keys.registry_cert,
@@ -54,7 +53,7 @@ class RegistryGrants:
         if service != settings.registry_service:
             raise Invalid(f"this broker issues tokens for {settings.registry_service!r} only")
         prefix = settings.registry_prefix
-        granted: list[Access] = []
+        granted: list[Scope] = []
         refused: list[str] = []
         with self._units(caller) as unit:
             stagings = unit.tx.open_stagings_for(caller.name) if caller.role == "tailor" else []
@@ -62,7 +61,7 @@ class RegistryGrants:
                 scope = parse_scope(text)
                 actions = decide(caller.role, caller.name, scope, stagings, prefix) if scope else ()
                 if scope is not None and actions:
-                    granted.append(Access(scope.type, scope.name, actions))
+                    granted.append(Scope(scope.type, scope.name, actions))
                 if scope is None or set(scope.actions) - set(actions):
                     refused.append(text[:200])
             names = {a.name for a in granted}
@@ -81,7 +80,7 @@ class RegistryGrants:
                     reason="refused" if refused else None,
                     detail={
                         "service": service,
-                        "granted": [str(Scope(a.type, a.name, a.actions)) for a in granted],
+                        "granted": [str(a) for a in granted],
                         "refused": refused,
                     },
                 )
@@ -97,7 +96,7 @@ class RegistryGrants:
 
     def own_token(self, scopes: Sequence[str]) -> str:
         """The broker's own token (pruning): exactly the scopes asked, never over HTTP."""
-        access = [Access(s.type, s.name, s.actions) for s in map(parse_scope, scopes) if s]
+        access = [s for s in map(parse_scope, scopes) if s is not None]
         return self._issue("broker", access, _OWN_TOKEN_SECONDS)
 
     def pruned(self, repository: str, digest: str, tags: list[str]) -> None:
