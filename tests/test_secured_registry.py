@@ -2,193 +2,18 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
-import os
-import sqlite3
-import subprocess
-import sys
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
-import pytest
 import requests
 
-from tests.conftest import UPSTREAM_PASSWORD, UPSTREAM_USER, Skopeo
-from tests.support.brokerproc import BrokerProcess, broker_cli, broker_env, provision, start_broker
-from tests.support.clients import Client, new_client
-from tests.support.images import Layout, image, index
-from tests.support.registry import Registry, free_port, start_registry, wait_http
-
-MANIFEST_TYPES = ", ".join(
-    [
-        "application/vnd.oci.image.index.v1+json",
-        "application/vnd.oci.image.manifest.v1+json",
-    ]
-)
-
-
-@dataclass
-class Secured:
-    tmp: Path
-    broker: BrokerProcess
-    env: dict[str, str]
-    internal_host: str
-    internal_proc: subprocess.Popen[bytes]
-    upstream: Registry
-    clients: dict[str, Client]
-    keys: dict[str, Path]
-
-    def token(self, who: str, *scopes: str, basic: bool = True) -> requests.Response:
-        client = self.clients[who]
-        assertion = client.assertion(self.broker.url)
-        headers = (
-            {
-                "Authorization": "Basic "
-                + base64.b64encode(f"{client.name}:{assertion}".encode()).decode()
-            }
-            if basic
-            else {"Authorization": f"Bearer {assertion}"}
-        )
-        params = [("service", "internal-registry"), *[("scope", s) for s in scopes]]
-        return requests.get(
-            f"{self.broker.url}/v1/registry-token", params=params, headers=headers, timeout=10
-        )
-
-    def access(self, who: str, *scopes: str) -> list[dict]:
-        answer = self.token(who, *scopes)
-        assert answer.status_code == 200, answer.text
-        claims = answer.json()["token"].split(".")[1]
-        return json.loads(base64.urlsafe_b64decode(claims + "=" * (-len(claims) % 4)))["access"]
-
-    def manifest(self, who: str, repo: str, ref: str) -> requests.Response:
-        token = self.token(who, f"repository:{repo}:pull").json()["token"]
-        return requests.get(
-            f"http://{self.internal_host}/v2/{repo}/manifests/{ref}",
-            headers={"Authorization": f"Bearer {token}", "Accept": MANIFEST_TYPES},
-            timeout=10,
-        )
-
-    def blob(self, who: str, repo: str, digest: str) -> bytes:
-        token = self.token(who, f"repository:{repo}:pull").json()["token"]
-        answer = requests.get(
-            f"http://{self.internal_host}/v2/{repo}/blobs/{digest}",
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=30,
-        )
-        assert answer.status_code == 200, answer.status_code
-        return answer.content
-
-    def push(
-        self, staging: str, app: str, *extra: str, image: str | None = None, public: bool = False
-    ) -> subprocess.CompletedProcess[str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("TAILOR_", "CF_"))}
-        env.update(TAILOR_CACHE_DIR=str(self.tmp / "cache"), HOME=str(self.tmp / "home"))
-        if not public:
-            env["CF_DOCKER_PASSWORD"] = UPSTREAM_PASSWORD
-        argv = [
-            sys.executable,
-            "-m",
-            "tailor.cli",
-            "push",
-            "--docker-image",
-            image or f"{self.upstream.host}/acme/web:v1",
-            *([] if public else ["--docker-username", UPSTREAM_USER]),
-            "--app-guid",
-            app,
-            "--staging-guid",
-            staging,
-            "--internal-registry",
-            self.internal_host,
-            "--insecure-registry",
-            self.upstream.host,
-            "--insecure-registry",
-            self.internal_host,
-            "--insecure-registry",
-            self.broker.url.removeprefix("http://"),
-            "--broker-url",
-            self.broker.url,
-            "--cc-client",
-            "cloud-controller",
-            "--cc-key",
-            str(self.keys["cc"]),
-            "--tailor-client",
-            "tailor-1",
-            "--tailor-key",
-            str(self.keys["tailor"]),
-            *extra,
-        ]
-        return subprocess.run(
-            argv, env=env, capture_output=True, text=True, timeout=300, check=False
-        )
-
-    def sql(self, query: str) -> list[tuple]:
-        """Read the broker's SQLite store directly."""
-        conn = sqlite3.connect(self.tmp / "broker.sqlite")
-        try:
-            return [tuple(r) for r in conn.execute(query)]
-        finally:
-            conn.close()
-
-    def audit_all(self) -> list[tuple]:
-        return self.sql("SELECT event, client, reason, detail FROM audit_events ORDER BY seq")
-
-    def audit(self) -> list[tuple]:
-        return self.sql(
-            "SELECT event, client, reason, detail FROM audit_events"
-            " WHERE event='registry.token' ORDER BY seq"
-        )
-
-
-@pytest.fixture
-def secured(tmp_path: Path, skopeo: Skopeo) -> Iterator[Secured]:
-    clients = {
-        "cc": new_client("cloud-controller", "cc"),
-        "tailor": new_client("tailor-1", "tailor", "p256"),
-        "tailor2": new_client("tailor-2", "tailor"),
-        "puller": new_client("cell-1", "puller", "p256"),
-    }
-    env = broker_env(tmp_path, f"sqlite:///{tmp_path / 'broker.sqlite'}", "unused")
-    paths = provision(env, tmp_path, clients.values())
-    keys = {role: paths[c.name] for role, c in clients.items()}
-    broker = start_broker(env, tmp_path / "broker.log", self_audience=True)
-    env["BROKER_PUBLIC_URL"] = broker.url
-    port = free_port()
-    config = broker_cli(
-        env,
-        "registry-config",
-        "--addr",
-        f"127.0.0.1:{port}",
-        "--storage",
-        "filesystem",
-        "--root",
-        str(tmp_path / "internal-store"),
-    )
-    assert config.returncode == 0, config.stderr
-    (tmp_path / "internal.yml").write_text(config.stdout)
-    registry_env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
-    log = (tmp_path / "internal.log").open("wb")
-    proc = subprocess.Popen(
-        ["docker-registry", "serve", str(tmp_path / "internal.yml")],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=registry_env,
-    )
-    wait_http(f"http://127.0.0.1:{port}/v2/", proc=proc)
-    upstream = start_registry(tmp_path / "upstream", htpasswd=(UPSTREAM_USER, UPSTREAM_PASSWORD))
-    layout = Layout(tmp_path / "layout")
-    layout.tag("v1", index(layout, [image(layout, seed=31), image(layout, seed=32, arch="arm64")]))
-    skopeo.login(upstream)
-    skopeo.push(layout, "v1", f"{upstream.host}/acme/web:v1")
-    sec = Secured(tmp_path, broker, env, f"127.0.0.1:{port}", proc, upstream, clients, keys)
-    yield sec
-    # The test may have restarted the registry (prune + GC): stop the one running now.
-    sec.internal_proc.terminate()
-    sec.internal_proc.wait(10)
-    broker.stop()
-    upstream.stop()
+from tests.support.broker_api import minted_token, registry_token
+from tests.support.cli import Run, broker_settings, insecure, tailor_cli, tailor_env
+from tests.support.credentials import UPSTREAM_PASSWORD, UPSTREAM_USER
+from tests.support.images import Layout, image
+from tests.support.registry import start_registry
+from tests.support.secured import Secured
+from tests.support.skopeo import Skopeo
 
 
 def test_config_is_what_distribution_runs(secured: Secured) -> None:
@@ -241,8 +66,7 @@ def test_a_public_image_is_staged_into_the_secured_registry(
         layout.tag("v1", image(layout, seed=41))
         skopeo.push(layout, "v1", f"{public.host}/library/hello:v1")
         ref = f"{public.host}/library/hello:v1"
-        run = s.push("stg-pub", "app-9", "--insecure-registry", public.host, image=ref,
-                     public=True)  # fmt: skip
+        run = s.push("stg-pub", "app-9", *insecure(public.host), image=ref, public=True)
         assert run.returncode == 0, run.stderr
         staged = run.stdout.strip().splitlines()[-1]
         assert staged.startswith(f"{s.internal_host}/staging/app-9/stg-pub@sha256:")
@@ -263,20 +87,7 @@ def test_a_public_image_is_staged_into_the_secured_registry(
 def test_the_isolation_policy(secured: Secured) -> None:
     s = secured
     cc = s.clients["cc"]
-    minted = requests.post(
-        f"{s.broker.url}/v1/staging-tokens",
-        headers=cc.headers(s.broker.url),
-        json={
-            "app_guid": "app-7",
-            "staging_guid": "stg-7",
-            "image": "registry.example.com/x:1",
-            "username": "u",
-            "password": "p",
-            "tailor": "tailor-1",
-        },
-        timeout=10,
-    )
-    assert minted.status_code == 201
+    minted_token(s.broker.url, cc, app_guid="app-7", staging_guid="stg-7")
     own = "repository:staging/app-7/stg-7:pull,push"
     assert s.access("tailor", own) == [
         {"type": "repository", "name": "staging/app-7/stg-7", "actions": ["pull", "push"]}
@@ -295,24 +106,11 @@ def test_the_isolation_policy(secured: Secured) -> None:
     assert s.access("puller", "repository:other/thing:pull") == []
     # A cc client may not ask at all; a Basic user that is not the assertion's issuer fails.
     assert s.token("cc", own).status_code == 403
-    forged = requests.get(
-        f"{s.broker.url}/v1/registry-token",
-        params={"service": "internal-registry", "scope": own},
-        headers={
-            "Authorization": "Basic "
-            + base64.b64encode(
-                f"tailor-1:{s.clients['tailor2'].assertion(s.broker.url)}".encode()
-            ).decode()
-        },
-        timeout=10,
-    )
+    forged = registry_token(s.broker.url, s.clients["tailor2"], own, issuer="tailor-1")
     assert forged.status_code == 401
     assert s.token("tailor", own, basic=False).status_code == 200
-    wrong_service = requests.get(
-        f"{s.broker.url}/v1/registry-token",
-        params={"service": "elsewhere", "scope": own},
-        headers=s.clients["tailor"].headers(s.broker.url),
-        timeout=10,
+    wrong_service = registry_token(
+        s.broker.url, s.clients["tailor"], own, service="elsewhere", basic=False
     )
     assert wrong_service.status_code == 422
     # Once the staging is closed, its tailor loses push.
@@ -327,48 +125,26 @@ def test_the_isolation_policy(secured: Secured) -> None:
 def test_tailor_copy_needs_no_flag_for_the_secured_registry(secured: Secured) -> None:
     s = secured
     cc = s.clients["cc"]
-    minted = requests.post(
-        f"{s.broker.url}/v1/staging-tokens",
-        headers=cc.headers(s.broker.url),
-        json={
-            "app_guid": "app-9",
-            "staging_guid": "stg-9",
-            "image": f"{s.upstream.host}/acme/web:v1",
-            "username": "u",
-            "password": "p",
-            "tailor": "tailor-1",
-        },
-        timeout=10,
-    )
-    assert minted.status_code == 201
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TAILOR_")}
-    env.update(
+    image = f"{s.upstream.host}/acme/web:v1"
+    minted_token(s.broker.url, cc, app_guid="app-9", staging_guid="stg-9", image=image)
+    env = tailor_env(
+        s.tmp,
+        cache="cache2",
         TAILOR_SRC_PASSWORD=UPSTREAM_PASSWORD,
-        TAILOR_BROKER_URL=s.broker.url,
-        TAILOR_CLIENT_ID="tailor-1",
-        TAILOR_CLIENT_KEY=str(s.keys["tailor"]),
-        TAILOR_CACHE_DIR=str(s.tmp / "cache2"),
+        **broker_settings(s.broker.url, "tailor-1", s.keys["tailor"]),
     )
 
-    def copy_to(destination: str) -> subprocess.CompletedProcess[str]:
-        argv = [
-            sys.executable,
-            "-m",
-            "tailor.cli",
+    def copy_to(destination: str) -> Run:
+        hosts = insecure(s.upstream.host, s.internal_host, "127.0.0.1")
+        return tailor_cli(
             "copy",
             "--src-username",
             UPSTREAM_USER,
-            "--insecure-registry",
-            s.upstream.host,
-            "--insecure-registry",
-            s.internal_host,
-            "--insecure-registry",
-            "127.0.0.1",
-            f"{s.upstream.host}/acme/web:v1",
+            *hosts,
+            image,
             f"{s.internal_host}/{destination}",
-        ]
-        return subprocess.run(
-            argv, env=env, capture_output=True, text=True, timeout=120, check=False
+            env=env,
+            timeout=120,
         )
 
     run = copy_to("staging/app-9/stg-9:v1")

@@ -211,7 +211,7 @@ def test_persistent_5xx_gives_up_after_the_policy() -> None:
 
 
 def test_unreachable_registry_is_a_transport_error() -> None:
-    from tests.support.registry import free_port
+    from tests.support.processes import free_port
 
     host = f"127.0.0.1:{free_port()}"
     t = Transport(host, ANONYMOUS, InsecureHosts([host]), policy=NO_WAIT)
