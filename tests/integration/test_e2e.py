@@ -52,6 +52,11 @@ class Platform:
     def private_image(self) -> str:
         return f"{self.upstream.host}/acme/web:v1"
 
+    def private_push(self) -> list[str]:
+        """The start of `tailor push` of the private image for app-1."""
+        image = ["--docker-image", self.private_image]
+        return [*image, "--docker-username", UPSTREAM_USER, "--app-guid", "app-1"]
+
     def insecure(self) -> list[str]:
         return insecure(self.upstream.host, self.public.host, self.internal.host)
 
@@ -70,10 +75,20 @@ class Platform:
         )
         return str(answer["token"])
 
-    def stage(self, *args: str, token: str | None = None) -> Run:
+    def stage(
+        self,
+        staging_guid: str,
+        result_file: Path,
+        *extra: str,
+        image: str | None = None,
+        token: str | None = None,
+    ) -> Run:
+        """`tailor stage` of ``image`` (the private one unless given), with ``token``."""
         env = tailor_env(self.tmp)
         if token:
             env.update(broker_settings(self.broker.url, self.tailor.name, self.tailor_key, token))
+        args = ["--image", image or self.private_image, "--staging-guid", staging_guid]
+        args += ["--result-file", str(result_file), *extra]
         return tailor_cli("stage", *self.insecure(), *args, env=env)
 
     def push(self, *args: str, **env: str) -> Run:
@@ -158,12 +173,7 @@ def test_push_of_a_private_image_into_the_internal_registry(platform: Platform) 
     p = platform
     with CmdlineWatcher() as watcher:
         run = p.push(
-            "--docker-image",
-            p.private_image,
-            "--docker-username",
-            UPSTREAM_USER,
-            "--app-guid",
-            "app-1",
+            *p.private_push(),
             "--staging-guid",
             "stg-push-1",
             "--internal-registry",
@@ -204,17 +214,7 @@ def test_stage_writes_the_result_and_spends_the_token(platform: Platform) -> Non
     p = platform
     token = p.mint("stg-2")
     result_file = p.tmp / "result.json"
-    run = p.stage(
-        "--image",
-        p.private_image,
-        "--staging-guid",
-        "stg-2",
-        "--result-file",
-        str(result_file),
-        "--internal-registry",
-        p.internal.host,
-        token=token,
-    )
+    run = p.stage("stg-2", result_file, "--internal-registry", p.internal.host, token=token)
     assert run.returncode == 0, run.stderr
     result = json.loads(result_file.read_text())
     ref = result["lifecycle_metadata"]["docker_image"]
@@ -233,15 +233,7 @@ def test_stage_writes_the_result_and_spends_the_token(platform: Platform) -> Non
     }
     looked = p.cc_client().lookup(token)
     assert looked["state"] == "completed" and looked["redeemed"] is True
-    again = p.stage(
-        "--image",
-        p.private_image,
-        "--staging-guid",
-        "stg-2",
-        "--result-file",
-        str(p.tmp / "again.json"),
-        token=token,
-    )
+    again = p.stage("stg-2", p.tmp / "again.json", token=token)
     assert again.returncode == 1
     assert again.stderr.strip().splitlines()[-1] == (
         "tailor: error: broker refused the staging token: staging token refused"
@@ -253,15 +245,7 @@ def test_not_opted_in_resolves_the_upstream_digest_and_copies_nothing(platform: 
     p = platform
     token = p.mint("stg-3")
     result_file = p.tmp / "r3.json"
-    run = p.stage(
-        "--image",
-        p.private_image,
-        "--staging-guid",
-        "stg-3",
-        "--result-file",
-        str(result_file),
-        token=token,
-    )
+    run = p.stage("stg-3", result_file, token=token)
     assert run.returncode == 0, run.stderr
     raw = p.skopeo.raw(f"{p.upstream.host}/acme/web:v1")
     digest = "sha256:" + hashlib.sha256(raw).hexdigest()
@@ -276,16 +260,7 @@ def test_public_image_needs_no_token(platform: Platform) -> None:
     p = platform
     result_file = p.tmp / "r4.json"
     public_image = f"{p.public.host}/library/hello:v1"
-    run = p.stage(
-        "--image",
-        public_image,
-        "--staging-guid",
-        "stg-4",
-        "--result-file",
-        str(result_file),
-        "--internal-registry",
-        p.internal.host,
-    )
+    run = p.stage("stg-4", result_file, "--internal-registry", p.internal.host, image=public_image)
     assert run.returncode == 0, run.stderr
     ref = json.loads(result_file.read_text())["lifecycle_metadata"]["docker_image"]
     assert ref.startswith(f"{p.internal.host}/staging/stg-4@sha256:")
@@ -312,17 +287,7 @@ def test_a_failed_copy_still_closes_the_staging(platform: Platform) -> None:
     p = platform
     token = p.mint("stg-6")
     p.internal.stop()  # the copy cannot reach the internal registry
-    run = p.stage(
-        "--image",
-        p.private_image,
-        "--staging-guid",
-        "stg-6",
-        "--result-file",
-        str(p.tmp / "r6.json"),
-        "--internal-registry",
-        p.internal.host,
-        token=token,
-    )
+    run = p.stage("stg-6", p.tmp / "r6.json", "--internal-registry", p.internal.host, token=token)
     assert run.returncode == 1
     last = run.stderr.strip().splitlines()[-1]
     assert last.startswith(f"tailor: error: cannot reach {p.internal.host}")
@@ -336,15 +301,7 @@ def test_a_failed_copy_still_closes_the_staging(platform: Platform) -> None:
 def test_a_token_for_another_image_is_not_used(platform: Platform) -> None:
     p = platform
     token = p.mint("stg-7", image=f"{p.upstream.host}/acme/other:v1")
-    run = p.stage(
-        "--image",
-        p.private_image,
-        "--staging-guid",
-        "stg-7",
-        "--result-file",
-        str(p.tmp / "r7.json"),
-        token=token,
-    )
+    run = p.stage("stg-7", p.tmp / "r7.json", token=token)
     assert run.returncode == 1
     assert "the staging token is for" in run.stderr and "refusing to use it" in run.stderr
     assert p.cc_client().lookup(token)["state"] == "failed"
@@ -364,12 +321,7 @@ def test_push_refuses_bad_input(
     p = platform
     run = tailor_cli(
         "push",
-        "--docker-image",
-        p.private_image,
-        "--docker-username",
-        UPSTREAM_USER,
-        "--app-guid",
-        "app-1",
+        *p.private_push(),
         "--broker-url",
         p.broker.url,
         "--cc-key",
