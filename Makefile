@@ -1,10 +1,12 @@
 # Two commands: `make demo` and `make test`. Both install what is missing first.
+# `make test-fast`: the pure and in-process tests only (no registry, PostgreSQL, browser or
+# process), for the edit-run loop; `make test` (what CI runs) is lint, types and everything.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench deps clean
+.PHONY: demo test test-fast lint typecheck unit bench deps clean
 
 deps: $(STAMP)
 	@bash .ci/system-deps.sh
@@ -24,6 +26,9 @@ typecheck: deps
 
 unit: deps
 	BROKER_TEST_DATABASE_URL="$$(bash .ci/postgres.sh)" $(BIN)/pytest -q -p no:cacheprovider
+
+test-fast: $(STAMP)
+	$(BIN)/pytest -q -p no:cacheprovider -m "not registry and not postgres and not browser and not slow"
 
 test: lint typecheck unit
 

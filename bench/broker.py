@@ -23,7 +23,7 @@ from typing import Any
 
 from tests.support.brokerproc import broker_cli, broker_env, start_broker
 from tests.support.clients import new_client
-from tests.support.registry import free_port, wait_http
+from tests.support.processes import free_port, wait_http
 
 PUBLIC = "https://broker.bench"
 BARE_APP = """

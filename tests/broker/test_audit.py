@@ -6,7 +6,6 @@ import json
 import os
 import sqlite3
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import fields
 from pathlib import Path
@@ -30,7 +29,10 @@ from broker.audit.chain import (
 )
 from broker.keys import load_keys, rotate_audit_key
 from broker.settings import Settings
-from tests.broker.conftest import AUD, ROOT, Api, Clients, serve
+from tests.support import ROOT, markers
+from tests.support.brokerapp import AUD, Api, serve
+from tests.support.brokerproc import broker_cli
+from tests.support.clients import Clients
 
 
 def test_canonical_form() -> None:
@@ -52,8 +54,9 @@ def test_the_catalog_is_the_one_definition_of_events() -> None:
         assert kind.name == name and kind.carries <= names - {"event", "client", "detail"}
         assert f"`{name}`" in docs, f"docs/audit.md does not describe {name}"
     event = events.TOKEN_ISSUED(client="cc", staging_guid="s", detail={"ttl_seconds": 60})
-    assert event == AuditEvent("token.issued", client="cc", staging_guid="s",
-                               detail={"ttl_seconds": 60})  # fmt: skip
+    assert event == AuditEvent(
+        "token.issued", client="cc", staging_guid="s", detail={"ttl_seconds": 60}
+    )
     with pytest.raises(ValueError, match="carries no reason"):
         events.TOKEN_ISSUED(client="cc", reason="x")
     with pytest.raises(ValueError, match=r"carries no detail\.password"):
@@ -76,14 +79,9 @@ def chained(settings: Settings, clients: Clients) -> Iterator[Api]:
     with serve(s, clients, sweep=False) as api:
         for n in range(4):  # each: issued, redeemed, completed, purged
             token = api.mint(f"stg-{n}").json()["token"]
-            api.call("POST", "/v1/redemptions", clients.tailor, json={"token": token})
+            api.redeem(token)
             if n < 2:
-                api.call(
-                    "POST",
-                    f"/v1/stagings/stg-{n}/complete",
-                    clients.tailor,
-                    json={"status": "succeeded"},
-                )
+                api.complete(f"stg-{n}", "succeeded")
         yield api
 
 
@@ -147,11 +145,14 @@ TAMPERINGS = [
     ["UPDATE audit_events SET reason='nothing to see' WHERE seq=3"],
     ["DELETE FROM audit_events WHERE seq=7"],
     ["DELETE FROM audit_events WHERE seq >= 8"],
-    ["UPDATE audit_events SET seq=-4 WHERE seq=4", "UPDATE audit_events SET seq=4 WHERE seq=6",
-     "UPDATE audit_events SET seq=6 WHERE seq=-4"],
+    [
+        "UPDATE audit_events SET seq=-4 WHERE seq=4",
+        "UPDATE audit_events SET seq=4 WHERE seq=6",
+        "UPDATE audit_events SET seq=6 WHERE seq=-4",
+    ],
     ["UPDATE audit_checkpoints SET head='" + "f" * 64 + "' WHERE seq=5"],
     [],
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize("statements", TAMPERINGS)
@@ -275,21 +276,14 @@ def test_the_api_filters_and_pages(chained: Api) -> None:
 def cli(
     settings: Settings, *args: str, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
+    """`broker audit ARGS` on the in-process broker's database and keys."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_")}
     env.update(
         BROKER_DATABASE_URL=settings.database_url,
         BROKER_KEYS_DIR=str(settings.keys_dir),
         BROKER_PUBLIC_URL=AUD,
     )
-    return subprocess.run(
-        [sys.executable, "-m", "broker.cli", "audit", *args],
-        env=env,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return broker_cli(env, "audit", *args, input=stdin)
 
 
 def public_key_file(settings: Settings, tmp_path: Path) -> Path:
@@ -303,6 +297,7 @@ def public_key_file(settings: Settings, tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_cli_list_verify_and_fingerprint(chained: Api, settings: Settings) -> None:
     table = cli(settings, "list", "--event", "token.issued")
     assert table.returncode == 0 and table.stdout.count("token.issued") == 4
@@ -338,6 +333,7 @@ def test_cli_list_verify_and_fingerprint(chained: Api, settings: Settings) -> No
 
 
 @pytest.fixture
+@markers.applies("slow")
 def export(chained: Api, settings: Settings, tmp_path: Path) -> tuple[Path, Path]:
     out = cli(settings, "export")
     assert out.returncode == 0, out.stderr
@@ -438,6 +434,7 @@ def test_tampering_with_an_export_is_named_offline(
     assert expected in result.stdout, result.stdout
 
 
+@pytest.mark.slow
 def test_a_filtered_export_redacts_but_still_verifies(
     chained: Api, settings: Settings, tmp_path: Path
 ) -> None:
@@ -480,6 +477,7 @@ _json = st.recursive(
 )
 
 
+@pytest.mark.slow  # 300 examples: about 3 s
 @given(_json)
 @hsettings(max_examples=300)
 def test_the_fast_canonical_form_is_the_reference_one(value: object) -> None:

@@ -23,8 +23,9 @@ ROWS = {c.name: ClientRow(c.name, c.role, c.public_pem, 0) for c in (ED, EC)}
 
 
 def verify(token: str):
-    return verify_assertion(token, lookup=ROWS.get, audience=AUD, now=int(time.time()),
-                            max_lifetime=300, skew=30)  # fmt: skip
+    return verify_assertion(
+        token, lookup=ROWS.get, audience=AUD, now=int(time.time()), max_lifetime=300, skew=30
+    )
 
 
 def reason(token: str) -> str:
@@ -180,8 +181,14 @@ def test_ed25519_small_order_key_verifies_nothing() -> None:
     signing = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims_for('weak')).encode())}"
     forgery = identity + bytes(32)
     with pytest.raises(Unauthenticated) as info:
-        verify_assertion(f"{signing}.{b64(forgery)}", lookup=rows.get, audience=AUD,
-                         now=int(time.time()), max_lifetime=300, skew=30)  # fmt: skip
+        verify_assertion(
+            f"{signing}.{b64(forgery)}",
+            lookup=rows.get,
+            audience=AUD,
+            now=int(time.time()),
+            max_lifetime=300,
+            skew=30,
+        )
     assert info.value.reason == "client key unusable"
     # And the signature check itself refuses the forgery (OpenSSL's Ed25519 accepts it).
     weak = ed25519.Ed25519PublicKey.from_public_bytes(identity)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from broker.settings import Settings
-from tests.broker.conftest import Clients, serve
+from tests.support.broker_api import STAGING_TOKENS, staging_token_body
+from tests.support.brokerapp import serve
+from tests.support.clients import Clients
 from tests.support.registry import Registry
 
 
@@ -20,18 +22,8 @@ def test_egress_rules_for_a_staging(
     )
     with serve(s, clients, sweep=False) as api:
         http = api.http
-        minted = http.post(
-            "/v1/staging-tokens",
-            headers=clients.cc.headers(public),
-            json={
-                "app_guid": "a",
-                "staging_guid": "s1",
-                "image": f"{internal.host}/team/app:1",
-                "username": "u",
-                "password": "p",
-                "tailor": clients.tailor.name,
-            },
-        )
+        body = staging_token_body(staging_guid="s1", image=f"{internal.host}/team/app:1")
+        minted = http.post(STAGING_TOKENS, headers=clients.cc.headers(public), json=body)
         assert minted.status_code == 201
         r = http.get("/v1/stagings/s1/egress-rules", headers=clients.cc.headers(public))
         assert r.status_code == 200, r.text

@@ -12,7 +12,9 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode, checks
 
-from tests.broker.conftest import AUD, Api
+from tests.support.brokerapp import AUD, Api
+
+pytestmark = pytest.mark.slow  # seconds of generated requests
 
 # Everything but positive_data_acceptance: a schema-valid mint naming an unregistered
 # tailor is rightly 422, which that check counts as a failure.
@@ -46,8 +48,9 @@ def test_api_from_its_schema(api: Api, mode: GenerationMode) -> None:
             continue  # /healthz, /metrics, JWKS, /openapi.json take no input to break
 
         @given(case=operation.as_strategy(generation_mode=mode))
-        @settings(max_examples=40, deadline=None, database=None,
-                  suppress_health_check=list(HealthCheck))  # fmt: skip
+        @settings(
+            max_examples=40, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+        )
         def run(case: schemathesis.Case) -> None:
             role = ROLE_FOR.get(case.operation.path)
             headers = {}

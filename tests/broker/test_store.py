@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from dataclasses import replace
@@ -14,14 +15,28 @@ from broker.errors import StoreError
 from broker.keys import load_keys
 from broker.store import Store, open_store
 from broker.store.model import ClientRow, StagingRow
+from tests.support.concurrency import together
 
 NOW = int(time.time())
 ROW = StagingRow(
-    staging_guid="s1", app_guid="a1", space_guid="sp", pushed_by="dev@example", image="r/i:1",
-    registry="r", registry_username="alice", tailor="t1", cc_client="cc", token_id="tid",
-    token_fp="hmac-sha256:x", state="open", created_at=NOW, expires_at=NOW + 900,
-    redeemed_at=None, closed_at=None, result=None,
-)  # fmt: skip
+    staging_guid="s1",
+    app_guid="a1",
+    space_guid="sp",
+    pushed_by="dev@example",
+    image="r/i:1",
+    registry="r",
+    registry_username="alice",
+    tailor="t1",
+    cc_client="cc",
+    token_id="tid",
+    token_fp="hmac-sha256:x",
+    state="open",
+    created_at=NOW,
+    expires_at=NOW + 900,
+    redeemed_at=None,
+    closed_at=None,
+    result=None,
+)
 
 
 def test_migrate_is_idempotent(store: Store) -> None:
@@ -133,24 +148,12 @@ def test_concurrent_redemptions_one_wins(database_url: str) -> None:
             guid = f"race-{n}"
             with a.transaction() as tx:
                 tx.insert_staging(replace(ROW, staging_guid=guid))
-            wins: list[bool] = []
-            barrier = threading.Barrier(4)
 
-            def redeem(
-                store: Store,
-                guid: str = guid,
-                barrier: threading.Barrier = barrier,
-                wins: list[bool] = wins,
-            ) -> None:
-                barrier.wait()
+            def redeem(store: Store, guid: str = guid) -> bool:
                 with store.transaction() as tx:
-                    wins.append(tx.redeem(guid, "tid", "t1", NOW))
+                    return tx.redeem(guid, "tid", "t1", NOW)
 
-            threads = [threading.Thread(target=redeem, args=(s,)) for s in (a, b, a, b)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
+            wins = together([functools.partial(redeem, s) for s in (a, b, a, b)])
             assert sorted(wins) == [False, False, False, True]
     finally:
         a.close()

@@ -21,11 +21,24 @@ from broker.tokens import (
     seal_token,
 )
 
-RING = TokenKeyRing((TokenKey("tk-old", secrets.token_bytes(32), ""),
-                     TokenKey("tk-new", secrets.token_bytes(32), "")))  # fmt: skip
+RING = TokenKeyRing(
+    (
+        TokenKey("tk-old", secrets.token_bytes(32), ""),
+        TokenKey("tk-new", secrets.token_bytes(32), ""),
+    )
+)
 NOW = int(time.time())
-CLAIMS = StagingClaims("tid", "stg", "app", "docker.io/library/x:1", "docker.io", "tailor-1",
-                       NOW, NOW + 900, secrets.token_bytes(32))  # fmt: skip
+CLAIMS = StagingClaims(
+    "tid",
+    "stg",
+    "app",
+    "docker.io/library/x:1",
+    "docker.io",
+    "tailor-1",
+    NOW,
+    NOW + 900,
+    secrets.token_bytes(32),
+)
 
 
 def test_round_trip_under_the_current_key() -> None:
@@ -79,8 +92,13 @@ def test_expiry() -> None:
 
 
 @settings(max_examples=300)
-@given(st.one_of(st.binary(max_size=600).map(lambda b: b.decode("latin-1")), st.text(max_size=600),
-                 st.builds(lambda s: "st1.tk-new." + s, st.text(max_size=300))))  # fmt: skip
+@given(
+    st.one_of(
+        st.binary(max_size=600).map(lambda b: b.decode("latin-1")),
+        st.text(max_size=600),
+        st.builds(lambda s: "st1.tk-new." + s, st.text(max_size=300)),
+    )
+)
 def test_any_input_is_refused_cleanly(text: str) -> None:
     with pytest.raises(TokenRefused) as info:
         open_token(text, RING, NOW)

@@ -1,4 +1,4 @@
-"""A real ``broker serve`` process on a free loopback port (test-only helper)."""
+"""Real ``broker`` processes: the command, and ``broker serve`` on a free loopback port."""
 
 from __future__ import annotations
 
@@ -11,15 +11,26 @@ from pathlib import Path
 
 import requests
 
+from tests.support import markers
 from tests.support.clients import Client
-from tests.support.registry import free_port, wait_http
+from tests.support.processes import free_port, stop, wait_http
+from tests.support.registry import run_registry
 
 
-def broker_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+def broker_cli(
+    env: dict[str, str], *args: str, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``broker ARGS`` to the end with exactly ``env`` (and ``input`` on stdin)."""
+    markers.require("slow", "the broker command")
     return subprocess.run(
         [sys.executable, "-m", "broker.cli", *args],
-        env=env, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        env=env,
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 @dataclass
@@ -29,13 +40,7 @@ class BrokerProcess:
     log: Path
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop(self.proc)
 
     def post(self, path: str, headers: dict[str, str], json: object) -> requests.Response:
         return requests.post(self.url + path, headers=headers, json=json, timeout=30)
@@ -43,14 +48,13 @@ class BrokerProcess:
 
 def start_broker(env: dict[str, str], log: Path, *, self_audience: bool = False) -> BrokerProcess:
     """Start ``broker serve``; with ``self_audience`` its public URL is its own address."""
+    markers.require("slow", "broker serve")
     port = free_port()
     if self_audience:
         env = {**env, "BROKER_PUBLIC_URL": f"http://127.0.0.1:{port}"}
     out = log.open("ab")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "broker.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=out, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    argv = [sys.executable, "-m", "broker.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http(url + "/healthz", timeout=30, proc=proc)
@@ -77,10 +81,29 @@ def provision(env: dict[str, str], folder: Path, clients: Iterable[Client]) -> d
     assert done.returncode == 0, done.stderr
     keys = {}
     for c in clients:
-        added = broker_cli(env, "clients", "add", c.name, "--role", c.role,
-                           "--public-key", str(c.write_public(folder)))  # fmt: skip
+        public = str(c.write_public(folder))
+        added = broker_cli(env, "clients", "add", c.name, "--role", c.role, "--public-key", public)
         assert added.returncode == 0, added.stderr
         keys[c.name] = folder / f"{c.name}.key"
         keys[c.name].write_bytes(c.private_pem)
         keys[c.name].chmod(0o600)
     return keys
+
+
+def broker_registry(
+    env: dict[str, str],
+    folder: Path,
+    name: str,
+    *args: str,
+    registry_env: dict[str, str] | None = None,
+    timeout: float = 15,
+) -> tuple[subprocess.Popen[bytes], str]:
+    """`broker registry-config --addr ADDR ARGS` (a free loopback port) saved as
+    ``folder/NAME.yml``, and a Distribution serving it (log: ``folder/NAME.log``)."""
+    addr = f"127.0.0.1:{free_port()}"
+    config = broker_cli(env, "registry-config", "--addr", addr, *args)
+    assert config.returncode == 0, config.stderr
+    path = folder / f"{name}.yml"
+    path.write_text(config.stdout)
+    proc = run_registry(path, addr, folder / f"{name}.log", env=registry_env, timeout=timeout)
+    return proc, addr

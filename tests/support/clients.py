@@ -74,3 +74,27 @@ def new_client(name: str, role: Role, kind: str = "ed25519") -> Client:
         else ec.generate_private_key(ec.SECP256R1())
     )
     return Client(name, role, key)
+
+
+@dataclass
+class Clients:
+    """One client of each role (two tailors), as the ``clients`` fixture registers them."""
+
+    cc: Client
+    tailor: Client
+    tailor2: Client
+    auditor: Client
+    puller: Client
+
+    def all(self) -> list[Client]:
+        return [self.cc, self.tailor, self.tailor2, self.auditor, self.puller]
+
+
+def new_clients() -> Clients:
+    return Clients(
+        cc=new_client("cloud-controller", "cc"),
+        tailor=new_client("tailor-1", "tailor", "p256"),
+        tailor2=new_client("tailor-2", "tailor"),
+        auditor=new_client("auditor", "auditor"),
+        puller=new_client("cell-7", "puller", "p256"),
+    )

@@ -7,7 +7,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.registry import free_port, wait_http
+from tests.support import markers
+from tests.support.processes import free_port, stop, wait_http
 
 
 @dataclass
@@ -20,14 +21,14 @@ class Balancer:
         return f"127.0.0.1:{self.port}"
 
     def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
+        stop(self.proc)
 
 
 def start_haproxy(
     root: Path, name: str, servers: list[str], check: str, expect: str, port: int | None = None
 ) -> Balancer:
     """Round-robin over ``servers`` with active health checks and redispatch on failure."""
+    markers.require("slow", "haproxy")
     port = port or free_port()
     lines = "\n".join(
         f"    server s{i} {server} check inter 300ms fall 1 rise 2"

@@ -5,36 +5,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import bcrypt
-import requests
+
+from tests.support import markers
+from tests.support.processes import free_port, stop, wait_http
 
 REGISTRY_BIN = shutil.which("docker-registry") or shutil.which("registry") or "docker-registry"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_http(url: str, timeout: float = 15.0, proc: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process for {url} exited with {proc.returncode}")
-        try:
-            requests.get(url, timeout=1)
-            return
-        except requests.RequestException:
-            time.sleep(0.05)
-    raise RuntimeError(f"{url} did not come up in {timeout} s")
 
 
 @dataclass
@@ -53,13 +33,7 @@ class Registry:
         return f"http://{self.host}"
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop(self.proc)
 
     def blob_path(self, digest: str) -> Path:
         hexd = digest.split(":", 1)[1]
@@ -95,20 +69,33 @@ def start_registry(
         config["auth"] = {"token": token}
     (root / "config.yml").write_text(json.dumps(config))  # JSON is YAML
     log = root / "registry.log"
-    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [REGISTRY_BIN, "serve", str(root / "config.yml")],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
+    proc = run_registry(root / "config.yml", netloc, log)
     registry = Registry(root, netloc, proc, log=log)
     if htpasswd:
         registry.username, registry.password = htpasswd
-    try:
-        wait_http(f"{registry.url}/v2/", proc=proc)
-    except RuntimeError:
-        registry.stop()
-        raise
     return registry
+
+
+def run_registry(
+    config: Path,
+    addr: str,
+    log: Path,
+    *,
+    env: dict[str, str] | None = None,
+    timeout: float = 15,
+) -> subprocess.Popen[bytes]:
+    """``docker-registry serve CONFIG`` (e.g. from `broker registry-config`), listening on
+    ``addr``; returns once ``/v2/`` answers. ``env`` is added to this process's own."""
+    markers.require("registry", "a Distribution registry")
+    full_env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+    full_env.update(env or {})
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [REGISTRY_BIN, "serve", str(config)], stdout=out, stderr=subprocess.STDOUT, env=full_env
+        )
+    try:
+        wait_http(f"http://{addr}/v2/", timeout=timeout, proc=proc)
+    except RuntimeError:
+        stop(proc)
+        raise
+    return proc

@@ -24,6 +24,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from tests.support.registry import Registry
+
 ISSUER = "test-token-issuer"
 SERVICE = "test-registry"
 
@@ -173,3 +175,11 @@ class TokenServer:
         handler.send_header("Content-Length", str(len(body)))
         handler.end_headers()
         handler.wfile.write(body)
+
+
+@dataclass
+class TokenRegistry:
+    """A registry with token auth, and the token server it trusts."""
+
+    registry: Registry
+    server: TokenServer

@@ -10,17 +10,18 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import (
+from tests.support.cli import insecure
+from tests.support.credentials import (
     UPSTREAM_PASSWORD,
     UPSTREAM_USER,
-    Skopeo,
-    TokenRegistry,
     assert_no_secret,
     write_authfile,
 )
 from tests.support.images import Layout, image, index
 from tests.support.proxy import Proxy, Storage
 from tests.support.registry import Registry
+from tests.support.skopeo import Skopeo
+from tests.support.tokenserver import TokenRegistry
 
 SRC_ENV = {"TAILOR_SRC_PASSWORD": UPSTREAM_PASSWORD}
 
@@ -56,13 +57,6 @@ def proxy(pushed: Registry) -> Iterator[Proxy]:
     p = Proxy(pushed.host)
     yield p
     p.stop()
-
-
-def insecure(*hosts: str) -> list[str]:
-    out = []
-    for h in hosts:
-        out += ["--insecure-registry", h]
-    return out
 
 
 def copy_args(src: str, dst: str, *hosts: str, user: str | None = UPSTREAM_USER) -> list[str]:

@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 
 from tailor.egress import Endpoint, security_group_rules, validate_rule
-from tests.conftest import UPSTREAM_PASSWORD, UPSTREAM_USER, Skopeo
+from tests.support import markers
+from tests.support.credentials import UPSTREAM_PASSWORD, UPSTREAM_USER
 from tests.support.images import Layout, image
 from tests.support.proxy import Proxy, Storage
 from tests.support.registry import Registry, start_registry
+from tests.support.skopeo import Skopeo
 from tests.support.tokenserver import TokenServer
 
 
@@ -72,6 +74,7 @@ def ports_to(rules: list[dict], address: str) -> set[int]:
 
 
 @pytest.fixture
+@markers.applies("registry")
 def realm_elsewhere(tmp_path: Path) -> Iterator[tuple[Registry, TokenServer]]:
     server = TokenServer(UPSTREAM_USER, UPSTREAM_PASSWORD, tmp_path / "tok", bind="127.0.0.3")
     reg = start_registry(tmp_path / "reg", token=server.registry_auth())
@@ -124,6 +127,7 @@ def test_a_blob_redirect_host(tmp_path: Path, skopeo: Skopeo, tailor) -> None:
         reg.stop()
 
 
+@pytest.mark.registry
 def test_ipv6_registry(tmp_path: Path, tailor) -> None:
     reg = start_registry(tmp_path / "v6", host="::1")
     try:

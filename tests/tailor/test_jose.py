@@ -114,8 +114,12 @@ def test_compact_jws_is_what_pyjwt_reads(key: SigningKey, alg: str) -> None:
     assert b64url_decode(body) == json.dumps(claims, sort_keys=True, separators=(",", ":")).encode()
     assert json.loads(b64url_decode(head))["alg"] == alg
     with pytest.raises(jwt.InvalidSignatureError):
-        jwt.decode(f"{head}.{b64url(b'{}')}.{token.split('.')[2]}", key.public_key(),
-                   algorithms=[alg], options={"verify_aud": False})  # fmt: skip
+        jwt.decode(
+            f"{head}.{b64url(b'{}')}.{token.split('.')[2]}",
+            key.public_key(),
+            algorithms=[alg],
+            options={"verify_aud": False},
+        )
 
 
 def test_the_key_decides_the_algorithm() -> None:

@@ -129,8 +129,12 @@ def test_tags_follow_pages() -> None:
             reply(h, 200, b"{}")
             return
         names, link = pages[h.path]
-        reply(h, 200, json.dumps({"name": "team/app", "tags": names}).encode(),
-              {"Link": link} if link else {})  # fmt: skip
+        reply(
+            h,
+            200,
+            json.dumps({"name": "team/app", "tags": names}).encode(),
+            {"Link": link} if link else {},
+        )
 
     with serve(handler) as host:
         assert Repository(transport(host), "team/app").tags(page_size=2) == list("abcde")
@@ -149,6 +153,7 @@ def test_a_link_loop_stops_with_an_error_not_a_hang() -> None:
     assert seen.count("/v2/_catalog?n=100") == 1
 
 
+@pytest.mark.slow  # 50 pages, each a new connection: about 2 s
 @pytest.mark.timeout(30)
 def test_endless_new_pages_stop_at_the_cap() -> None:
     def handler(h: BaseHTTPRequestHandler) -> None:

@@ -23,6 +23,7 @@ from tailor.errors import AuthError, NotFound, RegistryError, TransportError, Un
 from tailor.retry import RetryPolicy
 from tailor.transport import InsecureHosts, Transport
 from tests.support.httpserver import reply, serve
+from tests.support.processes import free_port
 
 NO_WAIT = RetryPolicy(attempts=4, base=0.001, cap=0.002, max_retry_after=0.01)
 
@@ -211,8 +212,6 @@ def test_persistent_5xx_gives_up_after_the_policy() -> None:
 
 
 def test_unreachable_registry_is_a_transport_error() -> None:
-    from tests.support.registry import free_port
-
     host = f"127.0.0.1:{free_port()}"
     t = Transport(host, ANONYMOUS, InsecureHosts([host]), policy=NO_WAIT)
     with pytest.raises(TransportError, match=f"cannot reach {host}"):

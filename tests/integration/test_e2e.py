@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,11 +16,16 @@ import requests
 
 from tailor.assertion import load_client_key
 from tailor.broker_client import BrokerClient, BrokerError
-from tests.conftest import UPSTREAM_PASSWORD, UPSTREAM_USER, Skopeo
-from tests.support.brokerproc import BrokerProcess, broker_cli, broker_env, start_broker
+from tests.support.broker_api import staging_token_body
+from tests.support.brokerproc import BrokerProcess, broker_env, provision, start_broker
+from tests.support.cli import Run, broker_settings, insecure, tailor_cli, tailor_env
 from tests.support.clients import Client, new_client
+from tests.support.credentials import UPSTREAM_PASSWORD, UPSTREAM_USER, files_holding
 from tests.support.images import Layout, image, index
 from tests.support.registry import Registry, start_registry
+from tests.support.skopeo import Skopeo
+
+pytestmark = [pytest.mark.registry, pytest.mark.slow]
 
 CONFIG = {
     "Entrypoint": ["/bin/sh", "-c"],
@@ -50,42 +52,47 @@ class Platform:
     def private_image(self) -> str:
         return f"{self.upstream.host}/acme/web:v1"
 
-    def env(self, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("TAILOR_", "DOCKER_", "CF_", "STAGING_"))}  # fmt: skip
-        env["TAILOR_CACHE_DIR"] = str(self.tmp / "tailor-cache")
-        env["DOCKER_CONFIG"] = str(self.tmp / "docker-config")
-        env["HOME"] = str(self.tmp / "home")
-        env.update(extra)
-        return env
+    def private_push(self) -> list[str]:
+        """The start of `tailor push` of the private image for app-1."""
+        image = ["--docker-image", self.private_image]
+        return [*image, "--docker-username", UPSTREAM_USER, "--app-guid", "app-1"]
 
     def insecure(self) -> list[str]:
-        out = []
-        for host in (self.upstream.host, self.public.host, self.internal.host):
-            out += ["--insecure-registry", host]
-        return out
+        return insecure(self.upstream.host, self.public.host, self.internal.host)
 
     def cc_client(self) -> BrokerClient:
         return BrokerClient(self.broker.url, load_client_key(self.cc.name, self.cc_key))
 
     def mint(self, staging_guid: str, image: str | None = None) -> str:
         answer = self.cc_client().mint(
-            app_guid="app-1", staging_guid=staging_guid, image=image or self.private_image,
-            username=UPSTREAM_USER, password=UPSTREAM_PASSWORD, tailor=self.tailor.name,
-        )  # fmt: skip
+            **staging_token_body(
+                staging_guid=staging_guid,
+                image=image or self.private_image,
+                username=UPSTREAM_USER,
+                password=UPSTREAM_PASSWORD,
+                tailor=self.tailor.name,
+            )
+        )
         return str(answer["token"])
 
-    def stage(self, *args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
-        env = self.env()
+    def stage(
+        self,
+        staging_guid: str,
+        result_file: Path,
+        *extra: str,
+        image: str | None = None,
+        token: str | None = None,
+    ) -> Run:
+        """`tailor stage` of ``image`` (the private one unless given), with ``token``."""
+        env = tailor_env(self.tmp)
         if token:
-            env["STAGING_TOKEN"] = token
-            env["TAILOR_BROKER_URL"] = self.broker.url
-            env["TAILOR_CLIENT_ID"] = self.tailor.name
-            env["TAILOR_CLIENT_KEY"] = str(self.tailor_key)
-        return subprocess.run(
-            [sys.executable, "-m", "tailor.cli", "stage", *self.insecure(), *args],
-            env=env, capture_output=True, text=True, timeout=300, check=False,
-        )  # fmt: skip
+            env.update(broker_settings(self.broker.url, self.tailor.name, self.tailor_key, token))
+        args = ["--image", image or self.private_image, "--staging-guid", staging_guid]
+        args += ["--result-file", str(result_file), *extra]
+        return tailor_cli("stage", *self.insecure(), *args, env=env)
+
+    def push(self, *args: str, **env: str) -> Run:
+        return tailor_cli("push", *args, *self.insecure(), env=tailor_env(self.tmp, **env))
 
     def audit(self) -> list[tuple[str, str | None, str | None]]:
         db = sqlite3.connect(self.tmp / "broker.sqlite")
@@ -94,13 +101,6 @@ class Platform:
             return [tuple(r) for r in rows]
         finally:
             db.close()
-
-
-def write_key(client: Client, folder: Path) -> Path:
-    path = folder / f"{client.name}.key.pem"
-    path.write_bytes(client.private_pem)
-    path.chmod(0o600)
-    return path
 
 
 @pytest.fixture
@@ -120,30 +120,24 @@ def platform(tmp_path: Path, skopeo: Skopeo) -> Iterator[Platform]:
     keys = tmp_path / "client-keys"
     keys.mkdir()
     env = broker_env(tmp_path, f"sqlite:///{tmp_path / 'broker.sqlite'}", "unused")
-    assert broker_cli(env, "keys", "init").returncode == 0
-    for c in (cc, tailor):
-        added = broker_cli(env, "clients", "add", c.name, "--role", c.role,
-                           "--public-key", str(c.write_public(keys)))  # fmt: skip
-        assert added.returncode == 0, added.stderr
+    key_files = provision(env, keys, (cc, tailor))
     broker = start_broker(env, tmp_path / "broker.log", self_audience=True)
-    p = Platform(tmp_path, upstream, public, internal, broker, cc, tailor,
-                 write_key(cc, keys), write_key(tailor, keys), skopeo)  # fmt: skip
+    p = Platform(
+        tmp_path,
+        upstream,
+        public,
+        internal,
+        broker,
+        cc,
+        tailor,
+        key_files[cc.name],
+        key_files[tailor.name],
+        skopeo,
+    )
     yield p
     broker.stop()
     for reg in (upstream, public, internal):
         reg.stop()
-
-
-def scan_for(root: Path, secret: str, skip: tuple[str, ...] = ()) -> list[Path]:
-    found = []
-    for path in root.rglob("*"):
-        if path.is_file() and not any(part in skip for part in path.parts):
-            try:
-                if secret.encode() in path.read_bytes():
-                    found.append(path)
-            except OSError:
-                pass
-    return found
 
 
 class CmdlineWatcher:
@@ -177,16 +171,25 @@ class CmdlineWatcher:
 
 def test_push_of_a_private_image_into_the_internal_registry(platform: Platform) -> None:
     p = platform
-    env = p.env(CF_DOCKER_PASSWORD=UPSTREAM_PASSWORD)
-    argv = [sys.executable, "-m", "tailor.cli", "push", "--docker-image", p.private_image,
-            "--docker-username", UPSTREAM_USER, "--app-guid", "app-1",
-            "--staging-guid", "stg-push-1", "--internal-registry", p.internal.host,
-            "--broker-url", p.broker.url, "--cc-client", p.cc.name, "--cc-key", str(p.cc_key),
-            "--tailor-client", p.tailor.name, "--tailor-key", str(p.tailor_key),
-            *p.insecure()]  # fmt: skip
     with CmdlineWatcher() as watcher:
-        run = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300,
-                             check=False)  # fmt: skip
+        run = p.push(
+            *p.private_push(),
+            "--staging-guid",
+            "stg-push-1",
+            "--internal-registry",
+            p.internal.host,
+            "--broker-url",
+            p.broker.url,
+            "--cc-client",
+            p.cc.name,
+            "--cc-key",
+            str(p.cc_key),
+            "--tailor-client",
+            p.tailor.name,
+            "--tailor-key",
+            str(p.tailor_key),
+            CF_DOCKER_PASSWORD=UPSTREAM_PASSWORD,
+        )
     assert run.returncode == 0, run.stderr
     ref = run.stdout.strip().splitlines()[-1]
     upstream_raw = p.skopeo.raw(f"{p.upstream.host}/acme/web:v1")
@@ -197,7 +200,7 @@ def test_push_of_a_private_image_into_the_internal_registry(platform: Platform) 
     assert any(" stage " in line for line in watcher.seen), watcher.seen
     assert not [line for line in watcher.seen if UPSTREAM_PASSWORD in line or "st1." in line]
     assert UPSTREAM_PASSWORD not in run.stdout + run.stderr
-    assert scan_for(p.tmp, UPSTREAM_PASSWORD, skip=("upstream", "skopeo")) == []
+    assert files_holding(p.tmp, UPSTREAM_PASSWORD, skip=("upstream", "skopeo")) == []
     events = [(e, r) for e, s, r in p.audit() if s == "stg-push-1"]
     assert [e for e, _ in events] == [
         "token.issued",
@@ -211,9 +214,7 @@ def test_stage_writes_the_result_and_spends_the_token(platform: Platform) -> Non
     p = platform
     token = p.mint("stg-2")
     result_file = p.tmp / "result.json"
-    run = p.stage("--image", p.private_image, "--staging-guid", "stg-2",
-                  "--result-file", str(result_file), "--internal-registry", p.internal.host,
-                  token=token)  # fmt: skip
+    run = p.stage("stg-2", result_file, "--internal-registry", p.internal.host, token=token)
     assert run.returncode == 0, run.stderr
     result = json.loads(result_file.read_text())
     ref = result["lifecycle_metadata"]["docker_image"]
@@ -232,8 +233,7 @@ def test_stage_writes_the_result_and_spends_the_token(platform: Platform) -> Non
     }
     looked = p.cc_client().lookup(token)
     assert looked["state"] == "completed" and looked["redeemed"] is True
-    again = p.stage("--image", p.private_image, "--staging-guid", "stg-2",
-                    "--result-file", str(p.tmp / "again.json"), token=token)  # fmt: skip
+    again = p.stage("stg-2", p.tmp / "again.json", token=token)
     assert again.returncode == 1
     assert again.stderr.strip().splitlines()[-1] == (
         "tailor: error: broker refused the staging token: staging token refused"
@@ -245,8 +245,7 @@ def test_not_opted_in_resolves_the_upstream_digest_and_copies_nothing(platform: 
     p = platform
     token = p.mint("stg-3")
     result_file = p.tmp / "r3.json"
-    run = p.stage("--image", p.private_image, "--staging-guid", "stg-3",
-                  "--result-file", str(result_file), token=token)  # fmt: skip
+    run = p.stage("stg-3", result_file, token=token)
     assert run.returncode == 0, run.stderr
     raw = p.skopeo.raw(f"{p.upstream.host}/acme/web:v1")
     digest = "sha256:" + hashlib.sha256(raw).hexdigest()
@@ -261,22 +260,23 @@ def test_public_image_needs_no_token(platform: Platform) -> None:
     p = platform
     result_file = p.tmp / "r4.json"
     public_image = f"{p.public.host}/library/hello:v1"
-    run = p.stage(
-        "--image", public_image, "--staging-guid", "stg-4", "--result-file", str(result_file),
-        "--internal-registry", p.internal.host,
-    )  # fmt: skip
+    run = p.stage("stg-4", result_file, "--internal-registry", p.internal.host, image=public_image)
     assert run.returncode == 0, run.stderr
     ref = json.loads(result_file.read_text())["lifecycle_metadata"]["docker_image"]
     assert ref.startswith(f"{p.internal.host}/staging/stg-4@sha256:")
     # The same image pushed through `tailor push` without a username: no broker involved.
-    env = p.env()
-    pushed = subprocess.run(
-        [sys.executable, "-m", "tailor.cli", "push", "--docker-image",
-         f"{p.public.host}/library/hello:v1", "--app-guid", "app-2", "--staging-guid", "stg-5",
-         "--internal-registry", p.internal.host, "--mount-from", "staging/stg-4",
-         *p.insecure()],
-        env=env, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+    pushed = p.push(
+        "--docker-image",
+        f"{p.public.host}/library/hello:v1",
+        "--app-guid",
+        "app-2",
+        "--staging-guid",
+        "stg-5",
+        "--internal-registry",
+        p.internal.host,
+        "--mount-from",
+        "staging/stg-4",
+    )
     assert pushed.returncode == 0, pushed.stderr
     assert pushed.stdout.strip().split("@")[1] == ref.split("@")[1]
     assert "mounted" in pushed.stderr and " copied sha256" not in pushed.stderr
@@ -287,9 +287,7 @@ def test_a_failed_copy_still_closes_the_staging(platform: Platform) -> None:
     p = platform
     token = p.mint("stg-6")
     p.internal.stop()  # the copy cannot reach the internal registry
-    run = p.stage("--image", p.private_image, "--staging-guid", "stg-6",
-                  "--result-file", str(p.tmp / "r6.json"), "--internal-registry", p.internal.host,
-                  token=token)  # fmt: skip
+    run = p.stage("stg-6", p.tmp / "r6.json", "--internal-registry", p.internal.host, token=token)
     assert run.returncode == 1
     last = run.stderr.strip().splitlines()[-1]
     assert last.startswith(f"tailor: error: cannot reach {p.internal.host}")
@@ -303,8 +301,7 @@ def test_a_failed_copy_still_closes_the_staging(platform: Platform) -> None:
 def test_a_token_for_another_image_is_not_used(platform: Platform) -> None:
     p = platform
     token = p.mint("stg-7", image=f"{p.upstream.host}/acme/other:v1")
-    run = p.stage("--image", p.private_image, "--staging-guid", "stg-7",
-                  "--result-file", str(p.tmp / "r7.json"), token=token)  # fmt: skip
+    run = p.stage("stg-7", p.tmp / "r7.json", token=token)
     assert run.returncode == 1
     assert "the staging token is for" in run.stderr and "refusing to use it" in run.stderr
     assert p.cc_client().lookup(token)["state"] == "failed"
@@ -322,12 +319,19 @@ def test_push_refuses_bad_input(
     platform: Platform, args: list[str], env: dict[str, str], message: str
 ) -> None:
     p = platform
-    argv = [sys.executable, "-m", "tailor.cli", "push", "--docker-image", p.private_image,
-            "--docker-username", UPSTREAM_USER, "--app-guid", "app-1",
-            "--broker-url", p.broker.url, "--cc-key", str(p.cc_key),
-            "--tailor-key", str(p.tailor_key), *args]  # fmt: skip
-    run = subprocess.run(argv, env=p.env(**env), capture_output=True, text=True, timeout=60,
-                         check=False)  # fmt: skip
+    run = tailor_cli(
+        "push",
+        *p.private_push(),
+        "--broker-url",
+        p.broker.url,
+        "--cc-key",
+        str(p.cc_key),
+        "--tailor-key",
+        str(p.tailor_key),
+        *args,
+        env=tailor_env(p.tmp, **env),
+        timeout=60,
+    )
     assert run.returncode == 1
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], run.stderr

@@ -3,38 +3,23 @@
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser
 
 from broker.audit import CATALOG
 from tailor.assertion import load_client_key
 from tailor.broker_client import BrokerClient, BrokerError
-from tests.broker.conftest import PASSWORD, Clients
+from tests.support.broker_api import staging_token_body
 from tests.support.brokerproc import BrokerProcess, broker_cli, broker_env, provision, start_broker
+from tests.support.clients import Clients
+from tests.support.credentials import PASSWORD
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
+pytestmark = pytest.mark.slow  # a `broker serve` behind every page
+
 SCREENSHOT = os.environ.get("AUDIT_SCREENSHOT")  # set to write docs/audit-page.png
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield b
-        b.close()
 
 
 @pytest.fixture
@@ -53,14 +38,8 @@ def live(tmp_path: Path, clients: Clients) -> Iterator[tuple[BrokerProcess, dict
     for n, image in enumerate(
         ["registry.example.com/team/web:1", "registry.example.com/team/api:7"]
     ):
-        token = cc.mint(
-            app_guid=f"app-{n}",
-            staging_guid=f"stg-{n}",
-            image=image,
-            username="alice",
-            password=PASSWORD,
-            tailor=clients.tailor.name,
-        )["token"]
+        body = staging_token_body(app_guid=f"app-{n}", staging_guid=f"stg-{n}", image=image)
+        token = cc.mint(**body)["token"]
         with pytest.raises(BrokerError):
             intruder.redeem(token)  # refused: not the bound tailor
         tailor.redeem(token)

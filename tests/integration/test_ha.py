@@ -3,13 +3,10 @@ storage, HAProxy in front of each; replicas killed mid-flight."""
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,12 +17,25 @@ import psycopg
 import pytest
 import requests
 
-from tests.conftest import UPSTREAM_PASSWORD, UPSTREAM_USER, Skopeo
-from tests.support.brokerproc import BrokerProcess, broker_cli, broker_env, provision, start_broker
+from tests.support.broker_api import STAGING_TOKENS, minted_token, registry_token
+from tests.support.brokerproc import (
+    BrokerProcess,
+    broker_cli,
+    broker_env,
+    broker_registry,
+    provision,
+    start_broker,
+)
+from tests.support.cli import TAILOR, Run, broker_settings, insecure, tailor_cli, tailor_env
 from tests.support.clients import Client, new_client
+from tests.support.credentials import UPSTREAM_PASSWORD, UPSTREAM_USER
 from tests.support.haproxy import Balancer, start_haproxy
 from tests.support.images import Layout, image
-from tests.support.registry import Registry, free_port, start_registry, wait_http
+from tests.support.processes import free_port, stop
+from tests.support.registry import Registry, start_registry
+from tests.support.skopeo import Skopeo
+
+pytestmark = [pytest.mark.registry, pytest.mark.slow]
 
 ACCEPT = "application/vnd.oci.image.manifest.v1+json"
 
@@ -48,66 +58,41 @@ class Cluster:
         return f"http://{self.broker_lb.host}"
 
     def mint(self, app: str, staging: str) -> str:
-        r = requests.post(
-            f"{self.broker_url}/v1/staging-tokens",
-            headers=self.clients["cc"].headers(self.broker_url),
-            json={
-                "app_guid": app,
-                "staging_guid": staging,
-                "image": f"{self.upstream.host}/acme/{app_image(app)}:v1",
-                "username": UPSTREAM_USER,
-                "password": UPSTREAM_PASSWORD,
-                "tailor": "tailor-1",
-            },
-            timeout=30,
+        return minted_token(
+            self.broker_url,
+            self.clients["cc"],
+            app_guid=app,
+            staging_guid=staging,
+            image=f"{self.upstream.host}/acme/{app_image(app)}:v1",
+            username=UPSTREAM_USER,
+            password=UPSTREAM_PASSWORD,
         )
-        assert r.status_code == 201, r.text
-        return str(r.json()["token"])
 
-    def stage(self, app: str, staging: str, token: str) -> subprocess.CompletedProcess[str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("TAILOR_", "STAGING"))}
-        env.update(
-            STAGING_TOKEN=token,
-            TAILOR_BROKER_URL=self.broker_url,
-            TAILOR_CLIENT_ID="tailor-1",
-            TAILOR_CLIENT_KEY=str(self.keys["tailor"]),
-            TAILOR_CACHE_DIR=str(self.tmp / "cache" / staging),
-        )
-        return subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "tailor.cli",
-                "stage",
-                "--image",
-                f"{self.upstream.host}/acme/{app_image(app)}:v1",
-                "--staging-guid",
-                staging,
-                "--result-file",
-                str(self.tmp / f"{staging}.json"),
-                "--internal-registry",
-                self.registry_lb.host,
-                "--insecure-registry",
-                self.upstream.host,
-                "--insecure-registry",
-                "127.0.0.1",
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
+    def stage_args(self, app: str, staging: str) -> list[str]:
+        return [
+            "stage",
+            "--image",
+            f"{self.upstream.host}/acme/{app_image(app)}:v1",
+            "--staging-guid",
+            staging,
+            "--result-file",
+            str(self.tmp / f"{staging}.json"),
+            "--internal-registry",
+            self.registry_lb.host,
+            *insecure(self.upstream.host, "127.0.0.1"),
+        ]
+
+    def stage_env(self, staging: str, token: str) -> dict[str, str]:
+        """Each staging its own tailor cache: they run side by side."""
+        settings = broker_settings(self.broker_url, "tailor-1", self.keys["tailor"], token)
+        return tailor_env(self.tmp / "cache", cache=staging, **settings)
+
+    def stage(self, app: str, staging: str, token: str) -> Run:
+        return tailor_cli(*self.stage_args(app, staging), env=self.stage_env(staging, token))
 
     def pull(self, repo: str, ref: str) -> requests.Response:
         puller = self.clients["puller"]
-        auth = base64.b64encode(f"{puller.name}:{puller.assertion(self.broker_url)}".encode())
-        token = requests.get(
-            f"{self.broker_url}/v1/registry-token",
-            params={"service": "internal-registry", "scope": f"repository:{repo}:pull"},
-            headers={"Authorization": f"Basic {auth.decode()}"},
-            timeout=30,
-        )
+        token = registry_token(self.broker_url, puller, f"repository:{repo}:pull")
         bearer = {"Authorization": f"Bearer {token.json()['token']}", "Accept": ACCEPT}
         return requests.get(
             f"http://{self.registry_lb.host}/v2/{repo}/{ref}", headers=bearer, timeout=60
@@ -144,15 +129,11 @@ def cluster(tmp_path: Path, pg_schema_url: str, skopeo: Skopeo) -> Iterator[Clus
     # Two Distribution replicas: one storage folder, one http.secret.
     (tmp_path / "http-secret").write_text("shared-secret-for-both-replicas-0123456789")
     registries, addrs = [], []
-    registry_env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
     for i in range(2):
-        port = free_port()
-        addrs.append(f"127.0.0.1:{port}")
-        config = broker_cli(
+        proc, addr = broker_registry(
             env,
-            "registry-config",
-            "--addr",
-            addrs[-1],
+            tmp_path,
+            f"registry-{i}",
             "--storage",
             "filesystem",
             "--root",
@@ -160,17 +141,8 @@ def cluster(tmp_path: Path, pg_schema_url: str, skopeo: Skopeo) -> Iterator[Clus
             "--http-secret-file",
             str(tmp_path / "http-secret"),
         )
-        assert config.returncode == 0, config.stderr
-        (tmp_path / f"registry-{i}.yml").write_text(config.stdout)
-        log = (tmp_path / f"registry-{i}.log").open("wb")
-        proc = subprocess.Popen(
-            ["docker-registry", "serve", str(tmp_path / f"registry-{i}.yml")],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=registry_env,
-        )
-        wait_http(f"http://{addrs[-1]}/v2/", proc=proc)
         registries.append(proc)
+        addrs.append(addr)
     registry_lb = start_haproxy(tmp_path, "registries", addrs, "/v2/", "(200|401)")
     upstream = start_registry(tmp_path / "upstream", htpasswd=(UPSTREAM_USER, UPSTREAM_PASSWORD))
     layout = Layout(tmp_path / "layout")
@@ -194,9 +166,7 @@ def cluster(tmp_path: Path, pg_schema_url: str, skopeo: Skopeo) -> Iterator[Clus
     for lb in (broker_lb, registry_lb):
         lb.stop()
     for proc in registries:
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(10)
+        stop(proc)
     for b in brokers:
         b.stop()
     upstream.stop()
@@ -205,36 +175,9 @@ def cluster(tmp_path: Path, pg_schema_url: str, skopeo: Skopeo) -> Iterator[Clus
 def test_a_registry_replica_dies_mid_stage(cluster: Cluster, skopeo: Skopeo) -> None:
     c = cluster
     token = c.mint("big", "stg-big")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TAILOR_", "STAGING"))}
-    env.update(
-        STAGING_TOKEN=token,
-        TAILOR_BROKER_URL=c.broker_url,
-        TAILOR_CLIENT_ID="tailor-1",
-        TAILOR_CLIENT_KEY=str(c.keys["tailor"]),
-        TAILOR_CACHE_DIR=str(c.tmp / "c-big"),
-    )
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tailor.cli",
-            "stage",
-            "--image",
-            f"{c.upstream.host}/acme/big:v1",
-            "--staging-guid",
-            "stg-big",
-            "--result-file",
-            str(c.tmp / "big.json"),
-            "--internal-registry",
-            c.registry_lb.host,
-            "--insecure-registry",
-            c.upstream.host,
-            "--insecure-registry",
-            "127.0.0.1",
-            "--jobs",
-            "2",
-        ],
-        env=env,
+        [*TAILOR, *c.stage_args("big", "stg-big"), "--jobs", "2"],
+        env=c.stage_env("stg-big", token),
         stderr=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -267,7 +210,7 @@ def test_a_broker_replica_dies_between_mint_and_redeem(cluster: Cluster) -> None
     run = c.stage("web", "stg-failover", token)
     assert run.returncode == 0, run.stderr
     looked = requests.post(
-        f"{c.broker_url}/v1/staging-tokens/lookup",
+        f"{c.broker_url}{STAGING_TOKENS}/lookup",
         headers=c.clients["cc"].headers(c.broker_url),
         json={"token": token},
         timeout=30,

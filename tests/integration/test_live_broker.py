@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
+import functools
+import ipaddress
 import re
 import subprocess
 import sys
@@ -11,30 +14,35 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
-from tests.broker.conftest import PASSWORD, Clients
-from tests.support.brokerproc import BrokerProcess, broker_cli, broker_env, start_broker
+from broker.audit import AuditEvent, AuditLog
+from broker.keys import load_keys
+from broker.store import open_store
+from tests.support.broker_api import STAGING_TOKENS, minted_token
+from tests.support.brokerproc import BrokerProcess, broker_cli, broker_env, provision, start_broker
+from tests.support.clients import Clients
+from tests.support.concurrency import together
+from tests.support.credentials import PASSWORD
+from tests.support.processes import free_port
+
+pytestmark = pytest.mark.slow
 
 PUBLIC = "https://broker.platform.internal"
 
 
 def setup_broker(tmp_path: Path, database_url: str, clients: Clients) -> dict[str, str]:
     env = broker_env(tmp_path, database_url, PUBLIC)
-    assert broker_cli(env, "keys", "init").returncode == 0
-    for c in clients.all():
-        r = broker_cli(env, "clients", "add", c.name, "--role", c.role,
-                       "--public-key", str(c.write_public(tmp_path)))  # fmt: skip
-        assert r.returncode == 0, r.stderr
+    provision(env, tmp_path, clients.all())
     return env
 
 
 def mint(b: BrokerProcess, clients: Clients, guid: str) -> str:
-    r = b.post("/v1/staging-tokens", clients.cc.headers(PUBLIC), {
-        "app_guid": "app-1", "staging_guid": guid, "image": "registry.example.com/team/app:1",
-        "username": "alice", "password": PASSWORD, "tailor": clients.tailor.name,
-    })  # fmt: skip
-    assert r.status_code == 201, r.text
-    return str(r.json()["token"])
+    return minted_token(b.url, clients.cc, audience=PUBLIC, staging_guid=guid)
 
 
 def redeem(b: BrokerProcess, clients: Clients, token: str) -> int:
@@ -60,8 +68,9 @@ def test_restart_between_mint_and_redeem_and_no_secret_at_rest(
     try:
         assert redeem(second, clients, token) == 200
         assert redeem(second, clients, token) == 400
-        done = second.post("/v1/stagings/stg-restart/complete", clients.tailor.headers(PUBLIC),
-                           {"status": "succeeded"})  # fmt: skip
+        status = {"status": "succeeded"}
+        headers = clients.tailor.headers(PUBLIC)
+        done = second.post("/v1/stagings/stg-restart/complete", headers, status)
         assert done.status_code == 200
     finally:
         second.stop()
@@ -82,29 +91,14 @@ def test_replicas_on_postgresql_redeem_once(
     try:
         for n in range(5):
             token = mint(a if n % 2 else b, clients, f"stg-{n}")
-            results: list[int] = []
-            barrier = threading.Barrier(6)
-
-            def go(
-                replica: BrokerProcess,
-                token: str = token,
-                barrier: threading.Barrier = barrier,
-                results: list[int] = results,
-            ) -> None:
-                barrier.wait()
-                results.append(redeem(replica, clients, token))
-
-            threads = [threading.Thread(target=go, args=(r,)) for r in (a, b) * 3]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
+            replicas = (a, b) * 3
+            results = together([functools.partial(redeem, r, clients, token) for r in replicas])
             assert sorted(results) == [200] + [400] * 5, results
         # One assertion, two replicas: the second sees a replay.
         once = clients.cc.headers(PUBLIC)
         body = {"token": "st1.x.y"}
-        assert a.post("/v1/staging-tokens/lookup", once, body).status_code == 400
-        assert b.post("/v1/staging-tokens/lookup", once, body).status_code == 401
+        assert a.post(STAGING_TOKENS + "/lookup", once, body).status_code == 400
+        assert b.post(STAGING_TOKENS + "/lookup", once, body).status_code == 401
     finally:
         a.stop()
         b.stop()
@@ -137,8 +131,10 @@ def test_cli_keys_and_clients(tmp_path: Path, clients: Clients) -> None:
     assert broker_cli(env, "keys", "retire", old_kid).returncode == 0
     names = broker_cli(env, "clients", "list").stdout
     assert all(c.name in names for c in clients.all())
-    dup = broker_cli(env, "clients", "add", clients.cc.name, "--role", "cc",
-                     "--public-key", str(tmp_path / f"{clients.cc.name}.pub.pem"))  # fmt: skip
+    cc_public = str(tmp_path / f"{clients.cc.name}.pub.pem")
+    dup = broker_cli(
+        env, "clients", "add", clients.cc.name, "--role", "cc", "--public-key", cc_public
+    )
     assert dup.returncode == 1 and "exists" in dup.stderr
     bad = tmp_path / "bad.pem"
     bad.write_text("not a key")
@@ -156,8 +152,8 @@ def test_cli_keys_and_clients(tmp_path: Path, clients: Clients) -> None:
     assert r.returncode == 1 and r.stderr.strip().endswith("weak (small-order) point"), r.stderr
     assert broker_cli(env, "clients", "remove", "x").returncode == 1
     assert broker_cli(env, "clients", "remove", clients.puller.name).returncode == 0
-    assert broker_cli(env, "clients", "add", "y", "--role", "king",
-                      "--public-key", str(bad)).returncode == 2  # fmt: skip
+    king = broker_cli(env, "clients", "add", "y", "--role", "king", "--public-key", str(bad))
+    assert king.returncode == 2
 
 
 @pytest.mark.parametrize(
@@ -179,40 +175,34 @@ def test_serve_misconfiguration_is_one_line(
 
 
 def test_serve_over_tls(tmp_path: Path, clients: Clients) -> None:
-    import datetime
-
-    import requests
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    from tests.support.registry import free_port
-
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
     now = datetime.datetime.now(datetime.UTC)
+    loopback = x509.IPAddress(ipaddress.ip_address("127.0.0.1"))
     cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(key.public_key()).serial_number(1)
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
         .not_valid_before(now - datetime.timedelta(minutes=1))
         .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName(
-            [x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.SubjectAlternativeName([loopback]), critical=False)
         .sign(key, hashes.SHA256())
-    )  # fmt: skip
+    )
     (tmp_path / "tls.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (tmp_path / "tls.key").write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))  # fmt: skip
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    (tmp_path / "tls.key").write_bytes(pem)
     env = setup_broker(tmp_path, f"sqlite:///{tmp_path / 'b.sqlite'}", clients)
     port = free_port()
     log = (tmp_path / "tls.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "broker.cli", "serve", "--port", str(port),
-         "--tls-cert", str(tmp_path / "tls.crt"), "--tls-key", str(tmp_path / "tls.key")],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    argv = [sys.executable, "-m", "broker.cli", "serve", "--port", str(port)]
+    argv += ["--tls-cert", str(tmp_path / "tls.crt"), "--tls-key", str(tmp_path / "tls.key")]
+    proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         url = f"https://127.0.0.1:{port}"
         deadline = time.monotonic() + 30
@@ -238,12 +228,6 @@ def test_serve_over_tls(tmp_path: Path, clients: Clients) -> None:
 def test_verifying_a_long_audit_log_does_not_hold_other_requests(
     tmp_path: Path, clients: Clients
 ) -> None:
-    import requests
-
-    from broker.audit import AuditEvent, AuditLog
-    from broker.keys import load_keys
-    from broker.store import open_store
-
     db = tmp_path / "broker.sqlite"
     env = setup_broker(tmp_path, f"sqlite:///{db}", clients)
     store = open_store(f"sqlite:///{db}")

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
-import requests
 
-from tests.conftest import Skopeo
+from tests.support.broker_api import minted_token
 from tests.support.brokerproc import broker_cli
 from tests.support.images import Layout, image
+from tests.support.processes import stop
 from tests.support.proxy import Proxy
-from tests.support.registry import wait_http
-from tests.test_secured_registry import Secured, secured  # noqa: F401  (the fixture)
+from tests.support.registry import REGISTRY_BIN, run_registry
+from tests.support.secured import Secured
+from tests.support.skopeo import Skopeo
 
 
 def push(s: Secured, image_ref: str, app: str, staging: str) -> str:
@@ -58,7 +58,7 @@ def lrps(*images: str, fresh: bool = True) -> dict:
     }
 
 
-def test_prune_keeps_what_runs_and_gc_frees_the_rest(secured: Secured, skopeo: Skopeo) -> None:  # noqa: F811
+def test_prune_keeps_what_runs_and_gc_frees_the_rest(secured: Secured, skopeo: Skopeo) -> None:
     s = secured
     layout = Layout(s.tmp / "old-layout")
     layout.tag("v1", image(layout, seed=71, layers=2, layer_size=256 * 1024))
@@ -66,22 +66,9 @@ def test_prune_keeps_what_runs_and_gc_frees_the_rest(secured: Secured, skopeo: S
     old = push(s, f"{s.upstream.host}/acme/old:v1", "app-1", "stg-old")
     web = push(s, f"{s.upstream.host}/acme/web:v1", "app-1", "stg-web")
     push(s, f"{s.upstream.host}/acme/web:v1", "app-2", "stg-other")
-    cc = s.clients["cc"]
-    assert (
-        requests.post(
-            f"{s.broker.url}/v1/staging-tokens",
-            headers=cc.headers(s.broker.url),
-            json={
-                "app_guid": "app-3",
-                "staging_guid": "stg-open",
-                "image": f"{s.upstream.host}/acme/old:v1",
-                "username": "u",
-                "password": "p",
-                "tailor": "tailor-1",
-            },
-            timeout=10,
-        ).status_code
-        == 201
+    image_ref = f"{s.upstream.host}/acme/old:v1"
+    minted_token(
+        s.broker.url, s.clients["cc"], app_guid="app-3", staging_guid="stg-open", image=image_ref
     )
     desired = lrps(web, f"{s.internal_host}/staging/app-2/stg-other:stg-other")
 
@@ -109,10 +96,9 @@ def test_prune_keeps_what_runs_and_gc_frees_the_rest(secured: Secured, skopeo: S
     # Garbage collection needs the registry stopped (or read-only): stop, collect, start.
     store = s.tmp / "internal-store"
     before = disk(store)
-    s.internal_proc.terminate()
-    s.internal_proc.wait(10)
+    stop(s.internal_proc)
     gc = subprocess.run(
-        ["docker-registry", "garbage-collect", str(s.tmp / "internal.yml")],
+        [REGISTRY_BIN, "garbage-collect", str(s.tmp / "internal.yml")],
         capture_output=True,
         text=True,
         timeout=120,
@@ -121,15 +107,9 @@ def test_prune_keeps_what_runs_and_gc_frees_the_rest(secured: Secured, skopeo: S
     assert gc.returncode == 0, gc.stderr
     after = disk(store)
     assert after < before - 400 * 1024, (before, after)
-    log = (s.tmp / "internal-2.log").open("wb")
-    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
-    s.internal_proc = subprocess.Popen(
-        ["docker-registry", "serve", str(s.tmp / "internal.yml")],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
+    s.internal_proc = run_registry(
+        s.tmp / "internal.yml", s.internal_host, s.tmp / "internal-2.log"
     )
-    wait_http(f"http://{s.internal_host}/v2/", proc=s.internal_proc)
     upstream_raw = skopeo.raw(f"{s.upstream.host}/acme/web:v1")
     for ref in (web, f"{s.internal_host}/staging/app-2/stg-other@" + web.split("@")[1]):
         repo, digest = ref.split("/", 1)[1].split("@")
@@ -158,7 +138,7 @@ def test_prune_keeps_what_runs_and_gc_frees_the_rest(secured: Secured, skopeo: S
         ),
     ],
 )
-def test_prune_refuses_an_untrustworthy_list(secured: Secured, body: object, message: str) -> None:  # noqa: F811
+def test_prune_refuses_an_untrustworthy_list(secured: Secured, body: object, message: str) -> None:
     s = secured
     old = push(s, f"{s.upstream.host}/acme/web:v1", "app-1", "stg-a")
     run = prune(s, body, "--grace", "0s", "--apply")
@@ -168,7 +148,7 @@ def test_prune_refuses_an_untrustworthy_list(secured: Secured, body: object, mes
     assert s.manifest("puller", repo, digest).status_code == 200
 
 
-def test_a_registry_error_mid_walk_deletes_nothing(secured: Secured) -> None:  # noqa: F811
+def test_a_registry_error_mid_walk_deletes_nothing(secured: Secured) -> None:
     s = secured
     first = push(s, f"{s.upstream.host}/acme/web:v1", "app-1", "stg-1")
     push(s, f"{s.upstream.host}/acme/web:v1", "app-1", "stg-2")

@@ -3,10 +3,8 @@ secured by the broker: a staging goes in, and comes back out byte-identical."""
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,18 +13,26 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import UPSTREAM_PASSWORD, UPSTREAM_USER, Skopeo
-from tests.support.brokerproc import broker_cli, broker_env, provision, start_broker
+from tests.support import markers
+from tests.support.broker_api import minted_token, registry_token
+from tests.support.brokerproc import broker_env, broker_registry, provision, start_broker
+from tests.support.cli import broker_settings, insecure, tailor_cli, tailor_env
 from tests.support.clients import new_client
+from tests.support.credentials import UPSTREAM_PASSWORD, UPSTREAM_USER
 from tests.support.haproxy import start_haproxy
 from tests.support.images import Layout, image
-from tests.support.registry import free_port, start_registry, wait_http
+from tests.support.processes import free_port, stop, wait_http
+from tests.support.registry import start_registry
+from tests.support.skopeo import Skopeo
+
+pytestmark = [pytest.mark.registry, pytest.mark.slow]
 
 MOTO = Path(sys.executable).with_name("moto_server")
 
 
 @pytest.fixture
 def moto(tmp_path: Path) -> Iterator[str]:
+    markers.require("slow", "moto")
     port = free_port()
     log = (tmp_path / "moto.log").open("wb")
     proc = subprocess.Popen(
@@ -36,8 +42,7 @@ def moto(tmp_path: Path) -> Iterator[str]:
     wait_http(url, timeout=30, proc=proc)
     assert requests.put(f"{url}/stager-images", timeout=10).status_code == 200  # the bucket
     yield url
-    proc.terminate()
-    proc.wait(10)
+    stop(proc)
 
 
 def test_staging_through_s3_backed_replicas(tmp_path: Path, moto: str, skopeo: Skopeo) -> None:
@@ -51,18 +56,15 @@ def test_staging_through_s3_backed_replicas(tmp_path: Path, moto: str, skopeo: S
     broker = start_broker(env, tmp_path / "broker.log", self_audience=True)
     env["BROKER_PUBLIC_URL"] = broker.url
     (tmp_path / "secret").write_text("one-secret-for-all-replicas-abcdefghijklmnop")
-    registry_env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
     # Credentials come from the registry's environment, never from its config file.
-    registry_env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
+    registry_env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
     procs, addrs = [], []
     try:
         for i in range(2):
-            addrs.append(f"127.0.0.1:{free_port()}")
-            config = broker_cli(
+            proc, addr = broker_registry(
                 env,
-                "registry-config",
-                "--addr",
-                addrs[-1],
+                tmp_path,
+                f"r{i}",
                 "--storage",
                 "s3",
                 "--bucket",
@@ -75,20 +77,12 @@ def test_staging_through_s3_backed_replicas(tmp_path: Path, moto: str, skopeo: S
                 "/registry",
                 "--http-secret-file",
                 str(tmp_path / "secret"),
+                registry_env=registry_env,
+                timeout=30,
             )
-            assert config.returncode == 0, config.stderr
-            assert "testing" not in config.stdout
-            (tmp_path / f"r{i}.yml").write_text(config.stdout)
-            log = (tmp_path / f"r{i}.log").open("wb")
-            procs.append(
-                subprocess.Popen(
-                    ["docker-registry", "serve", str(tmp_path / f"r{i}.yml")],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=registry_env,
-                )
-            )
-            wait_http(f"http://{addrs[-1]}/v2/", timeout=30, proc=procs[-1])
+            procs.append(proc)
+            addrs.append(addr)
+            assert "testing" not in (tmp_path / f"r{i}.yml").read_text()
         lb = start_haproxy(tmp_path, "s3registries", addrs, "/v2/", "(200|401)")
         upstream = start_registry(tmp_path / "up", htpasswd=(UPSTREAM_USER, UPSTREAM_PASSWORD))
         layout = Layout(tmp_path / "layout")
@@ -96,63 +90,35 @@ def test_staging_through_s3_backed_replicas(tmp_path: Path, moto: str, skopeo: S
         skopeo.login(upstream)
         skopeo.push(layout, "v1", f"{upstream.host}/acme/s3:v1", all_platforms=False)
 
-        token = requests.post(
-            f"{broker.url}/v1/staging-tokens",
-            headers=cc.headers(broker.url),
-            json={
-                "app_guid": "app-s3",
-                "staging_guid": "stg-s3",
-                "image": f"{upstream.host}/acme/s3:v1",
-                "username": UPSTREAM_USER,
-                "password": UPSTREAM_PASSWORD,
-                "tailor": tailor.name,
-            },
-            timeout=30,
-        ).json()["token"]
-        run_env = {k: v for k, v in os.environ.items() if not k.startswith("TAILOR_")}
-        run_env.update(
-            STAGING_TOKEN=token,
-            TAILOR_BROKER_URL=broker.url,
-            TAILOR_CLIENT_ID=tailor.name,
-            TAILOR_CLIENT_KEY=str(keys[tailor.name]),
-            TAILOR_CACHE_DIR=str(tmp_path / "cache"),
+        token = minted_token(
+            broker.url,
+            cc,
+            app_guid="app-s3",
+            staging_guid="stg-s3",
+            image=f"{upstream.host}/acme/s3:v1",
+            username=UPSTREAM_USER,
+            password=UPSTREAM_PASSWORD,
+            tailor=tailor.name,
         )
-        run = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "tailor.cli",
-                "stage",
-                "--image",
-                f"{upstream.host}/acme/s3:v1",
-                "--staging-guid",
-                "stg-s3",
-                "--result-file",
-                str(tmp_path / "r.json"),
-                "--internal-registry",
-                lb.host,
-                "--insecure-registry",
-                upstream.host,
-                "--insecure-registry",
-                "127.0.0.1",
-            ],
-            env=run_env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
+        settings = broker_settings(broker.url, tailor.name, keys[tailor.name], token)
+        run = tailor_cli(
+            "stage",
+            "--image",
+            f"{upstream.host}/acme/s3:v1",
+            "--staging-guid",
+            "stg-s3",
+            "--result-file",
+            str(tmp_path / "r.json"),
+            "--internal-registry",
+            lb.host,
+            *insecure(upstream.host, "127.0.0.1"),
+            env=tailor_env(tmp_path, cache="cache", **settings),
         )
         assert run.returncode == 0, run.stderr
         repo, digest = run.stdout.strip().split("/", 1)[1].split("@")
         assert repo == "staging/app-s3/stg-s3"
 
-        auth = base64.b64encode(f"{puller.name}:{puller.assertion(broker.url)}".encode()).decode()
-        bearer = requests.get(
-            f"{broker.url}/v1/registry-token",
-            params={"service": "internal-registry", "scope": f"repository:{repo}:pull"},
-            headers={"Authorization": f"Basic {auth}"},
-            timeout=30,
-        ).json()
+        bearer = registry_token(broker.url, puller, f"repository:{repo}:pull").json()
         headers = {
             "Authorization": f"Bearer {bearer['token']}",
             "Accept": "application/vnd.oci.image.manifest.v1+json",
@@ -177,6 +143,5 @@ def test_staging_through_s3_backed_replicas(tmp_path: Path, moto: str, skopeo: S
         lb.stop()
     finally:
         for proc in procs:
-            proc.terminate()
-            proc.wait(10)
+            stop(proc)
         broker.stop()
