@@ -22,7 +22,7 @@ from pathlib import Path
 
 from broker.audit import AuditLog
 from broker.store import open_store
-from tests.support.brokerproc import broker_cli, broker_env, start_broker
+from tests.support.brokerproc import broker_env, provision, start_broker
 from tests.support.clients import new_client
 from tests.support.images import Layout, image, index
 from tests.support.registry import Registry, start_registry
@@ -42,11 +42,15 @@ def main() -> int:
         try:
             step("building a two-platform image (4 layers each) as an OCI layout")
             layout = Layout(root / "layout")
-            config = {"Cmd": ["/app/server", "--port", "8080"], "WorkingDir": "/app",
-                      "ExposedPorts": {"8080/tcp": {}}}  # fmt: skip
+            config = {
+                "Cmd": ["/app/server", "--port", "8080"],
+                "WorkingDir": "/app",
+                "ExposedPorts": {"8080/tcp": {}},
+            }
             amd = image(layout, seed=11, layers=4, layer_size=512 * 1024, config=config)
-            arm = image(layout, seed=12, layers=4, layer_size=512 * 1024, arch="arm64",
-                        config=config)  # fmt: skip
+            arm = image(
+                layout, seed=12, layers=4, layer_size=512 * 1024, arch="arm64", config=config
+            )
             layout.tag("v1", index(layout, [amd, arm]))
 
             step("starting a private upstream registry (htpasswd) and an internal registry")
@@ -61,59 +65,93 @@ def main() -> int:
             authfile.chmod(0o600)
             step(f"pushing the image to {src} with skopeo")
             subprocess.run(
-                ["skopeo", "copy", "--quiet", "--all", "--authfile", str(authfile),
-                 "--dest-tls-verify=false", f"oci:{layout.path}:v1", f"docker://{src}"],
+                [
+                    "skopeo",
+                    "copy",
+                    "--quiet",
+                    "--all",
+                    "--authfile",
+                    str(authfile),
+                    "--dest-tls-verify=false",
+                    f"oci:{layout.path}:v1",
+                    f"docker://{src}",
+                ],
                 check=True,
-            )  # fmt: skip
+            )
             authfile.unlink()
 
             step("broker keys init; registering the cc and tailor clients")
             env = broker_env(root, f"sqlite:///{root / 'broker.sqlite'}", "unused")
             env["BROKER_LOG_LEVEL"] = "WARNING"
-            if broker_cli(env, "keys", "init").returncode != 0:
-                raise SystemExit("broker keys init failed")
             keys = root / "client-keys"
             keys.mkdir(mode=0o700)
-            clients = {"cc": new_client("cloud-controller", "cc"),
-                       "tailor": new_client("tailor", "tailor")}  # fmt: skip
-            key_files = {}
-            for role, client in clients.items():
-                added = broker_cli(env, "clients", "add", client.name, "--role", role,
-                                   "--public-key", str(client.write_public(keys)))  # fmt: skip
-                if added.returncode != 0:
-                    raise SystemExit(added.stderr)
-                key_files[role] = keys / f"{client.name}.key.pem"
-                key_files[role].write_bytes(client.private_pem)
-                key_files[role].chmod(0o600)
+            cc, tailor = new_client("cloud-controller", "cc"), new_client("tailor", "tailor")
+            key_files = provision(env, keys, [cc, tailor])
             broker = start_broker(env, root / "broker.log", self_audience=True)
             step(f"broker serving at {broker.url}")
 
             staging = str(uuid.uuid4())
-            step(f"tailor push --docker-image {src} --docker-username developer "
-                 f"(password from CF_DOCKER_PASSWORD), staging {staging}")  # fmt: skip
+            step(
+                f"tailor push --docker-image {src} --docker-username developer "
+                f"(password from CF_DOCKER_PASSWORD), staging {staging}"
+            )
             push_env = {k: v for k, v in os.environ.items() if not k.startswith("TAILOR_")}
             push_env.update(CF_DOCKER_PASSWORD=password, TAILOR_CACHE_DIR=str(root / "cache"))
             out = subprocess.run(
-                [sys.executable, "-m", "tailor.cli", "push", "--docker-image", src,
-                 "--docker-username", "developer", "--app-guid", str(uuid.uuid4()),
-                 "--staging-guid", staging, "--user", "developer@example.com",
-                 "--internal-registry", internal.host,
-                 "--insecure-registry", upstream.host, "--insecure-registry", internal.host,
-                 "--broker-url", broker.url,
-                 "--cc-client", "cloud-controller", "--cc-key", str(key_files["cc"]),
-                 "--tailor-client", "tailor", "--tailor-key", str(key_files["tailor"])],
-                env=push_env, stdout=subprocess.PIPE, text=True, check=False,
-            )  # fmt: skip
+                [
+                    sys.executable,
+                    "-m",
+                    "tailor.cli",
+                    "push",
+                    "--docker-image",
+                    src,
+                    "--docker-username",
+                    "developer",
+                    "--app-guid",
+                    str(uuid.uuid4()),
+                    "--staging-guid",
+                    staging,
+                    "--user",
+                    "developer@example.com",
+                    "--internal-registry",
+                    internal.host,
+                    "--insecure-registry",
+                    upstream.host,
+                    "--insecure-registry",
+                    internal.host,
+                    "--broker-url",
+                    broker.url,
+                    "--cc-client",
+                    "cloud-controller",
+                    "--cc-key",
+                    str(key_files[cc.name]),
+                    "--tailor-client",
+                    "tailor",
+                    "--tailor-key",
+                    str(key_files[tailor.name]),
+                ],
+                env=push_env,
+                stdout=subprocess.PIPE,
+                text=True,
+                check=False,
+            )
             if out.returncode != 0:
                 return out.returncode
             ref = out.stdout.strip().splitlines()[-1]
 
             step(f"pulling {ref} back with skopeo, by digest")
             subprocess.run(
-                ["skopeo", "copy", "--quiet", "--all", "--src-tls-verify=false",
-                 f"docker://{ref}", f"oci:{root / 'pulled'}:check"],
+                [
+                    "skopeo",
+                    "copy",
+                    "--quiet",
+                    "--all",
+                    "--src-tls-verify=false",
+                    f"docker://{ref}",
+                    f"oci:{root / 'pulled'}:check",
+                ],
                 check=True,
-            )  # fmt: skip
+            )
 
             step("audit trail")
             store = open_store(f"sqlite:///{root / 'broker.sqlite'}")
