@@ -46,8 +46,9 @@ def b64url_decode(text: str, *, canonical: bool = True) -> bytes:
         body = text.rstrip("=")
         if len(text) % 4 or len(text) - len(body) > 2:
             raise ValueError("not base64url: wrong padding")
-    # Checked first: the decoder would skip characters outside the alphabet silently.
-    if not _ALPHABET.fullmatch(body) or len(body) % 4 == 1:
+    # The decoder skips characters outside the alphabet silently: check them first (a
+    # canonical decoding catches them anyway, by encoding the result again below).
+    if len(body) % 4 == 1 or not (canonical or _ALPHABET.fullmatch(body)):
         raise ValueError("not base64url")
     try:
         raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))

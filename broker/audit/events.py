@@ -79,7 +79,7 @@ class Record(AuditEvent):
 
     def row(self) -> dict[str, Any]:
         """The store's columns: ``detail`` as JSON text (NULL when empty)."""
-        out = self.as_dict()
+        out = dict(vars(self))
         out["detail"] = json.dumps(self.detail, sort_keys=True) if self.detail else None
         return out
 
@@ -101,6 +101,9 @@ _STAGING = frozenset(
 )
 
 
+_ALWAYS = frozenset({"client", "detail"})
+
+
 @dataclass(frozen=True)
 class Kind:
     """One kind of event: its name, when it is written, and what it may carry."""
@@ -119,9 +122,10 @@ class Kind:
 
     def __call__(self, **values: Any) -> AuditEvent:
         """An event of this kind; a field it does not carry is a programming error."""
-        extra = set(values) - self.carries - {"client", "detail"}
-        extra |= {f"detail.{k}" for k in values.get("detail") or {} if k not in self.detail}
-        if extra:
+        detail = values.get("detail") or {}
+        if not (values.keys() <= self.carries | _ALWAYS and detail.keys() <= set(self.detail)):
+            extra = [*(values.keys() - self.carries - _ALWAYS)]
+            extra += [f"detail.{k}" for k in detail.keys() - set(self.detail)]
             raise ValueError(f"a {self.name} event carries no {', '.join(sorted(extra))}")
         return AuditEvent(self.name, **values)
 

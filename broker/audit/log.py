@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -115,9 +115,9 @@ class AuditLog:
                 f"the audit log ends at event {last_seq} but this broker appended up to "
                 f"{floor[0]}: it was truncated or rewritten"
             )
-        at = timestamp(self._clock())
-        record = Record(**vars(event), seq=last_seq + 1, at=at, prev_hash=prev)
-        record = replace(record, hash=event_hash(record.body(), prev))
+        seq, at, fields = last_seq + 1, timestamp(self._clock()), vars(event)
+        digest = event_hash({**fields, "seq": seq, "at": at}, prev)
+        record = Record(**fields, seq=seq, at=at, prev_hash=prev, hash=digest)
         tx.insert_audit(record.row())
         if record.seq % self._every == 0:
             tx.insert_checkpoint(self._sign(record.seq, str(record.hash), at).row())

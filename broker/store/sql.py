@@ -7,6 +7,8 @@ audit event commit together or not at all.
 
 from __future__ import annotations
 
+import functools
+import operator
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import fields
@@ -55,6 +57,7 @@ MIGRATIONS: list[list[str]] = [
 
 _STAGING_FIELDS = tuple(f.name for f in fields(StagingRow))  # the columns, in the row's order
 _STAGING_COLUMNS = ", ".join(_STAGING_FIELDS)
+_staging_values = operator.attrgetter(*_STAGING_FIELDS)
 _OPEN = "(" + ",".join(f"'{state}'" for state in OPEN_STATES) + ")"  # a constant: no parameters
 
 
@@ -119,9 +122,8 @@ class SqlTx:
 
     def insert_staging(self, s: StagingRow) -> bool:
         cur = self._exec(
-            f"INSERT INTO stagings ({_STAGING_COLUMNS}) VALUES ({_marks(_STAGING_FIELDS)})"
-            " ON CONFLICT (staging_guid) DO NOTHING",
-            tuple(getattr(s, name) for name in _STAGING_FIELDS),
+            _insert("stagings", _STAGING_FIELDS) + " ON CONFLICT (staging_guid) DO NOTHING",
+            _staging_values(s),
         )
         return bool(cur.rowcount == 1)
 
@@ -208,8 +210,7 @@ class SqlTx:
         return (int(row[0]), row[1]) if row else (0, None)
 
     def insert_audit(self, row: Mapping[str, Any]) -> None:
-        sql = f"INSERT INTO audit_events ({_columns(row)}) VALUES ({_marks(row)})"
-        self._exec(sql, tuple(row.values()))
+        self._exec(_insert("audit_events", tuple(row)), tuple(row.values()))
 
     def audit_rows(
         self,
@@ -248,11 +249,8 @@ class SqlTx:
         return int(row[0]) if row else None
 
     def insert_checkpoint(self, row: Mapping[str, Any]) -> bool:
-        cur = self._exec(
-            f"INSERT INTO audit_checkpoints ({_columns(row)}) VALUES ({_marks(row)})"
-            " ON CONFLICT (seq) DO NOTHING",
-            tuple(row.values()),
-        )
+        sql = _insert("audit_checkpoints", tuple(row)) + " ON CONFLICT (seq) DO NOTHING"
+        cur = self._exec(sql, tuple(row.values()))
         return bool(cur.rowcount == 1)
 
     def checkpoint_rows(self, from_seq: int = 0, to_seq: int | None = None) -> list[dict[str, Any]]:
@@ -287,5 +285,8 @@ def _marks(items: Collection[Any]) -> str:
     return ",".join("?" for _ in items)
 
 
-def _columns(row: Mapping[str, Any]) -> str:
-    return ", ".join(_identifier(name) for name in row)
+@functools.lru_cache(maxsize=64)
+def _insert(table: str, columns: tuple[str, ...]) -> str:
+    """The INSERT for these columns; built (and its names checked) once per shape."""
+    names = ", ".join(_identifier(name) for name in columns)
+    return f"INSERT INTO {_identifier(table)} ({names}) VALUES ({_marks(columns)})"
