@@ -35,7 +35,7 @@ from tailor.jose import b64url_decode, es256_verify
 
 __all__ = [
     "MAX_ASSERTION_LENGTH",
-    "Verified",
+    "Authenticated",
     "load_client_key",
     "verify_assertion",
 ]
@@ -44,11 +44,23 @@ MAX_ASSERTION_LENGTH = 8192
 PublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey
 
 
-@dataclass(frozen=True)
-class Verified:
+@dataclass
+class Authenticated:
+    """A client whose assertion verified. Its ``jti`` must be spent exactly once, which
+    the service's units of work see to (``spent`` says it was)."""
+
     client: ClientRow
     jti: str
     expires_at: int
+    spent: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.client.name
+
+    @property
+    def role(self) -> str:
+        return self.client.role
 
 
 def _b64d(segment: str) -> bytes:
@@ -124,7 +136,7 @@ def verify_assertion(
     now: int,
     max_lifetime: int,
     skew: int,
-) -> Verified:
+) -> Authenticated:
     """Verify ``token``; ``lookup(name) -> ClientRow | None`` finds the claimed client."""
     if len(token) > MAX_ASSERTION_LENGTH:
         raise Unauthenticated("oversized assertion")
@@ -173,4 +185,4 @@ def verify_assertion(
     jti = claims.get("jti")
     if not isinstance(jti, str) or not 1 <= len(jti) <= 256:
         raise Unauthenticated("invalid assertion: bad jti")
-    return Verified(client, jti, exp)
+    return Authenticated(client, jti, exp)

@@ -22,12 +22,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from broker.audit import AuditEvent, AuditLog, Verification
+from broker.auth import Authenticated
 from broker.keys import RingWatcher, jwks, load_keys
 from broker.service.auditors import AuditorSessions
 from broker.service.clients import Clients
 from broker.service.registry import RegistryGrants
 from broker.service.stagings import Stagings
-from broker.service.unit import Authenticated, Unit, Units
+from broker.service.unit import Unit, Units
 from broker.settings import Settings
 from broker.store import Store, open_store
 

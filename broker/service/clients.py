@@ -14,9 +14,9 @@ from collections.abc import Callable, Collection
 from typing import TypeVar
 
 from broker.audit import events
-from broker.auth import load_client_key, verify_assertion
+from broker.auth import Authenticated, load_client_key, verify_assertion
 from broker.errors import Conflict, Forbidden, Invalid, NotFound, Unauthenticated, Unavailable
-from broker.service.unit import Authenticated, Units
+from broker.service.unit import Units
 from broker.settings import Settings
 from broker.store import Store
 from broker.store.model import ROLES, ClientRow
@@ -57,7 +57,7 @@ class Clients:
         if not assertion:
             raise Unauthenticated("no bearer assertion")
         s = self._settings
-        verified = verify_assertion(
+        return verify_assertion(
             assertion,
             lookup=self.get,
             audience=s.public_url,
@@ -65,7 +65,6 @@ class Clients:
             max_lifetime=s.assertion_max_lifetime_seconds,
             skew=s.clock_skew_seconds,
         )
-        return Authenticated(verified.client, verified.jti, verified.expires_at)
 
     def spend(self, caller: Authenticated) -> None:
         """Spend the caller's jti in a transaction of its own (if no unit spent it)."""

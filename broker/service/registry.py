@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from broker.audit import events, timestamp
+from broker.auth import Authenticated
 from broker.errors import Invalid
 from broker.keys import KeyMaterial
 from broker.registryauth import (
@@ -16,7 +17,7 @@ from broker.registryauth import (
     issue_token,
     parse_scope,
 )
-from broker.service.unit import Authenticated, Units
+from broker.service.unit import Units
 from broker.settings import Settings
 from tailor.naming import staging_repository
 

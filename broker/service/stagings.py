@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from broker.audit import AuditEvent, Kind, events
+from broker.auth import Authenticated
 from broker.errors import Conflict, Invalid, NotFound, TokenRefused
 from broker.keys import KeyMaterial, RingWatcher
-from broker.service.unit import Authenticated, Unit, Units
+from broker.service.unit import Unit, Units
 from broker.settings import Settings
 from broker.store import Store
 from broker.store.model import OPEN_STATES, StagingRow, State

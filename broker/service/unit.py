@@ -10,33 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 from broker.audit import AuditEvent, AuditLog, AuditWriter
+from broker.auth import Authenticated
 from broker.errors import Unauthenticated
 from broker.store import SqlTx, Store
-from broker.store.model import ClientRow
 
-__all__ = ["Authenticated", "Unit", "Units"]
-
-
-@dataclass
-class Authenticated:
-    """A client whose assertion verified. Its ``jti`` must be spent exactly once: by the
-    first unit of work it is given to, or on its own (:meth:`Clients.spend`)."""
-
-    client: ClientRow
-    jti: str
-    expires_at: int
-    spent: bool = False
-
-    @property
-    def name(self) -> str:
-        return self.client.name
-
-    @property
-    def role(self) -> str:
-        return self.client.role
+__all__ = ["Unit", "Units"]
 
 
 class Unit:
