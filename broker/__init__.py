@@ -1,3 +1,3 @@
-"""The broker: clients, staging tokens, sealed credentials, audit log (see DESIGN.md)."""
+"""The broker: clients, staging tokens, sealed credentials, audit log (docs/architecture.md)."""
 
 __version__ = "0.1.0"

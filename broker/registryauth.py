@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from broker.store.model import OPEN_STATES, StagingRow
 from tailor.jose import compact_jws
-from tailor.naming import app_namespace, staging_repository
+from tailor.naming import app_namespace, prefix_namespace, staging_repository
 
 __all__ = ["MAX_SCOPES", "Scope", "decide", "issue_token", "parse_scope"]
 
@@ -64,7 +64,7 @@ def decide(
     wanted = set(scope.actions)
     name = scope.name.lower()
     if role == "puller":
-        return tuple(sorted(wanted & {"pull"})) if name.startswith(prefix + "/") else ()
+        return tuple(sorted(wanted & {"pull"})) if name.startswith(prefix_namespace(prefix)) else ()
     if role != "tailor":
         return ()
     allowed: set[str] = set()

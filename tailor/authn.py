@@ -226,7 +226,9 @@ def _entry_auth(entry: dict[str, object], path: Path) -> Authenticator:
             raise ConfigError(f"{path}: an 'auth' entry is not base64 of user:password")
     identity = str(entry.get("identitytoken") or "")
     if identity:
-        return IdentityToken(identity, Basic(username, password) if username else None)
+        # A Basic pair to fall back on only when there is one: a user without a password,
+        # or a password without a user, is not a credential to send.
+        return IdentityToken(identity, Basic(username, password) if username and password else None)
     return _basic(username, password)
 
 

@@ -10,7 +10,12 @@ from __future__ import annotations
 from tailor.errors import ConfigError
 from tailor.reference import valid_repository
 
-__all__ = ["app_namespace", "checked_staging_repository", "staging_repository"]
+__all__ = [
+    "app_namespace",
+    "checked_staging_repository",
+    "prefix_namespace",
+    "staging_repository",
+]
 
 
 def _levels(prefix: str, app_guid: str | None, staging_guid: str) -> list[str]:
@@ -21,6 +26,11 @@ def _levels(prefix: str, app_guid: str | None, staging_guid: str) -> list[str]:
 def staging_repository(prefix: str, app_guid: str | None, staging_guid: str) -> str:
     """The repository of one staging, lower-cased; never raises, whatever the guids."""
     return "/".join(_levels(prefix, app_guid, staging_guid)).lower()
+
+
+def prefix_namespace(prefix: str) -> str:
+    """What every staging repository starts with: ``<prefix>/`` (what the cells may pull)."""
+    return "/".join(_levels(prefix, None, "")).lower() + "/"
 
 
 def app_namespace(prefix: str, app_guid: str) -> str:

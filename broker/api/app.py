@@ -75,8 +75,7 @@ def _repeat(job: Job, stop: threading.Event) -> None:
         try:
             job.run()
         except Exception as exc:
-            kind = type(exc).__name__
-            log.error("background job failed", extra={"job": job.name, "error_type": kind})
+            log.error(job.failed, extra={"error_type": type(exc).__name__})
         if stop.wait(job.every):
             return
 

@@ -12,6 +12,7 @@ import base64
 import binascii
 from collections.abc import Callable, Sequence
 from typing import Annotated, TypeVar
+from urllib.parse import parse_qs
 
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
@@ -23,6 +24,7 @@ from broker.store.model import Role
 
 __all__ = [
     "AsAuditor",
+    "AsAuditorByForm",
     "AsCC",
     "AsCCOrTailor",
     "AsRegistryClient",
@@ -106,14 +108,20 @@ class Caller:
     """The dependency ``Caller("cc", ...)``: the request's client assertion, for these roles.
 
     ``basic``: also accept HTTP Basic with the client id as user and an assertion as
-    password (how registry clients speak to a token server)."""
+    password (how registry clients speak to a token server). ``form``: the assertion is
+    this field of a form body instead (the audit page's login form)."""
 
-    def __init__(self, *roles: Role, basic: bool = False) -> None:
+    def __init__(self, *roles: Role, basic: bool = False, form: str | None = None) -> None:
         self.roles = roles
         self.basic = basic
+        self.form = form
 
     async def __call__(self, request: Request) -> Call:
-        assertion, user = _credentials(request, self.basic)
+        if self.form is not None:
+            body = (await request.body()).decode(errors="replace")
+            assertion, user = (parse_qs(body).get(self.form) or [""])[0].strip(), None
+        else:
+            assertion, user = _credentials(request, self.basic)
         return Call(await get_service(request), assertion, self.roles, user)
 
 
@@ -124,3 +132,4 @@ AsTailor = Annotated[Call, Depends(Caller("tailor"))]
 AsCCOrTailor = Annotated[Call, Depends(Caller("cc", "tailor"))]
 AsAuditor = Annotated[Call, Depends(Caller("auditor"))]
 AsRegistryClient = Annotated[Call, Depends(Caller("tailor", "puller", basic=True))]
+AsAuditorByForm = Annotated[Call, Depends(Caller("auditor", form="assertion"))]

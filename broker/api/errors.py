@@ -23,6 +23,7 @@ from broker.errors import (
     Forbidden,
     Invalid,
     NotFound,
+    SetupError,
     StoreError,
     TokenRefused,
     Unauthenticated,
@@ -57,6 +58,7 @@ _KINDS: tuple[tuple[type[BrokerError], str], ...] = (
     (Conflict, "conflict"),
     (Invalid, "invalid-request"),
     (Unavailable, "unavailable"),
+    (SetupError, "unavailable"),  # the broker's own set-up, not the request: nothing was done
 )
 _UNAVAILABLE = {
     AuditTampered: "the audit log is not intact; nothing was done",
@@ -110,11 +112,13 @@ def answer(request: Request, exc: BrokerError) -> JSONResponse:
         return problem(kind)
     if isinstance(exc, TokenRefused):
         return problem(kind)  # the same answer for every reason: the audit log has it
-    if isinstance(exc, Unavailable):
+    if isinstance(exc, Unavailable | SetupError):
         if isinstance(exc, AuditTampered):
             log.critical("audit log tampered; refusing to append", extra={"error": str(exc)})
-        else:
+        elif isinstance(exc, StoreError):
             log.error("store failure; action not taken", extra={"error": str(exc)})
+        else:
+            log.error("broker set-up failure; action not taken", extra={"error": str(exc)})
         detail = next((d for cls, d in _UNAVAILABLE.items() if isinstance(exc, cls)), None)
         return problem(kind, detail)
     # Forbidden says no more than its title; the others say what was wrong with the request.

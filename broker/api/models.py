@@ -41,8 +41,8 @@ class MintRequest(_Strict):
     username: Annotated[str, Field(min_length=1, max_length=256)] | None = None
     password: SecretStr | None = Field(default=None, min_length=1, max_length=4096)
     tailor: Name
-    ttl_seconds: int | None = None
-    """Bounds are policy: the service says which (default 900, 30..the maximum)."""
+    ttl_seconds: Annotated[int, Field(ge=1)] | None = None
+    """A lifetime is positive; which lifetimes are accepted is policy (the service's)."""
     space_guid: Guid | None = None
     user: Annotated[str, Field(min_length=1, max_length=256)] | None = None
 
@@ -87,6 +87,9 @@ class CompletionResult(BaseModel):
 
 
 class AuditPage(BaseModel):
+    # Every field of an event is always there (null when absent): required in the schema.
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
     events: list[Record]
     next_after: int | None
     """Pass as ``after`` for the next page; null on the last page."""

@@ -16,10 +16,11 @@ from broker.audit import events
 from broker.audit.chain import Checkpoint, Report
 from broker.audit.events import CATALOG, AuditEvent, Kind, Record, timestamp
 from broker.audit.log import AuditLog, AuditWriter, Verification
-from broker.audit.query import AuditFilter, make_filter
+from broker.audit.query import FILTERS, AuditFilter, make_filter
 
 __all__ = [
     "CATALOG",
+    "FILTERS",
     "AuditEvent",
     "AuditFilter",
     "AuditLog",

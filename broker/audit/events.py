@@ -167,7 +167,7 @@ CLIENT_REMOVED = Kind("client.removed", "broker clients remove", "client removed
 REGISTRY_TOKEN = Kind(
     "registry.token",
     "the internal registry's token server answered; reason 'refused' if a scope was cut",
-    "registry token",
+    "registry.token",
     frozenset({"staging_guid", "reason"}),
     ("service", "granted", "refused"),
 )

@@ -2,7 +2,8 @@
 
 Writers append inside their own transaction through an :class:`AuditWriter`
 (``AuditLog.writer(tx)``), so an action and its event commit together or not at
-all (fail closed). Appending takes the log's lock, refuses to go on when the
+all (fail closed). Appending takes the store's audit lock (an advisory lock on
+PostgreSQL; SQLite has one writer anyway), refuses to go on when the
 stored head is behind what this process appended (the log was truncated or
 rewritten: :class:`~broker.errors.AuditTampered`), hashes the event onto the
 chain and signs a checkpoint every ``checkpoint_every`` events. Checkpoints are

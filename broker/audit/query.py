@@ -7,7 +7,11 @@ from dataclasses import dataclass
 
 from broker.audit.events import CATALOG
 
-__all__ = ["AuditFilter", "make_filter", "normalize_time"]
+__all__ = ["FILTERS", "AuditFilter", "make_filter", "normalize_time"]
+
+FILTERS = ("app", "staging", "client", "event", "since", "until")
+"""What an auditor may filter on: :func:`make_filter`'s keywords, the API's query
+parameters, the CLI's options and the page's fields."""
 
 
 @dataclass(frozen=True)

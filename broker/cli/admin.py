@@ -8,7 +8,7 @@ import json
 
 from broker import keys as keyring
 from broker.errors import Invalid, SetupError
-from broker.service import open_service
+from broker.service import open_reader, open_service
 from broker.settings import get_settings
 
 __all__ = ["clients", "keys", "registry_config", "serve"]
@@ -49,6 +49,13 @@ def keys(args: argparse.Namespace) -> int:
 
 
 def clients(args: argparse.Namespace) -> int:
+    if args.action == "list":
+        with open_reader(get_settings()) as reader:
+            print(f"{'NAME':<24} {'ROLE':<8} ADDED")
+            for row in reader.clients():
+                added = datetime.datetime.fromtimestamp(row.created_at, datetime.UTC)
+                print(f"{row.name:<24} {row.role:<8} {added:%Y-%m-%dT%H:%M:%SZ}")
+        return 0
     service = open_service(get_settings())
     try:
         if args.action == "add":
@@ -62,14 +69,9 @@ def clients(args: argparse.Namespace) -> int:
             except Invalid as exc:
                 raise SetupError(f"{args.public_key}: {exc}") from None
             print(f"added {args.role} client {args.name}")
-        elif args.action == "remove":
+        else:
             service.clients.remove(args.name)
             print(f"removed client {args.name}")
-        else:
-            print(f"{'NAME':<24} {'ROLE':<8} ADDED")
-            for row in service.clients.all():
-                added = datetime.datetime.fromtimestamp(row.created_at, datetime.UTC)
-                print(f"{row.name:<24} {row.role:<8} {added:%Y-%m-%dT%H:%M:%SZ}")
     finally:
         service.close()
     return 0

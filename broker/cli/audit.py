@@ -12,23 +12,21 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from broker.audit import AuditFilter, AuditLog, Report, make_filter
+from broker.audit import FILTERS, AuditFilter, AuditLog, Report, make_filter
 from broker.audit.export import verify_export
 from broker.errors import KeyFileError, SetupError
 from broker.keys import audit_kid, load_keys
-from broker.service import Service, audit_reader, open_service
+from broker.service import Service, open_reader, open_service
 from broker.settings import get_settings
 from broker.tokens import fingerprint
 from tailor.jose import b64url_decode
 
 __all__ = ["run"]
 
-_FILTERS = ("app", "staging", "client", "event", "since", "until")
-
 
 def _shown(args: argparse.Namespace) -> dict[str, Any]:
     """The filters as the auditor gave them."""
-    return {k: getattr(args, k) for k in _FILTERS if getattr(args, k, None)}
+    return {k: getattr(args, k) for k in FILTERS if getattr(args, k, None)}
 
 
 def _filter(args: argparse.Namespace) -> AuditFilter:
@@ -47,11 +45,11 @@ def run(args: argparse.Namespace) -> int:
     settings = get_settings()
     if action in ("list", "verify"):
         # Read only: an auditor with database access needs no key material.
-        with audit_reader(settings) as audit:
+        with open_reader(settings) as reader:
             if action == "list":
-                return _list(audit, args)
-            return _print(audit.verify(_verification_keys(args)))
-    service = open_service(settings)
+                return _list(reader.audit, args)
+            return _print(reader.audit.verify(_verification_keys(args)))
+    service = open_service(settings, migrate=False)  # signs (an export's seal, a ticket)
     try:
         if action == "login":
             return _login(service, args)
@@ -137,9 +135,6 @@ def _fingerprint() -> int:
 
 
 def _login(service: Service, args: argparse.Namespace) -> int:
-    client = service.clients.get(args.client)
-    if client is None or client.role != "auditor":
-        raise SetupError(f"{args.client!r} is not a registered auditor client")
     if not 1 <= args.minutes <= 60:
         raise SetupError("--minutes must be between 1 and 60")
     ticket = service.auditors.ticket(args.client, args.minutes)

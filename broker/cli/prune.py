@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     settings = get_settings()
     grace = parse_duration(args.grace)
     images = read_lrps(load_lrps(args.desired_lrps), args.domain)  # refuse before any I/O
-    service = open_service(settings)
+    service = open_service(settings, migrate=False)  # reads stagings, appends events
     try:
         # The broker's own tokens: full access to exactly what each request needs.
         transport = Transport(

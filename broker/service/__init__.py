@@ -8,8 +8,10 @@
 | ``registry`` | what internal-registry tokens grant; the broker's own tokens |
 | ``auditors`` | the audit page's sessions |
 
-The API (``broker/api``) and the CLI (``broker/cli``) reach keys, the store and the
-audit log only through this.
+Routes (``broker/api``) reach keys, the store and the audit log only through this;
+the CLI (``broker/cli``) opens it for every command that touches the database
+(:func:`open_service`, or :func:`open_reader` for those that only read and need
+no key material).
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ from broker.service.stagings import Stagings
 from broker.service.unit import Unit, Units
 from broker.settings import Settings
 from broker.store import Store, open_store
+from broker.store.model import ClientRow
 
-__all__ = ["Authenticated", "Job", "Service", "Unit", "audit_reader", "open_service"]
+__all__ = ["Authenticated", "Job", "Reader", "Service", "Unit", "open_reader", "open_service"]
 
 log = logging.getLogger("broker")
 
@@ -44,6 +47,8 @@ class Job:
     name: str
     every: float
     run: Callable[[], object]
+    failed: str
+    """The error log line when a round fails (the next round tries again)."""
     at_start: bool = False
 
 
@@ -92,9 +97,20 @@ class Service:
     def jobs(self) -> list[Job]:
         s = self.settings
         return [
-            Job("sweeper", s.sweep_interval_seconds, self._sweep),
-            Job("audit-checkpoint", s.audit_checkpoint_seconds, self.audit.checkpoint),
-            Job("audit-verify", s.audit_verify_seconds, self.audit.check, at_start=True),
+            Job("sweeper", s.sweep_interval_seconds, self._sweep, "sweep failed"),
+            Job(
+                "audit-checkpoint",
+                s.audit_checkpoint_seconds,
+                self.audit.checkpoint,
+                "audit checkpoint failed",
+            ),
+            Job(
+                "audit-verify",
+                s.audit_verify_seconds,
+                self.audit.check,
+                "audit verification failed to run",
+                at_start=True,
+            ),
         ]
 
     def _sweep(self) -> None:
@@ -106,12 +122,24 @@ class Service:
         self._store.close()
 
 
+@dataclass(frozen=True)
+class Reader:
+    """What can be read with database access alone: no key material, no schema change."""
+
+    audit: AuditLog
+    _store: Store
+
+    def clients(self) -> list[ClientRow]:
+        with self._store.transaction(write=False) as tx:
+            return tx.list_clients()
+
+
 @contextmanager
-def audit_reader(settings: Settings) -> Iterator[AuditLog]:
-    """The stored audit log, to read and verify only: no key material needed."""
+def open_reader(settings: Settings) -> Iterator[Reader]:
+    """The store, to read only (``broker audit list|verify``, ``broker clients list``)."""
     store = open_store(settings.database_url)
     try:
-        yield AuditLog(store, None)
+        yield Reader(AuditLog(store, None), store)
     finally:
         store.close()
 
@@ -119,16 +147,18 @@ def audit_reader(settings: Settings) -> Iterator[AuditLog]:
 def open_service(
     settings: Settings,
     *,
+    migrate: bool = True,
     on_event: Callable[[AuditEvent], None] = lambda event: None,
     on_verified: Callable[[Verification], None] = lambda done: None,
 ) -> Service:
-    """Keys loaded, the store opened and migrated: a misconfiguration fails here, as one
-    BrokerError, not at the first request."""
+    """Keys loaded and the store opened (and migrated, unless ``migrate`` is False: commands
+    that only read or only sign): a misconfiguration fails here, as one BrokerError."""
     store = open_store(settings.database_url)
     try:
-        store.migrate()
         service = Service(settings, store, on_event=on_event, on_verified=on_verified)
-        service.audit.upgrade()
+        if migrate:
+            store.migrate()
+            service.audit.upgrade()
     except BaseException:
         store.close()
         raise

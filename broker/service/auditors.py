@@ -4,7 +4,7 @@ session; every replica accepts it (the format is ``broker/sessions.py``)."""
 from __future__ import annotations
 
 from broker import sessions
-from broker.errors import Unauthenticated
+from broker.errors import NotFound, Unauthenticated
 from broker.keys import KeyMaterial
 from broker.service.clients import Clients
 
@@ -21,7 +21,9 @@ class AuditorSessions:
         return client is not None and client.role == "auditor"
 
     def ticket(self, client: str, minutes: int) -> str:
-        """A single-use link's ticket (``broker audit login``)."""
+        """A single-use link's ticket (``broker audit login``), for an auditor only."""
+        if not self._auditor(client):
+            raise NotFound(f"{client!r} is not a registered auditor client")
         return sessions.issue(self._key, client, "ticket", minutes * 60)
 
     def redeem_ticket(self, value: str | None) -> str:

@@ -126,7 +126,3 @@ class Clients:
             if not unit.tx.remove_client(name):
                 raise NotFound(f"no client {name!r}")
             unit.audit(events.CLIENT_REMOVED(client=name))
-
-    def all(self) -> list[ClientRow]:
-        with self._store.transaction(write=False) as tx:
-            return tx.list_clients()

@@ -35,7 +35,7 @@ class RegistryGrants:
         self._settings = settings
         self._clock = clock
 
-    def _issue(self, subject: str, access: Sequence[Scope], lifetime: int) -> str:
+    def _issue(self, subject: str, access: Sequence[Scope], lifetime: int, now: int) -> str:
         return issue_token(
             key=self._keys.registry_key,
             cert=self._keys.registry_cert,
@@ -43,7 +43,7 @@ class RegistryGrants:
             service=self._settings.registry_service,
             subject=subject,
             access=access,
-            now=int(self._clock()),
+            now=now,
             lifetime=lifetime,
         )
 
@@ -86,19 +86,15 @@ class RegistryGrants:
                     },
                 )
             )
-        lifetime = settings.registry_token_seconds
-        token = self._issue(caller.name, granted, lifetime)
-        return {
-            "token": token,
-            "access_token": token,
-            "expires_in": lifetime,
-            "issued_at": timestamp(self._clock()),
-        }
+        lifetime, now = settings.registry_token_seconds, int(self._clock())
+        token = self._issue(caller.name, granted, lifetime, now)
+        issued = timestamp(now)
+        return {"token": token, "access_token": token, "expires_in": lifetime, "issued_at": issued}
 
     def own_token(self, scopes: Sequence[str]) -> str:
         """The broker's own token (pruning): exactly the scopes asked, never over HTTP."""
         access = [s for s in map(parse_scope, scopes) if s is not None]
-        return self._issue("broker", access, _OWN_TOKEN_SECONDS)
+        return self._issue("broker", access, _OWN_TOKEN_SECONDS, int(self._clock()))
 
     def pruned(self, repository: str, digest: str, tags: list[str]) -> None:
         """Record that pruning deleted a manifest."""

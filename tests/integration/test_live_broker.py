@@ -130,6 +130,13 @@ def test_cli_keys_and_clients(tmp_path: Path, clients: Clients) -> None:
     assert broker_cli(env, "keys", "retire", new_kid).returncode == 1
     assert broker_cli(env, "keys", "retire", old_kid).returncode == 0
     names = broker_cli(env, "clients", "list").stdout
+    # Reading needs the database only: no key material, no schema change.
+    keyless = {**env, "BROKER_KEYS_DIR": str(tmp_path / "no-keys")}
+    listed_keyless = broker_cli(keyless, "clients", "list")
+    assert listed_keyless.returncode == 0 and listed_keyless.stdout == names
+    assert broker_cli(keyless, "audit", "list").returncode == 0
+    login = broker_cli(env, "audit", "login", "--client", clients.cc.name)
+    assert login.returncode == 1 and "not a registered auditor" in login.stderr
     assert all(c.name in names for c in clients.all())
     cc_public = str(tmp_path / f"{clients.cc.name}.pub.pem")
     dup = broker_cli(

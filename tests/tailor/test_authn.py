@@ -96,6 +96,10 @@ def test_an_identity_token_entry_keeps_its_basic_fallback(tmp_path: Path) -> Non
         tmp_path, {"auths": {"reg.example": {"auth": b64("carol:pw3"), "identitytoken": "rt-2"}}}
     )
     assert from_docker_config("reg.example", path) == IdentityToken("rt-2", Basic("carol", "pw3"))
+    # Half a pair is nothing to fall back on: the token alone.
+    for half in ({"username": "carol"}, {"password": "pw3"}):
+        path = write(tmp_path, {"auths": {"reg.example": {**half, "identitytoken": "rt-2"}}})
+        assert from_docker_config("reg.example", path) == IdentityToken("rt-2")
 
 
 REALM = "https://broker.example/v1/registry-token"

@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 
 from tailor.errors import ConfigError
-from tailor.naming import app_namespace, checked_staging_repository, staging_repository
+from tailor.naming import (
+    app_namespace,
+    checked_staging_repository,
+    prefix_namespace,
+    staging_repository,
+)
 
 
 @pytest.mark.parametrize(
@@ -59,3 +64,14 @@ def test_the_app_namespace(prefix: str, app: str, namespace: str) -> None:
     assert app_namespace(prefix, app) == namespace
     if app:
         assert staging_repository(prefix, app, "s").startswith(namespace)
+
+
+@pytest.mark.parametrize(
+    ("prefix", "namespace"),
+    [("staging", "staging/"), ("/Team/Staging/", "team/staging/"), ("", "/")],
+)
+def test_the_prefix_namespace_holds_every_staging(prefix: str, namespace: str) -> None:
+    assert prefix_namespace(prefix) == namespace
+    if prefix:
+        assert staging_repository(prefix, "A", "s").startswith(namespace)
+        assert app_namespace(prefix, "a").startswith(namespace)

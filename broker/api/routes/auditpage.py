@@ -10,19 +10,18 @@ from __future__ import annotations
 import datetime
 import html
 from typing import Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from broker.api.deps import Call, Svc, offload
-from broker.audit import CATALOG, Record, Verification, make_filter
+from broker.api.deps import AsAuditorByForm, Svc, offload
+from broker.audit import CATALOG, FILTERS, Record, Verification, events, make_filter
 from broker.errors import Forbidden, Unauthenticated
 from broker.service import Service
 
 router = APIRouter(include_in_schema=False)
 COOKIE = "stager_audit"
-FILTERS = ("app", "staging", "client", "event", "since", "until")
 _HEADINGS = "Seq,At,Event,Client,App,Staging,Image,Registry user,Reason,Detail,Token fp".split(",")
 PAGE_SIZE = 200
 
@@ -113,17 +112,14 @@ async def session_from_ticket(request: Request, service: Svc) -> Response:
 
 
 @router.post("/audit/login")
-async def login(request: Request, service: Svc) -> Response:
-    body = (await request.body()).decode(errors="replace")
-    assertion = (parse_qs(body).get("assertion") or [""])[0].strip()
-    call = Call(service, assertion, ("auditor",))
+async def login(call: AsAuditorByForm) -> Response:
     try:
         client = await call.run(lambda caller: caller.name, read=True)
     except Unauthenticated:
         return _login_page("That assertion was not accepted.")
     except Forbidden:
         return _login_page("That client is not an auditor.")
-    return _start_session(service, client)
+    return _start_session(call.service, client)
 
 
 @router.get("/audit/logout")
@@ -142,7 +138,7 @@ def _link(**params: str) -> str:
 
 
 def _row(e: Record) -> str:
-    cls = ' class="refused"' if e.event == "token.refused" else ""
+    cls = ' class="refused"' if e.event == events.TOKEN_REFUSED.name else ""
     staging = (
         f'<a href="{html.escape(_link(staging=e.staging_guid))}">{_cell(e.staging_guid)}</a>'
         if e.staging_guid
@@ -164,11 +160,11 @@ def _timeline(rows: list[Record]) -> str:
     for e in rows:
         kind = CATALOG.get(e.event)
         label = kind.label if kind else e.event
-        if e.event == "token.refused":
+        if kind is events.TOKEN_REFUSED:
             text, cls = f"{label}: {e.reason} ({e.client})", "refused"
         else:
             text = f"{label} ({e.client})"
-            cls = "done" if e.event in ("staging.completed", "credentials.purged") else ""
+            cls = "done" if kind in (events.STAGING_COMPLETED, events.CREDENTIALS_PURGED) else ""
         items.append(f'<li class="{cls}" title="{_cell(e.at)}">{html.escape(text)}</li>')
     return '<ol class="timeline" id="timeline">' + "".join(items) + "</ol>"
 
