@@ -6,7 +6,7 @@ from collections.abc import Generator
 
 import pytest
 
-from tests.support import markers
+from tests.support import markers, processes
 
 pytest_plugins = [
     "tests.support.fixtures.database",
@@ -30,5 +30,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
     """While a test sets up, runs and tears down, the helpers that start things see its
     markers (tests/support/markers.py: require)."""
-    with markers.running(item.nodeid, {m.name for m in item.iter_markers()}):
-        return (yield)
+    try:
+        with markers.running(item.nodeid, {m.name for m in item.iter_markers()}):
+            return (yield)
+    finally:
+        processes.reap()  # whatever the test or a half-done fixture left running

@@ -31,7 +31,7 @@ from tests.support.clients import Client, new_client
 from tests.support.credentials import UPSTREAM_PASSWORD, UPSTREAM_USER
 from tests.support.haproxy import Balancer, start_haproxy
 from tests.support.images import Layout, image
-from tests.support.processes import free_port, stop
+from tests.support.processes import free_port, spawn, stop
 from tests.support.registry import Registry, start_registry
 from tests.support.skopeo import Skopeo
 
@@ -175,7 +175,7 @@ def cluster(tmp_path: Path, pg_schema_url: str, skopeo: Skopeo) -> Iterator[Clus
 def test_a_registry_replica_dies_mid_stage(cluster: Cluster, skopeo: Skopeo) -> None:
     c = cluster
     token = c.mint("big", "stg-big")
-    proc = subprocess.Popen(
+    proc = spawn(
         [*TAILOR, *c.stage_args("big", "stg-big"), "--jobs", "2"],
         env=c.stage_env("stg-big", token),
         stderr=subprocess.PIPE,

@@ -28,7 +28,7 @@ from tests.support.brokerproc import BrokerProcess, broker_cli, broker_env, prov
 from tests.support.clients import Clients
 from tests.support.concurrency import together
 from tests.support.credentials import PASSWORD
-from tests.support.processes import free_port
+from tests.support.processes import free_port, spawn
 
 pytestmark = pytest.mark.slow
 
@@ -209,7 +209,7 @@ def test_serve_over_tls(tmp_path: Path, clients: Clients) -> None:
     log = (tmp_path / "tls.log").open("wb")
     argv = [sys.executable, "-m", "broker.cli", "serve", "--port", str(port)]
     argv += ["--tls-cert", str(tmp_path / "tls.crt"), "--tls-key", str(tmp_path / "tls.key")]
-    proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = spawn(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         url = f"https://127.0.0.1:{port}"
         deadline = time.monotonic() + 30

@@ -21,7 +21,7 @@ from tests.support.clients import new_client
 from tests.support.credentials import UPSTREAM_PASSWORD, UPSTREAM_USER
 from tests.support.haproxy import start_haproxy
 from tests.support.images import Layout, image
-from tests.support.processes import free_port, stop, wait_http
+from tests.support.processes import free_port, spawn, stop, wait_http
 from tests.support.registry import start_registry
 from tests.support.skopeo import Skopeo
 
@@ -35,7 +35,7 @@ def moto(tmp_path: Path) -> Iterator[str]:
     markers.require("slow", "moto")
     port = free_port()
     log = (tmp_path / "moto.log").open("wb")
-    proc = subprocess.Popen(
+    proc = spawn(
         [str(MOTO), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT
     )
     url = f"http://127.0.0.1:{port}"

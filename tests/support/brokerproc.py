@@ -13,7 +13,7 @@ import requests
 
 from tests.support import markers
 from tests.support.clients import Client
-from tests.support.processes import free_port, stop, wait_http
+from tests.support.processes import free_port, spawn, stop, wait_http
 from tests.support.registry import run_registry
 
 
@@ -54,7 +54,7 @@ def start_broker(env: dict[str, str], log: Path, *, self_audience: bool = False)
         env = {**env, "BROKER_PUBLIC_URL": f"http://127.0.0.1:{port}"}
     out = log.open("ab")
     argv = [sys.executable, "-m", "broker.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
+    proc = spawn(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http(url + "/healthz", timeout=30, proc=proc)

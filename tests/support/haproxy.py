@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support import markers
-from tests.support.processes import free_port, stop, wait_http
+from tests.support.processes import free_port, spawn, stop, wait_http
 
 
 @dataclass
@@ -58,6 +58,6 @@ backend {name}
     cfg.write_text(config)
     log = (root / f"haproxy-{name}.log").open("wb")
     binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
-    proc = subprocess.Popen([binary, "-db", "-f", str(cfg)], stdout=log, stderr=subprocess.STDOUT)
+    proc = spawn([binary, "-db", "-f", str(cfg)], stdout=log, stderr=subprocess.STDOUT)
     wait_http(f"http://127.0.0.1:{port}{check}", proc=proc)
     return Balancer(proc, port)

@@ -1,10 +1,17 @@
-"""Free loopback ports, waiting for a server to answer, and stopping a process (test-only)."""
+"""Free loopback ports, starting and stopping processes, waiting for a server (test-only).
+
+Every long-running process a test starts goes through :func:`spawn`, and
+tests/conftest.py calls :func:`reap` after each test: a fixture that fails half-way
+through its set-up (a broker that does not start after three registries did) leaves
+nothing running.
+"""
 
 from __future__ import annotations
 
 import socket
 import subprocess
 import time
+from typing import Any
 
 import requests
 
@@ -27,6 +34,25 @@ def wait_http(url: str, timeout: float = 15.0, proc: subprocess.Popen | None = N
         except requests.RequestException:
             time.sleep(0.05)
     raise RuntimeError(f"{url} did not come up in {timeout} s")
+
+
+_spawned: list[subprocess.Popen[Any]] = []
+
+
+def spawn(argv: list[str], **kwargs: Any) -> subprocess.Popen[Any]:
+    """``subprocess.Popen(argv, ...)``, remembered so that :func:`reap` can stop it."""
+    proc: subprocess.Popen[Any] = subprocess.Popen(argv, **kwargs)
+    _spawned.append(proc)
+    return proc
+
+
+def reap() -> int:
+    """Stop every spawned process still running (after a test); how many there were."""
+    running = [p for p in _spawned if p.poll() is None]
+    for proc in running:
+        stop(proc, timeout=5)
+    _spawned.clear()
+    return len(running)
 
 
 def stop(proc: subprocess.Popen, timeout: float = 10) -> None:

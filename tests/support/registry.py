@@ -12,7 +12,7 @@ from pathlib import Path
 import bcrypt
 
 from tests.support import markers
-from tests.support.processes import free_port, stop, wait_http
+from tests.support.processes import free_port, spawn, stop, wait_http
 
 REGISTRY_BIN = shutil.which("docker-registry") or shutil.which("registry") or "docker-registry"
 
@@ -90,7 +90,7 @@ def run_registry(
     full_env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
     full_env.update(env or {})
     with log.open("ab") as out:
-        proc = subprocess.Popen(
+        proc = spawn(
             [REGISTRY_BIN, "serve", str(config)], stdout=out, stderr=subprocess.STDOUT, env=full_env
         )
     try:
