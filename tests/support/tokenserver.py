@@ -2,7 +2,8 @@
 
 GET with Basic credentials, and OAuth2 POST (password and refresh_token grants).
 Tokens are ES256 JWTs whose ``x5c`` header carries the self-signed certificate the
-registry trusts (see shared/NOTES.md).
+registry trusts: Distribution 2.8 accepts them when ``iss`` is its configured issuer,
+``aud`` its service and the certificate is in its ``rootcertbundle``.
 """
 
 from __future__ import annotations
