@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from broker.audit import FILTERS, AuditFilter, AuditLog, Report, make_filter
-from broker.audit.export import verify_export
+from broker.audit.export import verify_export_file
 from broker.errors import KeyFileError, SetupError
 from broker.keys import audit_kid, load_keys
 from broker.service import Service, open_reader, open_service
@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     if action == "fingerprint":
         return _fingerprint()
     if action == "verify" and args.file:
-        return _print(_verify_file(args.file, _verification_keys(args)))
+        return _print(verify_export_file(args.file, _verification_keys(args)))
     settings = get_settings()
     if action in ("list", "verify"):
         # Read only: an auditor with database access needs no key material.
@@ -110,14 +110,6 @@ def _print(report: Report) -> int:
     if len(report.problems) > 20:
         print(f"  ... and {len(report.problems) - 20} more")
     return 0 if report.intact else 1
-
-
-def _verify_file(path: Path, keys: dict[str, ed25519.Ed25519PublicKey]) -> Report:
-    try:
-        lines = path.read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SetupError(f"cannot read {path}: {getattr(exc, 'strerror', exc)}") from None
-    return verify_export(lines, keys)
 
 
 def _verification_keys(args: argparse.Namespace) -> dict[str, ed25519.Ed25519PublicKey]:

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from hypothesis import given
+from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from broker.audit import CATALOG, AuditEvent, events
+from broker.audit import CATALOG, AuditEvent, AuditFilter, events
 from broker.audit.canonical import canonical, canonical_reference
 from broker.audit.chain import (
     GENESIS,
@@ -27,6 +27,7 @@ from broker.audit.chain import (
     sign_checkpoint,
     verify_chain,
 )
+from broker.audit.export import parse_export, verify_export_file
 from broker.keys import load_keys, rotate_audit_key
 from broker.settings import Settings
 from tests.support import ROOT, markers
@@ -482,3 +483,33 @@ _json = st.recursive(
 @hsettings(max_examples=300)
 def test_the_fast_canonical_form_is_the_reference_one(value: object) -> None:
     assert canonical(value) == canonical_reference(value)
+
+
+_TEXT = st.text(
+    alphabet=st.characters(exclude_categories=["Cs"]),  # what JSON can carry: no lone surrogate
+    min_size=1,
+    max_size=40,
+)
+_minted = iter(range(10**6))
+
+
+@given(user=_TEXT, username=_TEXT, error=_TEXT)
+@hsettings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_any_text_survives_export_and_offline_verification(
+    api: Api, tmp_path: Path, user: str, username: str, error: str
+) -> None:
+    """Text a user or a hostile registry chooses (line and paragraph separators, controls,
+    any script) goes through mint, completion, export and offline verification intact."""
+    guid = f"u-{next(_minted)}"
+    assert api.mint(guid, user=user, username=username).status_code == 201
+    assert api.complete(guid, "failed", error=error).status_code == 200
+    path = tmp_path / f"{guid}.jsonl"
+    path.write_text("".join(line + "\n" for line in api.service.audit.export(AuditFilter(), {})))
+    report = verify_export_file(path, load_keys(api.service.settings.keys_dir).audit_public)
+    assert report.intact, report.problems
+    bodies = [b for b in parse_export(path.read_text().split("\n")).events if b.body]
+    ours = [e.body for e in bodies if e.body and e.body["staging_guid"] == guid]
+    assert ours[0]["registry_username"] == username and ours[0]["detail"]["user"] == user
+    assert any(e["detail"].get("error") == error[:500] for e in ours)
