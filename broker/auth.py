@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +42,7 @@ __all__ = [
 ]
 
 MAX_ASSERTION_LENGTH = 8192
+_MAX_TIME = 2**53
 PublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey
 
 
@@ -71,9 +73,14 @@ def _b64d(segment: str) -> bytes:
         raise Unauthenticated("malformed assertion") from None
 
 
+def _not_json(constant: str) -> None:
+    # Python's reader takes NaN and Infinity; JSON has no such numbers.
+    raise ValueError(f"not JSON: {constant}")
+
+
 def _json_object(segment: str) -> dict[str, Any]:
     try:
-        value = json.loads(_b64d(segment))
+        value = json.loads(_b64d(segment), parse_constant=_not_json)
     except ValueError:
         raise Unauthenticated("malformed assertion") from None
     if not isinstance(value, dict):
@@ -125,6 +132,10 @@ def _int_claim(claims: dict[str, Any], name: str) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise Unauthenticated(f"bad {name}")
+    # A time a clock can hold: finite (1e999 reads as infinity), and no larger than JSON
+    # numbers are exact.
+    if not (isinstance(value, int) or math.isfinite(value)) or abs(value) > _MAX_TIME:
+        raise Unauthenticated(f"bad {name}")
     return int(value)
 
 
@@ -153,6 +164,8 @@ def verify_assertion(
     name = unverified.get("iss")
     if not isinstance(name, str) or not name:
         raise Unauthenticated("no issuer")
+    if not name.isprintable():
+        raise Unauthenticated("unprintable issuer")  # never a client name; NUL breaks stores
     client = lookup(name)
     if client is None:
         raise Unauthenticated("unknown client")
@@ -183,6 +196,6 @@ def verify_assertion(
     if claims.get("sub") != name:
         raise Unauthenticated("sub is not iss")
     jti = claims.get("jti")
-    if not isinstance(jti, str) or not 1 <= len(jti) <= 256:
+    if not isinstance(jti, str) or not 1 <= len(jti) <= 256 or not jti.isprintable():
         raise Unauthenticated("invalid assertion: bad jti")
     return Authenticated(client, jti, exp)

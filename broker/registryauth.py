@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from broker.store.model import OPEN_STATES, StagingRow
 from tailor.jose import compact_jws
 from tailor.naming import app_namespace, prefix_namespace, staging_repository
+from tailor.reference import valid_repository
 
 __all__ = ["MAX_SCOPES", "Scope", "decide", "issue_token", "parse_scope"]
 
@@ -63,6 +64,8 @@ def decide(
         return ()
     wanted = set(scope.actions)
     name = scope.name.lower()
+    if not valid_repository(name):
+        return ()  # "a/../b", "a//b": not a name; never left to the registry to refuse
     if role == "puller":
         return tuple(sorted(wanted & {"pull"})) if name.startswith(prefix_namespace(prefix)) else ()
     if role != "tailor":

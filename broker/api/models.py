@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
 
 from broker.audit import Record
 from broker.store.model import State
@@ -26,6 +26,16 @@ Guid = Annotated[str, Field(pattern=GUID_PATTERN, min_length=1, max_length=64)]
 Name = Annotated[str, Field(pattern=GUID_PATTERN)]
 
 
+def _no_nul(text: str) -> str:
+    if "\x00" in text:
+        raise ValueError("must not contain NUL")
+    return text
+
+
+# Free text that is stored as it is (not only inside JSON): PostgreSQL text cannot hold NUL.
+Text = AfterValidator(_no_nul)
+
+
 def iso(ts: int) -> datetime.datetime:
     return datetime.datetime.fromtimestamp(ts, datetime.UTC)
 
@@ -38,13 +48,13 @@ class MintRequest(_Strict):
     app_guid: Guid
     staging_guid: Guid
     image: Annotated[str, Field(min_length=1, max_length=512)]
-    username: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    username: Annotated[str, Field(min_length=1, max_length=256), Text] | None = None
     password: SecretStr | None = Field(default=None, min_length=1, max_length=4096)
     tailor: Name
     ttl_seconds: Annotated[int, Field(ge=1)] | None = None
     """A lifetime is positive; which lifetimes are accepted is policy (the service's)."""
     space_guid: Guid | None = None
-    user: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    user: Annotated[str, Field(min_length=1, max_length=256), Text] | None = None
 
 
 class MintResult(BaseModel):

@@ -41,11 +41,12 @@ def normalize_time(text: str) -> str:
     raw = text.strip()
     try:
         when = datetime.datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"not an ISO 8601 time: {text[:40]!r}") from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=datetime.UTC)
-    return when.astimezone(datetime.UTC).isoformat(timespec="milliseconds")
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=datetime.UTC)
+        # In UTC it may fall outside the years 1-9999 (0001-01-01T00:00+14:00).
+        return when.astimezone(datetime.UTC).isoformat(timespec="milliseconds")
+    except (ValueError, OverflowError):
+        raise ValueError(f"not an ISO 8601 time (years 1-9999, UTC): {text[:40]!r}") from None
 
 
 def make_filter(
@@ -58,6 +59,9 @@ def make_filter(
     until: str | None = None,
 ) -> AuditFilter:
     """A filter from what a caller typed; ValueError names what is wrong."""
+    given = (app, staging, client, event, since, until)
+    if any(value and "\x00" in value for value in given):
+        raise ValueError("a filter must not contain NUL")
     if event and event not in CATALOG:
         raise ValueError(f"no event type {event[:40]!r}: one of {', '.join(CATALOG)}")
     return AuditFilter(

@@ -165,7 +165,7 @@ class SqlTx:
     def open_stagings_for(self, tailor: str) -> list[StagingRow]:
         rows = self._exec(
             f"SELECT {_STAGING_COLUMNS} FROM stagings"
-            f" WHERE tailor = ? AND state IN {_OPEN} ORDER BY created_at LIMIT 100",
+            f" WHERE tailor = ? AND state IN {_OPEN} ORDER BY created_at",
             (tailor,),
         )
         return [StagingRow(*r) for r in rows.fetchall()]

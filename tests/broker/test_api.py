@@ -425,3 +425,33 @@ def test_every_acting_route_spends_its_assertion_once(api: Api) -> None:
             assert first.status_code < 500, where
             again = _send(api, method, url, assertion, kwargs)
             assert _unauthenticated(again), (method, path, who.role, again.text)
+
+
+def test_input_no_store_can_hold_is_a_4xx_not_a_crash(api_each_store: Api) -> None:
+    """NUL (PostgreSQL text cannot hold it) and dates no clock can hold: refused as the
+    caller's mistake, never a 5xx or a "store failure" anyone can put in the error log."""
+    api, c = api_each_store, api_each_store.clients
+    for field in ("user", "username"):
+        extra = {"password": "pw"} if field == "username" else {}
+        r = api.mint(f"nul-{field}", **{field: "a\x00b"}, **extra)
+        assert r.status_code == 422 and r.headers["content-type"] == PROBLEM, (field, r.text)
+    minted = api.mint("nul-complete").json()["token"]
+    assert api.redeem(minted).status_code == 200
+    # A hostile registry's error text is what it is: recorded (inside JSON), not refused.
+    r = api.complete("nul-complete", "failed", error="upstream said \x00")
+    assert r.status_code == 200, r.text
+    forged_iss = c.cc.assertion(AUD, iss="cloud-controller\x00", sub="cloud-controller\x00")
+    r = api.http.post("/v1/staging-tokens/lookup", json={"token": "x"},
+                      headers={"Authorization": f"Bearer {forged_iss}"})  # fmt: skip
+    assert r.status_code == 401, r.text
+    nul_jti = c.cc.assertion(AUD, jti="j\x00")
+    r = api.http.post("/v1/staging-tokens/lookup", json={"token": "x"},
+                      headers={"Authorization": f"Bearer {nul_jti}"})  # fmt: skip
+    assert r.status_code == 401, r.text
+    for query in (
+        "client=%00",
+        "since=0001-01-01T00:00:00%2B14:00",
+        "until=9999-12-31T23:00-14:00",
+    ):
+        r = api.call("GET", f"/v1/audit?{query}", c.auditor)
+        assert r.status_code == 422 and r.headers["content-type"] == PROBLEM, (query, r.text)

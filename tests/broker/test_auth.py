@@ -194,3 +194,18 @@ def test_ed25519_small_order_key_verifies_nothing() -> None:
     weak = ed25519.Ed25519PublicKey.from_public_bytes(identity)
     with pytest.raises(Unauthenticated):
         _check_signature(weak, signing.encode(), forgery)
+
+
+def signed(claims: dict) -> str:
+    """A correctly signed assertion whose claims are exactly ``claims`` (any JSON Python
+    writes, non-standard constants too)."""
+    signing = f"{b64(json.dumps({'alg': 'EdDSA', 'typ': 'JWT'}).encode())}."
+    signing += b64(json.dumps(claims).encode())
+    return f"{signing}.{b64(ED.key.sign(signing.encode()))}"  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan"), 1e999, 10**400])
+@pytest.mark.parametrize("claim", ["exp", "iat", "nbf"])
+def test_a_number_no_clock_can_hold_is_refused_not_a_crash(claim: str, value: object) -> None:
+    claims = claims_for("ed") | {claim: value}
+    assert reason(signed(claims))  # Unauthenticated (401), not OverflowError/ValueError (500)
