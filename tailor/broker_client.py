@@ -27,6 +27,8 @@ class BrokerError(TailorError):
 
 @dataclass(frozen=True)
 class Redemption:
+    staging_guid: str
+    """The staging the token opened: the one to report the end of."""
     registry: str
     image: str
     username: str | None  # None (with the password): a public image, pulled anonymously
@@ -86,6 +88,7 @@ class BrokerClient:
             if (username is None) != (password is None):
                 raise TypeError
             return Redemption(
+                str(data["staging_guid"]),
                 str(data["registry"]),
                 str(data["image"]),
                 None if username is None else str(username),

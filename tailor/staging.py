@@ -154,26 +154,32 @@ def stage(req: StageRequest) -> dict[str, Any]:
         # A refused redemption is not reported: we may not be the staging's tailor, or
         # another run of it holds the token; closing the staging could break that run.
         granted = req.broker.redeem(req.token)
-        if req.app_guid and granted.app_guid and req.app_guid != granted.app_guid:
+        # A token for something else is refused, and the staging it opened (not the one
+        # asked for) is closed, so its credentials go now.
+        error = None
+        if granted.staging_guid != req.staging_guid:
+            error = (
+                f"the staging token is for staging {granted.staging_guid}, not {req.staging_guid}"
+            )
+        elif req.app_guid and granted.app_guid and req.app_guid != granted.app_guid:
             error = f"the staging token is for app {granted.app_guid}, not {req.app_guid}"
-            _report(req, None, error)
+        elif not _matches(requested, granted.image, granted.registry):
+            error = f"the staging token is for {granted.image}, not {requested}: refusing to use it"
+        if error is not None:
+            _report(req, granted.staging_guid, None, error)
             raise ConfigError(error)
         req.app_guid = req.app_guid or granted.app_guid or None
-        if not _matches(requested, granted.image, granted.registry):
-            error = f"the staging token is for {granted.image}, not {requested}: refusing to use it"
-            _report(req, None, error)
-            raise ConfigError(error)
         if granted.username is not None and granted.password is not None:
             upstream_auth = Basic(granted.username, granted.password)
     try:
         result = _run(req, requested, upstream_auth)
     except TailorError as exc:
-        _report(req, None, str(exc))
+        _report(req, req.staging_guid, None, str(exc))
         raise
     except BaseException:
-        _report(req, None, "the staging was interrupted")
+        _report(req, req.staging_guid, None, "the staging was interrupted")
         raise
-    warning = _report(req, result, None)
+    warning = _report(req, req.staging_guid, result, None)
     if warning:
         req.warn(warning)
     return result
@@ -208,7 +214,9 @@ def _run(req: StageRequest, requested: Reference, auth: Authenticator) -> dict[s
     return staging_result(docker_image, config)
 
 
-def _report(req: StageRequest, result: dict[str, Any] | None, error: str | None) -> str | None:
+def _report(
+    req: StageRequest, staging_guid: str, result: dict[str, Any] | None, error: str | None
+) -> str | None:
     """Tell the broker how the staging ended (a staging without a token has no broker
     side). If the broker cannot be told, its sweeper closes the staging at expiry; the
     image is staged all the same, so that is a warning, not a failure."""
@@ -217,9 +225,9 @@ def _report(req: StageRequest, result: dict[str, Any] | None, error: str | None)
     try:
         if result is not None:
             image = result["lifecycle_metadata"]["docker_image"]
-            req.broker.complete(req.staging_guid, succeeded=True, result={"docker_image": image})
+            req.broker.complete(staging_guid, succeeded=True, result={"docker_image": image})
         else:
-            req.broker.complete(req.staging_guid, succeeded=False, error=error)
+            req.broker.complete(staging_guid, succeeded=False, error=error)
     except TailorError as exc:
         return f"could not report the end of the staging to the broker ({exc})"
     return None

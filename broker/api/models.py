@@ -22,6 +22,8 @@ __all__ = [
 ]
 
 GUID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+MAX_SEQ = 2**63 - 1
+"""Audit sequence numbers are 64-bit: a larger cursor would overflow the store."""
 Guid = Annotated[str, Field(pattern=GUID_PATTERN, min_length=1, max_length=64)]
 Name = Annotated[str, Field(pattern=GUID_PATTERN)]
 
@@ -77,6 +79,7 @@ class LookupResult(BaseModel):
 
 
 class RedemptionResult(BaseModel):
+    staging_guid: str
     app_guid: str
     registry: str
     image: str

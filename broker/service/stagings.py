@@ -52,6 +52,7 @@ class Minted:
 
 @dataclass(frozen=True)
 class Redeemed:
+    staging_guid: str
     registry: str
     image: str
     username: str | None
@@ -60,7 +61,7 @@ class Redeemed:
     app_guid: str = ""
 
     def __repr__(self) -> str:
-        return f"Redeemed(registry={self.registry!r}, image={self.image!r})"
+        return f"Redeemed(staging_guid={self.staging_guid!r}, image={self.image!r})"
 
 
 @dataclass(frozen=True)
@@ -300,7 +301,13 @@ class Stagings:
                 reason = "expired"
             if opened is not None and s is not None:
                 result: Redeemed | TokenRefused = Redeemed(
-                    s.registry, s.image, opened[0], opened[1], s.expires_at, s.app_guid
+                    s.staging_guid,
+                    s.registry,
+                    s.image,
+                    opened[0],
+                    opened[1],
+                    s.expires_at,
+                    s.app_guid,
                 )
                 unit.audit(_event(events.TOKEN_REDEEMED, s, caller.name))
             else:
@@ -313,11 +320,17 @@ class Stagings:
     # -- closing --------------------------------------------------------------------------
 
     def _close(
-        self, unit: Unit, s: StagingRow, client: str, kind: Kind, result: dict[str, Any] | None
+        self,
+        unit: Unit,
+        s: StagingRow,
+        client: str,
+        kind: Kind,
+        result: dict[str, Any] | None,
+        from_states: tuple[State, ...] = OPEN_STATES,
     ) -> bool:
         state = str(kind.closes)
         result_text = json.dumps(result, sort_keys=True) if result else None
-        if not unit.tx.close_staging(s.staging_guid, OPEN_STATES, state, self._now(), result_text):
+        if not unit.tx.close_staging(s.staging_guid, from_states, state, self._now(), result_text):
             return False
         detail = {}
         if result and kind is events.STAGING_FAILED:
@@ -342,11 +355,14 @@ class Stagings:
             s = unit.tx.get_staging(staging_guid)
             if s is None or s.tailor != caller.name:
                 bad = NotFound(f"no staging {staging_guid} bound to {caller.name}")
+            elif s.state == "open":
+                # Only what this tailor redeemed: never a staging another token opened.
+                bad = Conflict(f"staging {staging_guid} was not redeemed; there is nothing to end")
             else:
                 payload: dict[str, Any] = dict(result or {})
                 if error:
                     payload["error"] = error
-                if not self._close(unit, s, caller.name, kind, payload):
+                if not self._close(unit, s, caller.name, kind, payload, ("redeemed",)):
                     bad = Conflict(f"staging {staging_guid} is already {s.state}")
         if bad is not None:
             raise bad

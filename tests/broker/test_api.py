@@ -135,7 +135,7 @@ def test_roles_are_enforced(api: Api) -> None:
 
 def test_a_tailor_completes_only_its_own_staging(api: Api) -> None:
     c = api.clients
-    api.mint()
+    assert api.redeem(api.mint().json()["token"]).status_code == 200
     r = api.complete("stg-1", "failed", c.tailor2)
     assert r.status_code == 404
     r = api.complete("stg-1", "failed", error="upstream said 404")
@@ -151,6 +151,21 @@ def test_cancel_purges_and_is_idempotent(api: Api) -> None:
     assert api.call("DELETE", "/v1/stagings/nope", c.cc).status_code == 404
     assert api.redeem(token).status_code == 400
     assert [e for e, _ in audit(api)].count("credentials.purged") == 1
+
+
+def test_only_a_redeemed_staging_can_be_completed(api: Api) -> None:
+    """The bound tailor completes what it redeemed, not a staging it never opened."""
+    assert api.mint().status_code == 201
+    r = api.complete("stg-1", "succeeded", result={"docker_image": "x@sha256:1"})
+    assert r.status_code == 409 and "not redeemed" in r.json()["detail"], r.text
+    with api.store.transaction() as tx:
+        staging = tx.get_staging("stg-1")
+        assert staging is not None and staging.state == "open" and tx.get_sealed("stg-1")
+
+
+def test_the_redemption_names_its_staging(api: Api) -> None:
+    token = api.mint("stg-9").json()["token"]
+    assert api.redeem(token).json()["staging_guid"] == "stg-9"
 
 
 def test_duplicate_staging_is_a_conflict(api: Api) -> None:
@@ -455,3 +470,9 @@ def test_input_no_store_can_hold_is_a_4xx_not_a_crash(api_each_store: Api) -> No
     ):
         r = api.call("GET", f"/v1/audit?{query}", c.auditor)
         assert r.status_code == 422 and r.headers["content-type"] == PROBLEM, (query, r.text)
+    too_far = f"after={2**64}"  # past a 64-bit seq
+    assert api.call("GET", f"/v1/audit?{too_far}", c.auditor).status_code == 422
+    cookie = api.service.auditors.start(c.auditor.name, 60)
+    api.http.cookies.set("stager_audit", cookie)
+    page = api.http.get(f"/audit?{too_far}")
+    assert page.status_code == 200 and "No events match" in page.text

@@ -504,7 +504,8 @@ def test_any_text_survives_export_and_offline_verification(
     """Text a user or a hostile registry chooses (line and paragraph separators, controls,
     any script) goes through mint, completion, export and offline verification intact."""
     guid = f"u-{next(_minted)}"
-    assert api.mint(guid, user=user, username=username).status_code == 201
+    minted = api.mint(guid, user=user, username=username)
+    assert minted.status_code == 201 and api.redeem(minted.json()["token"]).status_code == 200
     assert api.complete(guid, "failed", error=error).status_code == 200
     path = tmp_path / f"{guid}.jsonl"
     path.write_text("".join(line + "\n" for line in api.service.audit.export(AuditFilter(), {})))

@@ -307,6 +307,23 @@ def test_a_token_for_another_image_is_not_used(platform: Platform) -> None:
     assert p.cc_client().lookup(token)["state"] == "failed"
 
 
+def test_a_token_for_another_staging_is_not_used(platform: Platform) -> None:
+    """Staging A's token with --staging-guid B: refused; A (the token's) is closed and its
+    credentials shredded; B, never redeemed, is left as it was."""
+    p = platform
+    token_a = p.mint("stg-a")
+    token_b = p.mint("stg-b")
+    run = p.stage("stg-b", p.tmp / "rb.json", token=token_a)
+    assert run.returncode == 1 and len(run.stderr.strip().splitlines()) == 1, run.stderr
+    assert "the staging token is for staging stg-a, not stg-b" in run.stderr
+    cc = p.cc_client()
+    assert cc.lookup(token_a)["state"] == "failed"
+    assert cc.lookup(token_b)["state"] == "open"
+    catalog = requests.get(f"{p.internal.url}/v2/_catalog", timeout=5).json()
+    assert not catalog["repositories"]  # nothing copied into B's repository
+    assert ("credentials.purged", "stg-a", None) in p.audit()
+
+
 @pytest.mark.parametrize(
     ("args", "env", "message"),
     [

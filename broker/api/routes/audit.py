@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 
 from broker.api.deps import AsAuditor
 from broker.api.errors import problem_responses
-from broker.api.models import AuditPage, VerifyResult
+from broker.api.models import MAX_SEQ, AuditPage, VerifyResult
 from broker.audit import make_filter
 from broker.errors import Invalid
 from broker.service import Authenticated
@@ -26,7 +26,7 @@ async def list_events(
     event: Text = None,
     since: Text = None,
     until: Text = None,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     def page(caller: Authenticated) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from broker.api.deps import AsAuditorByForm, Svc, offload
+from broker.api.models import MAX_SEQ
 from broker.audit import CATALOG, FILTERS, Record, Verification, events, make_filter
 from broker.errors import Forbidden, Unauthenticated
 from broker.service import Service
@@ -177,7 +178,7 @@ async def audit_page(request: Request, service: Svc) -> Response:
         return _login_page()
     params = {k: request.query_params.get(k, "").strip()[:128] for k in FILTERS}
     try:
-        after = max(0, int(request.query_params.get("after", "0") or 0))
+        after = min(max(0, int(request.query_params.get("after", "0") or 0)), MAX_SEQ)
     except ValueError:
         after = 0
 

@@ -72,6 +72,7 @@ async def redeem(body: TokenRequest, call: AsTailor, response: Response) -> Rede
     response.headers["Cache-Control"] = "no-store"
     response.headers["Pragma"] = "no-cache"
     return RedemptionResult(
+        staging_guid=got.staging_guid,
         app_guid=got.app_guid,
         registry=got.registry,
         image=got.image,
