@@ -3,9 +3,12 @@ Tailor runs in a staging container and never imports ``broker``."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import os
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
@@ -40,10 +43,35 @@ class Redemption:
         return f"Redemption(registry={self.registry!r}, image={self.image!r})"
 
 
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def insecure_broker_allowed() -> bool:
+    """``TAILOR_INSECURE_BROKER=1``: the operator allows plain HTTP to a non-loopback broker."""
+    return os.environ.get("TAILOR_INSECURE_BROKER") == "1"
+
+
 class BrokerClient:
-    def __init__(self, url: str, key: ClientKey, *, timeout: float = 30.0) -> None:
-        if not url.startswith(("https://", "http://")):
-            raise BrokerError(f"broker URL must be http(s)://..., got {url[:60]!r}")
+    """The broker's API. Plain HTTP only to a loopback broker unless ``allow_http``: a
+    redemption carries a registry password, and it must not cross a network in clear."""
+
+    def __init__(
+        self, url: str, key: ClientKey, *, timeout: float = 30.0, allow_http: bool = False
+    ) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise BrokerError(f"broker URL must be http(s)://HOST..., got {url[:60]!r}")
+        if parts.scheme == "http" and not (allow_http or _loopback(parts.hostname)):
+            raise BrokerError(
+                f"refusing plain HTTP to the broker at {parts.netloc}: it hands out credentials; "
+                "use https (or set TAILOR_INSECURE_BROKER=1 on a closed network)"
+            )
         self.url = url.rstrip("/")
         self._key = key
         self._timeout = timeout

@@ -167,14 +167,14 @@ def _stage(args: argparse.Namespace) -> int:
     broker = None
     identity = _platform_identity()
     if token:
-        from tailor.broker_client import BrokerClient
+        from tailor.broker_client import BrokerClient, insecure_broker_allowed
 
         if identity is None:
             raise ConfigError(
                 "STAGING_TOKEN needs TAILOR_BROKER_URL, TAILOR_CLIENT_ID and TAILOR_CLIENT_KEY"
             )
         url, key = identity
-        broker = BrokerClient(url, key)
+        broker = BrokerClient(url, key, allow_http=insecure_broker_allowed())
     request = StageRequest(
         image=args.image,
         staging_guid=args.staging_guid,

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tailor.assertion import load_client_key
-from tailor.broker_client import BrokerClient, BrokerError
+from tailor.broker_client import BrokerClient, BrokerError, insecure_broker_allowed
 from tailor.errors import ConfigError, TailorError
 
 __all__ = ["PushRequest", "push"]
@@ -60,7 +60,11 @@ def push(req: PushRequest) -> str:
     cc: BrokerClient | None = None
     brokered = bool(req.broker_url and req.cc_key and req.tailor_key)
     if req.docker_username or (req.internal_registry and brokered):
-        cc = BrokerClient(req.broker_url, load_client_key(req.cc_client, req.cc_key))
+        cc = BrokerClient(
+            req.broker_url,
+            load_client_key(req.cc_client, req.cc_key),
+            allow_http=insecure_broker_allowed(),
+        )
         body: dict[str, str | int] = {
             "app_guid": req.app_guid,
             "staging_guid": staging_guid,
