@@ -44,8 +44,17 @@ class AuditorSessions:
         return sessions.issue(self._key, client, "session", seconds)
 
     def client(self, value: str | None) -> str | None:
-        """The auditor a session cookie names, while it is valid and the client an auditor."""
+        """The auditor a session cookie names, while it is valid, not ended, and the
+        client an auditor."""
         session = sessions.check(self._key, value, "session")
         if session is None or not self._auditor(session.client):
             return None
+        if self._clients.was_used(session.client, f"session:{session.nonce}"):
+            return None  # signed out: a copy of the cookie is worth nothing
         return session.client
+
+    def end(self, value: str | None) -> None:
+        """Sign out: the session is refused from now on, on every replica."""
+        session = sessions.check(self._key, value, "session")
+        if session is not None:
+            self._clients.use_once(session.client, f"session:{session.nonce}", session.expires)

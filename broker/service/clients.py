@@ -76,6 +76,11 @@ class Clients:
         with self._units() as unit:
             return unit.tx.use_assertion(client, nonce, expires_at)
 
+    def was_used(self, client: str, nonce: str) -> bool:
+        """Whether :meth:`use_once` has recorded ``nonce`` (and it has not expired)."""
+        with self._store.transaction(write=False) as tx:
+            return tx.assertion_used(client, nonce)
+
     def act(
         self,
         assertion: str,

@@ -113,6 +113,10 @@ class SqlTx:
         )
         return bool(cur.rowcount == 1)
 
+    def assertion_used(self, client: str, jti: str) -> bool:
+        row = self._one("SELECT 1 FROM used_assertions WHERE client=? AND jti=?", (client, jti))
+        return row is not None
+
     def forget_assertions(self, before: int) -> int:
         return int(
             self._exec("DELETE FROM used_assertions WHERE expires_at < ?", (before,)).rowcount

@@ -476,3 +476,39 @@ def test_input_no_store_can_hold_is_a_4xx_not_a_crash(api_each_store: Api) -> No
     api.http.cookies.set("stager_audit", cookie)
     page = api.http.get(f"/audit?{too_far}")
     assert page.status_code == 200 and "No events match" in page.text
+
+
+def _signed_in(api: Api) -> str:
+    """Sign in on the page's form with an auditor's assertion; the session cookie."""
+    r = api.http.post(
+        "/audit/login",
+        data={"assertion": api.clients.auditor.assertion(AUD)},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303, r.text
+    return r.cookies["stager_audit"]
+
+
+def test_signing_out_ends_the_session_on_the_server(api: Api) -> None:
+    cookie = _signed_in(api)
+    api.http.cookies.set("stager_audit", cookie)
+    assert api.http.get("/audit").status_code == 200
+    assert api.http.get("/audit/logout", follow_redirects=False).status_code == 303
+    api.http.cookies.set("stager_audit", cookie)  # a copy kept from before the sign-out
+    again = api.http.get("/audit")
+    assert again.status_code == 401 and "Auditors only" in again.text
+
+
+def test_the_login_form_refuses_a_cross_site_post(api: Api) -> None:
+    """Login CSRF: another site must not sign a browser in (as its own auditor)."""
+    assertion = api.clients.auditor.assertion(AUD)
+    for headers in ({"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"}):
+        r = api.http.post(
+            "/audit/login", data={"assertion": assertion}, headers=headers, follow_redirects=False
+        )
+        assert r.status_code == 403 and "stager_audit" not in r.cookies, (headers, r.text)
+    own = {"Origin": AUD, "Sec-Fetch-Site": "same-origin"}
+    r = api.http.post(
+        "/audit/login", data={"assertion": assertion}, headers=own, follow_redirects=False
+    )
+    assert r.status_code == 303 and r.cookies["stager_audit"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime
 import html
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -68,7 +68,7 @@ def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
     )
 
 
-def _login_page(message: str = "") -> HTMLResponse:
+def _login_page(message: str = "", status: int = 401) -> HTMLResponse:
     note = f'<p class="status bad">{html.escape(message)}</p>' if message else ""
     body = f"""<header><strong>image-stager audit</strong></header><main>
 <h1>Auditors only</h1>{note}
@@ -78,7 +78,7 @@ prints.</p>
 <form method=post action="/audit/login"><label>Assertion<br>
 <input name=assertion size=80 autocomplete=off></label> <button>Sign in</button></form>
 </main>"""
-    return _page("Sign in: image-stager audit", body, status=401)
+    return _page("Sign in: image-stager audit", body, status=status)
 
 
 def _start_session(service: Service, client: str) -> Response:
@@ -112,8 +112,20 @@ async def session_from_ticket(request: Request, service: Svc) -> Response:
     return _start_session(service, client)
 
 
+def _cross_site(request: Request, public_url: str) -> bool:
+    """A browser's POST from another site (login CSRF). Browsers send ``Origin`` (and
+    ``Sec-Fetch-Site``) with a form POST; other clients send neither and may sign in."""
+    origin = request.headers.get("origin")
+    if origin is not None:
+        parts = urlsplit(public_url)
+        return origin.rstrip("/") != f"{parts.scheme}://{parts.netloc}"
+    return request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none")
+
+
 @router.post("/audit/login")
-async def login(call: AsAuditorByForm) -> Response:
+async def login(request: Request, call: AsAuditorByForm) -> Response:
+    if _cross_site(request, call.service.settings.public_url):
+        return _login_page("Signing in from another site is refused.", status=403)
     try:
         client = await call.run(lambda caller: caller.name, read=True)
     except Unauthenticated:
@@ -124,7 +136,9 @@ async def login(call: AsAuditorByForm) -> Response:
 
 
 @router.get("/audit/logout")
-async def logout() -> Response:
+async def logout(request: Request, service: Svc) -> Response:
+    cookie = request.cookies.get(COOKIE)
+    await offload(service, lambda: service.auditors.end(cookie))
     response = RedirectResponse("/audit", status_code=303)
     response.delete_cookie(COOKIE, path="/audit")
     return response
