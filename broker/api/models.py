@@ -25,6 +25,21 @@ GUID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 MAX_SEQ = 2**63 - 1
 """Audit sequence numbers are 64-bit: a larger cursor would overflow the store."""
 Guid = Annotated[str, Field(pattern=GUID_PATTERN, min_length=1, max_length=64)]
+
+
+def _lower_case(guid: str) -> str:
+    if guid != guid.lower():
+        raise ValueError("must be lower case: it names a repository, and names are lower case")
+    return guid
+
+
+# An app's or a staging's guid at mint: two that differ only in case would share one
+# repository (or one app namespace), so they are refused in upper case.
+NamingGuid = Annotated[
+    str,
+    Field(pattern=GUID_PATTERN, min_length=1, max_length=64, description="lower case"),
+    AfterValidator(_lower_case),
+]
 Name = Annotated[str, Field(pattern=GUID_PATTERN)]
 
 
@@ -47,8 +62,8 @@ class _Strict(BaseModel):
 
 
 class MintRequest(_Strict):
-    app_guid: Guid
-    staging_guid: Guid
+    app_guid: NamingGuid
+    staging_guid: NamingGuid
     image: Annotated[str, Field(min_length=1, max_length=512)]
     username: Annotated[str, Field(min_length=1, max_length=256), Text] | None = None
     password: SecretStr | None = Field(default=None, min_length=1, max_length=4096)

@@ -512,3 +512,12 @@ def test_the_login_form_refuses_a_cross_site_post(api: Api) -> None:
         "/audit/login", data={"assertion": assertion}, headers=own, follow_redirects=False
     )
     assert r.status_code == 303 and r.cookies["stager_audit"]
+
+
+def test_guids_that_differ_only_in_case_cannot_share_a_repository(api: Api) -> None:
+    """Repository names are lower case: TOK-X and tok-x would be one repository (and
+    APP and app one namespace), so a mint names its guids in lower case."""
+    for guids in ({"staging_guid": "TOK-X"}, {"staging_guid": "stg-case", "app_guid": "APP"}):
+        r = api.mint(**guids)
+        assert r.status_code == 422 and "lower case" in r.text, (guids, r.text)
+    assert api.mint("tok-x", app_guid="app-x").status_code == 201
