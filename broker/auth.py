@@ -70,7 +70,7 @@ def _b64d(segment: str) -> bytes:
     try:
         return b64url_decode(segment)
     except ValueError:
-        raise Unauthenticated("malformed assertion") from None
+        raise Unauthenticated("malformed assertion", "malformed") from None
 
 
 def _not_json(constant: str) -> None:
@@ -82,9 +82,9 @@ def _json_object(segment: str) -> dict[str, Any]:
     try:
         value = json.loads(_b64d(segment), parse_constant=_not_json)
     except ValueError:
-        raise Unauthenticated("malformed assertion") from None
+        raise Unauthenticated("malformed assertion", "malformed") from None
     if not isinstance(value, dict):
-        raise Unauthenticated("malformed assertion")
+        raise Unauthenticated("malformed assertion", "malformed")
     return value
 
 
@@ -131,11 +131,11 @@ def _int_claim(claims: dict[str, Any], name: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise Unauthenticated(f"bad {name}")
+        raise Unauthenticated(f"bad {name}", "invalid")
     # A time a clock can hold: finite (1e999 reads as infinity), and no larger than JSON
     # numbers are exact.
     if not (isinstance(value, int) or math.isfinite(value)) or abs(value) > _MAX_TIME:
-        raise Unauthenticated(f"bad {name}")
+        raise Unauthenticated(f"bad {name}", "invalid")
     return int(value)
 
 
@@ -150,22 +150,23 @@ def verify_assertion(
 ) -> Authenticated:
     """Verify ``token``; ``lookup(name) -> ClientRow | None`` finds the claimed client."""
     if len(token) > MAX_ASSERTION_LENGTH:
-        raise Unauthenticated("oversized assertion")
+        raise Unauthenticated("oversized assertion", "malformed")
     parts = token.split(".")
     if len(parts) != 3:
-        raise Unauthenticated("malformed assertion")
+        raise Unauthenticated("malformed assertion", "malformed")
     header = _json_object(parts[0])
     alg = header.get("alg")
     if alg not in ("EdDSA", "ES256"):
-        raise Unauthenticated(f"algorithm not allowed: {str(alg)[:16]}")
+        raise Unauthenticated(f"algorithm not allowed: {str(alg)[:16]}", "malformed")
     if "crit" in header:
-        raise Unauthenticated("critical header extensions are not supported")
+        raise Unauthenticated("critical header extensions are not supported", "malformed")
     unverified = _json_object(parts[1])
     name = unverified.get("iss")
     if not isinstance(name, str) or not name:
-        raise Unauthenticated("no issuer")
+        raise Unauthenticated("no issuer", "malformed")
     if not name.isprintable():
-        raise Unauthenticated("unprintable issuer")  # never a client name; NUL breaks stores
+        # Never a client name, and NUL breaks stores.
+        raise Unauthenticated("unprintable issuer", "malformed")
     client = lookup(name)
     if client is None:
         raise Unauthenticated("unknown client")
@@ -180,22 +181,22 @@ def verify_assertion(
     claims = unverified  # authentic from here on
     exp = _int_claim(claims, "exp")
     if exp is None:
-        raise Unauthenticated("invalid assertion: no exp")
+        raise Unauthenticated("invalid assertion: no exp", "invalid")
     if now >= exp + skew:
-        raise Unauthenticated("expired assertion")
+        raise Unauthenticated("expired assertion", "invalid")
     if exp - now > max_lifetime + skew:
-        raise Unauthenticated("assertion lives too long")
+        raise Unauthenticated("assertion lives too long", "invalid")
     for name_ in ("nbf", "iat"):
         when = _int_claim(claims, name_)
         if when is not None and when > now + skew:
-            raise Unauthenticated(f"{name_} in the future")
+            raise Unauthenticated(f"{name_} in the future", "invalid")
     aud = claims.get("aud")
     audiences = aud if isinstance(aud, list) else [aud]
     if audience not in audiences:
-        raise Unauthenticated("wrong audience")
+        raise Unauthenticated("wrong audience", "invalid")
     if claims.get("sub") != name:
-        raise Unauthenticated("sub is not iss")
+        raise Unauthenticated("sub is not iss", "invalid")
     jti = claims.get("jti")
     if not isinstance(jti, str) or not 1 <= len(jti) <= 256 or not jti.isprintable():
-        raise Unauthenticated("invalid assertion: bad jti")
+        raise Unauthenticated("invalid assertion: bad jti", "invalid")
     return Authenticated(client, jti, exp)

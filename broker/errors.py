@@ -57,7 +57,17 @@ class Refusal(BrokerError):
 
 
 class Unauthenticated(Refusal):
+    """``kind`` is what a public counter may say: one of :data:`KINDS`, never caller text,
+    and no finer than an attacker may learn (an unknown client and a bad signature are
+    both ``rejected``). ``reason`` says more, for the log."""
+
     public = "client authentication failed"
+    KINDS = ("missing", "malformed", "rejected", "invalid", "replayed")
+
+    def __init__(self, reason: str, kind: str = "rejected") -> None:
+        assert kind in self.KINDS, kind
+        super().__init__(reason)
+        self.kind = kind
 
 
 class TokenRefused(Refusal):

@@ -20,8 +20,8 @@ class Metrics:
         )
         self.refused = Counter(
             "stager_tokens_refused",
-            "Staging tokens refused, by reason",
-            ["reason"],
+            "Staging tokens refused, by what was tried (the reasons are in the audit log)",
+            ["action"],
             registry=self.registry,
         )
         self.closed = Counter(
@@ -32,7 +32,7 @@ class Metrics:
         )
         self.auth_failures = Counter(
             "stager_client_auth_failures",
-            "Refused client assertions, by reason",
+            "Refused client assertions, by kind (missing, malformed, rejected, invalid, replayed)",
             ["reason"],
             registry=self.registry,
         )
@@ -65,8 +65,10 @@ class Metrics:
         elif kind is events.TOKEN_REDEEMED:
             self.redeemed.inc()
         elif kind is events.TOKEN_REFUSED:
-            # Reasons are a small fixed set; "staging <state>" keeps it bounded too.
-            self.refused.labels(reason=(event.reason or "unknown")[:40]).inc()
+            # Public: which action, never why ("not the bound tailor", "replay" are the
+            # audit log's). Actions are the catalog's fixed pair.
+            action = event.detail.get("action")
+            self.refused.labels(action=action if action in ("lookup", "redeem") else "other").inc()
         elif kind is not None and kind.closes:
             self.closed.labels(state=kind.closes).inc()
 

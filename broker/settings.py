@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     """``host:port`` of the internal registry, for the staging egress rules."""
     insecure_registries: str = ""
     """Comma-separated hosts spoken to over plain HTTP (closed networks and tests only)."""
+    metrics_addr: str | None = Field(default=None, pattern=r"^[^:]*:\d{1,5}$")
+    """``host:port``: serve ``/metrics`` there, and not on the API (a scrape network apart
+    from the clients'). Unset: ``/metrics`` is on the API, public."""
     log_level: str = "INFO"
 
 

@@ -6,8 +6,10 @@ import logging
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from wsgiref.simple_server import WSGIServer
 
 from fastapi import FastAPI
+from prometheus_client import start_http_server
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from broker import __version__
@@ -80,6 +82,14 @@ def _repeat(job: Job, stop: threading.Event) -> None:
             return
 
 
+def _serve_metrics(addr: str, metrics: Metrics) -> WSGIServer:
+    """``/metrics`` on its own address (a thread of its own), for a scrape network."""
+    host, _, port = addr.rpartition(":")
+    server, _thread = start_http_server(int(port), addr=host.strip("[]"), registry=metrics.registry)
+    log.info("metrics served apart", extra={"addr": addr})
+    return server
+
+
 def create_app(settings: Settings | None = None, *, sweep: bool = True) -> FastAPI:
     """The broker's app. ``sweep=False`` runs no background jobs (tests drive them)."""
     settings = settings or get_settings()
@@ -96,12 +106,16 @@ def create_app(settings: Settings | None = None, *, sweep: bool = True) -> FastA
         if sweep:
             for thread in threads:
                 thread.start()
+        scrape = _serve_metrics(settings.metrics_addr, metrics) if settings.metrics_addr else None
         log.info("broker started", extra={"store": service.store_name, "version": __version__})
         yield
         stop.set()
         for thread in threads:
             if thread.is_alive():
                 thread.join(timeout=5)
+        if scrape is not None:
+            scrape.shutdown()
+            scrape.server_close()
         try:
             service.audit.checkpoint()  # on shutdown: the tail is vouched for before we go
         except Exception as exc:

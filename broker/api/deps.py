@@ -98,7 +98,7 @@ def _credentials(request: Request, basic: bool) -> tuple[str, str | None]:
         try:
             decoded = base64.b64decode(value.strip(), validate=True).decode()
         except (binascii.Error, UnicodeDecodeError):
-            raise Unauthenticated("malformed basic credentials") from None
+            raise Unauthenticated("malformed basic credentials", "malformed") from None
         user, _, password = decoded.partition(":")
         return password, user
     return "", None

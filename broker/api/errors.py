@@ -108,7 +108,7 @@ def answer(request: Request, exc: BrokerError) -> JSONResponse:
         log.info("client authentication failed", extra={"reason": exc.reason})
         metrics = getattr(request.app.state, "metrics", None)
         if metrics is not None:
-            metrics.auth_failures.labels(reason=exc.reason[:40]).inc()
+            metrics.auth_failures.labels(reason=exc.kind).inc()
         return problem(kind)
     if isinstance(exc, TokenRefused):
         return problem(kind)  # the same answer for every reason: the audit log has it

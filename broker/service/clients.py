@@ -55,7 +55,7 @@ class Clients:
     def verify(self, assertion: str) -> Authenticated:
         """The caller ``assertion`` proves, or Unauthenticated (nothing is spent)."""
         if not assertion:
-            raise Unauthenticated("no bearer assertion")
+            raise Unauthenticated("no bearer assertion", "missing")
         s = self._settings
         return verify_assertion(
             assertion,

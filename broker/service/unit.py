@@ -44,7 +44,7 @@ class Units:
             if caller is not None and not caller.spent:
                 if not tx.use_assertion(caller.name, caller.jti, caller.expires_at):
                     caller.spent = True  # by the request that used it first
-                    raise Unauthenticated("replayed assertion")
+                    raise Unauthenticated("replayed assertion", "replayed")
             yield Unit(tx, writer)
         writer.committed()
         if caller is not None:

@@ -298,7 +298,7 @@ def test_jwks_health_and_metrics(api: Api) -> None:
     text = api.http.get("/metrics").text
     assert "stager_tokens_issued_total 1.0" in text
     assert "stager_tokens_redeemed_total 1.0" in text
-    assert 'stager_tokens_refused_total{reason="replay: already redeemed"} 1.0' in text
+    assert 'stager_tokens_refused_total{action="redeem"} 1.0' in text
 
 
 def test_unknown_paths_and_methods_are_problems(api: Api) -> None:
@@ -330,7 +330,7 @@ def test_assertions_are_spent_even_when_the_action_fails(api: Api) -> None:
     assert api.http.delete("/v1/stagings/nope", headers=h2).status_code == 403
     assert api.http.delete("/v1/stagings/nope", headers=h2).status_code == 401
     text = api.http.get("/metrics").text
-    assert 'stager_client_auth_failures_total{reason="replayed assertion"} 2.0' in text
+    assert 'stager_client_auth_failures_total{reason="replayed"} 2.0' in text
 
 
 def test_removed_clients_stop_working(api: Api) -> None:
@@ -521,3 +521,63 @@ def test_guids_that_differ_only_in_case_cannot_share_a_repository(api: Api) -> N
         r = api.mint(**guids)
         assert r.status_code == 422 and "lower case" in r.text, (guids, r.text)
     assert api.mint("tok-x", app_guid="app-x").status_code == 201
+
+
+def test_metrics_labels_are_a_small_fixed_set_and_tell_no_secrets(api: Api) -> None:
+    """Nobody can grow /metrics with header text, tell an unknown client from a bad
+    signature there, or read token refusal reasons (those are the audit log's)."""
+    import base64
+    import json as json_
+
+    def b64(value: object) -> str:
+        return base64.urlsafe_b64encode(json_.dumps(value).encode()).rstrip(b"=").decode()
+
+    claims = {"iss": "nobody", "sub": "nobody", "aud": AUD, "exp": int(time.time()) + 60}
+    sizes = []
+    for n in range(200):  # 200 different algorithms, as an attacker would write them
+        fake = f"{b64({'alg': f'X{n:04d}-garbage'})}.{b64(claims)}.AAAA"
+        r = api.http.post("/v1/redemptions", json={"token": "x"},
+                          headers={"Authorization": f"Bearer {fake}"})  # fmt: skip
+        assert r.status_code == 401
+        if n in (0, 199):
+            sizes.append(len(api.http.get("/metrics").text))
+    assert sizes[1] - sizes[0] < 10, sizes  # the same series counted on (a digit or two)
+
+    unknown = api.clients.cc.assertion(AUD, iss="no-such-client", sub="no-such-client")
+    forged = api.clients.cc.assertion(AUD)[:-8] + "AAAAAAAA"  # a known client, a bad signature
+    for bad in (unknown, forged):
+        api.http.post("/v1/redemptions", json={"token": "x"},
+                      headers={"Authorization": f"Bearer {bad}"})  # fmt: skip
+    text = api.http.get("/metrics").text
+    reasons = {line.split('reason="')[1].split('"')[0]
+               for line in text.splitlines()
+               if line.startswith("stager_client_auth_failures_total{")}  # fmt: skip
+    assert reasons <= {"missing", "malformed", "rejected", "invalid", "replayed"}, reasons
+    assert "unknown client" not in text and "signature" not in text
+
+    token = api.mint().json()["token"]
+    api.redeem(token, api.clients.tailor2)  # not the bound tailor
+    api.redeem(token)
+    api.redeem(token)  # a replay
+    samples = "\n".join(
+        line for line in api.http.get("/metrics").text.splitlines() if not line.startswith("#")
+    )
+    assert "not the bound tailor" not in samples and "replay:" not in samples
+    assert 'stager_tokens_refused_total{action="redeem"} 2.0' in samples
+
+
+def test_metrics_can_be_served_apart_from_the_api(settings: Settings, clients) -> None:
+    """BROKER_METRICS_ADDR: /metrics on a scrape address of its own, gone from the API."""
+    import requests
+
+    from tests.support.processes import free_port
+
+    addr = f"127.0.0.1:{free_port()}"
+    with serve(settings.model_copy(update={"metrics_addr": addr}), clients, sweep=False) as api:
+        assert api.mint().status_code == 201
+        r = api.http.get("/metrics")
+        assert r.status_code == 404 and r.headers["content-type"] == PROBLEM
+        scraped = requests.get(f"http://{addr}/metrics", timeout=5)
+        assert scraped.status_code == 200 and "stager_tokens_issued_total 1.0" in scraped.text
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://{addr}/metrics", timeout=2)  # stopped with the broker

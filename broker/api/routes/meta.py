@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Response
 
 from broker.api.deps import Meters, Svc
+from broker.errors import NotFound
 
 router = APIRouter()
 
@@ -22,5 +23,7 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/metrics", response_class=Response)
-async def metrics(meters: Meters) -> Response:
+async def metrics(meters: Meters, service: Svc) -> Response:
+    if service.settings.metrics_addr:
+        raise NotFound("metrics are served on their own address")
     return Response(meters.render(), media_type="text/plain; version=0.0.4")
