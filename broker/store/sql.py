@@ -70,6 +70,9 @@ class SqlTx:
         self._cur = cursor
         self._sql = placeholder
         self._audit_lock = audit_lock
+        self.shredded = False
+        """Sealed credentials were deleted: the backend may have more to do to make them
+        leave its files (SQLite: zeroed pages are written, the WAL truncated)."""
 
     def _exec(self, sql: str, params: Sequence[Any] = ()) -> Any:
         self._cur.execute(self._sql(sql), tuple(params))
@@ -198,7 +201,9 @@ class SqlTx:
 
     def delete_sealed(self, staging_guid: str) -> bool:
         cur = self._exec("DELETE FROM sealed_credentials WHERE staging_guid=?", (staging_guid,))
-        return bool(cur.rowcount == 1)
+        deleted = bool(cur.rowcount == 1)
+        self.shredded = self.shredded or deleted
+        return deleted
 
     # -- audit (the rows only: broker.audit decides what goes in) -------------------------
 

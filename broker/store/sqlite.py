@@ -1,14 +1,19 @@
-"""SQLite backend: a file in WAL mode, created on first start; one writer at a time.
+"""SQLite backend: a file in WAL mode, created on first start (0600); one writer at a time.
 
 WAL checkpoints (copying committed pages into the database file, with its fsync)
 run on a background thread after writes, not inside whichever request's COMMIT
 happens to cross SQLite's threshold: the request path only appends to the WAL.
 A request still checkpoints itself if the WAL reaches ``_BACKSTOP_PAGES``, so the
 WAL stays bounded even if the background thread falls behind.
+
+Crypto-shredding reaches the files: ``secure_delete`` zeroes what a DELETE frees,
+and after a transaction that deleted sealed credentials the background thread
+truncates the WAL, whose older frames still held them.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -38,10 +43,13 @@ class SqliteStore:
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._dirty = threading.Event()
+        self._shred = threading.Event()
         self._stop = threading.Event()
         self._checkpointer: threading.Thread | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            # The broker's alone; SQLite gives the -wal and -shm files the same mode.
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
             self._connection()
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open {self.path}: {exc}") from None
@@ -56,6 +64,7 @@ class SqliteStore:
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute(f"PRAGMA wal_autocheckpoint={_BACKSTOP_PAGES}")
             conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA secure_delete=ON")  # freed content is zeroed, not left
             self._local.conn = conn
             with self._lock:
                 self._all.append(conn)
@@ -71,6 +80,8 @@ class SqliteStore:
         # which sleeps up to 100 ms between tries and ruins tail latency.
         with self._write_lock, self._begin("BEGIN IMMEDIATE") as tx:
             yield tx
+        if tx.shredded:
+            self._shred.set()
         self._dirty.set()
         if self._checkpointer is None:
             self._start_checkpointer()
@@ -85,16 +96,30 @@ class SqliteStore:
 
     def _checkpoint_loop(self) -> None:
         conn = self._connection()  # this thread's own connection
+        conn.execute("PRAGMA busy_timeout=1000")  # a busy round gives way to the next
         while not self._stop.is_set():
             self._dirty.wait()
             if self._stop.wait(_CHECKPOINT_INTERVAL):
                 return
             self._dirty.clear()
             try:
-                # PASSIVE: copy what no reader still needs; never blocks writers.
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                if self._shred.is_set():
+                    self._truncate(conn)
+                else:
+                    # PASSIVE: copy what no reader still needs; never blocks writers.
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             except sqlite3.Error:
-                pass  # busy or failing: the next round, or the backstop, tries again
+                self._dirty.set()  # busy or failing: the next round, or the backstop, tries
+
+    def _truncate(self, conn: sqlite3.Connection) -> None:
+        """Copy every frame back and empty the WAL file: its older frames still hold what
+        was deleted (shredded credentials). Writers wait, briefly, on our own lock."""
+        with self._write_lock:
+            busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        if busy:
+            self._dirty.set()  # a reader held an old snapshot: again next round
+        else:
+            self._shred.clear()
 
     @contextmanager
     def _begin(self, begin: str) -> Iterator[SqlTx]:

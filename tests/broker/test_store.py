@@ -223,3 +223,29 @@ def test_sqlite_checkpoints_in_the_background(tmp_path) -> None:
     assert threads
     store.close()
     assert not any(t.is_alive() for t in threads)
+
+
+def test_shredded_credentials_leave_the_sqlite_files(tmp_path: Path) -> None:
+    """A closed staging's sealed credentials are gone from the database file and the WAL,
+    not only from the table (a copy of the files must not hold them), and the files are
+    the broker's alone (0600)."""
+    path = tmp_path / "shred.sqlite"
+    store = open_store(f"sqlite:///{path}")
+    store.migrate()
+    sealed = b"SEALED-" + bytes(range(256)) * 4  # recognisable, and incompressible enough
+    try:
+        with store.transaction() as tx:
+            tx.insert_staging(ROW)
+            tx.put_sealed("s1", sealed)
+        with store.transaction() as tx:
+            assert tx.delete_sealed("s1")
+        files = [p for p in tmp_path.iterdir() if p.name.startswith("shred.sqlite")]
+        assert {oct(p.stat().st_mode & 0o777) for p in files} == {"0o600"}, files
+        deadline = time.monotonic() + 10
+        holding = files
+        while holding and time.monotonic() < deadline:
+            time.sleep(0.05)
+            holding = [p for p in tmp_path.iterdir() if p.exists() and sealed in p.read_bytes()]
+        assert holding == [], holding
+    finally:
+        store.close()
