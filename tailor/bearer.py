@@ -44,8 +44,14 @@ def check_realm(realm: str, registry: str, insecure: Callable[[str], bool]) -> s
     if parts.username or parts.password:
         raise AuthError(f"registry {registry} names a token realm with credentials in it")
     if parts.scheme == "http":
-        # Plain HTTP would expose the password: only for hosts the operator marked insecure.
+        # The realm receives the user's password (the token spec's GET with Basic): plain
+        # HTTP only on the registry's own host, and only where the operator marked it.
         netloc = parts.hostname + (f":{port}" if port else "")
+        if parts.hostname.lower() != (urlsplit(f"//{registry}").hostname or "").lower():
+            raise AuthError(
+                f"registry {registry} names a plain-HTTP token realm on another host "
+                f"({netloc}); a realm receives the password, so only https"
+            )
         if not (insecure(netloc) or insecure(parts.hostname)):
             raise AuthError(
                 f"registry {registry} names a plain-HTTP token realm {netloc}; "

@@ -39,8 +39,10 @@ def test_insecure_hosts_match_host_or_host_port() -> None:
     ("realm", "ok"),
     [
         ("https://auth.example/token", True),
-        ("http://reg.local:81/token", True),  # marked insecure
+        ("http://reg.local:81/token", True),  # the registry's own host, marked insecure
         ("http://auth.example/token", False),
+        # The realm receives the password: plain HTTP to another host never, marked or not.
+        ("http://auth.local/token", False),
         ("ftp://auth.example/token", False),
         ("https://user:pw@auth.example/token", False),
         ("https:///token", False),
@@ -48,12 +50,12 @@ def test_insecure_hosts_match_host_or_host_port() -> None:
     ],
 )
 def test_realm_checks(realm: str, ok: bool) -> None:
-    insecure = InsecureHosts(["reg.local"])
+    insecure = InsecureHosts(["reg.local", "auth.local"])
     if ok:
-        assert check_realm(realm, "r", insecure) == realm
+        assert check_realm(realm, "reg.local:5000", insecure) == realm
     else:
         with pytest.raises(AuthError):
-            check_realm(realm, "r", insecure)
+            check_realm(realm, "reg.local:5000", insecure)
 
 
 class TokenRegistry:
