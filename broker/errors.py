@@ -12,6 +12,7 @@
     +-- Unavailable             503: nothing was done (fail closed)
     |   +-- StoreError          the database is unreachable or refused a write
     |   +-- AuditTampered       the stored audit log is not what this broker wrote
+    |   +-- Busy                every slot for this work is taken: try again shortly
     +-- SetupError              an operator's input the CLI refuses: settings, key files,
         +-- KeyFileError        exports, prune lists
         +-- ExportError
@@ -26,6 +27,7 @@ from __future__ import annotations
 __all__ = [
     "AuditTampered",
     "BrokerError",
+    "Busy",
     "Conflict",
     "ExportError",
     "Forbidden",
@@ -101,6 +103,14 @@ class StoreError(Unavailable):
 
 class AuditTampered(Unavailable):
     pass
+
+
+class Busy(Unavailable):
+    """Every slot for this kind of work is in use; ``retry_after`` seconds is a fair wait."""
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class SetupError(BrokerError):

@@ -5,10 +5,12 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from broker.errors import SetupError
+from tailor.errors import ConfigError
+from tailor.outbound import parse_networks
 
 __all__ = ["Settings", "get_settings"]
 
@@ -48,7 +50,23 @@ class Settings(BaseSettings):
     metrics_addr: str | None = Field(default=None, pattern=r"^[^:]*:\d{1,5}$")
     """``host:port``: serve ``/metrics`` there, and not on the API (a scrape network apart
     from the clients'). Unset: ``/metrics`` is on the API, public."""
+    outbound_allow: str = ""
+    """Comma-separated CIDRs outbound probes may reach although they are not public
+    (a private registry's network; tests: 127.0.0.0/8). See tailor/outbound.py."""
+    egress_probes: int = Field(default=8, ge=1, le=256)
+    """Egress discoveries at once, on threads of their own; more are refused (503)."""
+    egress_probe_seconds: float = Field(default=10.0, gt=0, le=120)
+    """One egress discovery's whole deadline, connect and read together."""
     log_level: str = "INFO"
+
+    @field_validator("outbound_allow")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        try:
+            parse_networks(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return value
 
 
 @lru_cache(maxsize=1)

@@ -97,6 +97,13 @@ def _parser() -> argparse.ArgumentParser:
     egress.add_argument("--broker", metavar="URL", default=os.environ.get("TAILOR_BROKER_URL"))
     egress.add_argument("--internal-registry", metavar="HOST[:PORT]")
     egress.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]")
+    egress.add_argument(
+        "--outbound-allow",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="let the probe reach this network too (private and loopback ones are refused)",
+    )
     egress.add_argument("--log", action="store_true", help="set log: true on every rule")
     egress.add_argument("--explain", action="store_true", help="say on stderr why each host")
 
@@ -204,15 +211,19 @@ def _stage(args: argparse.Namespace) -> int:
 
 def _egress(args: argparse.Namespace) -> int:
     from tailor.egress import discover, security_group_rules
+    from tailor.outbound import AddressPolicy, parse_networks
 
     endpoints = discover(
         parse_reference(args.image),
+        policy=AddressPolicy(parse_networks(args.outbound_allow)),
         broker_url=args.broker,
         internal_registry=args.internal_registry,
         insecure=InsecureHosts(args.insecure_registry),
     )
-    if args.explain:
-        for ep in endpoints:
+    for ep in endpoints:
+        if ep.refused is not None:
+            sys.stderr.write(f"left out: {ep.why} {ep.host}:{ep.port}: {ep.refused}\n")
+        elif args.explain:
             sys.stderr.write(f"{ep.why}: {ep.host}:{ep.port}\n")
     print(json.dumps(security_group_rules(endpoints, log=args.log), indent=2))
     return 0

@@ -1,11 +1,14 @@
 """Egress rules for a staging task behind deny-all: which holes it needs, found at run time.
 
-Discovery (``discover``) probes the upstream registry: its ``/v2/`` challenge names
-the token realm's host, and one blob read (when the image is readable without
-credentials) shows where blobs are redirected. Every name is resolved to its
-addresses now. ``security_group_rules`` turns (host, port) pairs into the BBS
-``SecurityGroupRule`` JSON the platform uses, validated and merged. Pure but for
-``discover`` and ``resolve``.
+Discovery (``discover``) probes the upstream registry through the outbound guard
+(``tailor/outbound.py``): only the registry's own host, only allowed addresses,
+one deadline. Its ``/v2/`` challenge names the token realm's host, and one blob
+read (when the image is readable without credentials, or with an anonymous token
+from a realm on the registry's own host) shows where blobs are redirected. A
+realm or blob host on another host is never contacted, only named; one whose
+addresses the guard would refuse is left out of the rules (``Endpoint.refused``
+says why). ``security_group_rules`` turns endpoints into the BBS
+``SecurityGroupRule`` JSON the platform uses, validated and merged.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from urllib.parse import urlsplit
 
 from tailor.authn import ANONYMOUS
 from tailor.errors import AuthError, ConfigError, RegistryError, TailorError
+from tailor.outbound import AddressPolicy, Probe, Refused
 from tailor.reference import Reference
 from tailor.registry import Repository
 from tailor.retry import RetryPolicy
@@ -30,11 +34,17 @@ Resolver = Callable[[str, int], list[str]]
 
 @dataclass(frozen=True)
 class Endpoint:
-    """A host the staging must reach, why, and on which TCP port."""
+    """A host the staging must reach, why, and on which TCP port.
+
+    ``addresses``: the ones the guard checked (empty: resolve when the rules are made,
+    for the platform's own hosts). ``refused``: why the guard would not allow it; such
+    an endpoint is reported, never put in a rule."""
 
     host: str
     port: int
     why: str
+    addresses: tuple[str, ...] = ()
+    refused: str | None = None
 
 
 def resolve(host: str, port: int) -> list[str]:
@@ -57,15 +67,33 @@ def _host_port(netloc: str, scheme: str) -> tuple[str, int]:
     return host, parts.port or (443 if scheme == "https" else 80)
 
 
+def _url_endpoint(url: str, why: str, policy: AddressPolicy) -> Endpoint | None:
+    """The endpoint an absolute http(s) URL names, checked by the guard (never contacted)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return None
+    try:
+        addresses = tuple(policy.addresses(parts.hostname, port))
+    except Refused as exc:
+        return Endpoint(parts.hostname, port, why, refused=str(exc))
+    return Endpoint(parts.hostname, port, why, addresses)
+
+
 def discover(
     image: Reference,
     *,
+    policy: AddressPolicy,
     broker_url: str | None = None,
     internal_registry: str | None = None,
     insecure: InsecureHosts | None = None,
-    timeout: float = 10.0,
+    deadline: float = 10.0,
 ) -> list[Endpoint]:
-    """The endpoints one staging of ``image`` talks to."""
+    """The endpoints one staging of ``image`` talks to. Raises ``TailorError`` when the
+    upstream registry is not an allowed destination or gives no answer in ``deadline``."""
     insecure = insecure or InsecureHosts()
     out: list[Endpoint] = []
     if broker_url:
@@ -81,35 +109,32 @@ def discover(
         scheme = "http" if insecure(internal_registry) else "https"
         host, port = _host_port(internal_registry, scheme)
         out.append(Endpoint(host, port, "internal registry"))
-    # The same client the staging uses: its scheme choice, realm checks and caps.
-    upstream = Transport(
-        image.endpoint,
-        ANONYMOUS,
-        insecure,
-        policy=RetryPolicy(attempts=2),
-        timeout=(timeout, timeout),
-    )
-    host, port = _host_port(image.endpoint, upstream.scheme)
-    out.append(Endpoint(host, port, "upstream registry"))
-    try:
-        challenge = upstream.ping()
-    except (AuthError, RegistryError):
-        challenge = None  # an odd /v2/ answer: no realm to open
-    if challenge and challenge.params.get("realm"):
-        realm = urlsplit(challenge.params["realm"])
-        if realm.scheme in ("http", "https") and realm.hostname:
-            out.append(
-                Endpoint(
-                    realm.hostname,
-                    realm.port or (443 if realm.scheme == "https" else 80),
-                    "upstream token realm",
-                )
-            )
-    out += _blob_storage(upstream, image)
+    scheme = "http" if insecure(image.endpoint) else "https"
+    host, port = _host_port(image.endpoint, scheme)
+    out.append(Endpoint(host, port, "upstream registry", tuple(policy.addresses(host, port))))
+    with Probe(policy, [host], deadline) as probe:
+        # The same client the staging uses (its scheme choice, realm checks and caps),
+        # its connections made by the probe.
+        upstream = Transport(
+            image.endpoint,
+            ANONYMOUS,
+            insecure,
+            policy=RetryPolicy(attempts=2),
+            timeout=(deadline, deadline),
+            sessions=probe.session,
+        )
+        try:
+            challenge = upstream.ping()
+        except (AuthError, RegistryError):
+            challenge = None  # an odd /v2/ answer: no realm to open
+        if challenge and challenge.params.get("realm"):
+            realm = _url_endpoint(challenge.params["realm"], "upstream token realm", policy)
+            out += [realm] if realm else []
+        out += _blob_storage(upstream, image, policy)
     return out
 
 
-def _blob_storage(upstream: Transport, image: Reference) -> list[Endpoint]:
+def _blob_storage(upstream: Transport, image: Reference, policy: AddressPolicy) -> list[Endpoint]:
     """Look at one blob read to see where blobs live, if the image is readable anonymously."""
     repo = Repository(upstream, image.repository)
     try:
@@ -131,11 +156,8 @@ def _blob_storage(upstream: Transport, image: Reference) -> list[Endpoint]:
     except TailorError:
         return []
     location = blob.headers.get("Location", "") if blob.status_code != 200 else ""
-    target = urlsplit(location)
-    if not target.hostname or target.scheme not in ("http", "https"):
-        return []
-    port = target.port or (443 if target.scheme == "https" else 80)
-    return [Endpoint(target.hostname, port, "blob storage")]
+    found = _url_endpoint(location, "blob storage", policy) if location else None
+    return [found] if found else []
 
 
 def validate_rule(rule: dict[str, object]) -> None:
@@ -162,10 +184,14 @@ def validate_rule(rule: dict[str, object]) -> None:
 def security_group_rules(
     endpoints: Iterable[Endpoint], resolver: Resolver = resolve, log: bool = False
 ) -> list[dict[str, object]]:
-    """One rule per port, its destinations merged, every name resolved to addresses."""
+    """One rule per port, its destinations merged, every name resolved to addresses.
+    An endpoint the guard refused is in no rule."""
     by_port: dict[int, set[str]] = {}
     for ep in endpoints:
-        by_port.setdefault(ep.port, set()).update(resolver(ep.host, ep.port))
+        if ep.refused is not None:
+            continue
+        addresses = ep.addresses or tuple(resolver(ep.host, ep.port))
+        by_port.setdefault(ep.port, set()).update(addresses)
     # Ports that go to the same destinations share one rule.
     by_dests: dict[tuple[str, ...], list[int]] = {}
     for port in sorted(by_port):

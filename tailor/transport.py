@@ -123,6 +123,7 @@ class Transport:
         timeout: tuple[float, float] = (10.0, 120.0),
         pool_size: int = 16,
         sleep: Callable[[float], None] = time.sleep,
+        sessions: Callable[[], requests.Session] | None = None,
     ) -> None:
         self.registry = registry
         self.scheme = "http" if insecure(registry) else "https"
@@ -133,6 +134,7 @@ class Transport:
         self._timeout = timeout
         self._pool_size = pool_size
         self._sleep = sleep
+        self._sessions = sessions
         self._local = threading.local()
         self._ping_lock = threading.Lock()
         self._challenge: Challenge | None = None
@@ -142,18 +144,23 @@ class Transport:
     # -- plain sending, with retries -------------------------------------------------------
 
     def session(self) -> requests.Session:
-        """One session per thread: requests.Session is not documented as thread-safe."""
+        """One session per thread: requests.Session is not documented as thread-safe.
+        ``sessions`` (given) makes them, e.g. a guarded probe's (tailor/outbound.py)."""
         session: requests.Session | None = getattr(self._local, "session", None)
         if session is None:
-            session = requests.Session()
-            session.trust_env = False  # no proxies or .netrc credentials from the environment
-            adapter = requests.adapters.HTTPAdapter(
-                pool_connections=4, pool_maxsize=self._pool_size, max_retries=0
-            )
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
+            session = self._sessions() if self._sessions else self._plain_session()
             session.headers["User-Agent"] = USER_AGENT
             self._local.session = session
+        return session
+
+    def _plain_session(self) -> requests.Session:
+        session = requests.Session()
+        session.trust_env = False  # no proxies or .netrc credentials from the environment
+        adapter = requests.adapters.HTTPAdapter(
+            pool_connections=4, pool_maxsize=self._pool_size, max_retries=0
+        )
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
         return session
 
     def send(

@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from broker.errors import (
     AuditTampered,
     BrokerError,
+    Busy,
     Conflict,
     Forbidden,
     Invalid,
@@ -74,13 +75,17 @@ class Problem(BaseModel):
     errors: list[dict[str, Any]] | None = None
 
 
-def problem(kind: str, detail: str | None = None, **extra: Any) -> JSONResponse:
+def problem(
+    kind: str, detail: str | None = None, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
     status, title = PROBLEM_TYPES[kind]
     body: dict[str, Any] = {"type": _BASE + kind, "title": title, "status": status}
     if detail:
         body["detail"] = detail
     body.update(extra)
-    headers = {"WWW-Authenticate": 'Bearer realm="image-stager"'} if status == 401 else None
+    headers = dict(headers or {})
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="image-stager"'
     return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
 
 
@@ -112,6 +117,9 @@ def answer(request: Request, exc: BrokerError) -> JSONResponse:
         return problem(kind)
     if isinstance(exc, TokenRefused):
         return problem(kind)  # the same answer for every reason: the audit log has it
+    if isinstance(exc, Busy):
+        log.warning("busy; request refused", extra={"error": str(exc)})
+        return problem(kind, str(exc), headers={"Retry-After": str(exc.retry_after)})
     if isinstance(exc, Unavailable | SetupError):
         if isinstance(exc, AuditTampered):
             log.critical("audit log tampered; refusing to append", extra={"error": str(exc)})

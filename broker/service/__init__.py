@@ -4,7 +4,8 @@
 |---|---|
 | ``unit`` | the unit of work: transaction + audit append + the caller's assertion id |
 | ``clients`` | registered clients, verifying callers, spending each assertion once |
-| ``stagings`` | mint, look up, redeem, complete, cancel, sweep; egress rules |
+| ``stagings`` | mint, look up, redeem, complete, cancel, sweep |
+| ``egress`` | egress discovery: the user's registry probed through the outbound guard |
 | ``registry`` | what internal-registry tokens grant; the broker's own tokens |
 | ``auditors`` | the audit page's sessions |
 
@@ -28,6 +29,7 @@ from broker.auth import Authenticated
 from broker.keys import RingWatcher, jwks, load_keys
 from broker.service.auditors import AuditorSessions
 from broker.service.clients import Clients
+from broker.service.egress import EgressProbes
 from broker.service.registry import RegistryGrants
 from broker.service.stagings import Stagings
 from broker.service.unit import Unit, Units
@@ -87,6 +89,7 @@ class Service:
         self.stagings = Stagings(store, self.units, keys, ring, settings, clock)
         self.registry = RegistryGrants(self.units, keys, settings, clock)
         self.auditors = AuditorSessions(keys, self.clients)
+        self.egress = EgressProbes(settings)
 
     def _now(self) -> float:
         return self.clock()
@@ -119,6 +122,7 @@ class Service:
             log.info("expired stagings closed", extra={"count": closed})
 
     def close(self) -> None:
+        self.egress.close()
         self._store.close()
 
 

@@ -30,10 +30,8 @@ from broker.tokens import (
     seal_credentials,
     seal_token,
 )
-from tailor.egress import discover, security_group_rules
-from tailor.errors import InvalidReference, TailorError
+from tailor.errors import InvalidReference
 from tailor.reference import parse_reference
-from tailor.transport import InsecureHosts
 
 __all__ = ["MIN_TTL", "Lookup", "Minted", "Redeemed", "Stagings"]
 
@@ -392,22 +390,9 @@ class Stagings:
                     closed += 1
         return closed
 
-    # -- egress ---------------------------------------------------------------------------
-
-    def egress_rules(self, staging_guid: str) -> list[dict[str, Any]]:
-        """The BBS SecurityGroupRules the staging task needs, discovered now (network I/O)."""
+    def image_of(self, staging_guid: str) -> str:
+        """The image a staging copies (for its egress rules)."""
         staging = self.get(staging_guid)
         if staging is None:
             raise NotFound(f"no staging {staging_guid}")
-        s = self._settings
-        insecure = InsecureHosts([h for h in s.insecure_registries.split(",") if h.strip()])
-        try:
-            endpoints = discover(
-                parse_reference(staging.image),
-                broker_url=s.public_url,
-                internal_registry=s.internal_registry,
-                insecure=insecure,
-            )
-            return security_group_rules(endpoints)
-        except TailorError as exc:
-            raise Invalid(str(exc)) from None
+        return staging.image

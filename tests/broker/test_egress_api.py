@@ -18,6 +18,7 @@ def test_egress_rules_for_a_staging(
             "public_url": public,
             "internal_registry": "127.0.0.9:5000",
             "insecure_registries": f"{internal.host},127.0.0.9",
+            "outbound_allow": "127.0.0.0/8",
         }
     )
     with serve(s, clients, sweep=False) as api:

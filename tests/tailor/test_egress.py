@@ -91,6 +91,8 @@ def test_a_realm_on_another_host(realm_elsewhere: tuple[Registry, TokenServer], 
         f"{reg.host}/team/app:1",
         "--insecure-registry",
         reg.host,
+        "--outbound-allow",
+        "127.0.0.0/8",
         "--broker",
         "http://127.0.0.1:8443",
         "--internal-registry",
@@ -116,7 +118,13 @@ def test_a_blob_redirect_host(tmp_path: Path, skopeo: Skopeo, tailor) -> None:
     proxy.faults.redirect_to = storage.url
     try:
         run = tailor(
-            "egress-rules", "--image", f"{proxy.host}/pub/app:v1", "--insecure-registry", proxy.host
+            "egress-rules",
+            "--image",
+            f"{proxy.host}/pub/app:v1",
+            "--insecure-registry",
+            proxy.host,
+            "--outbound-allow",
+            "127.0.0.0/8",
         )
         rules = rules_of(run)
         assert ports_to(rules, "127.0.0.2") == {int(storage.url.rsplit(":", 1)[1])}
@@ -132,7 +140,13 @@ def test_ipv6_registry(tmp_path: Path, tailor) -> None:
     reg = start_registry(tmp_path / "v6", host="::1")
     try:
         run = tailor(
-            "egress-rules", "--image", f"{reg.host}/team/app:1", "--insecure-registry", reg.host
+            "egress-rules",
+            "--image",
+            f"{reg.host}/team/app:1",
+            "--insecure-registry",
+            reg.host,
+            "--outbound-allow",
+            "::1/128",
         )
         rules = rules_of(run)
         assert ports_to(rules, "::1") == {int(reg.host.rsplit(":", 1)[1])}
@@ -147,6 +161,8 @@ def test_an_unresolvable_name_is_one_clear_line(internal: Registry, tailor) -> N
         f"{internal.host}/team/app:1",
         "--insecure-registry",
         internal.host,
+        "--outbound-allow",
+        "127.0.0.0/8",
         "--broker",
         "https://no-such-broker.invalid",
     )

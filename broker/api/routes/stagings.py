@@ -48,7 +48,8 @@ async def cancel(staging_guid: GuidPath, call: AsCC) -> Response:
     responses=problem_responses(401, 403, 404, 422, 503),
 )
 async def egress_rules(staging_guid: GuidPath, call: AsCC) -> list[dict[str, Any]]:
-    """The BBS SecurityGroupRules the staging task needs, discovered now."""
-    return await call.run(
-        lambda caller: call.service.stagings.egress_rules(staging_guid), read=True, slow=True
-    )
+    """The BBS SecurityGroupRules the staging task needs, discovered now (a probe of
+    the user's registry through the outbound guard, on threads of its own)."""
+    service = call.service
+    image = await call.run(lambda caller: service.stagings.image_of(staging_guid), read=True)
+    return await service.egress.rules_async(staging_guid, image)
