@@ -257,11 +257,19 @@ def plan(
         if digest is None:
             ignored.append((text, f"{ref.repository} has no tag {ref.tag}"))
             continue
-        if digest not in state.blobs:
-            ignored.append((text, f"no tag of {ref.repository} is {digest}"))
+        # An LRP may run an index's platform manifest: its index is kept with it.
+        holders = [top for top, children in state.children.items() if digest in children]
+        if digest not in state.blobs and not holders:
+            ignored.append(
+                (text, f"no tag of {ref.repository} leads to {digest}: prune leaves it alone")
+            )
             continue
         keep_digests.add((ref.repository, digest))
         kept_images.add((ref.repository, digest, f"a desired LRP runs it: {text}"))
+        for top in holders:
+            keep_digests.add((ref.repository, top))
+            why = f"an index of a platform manifest a desired LRP runs: {text}"
+            kept_images.add((ref.repository, top, why))
     staged = {staging_repository(prefix, s.app_guid, s.staging_guid): s for s in stagings}
     kept: dict[str, str] = {}
     delete: list[tuple[str, str, list[str]]] = []

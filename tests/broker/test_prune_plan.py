@@ -230,6 +230,37 @@ def test_a_bad_registry_or_alias_is_refused(bad: str) -> None:
         Target.of("localhost:5000", [bad])
 
 
+def test_an_lrp_running_a_platform_manifest_keeps_its_index() -> None:
+    states = [
+        RepoState(
+            "staging/app/s1",
+            tags={"s1": D["a"]},
+            blobs={D["a"]: {"sha256:l1": 100}},
+            children={D["a"]: [D["b"], D["c"]]},
+        )
+    ]
+    running = f"reg:5000/staging/app/s1@{D['b']}"
+    p = plan(
+        states,
+        target=Target.of("reg:5000"),
+        lrp_images=[running],
+        stagings=[staging("s1")],
+        prefix="staging",
+        grace=0,
+        now=NOW,
+    )
+    assert p.delete == []
+    assert p.freed_bytes == 0
+    assert p.kept_images == [
+        (
+            "staging/app/s1",
+            D["a"],
+            f"an index of a platform manifest a desired LRP runs: {running}",
+        ),
+        ("staging/app/s1", D["b"], f"a desired LRP runs it: {running}"),
+    ]
+
+
 def test_what_an_lrp_image_keeps_nothing_of_is_listed_with_why() -> None:
     states, stagings = closed("s1")
     lrps = [
@@ -254,7 +285,7 @@ def test_what_an_lrp_image_keeps_nothing_of_is_listed_with_why() -> None:
         ("reg:5000/staging/app/s1:gone", "staging/app/s1 has no tag gone"),
         (
             f"reg:5000/staging/app/s1@{D['f']}",
-            f"no tag of staging/app/s1 is {D['f']}",
+            f"no tag of staging/app/s1 leads to {D['f']}: prune leaves it alone",
         ),
         (
             f"reg:5000/staging/app/zz@{D['a']}",
