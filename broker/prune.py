@@ -6,6 +6,9 @@ whatever its tag), every repository of a staging still open, every repository
 younger than the grace period, and every repository the broker has no staging
 record for (it did not make it, so it does not judge it). The walk completes
 before anything is deleted, so a registry that errors mid-walk loses nothing.
+An LRP image names the registry pruned when its registry is the same registry
+(``Target``: by identity, not spelling, or an alias the operator names); when no
+desired LRP image names it, ``unnamed`` says why pruning must not go ahead.
 """
 
 from __future__ import annotations
@@ -24,17 +27,21 @@ from broker.store.model import OPEN_STATES, StagingRow
 from tailor.errors import NotFound, TailorError
 from tailor.manifest import Manifest
 from tailor.naming import staging_repository
-from tailor.reference import parse_reference
+from tailor.reference import Reference, parse_reference, registry_identity
 from tailor.registry import Repository, catalog
-from tailor.transport import Transport
+from tailor.transport import InsecureHosts, Transport
 
 __all__ = [
+    "LrpImages",
     "Plan",
     "PruneRefused",
     "RepoState",
+    "Target",
     "parse_duration",
     "plan",
     "read_lrps",
+    "sort_lrps",
+    "unnamed",
     "walk",
 ]
 
@@ -127,17 +134,107 @@ def walk(transport: Transport) -> list[RepoState]:
     return states
 
 
+@dataclass(frozen=True)
+class Target:
+    """The registry pruned, known by what it is rather than how it is spelled: the
+    identities (``tailor.reference.registry_identity``) of the name the operator prunes
+    through and of every alias LRP images may name it by (``--registry-alias``). A name
+    without a port gets its scheme's default port, the scheme being what the
+    ``--insecure-registry`` list makes it (the transport decides the same way)."""
+
+    registry: str
+    identities: frozenset[str]
+    insecure: InsecureHosts
+
+    @classmethod
+    def of(cls, registry: str, aliases: Iterable[str] = (), insecure: Iterable[str] = ()) -> Target:
+        hosts = InsecureHosts(insecure)
+        identities = frozenset(_identity(name, hosts) for name in [registry, *aliases])
+        return cls(registry, identities, hosts)
+
+    def identity(self, registry: str) -> str:
+        """The identity of a registry an image reference names."""
+        return registry_identity(registry, insecure=self.insecure(registry))
+
+    def names(self, registry: str) -> bool:
+        return self.identity(registry) in self.identities
+
+    def __str__(self) -> str:
+        return " or ".join(sorted(self.identities))
+
+
+def _identity(name: str, insecure: InsecureHosts) -> str:
+    try:
+        return registry_identity(name, insecure=insecure(name))
+    except TailorError as exc:
+        raise PruneRefused(str(exc)) from None
+
+
+@dataclass
+class LrpImages:
+    """The desired LRPs' images sorted against the registry pruned."""
+
+    named: list[tuple[str, Reference]]  # image text, parsed: they name the registry pruned
+    ignored: list[tuple[str, str]]  # image text, why it keeps nothing in this registry
+    others: list[str]  # identities of the other registries they name, sorted
+
+
+def sort_lrps(lrp_images: Iterable[str], target: Target) -> LrpImages:
+    named: list[tuple[str, Reference]] = []
+    ignored: list[tuple[str, str]] = []
+    others: set[str] = set()
+    for text in sorted(set(lrp_images)):
+        try:
+            ref = parse_reference(text)
+            identity = target.identity(ref.registry)
+        except TailorError:
+            ignored.append((text, "not an image reference"))
+            continue
+        if identity in target.identities:
+            named.append((text, ref))
+            continue
+        others.add(identity)
+        ignored.append(
+            (
+                text,
+                f"another registry: {identity}, not {target}; "
+                "if it is the same, name it with --registry-alias",
+            )
+        )
+    return LrpImages(named, ignored, sorted(others))
+
+
+def unnamed(lrps: LrpImages, target: Target) -> str | None:
+    """Why pruning must not go ahead when no desired LRP image names the registry pruned
+    (the LRPs name it another way, or the wrong registry is pruned); None when some do."""
+    if lrps.named:
+        return None
+    if lrps.others:
+        shown = ", ".join(lrps.others[:5])
+        more = f" and {len(lrps.others) - 5} more" if len(lrps.others) > 5 else ""
+        theirs = f"they name {shown}{more}"
+    else:
+        theirs = "none of them is an image reference"
+    return (
+        f"no desired LRP image names the registry pruned ({target}); {theirs}: check "
+        "--registry, name the registry as the cells do with --registry-alias, or pass "
+        "--allow-no-lrps if truly no app runs from it"
+    )
+
+
 @dataclass
 class Plan:
     delete: list[tuple[str, str, list[str]]]  # repository, digest, its tags
-    kept: dict[str, str]  # repository -> why
+    kept: dict[str, str]  # repository kept whole -> why
+    kept_images: list[tuple[str, str, str]]  # repository, digest, why (a desired LRP runs it)
+    ignored: list[tuple[str, str]]  # a desired LRP's image, why it keeps nothing here
     freed_bytes: int
 
 
 def plan(
     states: Iterable[RepoState],
     *,
-    registry: str,
+    target: Target,
     lrp_images: Iterable[str],
     stagings: Iterable[StagingRow],
     prefix: str,
@@ -147,19 +244,32 @@ def plan(
     states = list(states)
     now = time.time() if now is None else now
     by_repo = {s.name: s for s in states}
+    lrps = sort_lrps(lrp_images, target)
+    ignored = list(lrps.ignored)
     keep_digests: set[tuple[str, str]] = set()
-    for text in lrp_images:
-        try:
-            ref = parse_reference(text)
-        except TailorError:
+    kept_images: set[tuple[str, str, str]] = set()
+    for text, ref in lrps.named:
+        state = by_repo.get(ref.repository)
+        if state is None:
+            ignored.append((text, f"the registry holds no repository {ref.repository}"))
             continue
-        if ref.registry != registry or ref.repository not in by_repo:
+        digest = ref.digest or state.tags.get(ref.tag or "latest")
+        if digest is None:
+            ignored.append((text, f"{ref.repository} has no tag {ref.tag}"))
             continue
-        state = by_repo[ref.repository]
-        if ref.digest:
-            keep_digests.add((ref.repository, ref.digest))
-        elif ref.tag in state.tags:
-            keep_digests.add((ref.repository, state.tags[ref.tag]))
+        # An LRP may run an index's platform manifest: its index is kept with it.
+        holders = [top for top, children in state.children.items() if digest in children]
+        if digest not in state.blobs and not holders:
+            ignored.append(
+                (text, f"no tag of {ref.repository} leads to {digest}: prune leaves it alone")
+            )
+            continue
+        keep_digests.add((ref.repository, digest))
+        kept_images.add((ref.repository, digest, f"a desired LRP runs it: {text}"))
+        for top in holders:
+            keep_digests.add((ref.repository, top))
+            why = f"an index of a platform manifest a desired LRP runs: {text}"
+            kept_images.add((ref.repository, top, why))
     staged = {staging_repository(prefix, s.app_guid, s.staging_guid): s for s in stagings}
     kept: dict[str, str] = {}
     delete: list[tuple[str, str, list[str]]] = []
@@ -179,7 +289,6 @@ def plan(
         still_needed = {c for d in kept_here for c in state.children.get(d, [])}
         for digest in tops:
             if digest in kept_here:
-                kept[state.name] = "a desired LRP runs it"
                 continue
             tags = sorted(t for t, d in state.tags.items() if d == digest)
             delete.append((state.name, digest, tags))
@@ -199,4 +308,4 @@ def plan(
             else:
                 kept_blobs.update(sizes)
     freed = sum(size for blob, size in gone_blobs.items() if blob not in kept_blobs)
-    return Plan(delete, kept, freed)
+    return Plan(delete, kept, sorted(kept_images), sorted(ignored), freed)

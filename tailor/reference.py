@@ -3,20 +3,29 @@
 ``ubuntu`` -> ``docker.io/library/ubuntu:latest``; ``host:5000/team/app@sha256:...``
 keeps its port and digest; a tag and a digest may both be given. Anything else is
 refused with :class:`~tailor.errors.InvalidReference` naming what is wrong.
+:func:`registry_identity` says which registry a host[:port] is, however it is spelled.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 
 from tailor.errors import InvalidReference
 
-__all__ = ["DEFAULT_REGISTRY", "Reference", "parse_reference", "valid_repository"]
+__all__ = [
+    "DEFAULT_REGISTRY",
+    "Reference",
+    "parse_reference",
+    "registry_identity",
+    "valid_repository",
+]
 
 DEFAULT_REGISTRY = "docker.io"
 DOCKER_HUB_ENDPOINT = "registry-1.docker.io"
 _LEGACY_HUB_NAMES = {"index.docker.io", "registry-1.docker.io"}
+_LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
 
 # From the distribution reference grammar.
 _COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
@@ -146,3 +155,51 @@ def parse_reference(text: str, *, default_tag: str | None = "latest") -> Referen
     if tag is None and digest is None:
         tag = default_tag
     return Reference(registry=registry, repository=path, tag=tag, digest=digest)
+
+
+def registry_identity(registry: str, *, insecure: bool = False) -> str:
+    """Which registry ``registry`` (``host[:port]``) is, not how it is spelled: ``host:port``
+    with the host lower-cased, ``localhost``, ``127.0.0.1`` and ``::1`` (bracketed or not)
+    as ``localhost``, an IP address in its canonical form, Docker Hub's names as
+    ``docker.io``, and the scheme's default port filled in: 80 when ``insecure`` (plain
+    HTTP, as the ``--insecure-registry`` list decides), else 443. Refuses anything that is
+    not a registry host with :class:`~tailor.errors.InvalidReference`.
+
+    ``registry_identity("LocalHost:5000") == registry_identity("[::1]:5000")``.
+    """
+    if not isinstance(registry, str) or not registry.strip():
+        raise InvalidReference("empty registry name")
+    text = registry.strip()
+    if "://" in text or "/" in text or any(c.isspace() for c in text):
+        raise InvalidReference(f"invalid registry {registry!r}: give HOST[:PORT]")
+    if not text.startswith("[") and text.count(":") > 1:
+        # A bare IPv6 address (several colons, no brackets) has no port: "::1".
+        try:
+            host, port = str(ipaddress.IPv6Address(text)), None
+        except ValueError:
+            raise InvalidReference(f"invalid registry {registry!r}: bad host") from None
+    else:
+        if not _valid_host(text):
+            raise InvalidReference(f"invalid registry {registry!r}: bad host")
+        if text.startswith("["):
+            inside, _, after = text[1:].partition("]")
+            try:
+                host = str(ipaddress.IPv6Address(inside))
+            except ValueError:
+                raise InvalidReference(f"invalid registry {registry!r}: bad host") from None
+            port = after[1:] or None
+        else:
+            hostpart, _, port_text = text.partition(":")
+            host, port = hostpart.lower(), port_text or None
+            try:
+                host = str(ipaddress.IPv4Address(host))
+            except ValueError:
+                pass
+    if port is not None and not 0 < int(port) < 65536:
+        raise InvalidReference(f"invalid registry {registry!r}: bad port")
+    if host in _LOOPBACK_NAMES:
+        host = "localhost"
+    elif host in _LEGACY_HUB_NAMES:
+        host = DEFAULT_REGISTRY
+    number = int(port) if port is not None else 80 if insecure else 443
+    return f"[{host}]:{number}" if ":" in host else f"{host}:{number}"

@@ -105,6 +105,18 @@ def _parser() -> argparse.ArgumentParser:
     prune.add_argument("--apply", action="store_true", help="delete (default: only say what)")
     prune.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]")
     prune.add_argument("--domain", default="cf-apps", help="the LRP domain of staged apps")
+    prune.add_argument(
+        "--registry-alias",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]",
+        help="another name of the registry pruned, as LRP images may name it (repeatable)",
+    )
+    prune.add_argument(
+        "--allow-no-lrps",
+        action="store_true",
+        help="apply even when no desired LRP image names the registry pruned",
+    )
 
     clients = cmds.add_parser("clients", help="register the clients that may call the broker")
     cc = clients.add_subparsers(dest="action", required=True, parser_class=_Parser)

@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from broker.errors import PruneRefused
-from broker.prune import load_lrps, parse_duration, plan, read_lrps, walk
+from broker.prune import (
+    Target,
+    load_lrps,
+    parse_duration,
+    plan,
+    read_lrps,
+    sort_lrps,
+    unnamed,
+    walk,
+)
 from broker.service import open_service
 from broker.settings import get_settings
 from tailor.authn import TokenProvider
@@ -26,7 +36,11 @@ def _human(n: int) -> str:
 def run(args: argparse.Namespace) -> int:
     settings = get_settings()
     grace = parse_duration(args.grace)
+    target = Target.of(args.registry, args.registry_alias, args.insecure_registry)
     images = read_lrps(load_lrps(args.desired_lrps), args.domain)  # refuse before any I/O
+    mismatch = unnamed(sort_lrps(images, target), target)
+    if mismatch and args.apply and not args.allow_no_lrps:
+        raise PruneRefused(f"{mismatch}; nothing was deleted")
     service = open_service(settings, migrate=False)  # reads stagings, appends events
     try:
         # The broker's own tokens: full access to exactly what each request needs.
@@ -44,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         stagings = service.stagings.all()
         decided = plan(
             states,
-            registry=args.registry,
+            target=target,
             lrp_images=images,
             stagings=stagings,
             prefix=settings.registry_prefix,
@@ -52,6 +66,10 @@ def run(args: argparse.Namespace) -> int:
         )
         for repo, why in sorted(decided.kept.items()):
             print(f"keep    {repo}  ({why})")
+        for repo, digest, why in decided.kept_images:
+            print(f"keep    {repo}@{digest}  ({why})")
+        for image, why in decided.ignored:
+            print(f"ignore  {image}  ({why})")
         verb = "delete" if args.apply else "would delete"
         deleted = 0
         for repo, digest, tags in decided.delete:
@@ -77,4 +95,11 @@ def run(args: argparse.Namespace) -> int:
             )
     finally:
         service.close()
+    if mismatch:
+        if args.allow_no_lrps:
+            then = "went ahead" if args.apply else "--apply would go ahead"
+            then += " (--allow-no-lrps)"
+        else:
+            then = "--apply would refuse"
+        sys.stderr.write(f"broker: warning: {mismatch}; {then}\n")
     return 0

@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from broker.errors import PruneRefused
-from broker.prune import RepoState, parse_duration, plan, read_lrps
+from broker.prune import RepoState, Target, parse_duration, plan, read_lrps, sort_lrps, unnamed
 from broker.store.model import StagingRow
 
 NOW = time.time()
@@ -55,7 +55,7 @@ def test_an_index_goes_with_its_platform_manifests_and_bytes_are_unique() -> Non
     ]
     p = plan(
         states,
-        registry="reg:5000",
+        target=Target.of("reg:5000"),
         lrp_images=[f"reg:5000/staging/app/s2@{D['d']}"],
         stagings=[staging("s1"), staging("s2")],
         prefix="staging",
@@ -68,7 +68,10 @@ def test_an_index_goes_with_its_platform_manifests_and_bytes_are_unique() -> Non
         ("staging/app/s1", D["c"], []),
     ]
     assert p.freed_bytes == 100  # the shared blob stays: a kept image uses it
-    assert p.kept == {"staging/app/s2": "a desired LRP runs it"}
+    assert p.kept == {}
+    assert p.kept_images == [
+        ("staging/app/s2", D["d"], f"a desired LRP runs it: reg:5000/staging/app/s2@{D['d']}")
+    ]
 
 
 def test_what_is_always_kept() -> None:
@@ -78,7 +81,7 @@ def test_what_is_always_kept() -> None:
     ] + [RepoState("elsewhere/thing", tags={"v1": D["f"]}, blobs={D["f"]: {}})]
     p = plan(
         states,
-        registry="reg:5000",
+        target=Target.of("reg:5000"),
         lrp_images=["reg:5000/staging/app/tagged:tagged", "not a ref", "other:5000/x@" + D["a"]],
         stagings=[
             staging("open", state="redeemed"),
@@ -93,9 +96,19 @@ def test_what_is_always_kept() -> None:
     assert p.kept == {
         "staging/app/open": "staging still open",
         "staging/app/young": "younger than the grace period",
-        "staging/app/tagged": "a desired LRP runs it",
         "elsewhere/thing": "no staging record: not made by this broker",
     }
+    assert p.kept_images == [
+        ("staging/app/tagged", D["e"], "a desired LRP runs it: reg:5000/staging/app/tagged:tagged")
+    ]
+    assert p.ignored == [
+        ("not a ref", "not an image reference"),
+        (
+            "other:5000/x@" + D["a"],
+            "another registry: other:5000, not reg:5000; "
+            "if it is the same, name it with --registry-alias",
+        ),
+    ]
 
 
 def test_durations_and_list_checks() -> None:
@@ -113,3 +126,169 @@ def test_durations_and_list_checks() -> None:
         "desired_lrps": [{"domain": "cf-apps", "image": "a"}, {"domain": "other", "image": "b"}],
     }
     assert read_lrps(ok, "cf-apps") == ["a"]
+
+
+def closed(*guids: str) -> tuple[list[RepoState], list[StagingRow]]:
+    """One closed, old staging repository per guid, each tagged with its guid on D['a']."""
+    states = [
+        RepoState(f"staging/app/{g}", tags={g: D["a"]}, blobs={D["a"]: {"sha256:l": 10}})
+        for g in guids
+    ]
+    return states, [staging(g) for g in guids]
+
+
+@pytest.mark.parametrize(
+    ("registry", "insecure", "lrp_registry"),
+    [
+        ("localhost:5000", ["localhost:5000"], "127.0.0.1:5000"),  # issue #11.4 as reported
+        ("127.0.0.1:5000", [], "localhost:5000"),
+        ("localhost:5000", [], "[::1]:5000"),
+        ("[::1]:5000", [], "LOCALHOST:5000"),
+        ("Reg.Example", [], "reg.example:443"),
+        ("reg.example:443", [], "reg.example"),
+        ("reg.example", ["reg.example"], "reg.example:80"),
+        ("registry-1.docker.io", [], "index.docker.io"),
+    ],
+)
+def test_an_lrp_naming_the_registry_another_way_keeps_its_image(
+    registry: str, insecure: list[str], lrp_registry: str
+) -> None:
+    states, stagings = closed("s1", "s2")
+    running = f"{lrp_registry}/staging/app/s1@{D['a']}"
+    p = plan(
+        states,
+        target=Target.of(registry, insecure=insecure),
+        lrp_images=[running],
+        stagings=stagings,
+        prefix="staging",
+        grace=0,
+        now=NOW,
+    )
+    assert p.delete == [("staging/app/s2", D["a"], ["s2"])]
+    assert p.kept_images == [("staging/app/s1", D["a"], f"a desired LRP runs it: {running}")]
+    assert p.ignored == []
+
+
+def test_a_default_port_is_the_schemes() -> None:
+    """Plain HTTP (marked insecure) is port 80: reg.example:443 is another registry then."""
+    states, stagings = closed("s1")
+    running = f"reg.example:443/staging/app/s1@{D['a']}"
+    target = Target.of("reg.example", insecure=["reg.example"])
+    assert str(target) == "reg.example:80"
+    p = plan(
+        states, target=target, lrp_images=[running], stagings=stagings, prefix="staging", grace=0
+    )
+    assert p.delete == [("staging/app/s1", D["a"], ["s1"])]
+    assert p.ignored == [
+        (
+            running,
+            "another registry: reg.example:443, not reg.example:80; "
+            "if it is the same, name it with --registry-alias",
+        )
+    ]
+
+
+def test_an_alias_names_the_registry_pruned() -> None:
+    states, stagings = closed("s1", "s2")
+    running = f"registry.internal:5000/staging/app/s1@{D['a']}"
+    lrps = [running, "docker.io/library/ubuntu:22.04"]
+
+    without = Target.of("127.0.0.1:5000")
+    p = plan(states, target=without, lrp_images=lrps, stagings=stagings, prefix="staging", grace=0)
+    assert [d[0] for d in p.delete] == ["staging/app/s1", "staging/app/s2"]
+    assert unnamed(sort_lrps(lrps, without), without) == (
+        "no desired LRP image names the registry pruned (localhost:5000); they name "
+        "docker.io:443, registry.internal:5000: check --registry, name the registry as the "
+        "cells do with --registry-alias, or pass --allow-no-lrps if truly no app runs from it"
+    )
+
+    aliased = Target.of("127.0.0.1:5000", ["Registry.Internal:5000", "other:5000"])
+    assert str(aliased) == "localhost:5000 or other:5000 or registry.internal:5000"
+    p = plan(states, target=aliased, lrp_images=lrps, stagings=stagings, prefix="staging", grace=0)
+    assert p.delete == [("staging/app/s2", D["a"], ["s2"])]
+    assert p.kept_images == [("staging/app/s1", D["a"], f"a desired LRP runs it: {running}")]
+    assert unnamed(sort_lrps(lrps, aliased), aliased) is None
+
+
+def test_unnamed_says_what_the_lrps_name() -> None:
+    target = Target.of("localhost:5000")
+    assert unnamed(sort_lrps([f"localhost:5000/a@{D['a']}"], target), target) is None
+    message = unnamed(sort_lrps(["Not A Ref"], target), target)
+    assert message is not None and "none of them is an image reference" in message
+    many = [f"r{i}.example/a@{D['a']}" for i in range(7)]
+    message = unnamed(sort_lrps(many, target), target)
+    assert message is not None
+    assert "they name r0.example:443, r1.example:443, r2.example:443, r3.example:443, " in message
+    assert "r4.example:443 and 2 more: check --registry" in message
+
+
+@pytest.mark.parametrize("bad", ["http://localhost:5000", "localhost:5000/x", "a_b", "reg:0", ""])
+def test_a_bad_registry_or_alias_is_refused(bad: str) -> None:
+    with pytest.raises(PruneRefused, match="registry"):
+        Target.of(bad)
+    with pytest.raises(PruneRefused, match="registry"):
+        Target.of("localhost:5000", [bad])
+
+
+def test_an_lrp_running_a_platform_manifest_keeps_its_index() -> None:
+    states = [
+        RepoState(
+            "staging/app/s1",
+            tags={"s1": D["a"]},
+            blobs={D["a"]: {"sha256:l1": 100}},
+            children={D["a"]: [D["b"], D["c"]]},
+        )
+    ]
+    running = f"reg:5000/staging/app/s1@{D['b']}"
+    p = plan(
+        states,
+        target=Target.of("reg:5000"),
+        lrp_images=[running],
+        stagings=[staging("s1")],
+        prefix="staging",
+        grace=0,
+        now=NOW,
+    )
+    assert p.delete == []
+    assert p.freed_bytes == 0
+    assert p.kept_images == [
+        (
+            "staging/app/s1",
+            D["a"],
+            f"an index of a platform manifest a desired LRP runs: {running}",
+        ),
+        ("staging/app/s1", D["b"], f"a desired LRP runs it: {running}"),
+    ]
+
+
+def test_what_an_lrp_image_keeps_nothing_of_is_listed_with_why() -> None:
+    states, stagings = closed("s1")
+    lrps = [
+        f"reg:5000/staging/app/s1@{D['a']}",
+        f"reg:5000/staging/app/s1@{D['a']}",  # the same text twice: one line
+        "reg:5000/staging/app/s1:gone",
+        f"reg:5000/staging/app/s1@{D['f']}",
+        f"reg:5000/staging/app/zz@{D['a']}",
+    ]
+    p = plan(
+        states,
+        target=Target.of("reg:5000"),
+        lrp_images=lrps,
+        stagings=stagings,
+        prefix="staging",
+        grace=0,
+        now=NOW,
+    )
+    assert p.delete == []
+    assert p.kept_images == [("staging/app/s1", D["a"], f"a desired LRP runs it: {lrps[0]}")]
+    assert p.ignored == [
+        ("reg:5000/staging/app/s1:gone", "staging/app/s1 has no tag gone"),
+        (
+            f"reg:5000/staging/app/s1@{D['f']}",
+            f"no tag of staging/app/s1 leads to {D['f']}: prune leaves it alone",
+        ),
+        (
+            f"reg:5000/staging/app/zz@{D['a']}",
+            "the registry holds no repository staging/app/zz",
+        ),
+    ]

@@ -161,6 +161,8 @@ def test_a_registry_error_mid_walk_deletes_nothing(secured: Secured) -> None:
             "--grace",
             "0s",
             "--apply",
+            "--registry-alias",  # pruned through the proxy: the LRPs name the registry
+            s.internal_host,
             registry=proxy.host,
         )
     finally:
@@ -170,3 +172,116 @@ def test_a_registry_error_mid_walk_deletes_nothing(secured: Secured) -> None:
     repo, digest = first.split("/", 1)[1].split("@")
     assert s.manifest("puller", repo, digest).status_code == 200
     assert not [e for e, *_ in s.audit_all() if e == "prune.deleted"]
+
+
+def test_a_running_image_survives_a_prune_through_another_spelling(
+    secured: Secured, skopeo: Skopeo
+) -> None:
+    """Issue #11.4: staged through 127.0.0.1:PORT, an LRP runs that digest, and the operator
+    prunes through localhost:PORT: the same registry, so the running image stays."""
+    s = secured
+    assert s.internal_host.startswith("127.0.0.1:")
+    running = push(s, f"{s.upstream.host}/acme/web:v1", "app-1", "stg-run")
+    assert running.startswith(f"{s.internal_host}/staging/app-1/stg-run@sha256:")
+    old = push(s, f"{s.upstream.host}/acme/web:v1", "app-1", "stg-old")
+    localhost = "localhost:" + s.internal_host.rsplit(":", 1)[1]
+
+    applied = prune(s, lrps(running), "--grace", "0s", "--apply", registry=localhost)
+    assert applied.returncode == 0, applied.stderr
+
+    repo, digest = running.split("/", 1)[1].split("@")
+    got = s.manifest("puller", repo, digest)  # what a cell pulls
+    assert got.status_code == 200
+    assert got.content == skopeo.raw(f"{s.upstream.host}/acme/web:v1")
+    old_repo, old_digest = old.split("/", 1)[1].split("@")
+    assert s.manifest("puller", old_repo, old_digest).status_code == 404  # nothing runs it
+    assert f"keep    {repo}@{digest}  (a desired LRP runs it: {running})" in applied.stdout
+
+
+def test_lrps_naming_the_registry_as_the_cells_do_need_an_alias(
+    secured: Secured, skopeo: Skopeo
+) -> None:
+    """The cells pull through registry.internal:PORT, the operator prunes through
+    127.0.0.1:PORT: no desired LRP image names the registry pruned, so --apply refuses and
+    deletes nothing; named with --registry-alias, the running image stays."""
+    s = secured
+    running = push(s, f"{s.upstream.host}/acme/web:v1", "app-1", "stg-run")
+    old = push(s, f"{s.upstream.host}/acme/web:v1", "app-1", "stg-old")
+    port = s.internal_host.rsplit(":", 1)[1]
+    as_cells = running.replace(s.internal_host, f"registry.internal:{port}", 1)
+    repo, digest = running.split("/", 1)[1].split("@")
+    old_repo, old_digest = old.split("/", 1)[1].split("@")
+
+    refused = prune(s, lrps(as_cells), "--grace", "0s", "--apply")
+    assert refused.returncode == 1
+    assert refused.stderr.startswith(
+        f"broker: error: no desired LRP image names the registry pruned (localhost:{port}); "
+        f"they name registry.internal:{port}: check --registry"
+    )
+    assert refused.stderr.rstrip().endswith("nothing was deleted")
+    assert len(refused.stderr.strip().splitlines()) == 1 and refused.stdout == ""
+    assert s.manifest("puller", repo, digest).status_code == 200
+    assert s.manifest("puller", old_repo, old_digest).status_code == 200
+
+    alias = f"registry.internal:{port}"
+    applied = prune(s, lrps(as_cells), "--grace", "0s", "--apply", "--registry-alias", alias)
+    assert applied.returncode == 0, applied.stderr
+    assert applied.stderr == ""
+    assert f"keep    {repo}@{digest}  (a desired LRP runs it: {as_cells})" in applied.stdout
+    assert f"delete  {old_repo}@{old_digest}" in applied.stdout
+    got = s.manifest("puller", repo, digest)
+    assert got.status_code == 200
+    assert got.content == skopeo.raw(f"{s.upstream.host}/acme/web:v1")
+    assert s.manifest("puller", old_repo, old_digest).status_code == 404
+
+
+def test_a_dry_run_shows_the_mismatch_and_allow_no_lrps_overrides_it(secured: Secured) -> None:
+    s = secured
+    old = push(s, f"{s.upstream.host}/acme/web:v1", "app-1", "stg-old")
+    old_repo, old_digest = old.split("/", 1)[1].split("@")
+    port = s.internal_host.rsplit(":", 1)[1]
+    elsewhere = "other.example:5000/staging/app-9/stg-9@sha256:" + "c" * 64
+    desired = lrps(elsewhere, "not a reference")
+
+    dry = prune(s, desired, "--grace", "0s")
+    assert dry.returncode == 0, dry.stderr
+    assert (
+        f"ignore  {elsewhere}  (another registry: other.example:5000, not localhost:{port}; "
+        "if it is the same, name it with --registry-alias)"
+    ) in dry.stdout
+    assert "ignore  not a reference  (not an image reference)" in dry.stdout
+    assert f"would delete  {old_repo}@{old_digest}" in dry.stdout
+    assert dry.stderr.startswith(
+        f"broker: warning: no desired LRP image names the registry pruned (localhost:{port}); "
+        "they name other.example:5000: check --registry"
+    )
+    assert dry.stderr.rstrip().endswith("--apply would refuse")
+    assert s.manifest("puller", old_repo, old_digest).status_code == 200
+
+    refused = prune(s, desired, "--grace", "0s", "--apply")
+    assert refused.returncode == 1 and "nothing was deleted" in refused.stderr
+    assert s.manifest("puller", old_repo, old_digest).status_code == 200
+    assert not [e for e, *_ in s.audit_all() if e == "prune.deleted"]
+
+    allowed = prune(s, desired, "--grace", "0s", "--apply", "--allow-no-lrps")
+    assert allowed.returncode == 0, allowed.stderr
+    assert "3 manifest(s) deleted" in allowed.stdout  # the index and its two platforms
+    assert allowed.stderr.rstrip().endswith("went ahead (--allow-no-lrps)")
+    assert s.manifest("puller", old_repo, old_digest).status_code == 404
+
+
+def test_a_bad_registry_name_is_one_line_and_deletes_nothing(secured: Secured) -> None:
+    s = secured
+    old = push(s, f"{s.upstream.host}/acme/web:v1", "app-1", "stg-old")
+    repo, digest = old.split("/", 1)[1].split("@")
+    for args, registry in [
+        ((), f"http://{s.internal_host}"),
+        (("--registry-alias", "bad_host"), None),
+        (("--registry-alias", "registry.internal:0"), None),
+        (("--registry-alias", f"{s.internal_host}/staging"), None),
+    ]:
+        run = prune(s, lrps(old), "--grace", "0s", "--apply", *args, registry=registry)
+        assert run.returncode == 1, (args, registry)
+        assert run.stderr.startswith("broker: error: invalid registry '"), run.stderr
+        assert len(run.stderr.strip().splitlines()) == 1 and run.stdout == ""
+    assert s.manifest("puller", repo, digest).status_code == 200

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tailor.errors import InvalidReference
-from tailor.reference import Reference, parse_reference
+from tailor.reference import Reference, parse_reference, registry_identity
 
 D = "sha256:" + "ab" * 32
 
@@ -82,3 +82,76 @@ def test_any_text_parses_or_is_refused_cleanly(text: str) -> None:
     else:
         # What parses round-trips to itself.
         assert parse_reference(str(ref)) == ref
+
+
+@pytest.mark.parametrize(
+    ("spellings", "insecure", "identity"),
+    [
+        (
+            ["localhost:5000", "127.0.0.1:5000", "[::1]:5000", "LocalHost:5000", "[0::1]:5000"],
+            False,
+            "localhost:5000",
+        ),
+        (["localhost", "127.0.0.1", "::1", "[::1]", "localhost:443"], False, "localhost:443"),
+        (["localhost", "127.0.0.1", "[::1]", "localhost:80", "[::1]:80"], True, "localhost:80"),
+        (
+            ["docker.io", "index.docker.io", "registry-1.docker.io", "Docker.IO:443"],
+            False,
+            "docker.io:443",
+        ),
+        (["Registry.Internal:5000", "registry.internal:5000"], True, "registry.internal:5000"),
+        (["reg.example", "reg.example:443", "REG.EXAMPLE"], False, "reg.example:443"),
+        (["reg.example", "reg.example:80"], True, "reg.example:80"),
+        (["[FE80::1]", "[fe80:0::1]:443", "fe80::1"], False, "[fe80::1]:443"),
+        (["10.0.0.1:5000"], False, "10.0.0.1:5000"),
+    ],
+)
+def test_a_registry_is_what_it_is_not_how_it_is_spelled(
+    spellings: list[str], insecure: bool, identity: str
+) -> None:
+    assert {registry_identity(s, insecure=insecure) for s in spellings} == {identity}
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("localhost:5000", "localhost:5001"),
+        ("localhost:5000", "127.0.0.2:5000"),  # another loopback address, another server
+        ("localhost:5000", "registry.internal:5000"),
+        ("reg.example", "reg.example:80"),  # https: 443
+        ("reg.example", "reg.example:5000"),
+        ("docker.io", "quay.io"),
+        ("::1:5000", "[::1]:5000"),  # a bare IPv6 address has no port: ::1:5000 is an address
+    ],
+)
+def test_different_registries_stay_different(a: str, b: str) -> None:
+    assert registry_identity(a) != registry_identity(b)
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("", "empty"),
+        ("http://reg:5000", "give HOST"),
+        ("reg:5000/app", "give HOST"),
+        ("reg 5000", "give HOST"),
+        ("reg:0", "bad host"),
+        ("reg:99999", "bad host"),
+        ("[::1]:0", "bad port"),
+        ("[::g]:5000", "bad host"),
+        ("a_b", "bad host"),
+        ("::1::2", "bad host"),
+    ],
+)
+def test_a_bad_registry_name_says_why(text: str, why: str) -> None:
+    with pytest.raises(InvalidReference, match=why):
+        registry_identity(text)
+
+
+@given(st.text(max_size=80))
+def test_every_parsed_reference_has_a_registry_identity(text: str) -> None:
+    try:
+        ref = parse_reference(text)
+    except InvalidReference:
+        return
+    assert registry_identity(ref.registry).rsplit(":", 1)[1].isdigit()
