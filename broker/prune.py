@@ -16,17 +16,19 @@ from __future__ import annotations
 import json
 import re
 import time
-import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
+
+import requests
 
 from broker.errors import PruneRefused
 from broker.store.model import OPEN_STATES, StagingRow
 from tailor.errors import NotFound, TailorError
 from tailor.manifest import Manifest
 from tailor.naming import staging_repository
+from tailor.outbound import AddressPolicy, fetch, parse_networks
 from tailor.reference import Reference, parse_reference, registry_identity
 from tailor.registry import Repository, catalog
 from tailor.transport import InsecureHosts, Transport
@@ -46,6 +48,7 @@ __all__ = [
 ]
 
 _MAX_LRPS = 64 * 1024 * 1024
+_OPERATOR_NAMED = AddressPolicy(parse_networks("0.0.0.0/0,::/0"))
 
 
 def parse_duration(text: str) -> int:
@@ -56,16 +59,28 @@ def parse_duration(text: str) -> int:
     return int(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
 
 
-def load_lrps(source: str) -> Any:
+def load_lrps(source: str, *, allow_http: bool = False, deadline: float = 30.0) -> Any:
+    """The desired-LRP list from a file or a URL. A URL is fetched through the outbound
+    guard (tailor/outbound.py): https unless ``allow_http``, no proxy, redirects only
+    on its own host and never to http, within ``deadline``. Its host may be on any
+    address: the operator named it."""
     try:
-        if urlsplit(source).scheme in ("http", "https"):
-            with urllib.request.urlopen(source, timeout=30) as answer:  # noqa: S310
-                raw = answer.read(_MAX_LRPS + 1)
+        if urlsplit(source).scheme:
+            where = urlsplit(source).hostname or source
+            raw = fetch(
+                source,
+                policy=_OPERATOR_NAMED,
+                deadline=deadline,
+                max_bytes=_MAX_LRPS,
+                allow_http=allow_http,
+            )
         else:
+            where = source
             with open(source, "rb") as f:
                 raw = f.read(_MAX_LRPS + 1)
-    except OSError as exc:
-        raise PruneRefused(f"cannot read the desired LRPs from {source}: {exc}") from None
+    except (OSError, TailorError, requests.RequestException) as exc:
+        reason = str(exc) if isinstance(exc, TailorError) else type(exc).__name__
+        raise PruneRefused(f"cannot read the desired LRPs from {where}: {reason}") from None
     if len(raw) > _MAX_LRPS:
         raise PruneRefused("the desired LRP list is larger than 64 MiB")
     try:
@@ -177,11 +192,13 @@ class LrpImages:
     named: list[tuple[str, Reference]]  # image text, parsed: they name the registry pruned
     ignored: list[tuple[str, str]]  # image text, why it keeps nothing in this registry
     others: list[str]  # identities of the other registries they name, sorted
+    foreign: list[tuple[str, Reference, str]]  # image text, parsed, why: another registry
 
 
 def sort_lrps(lrp_images: Iterable[str], target: Target) -> LrpImages:
     named: list[tuple[str, Reference]] = []
     ignored: list[tuple[str, str]] = []
+    foreign: list[tuple[str, Reference, str]] = []
     others: set[str] = set()
     for text in sorted(set(lrp_images)):
         try:
@@ -194,14 +211,12 @@ def sort_lrps(lrp_images: Iterable[str], target: Target) -> LrpImages:
             named.append((text, ref))
             continue
         others.add(identity)
-        ignored.append(
-            (
-                text,
-                f"another registry: {identity}, not {target}; "
-                "if it is the same, name it with --registry-alias",
-            )
+        why = (
+            f"another registry: {identity}, not {target}; "
+            "if it is the same, name it with --registry-alias"
         )
-    return LrpImages(named, ignored, sorted(others))
+        foreign.append((text, ref, why))
+    return LrpImages(named, ignored, sorted(others), foreign)
 
 
 def unnamed(lrps: LrpImages, target: Target) -> str | None:
@@ -248,6 +263,22 @@ def plan(
     ignored = list(lrps.ignored)
     keep_digests: set[tuple[str, str]] = set()
     kept_images: set[tuple[str, str, str]] = set()
+
+    def keep(text: str, repository: str, digest: str, why: str) -> None:
+        state = by_repo[repository]
+        # An LRP may run an index's platform manifest: its index is kept with it.
+        keep_digests.add((repository, digest))
+        kept_images.add((repository, digest, f"{why}: {text}"))
+        for top, children in state.children.items():
+            if digest in children:
+                keep_digests.add((repository, top))
+                why_top = f"an index of a platform manifest a desired LRP runs: {text}"
+                kept_images.add((repository, top, why_top))
+
+    def held(repository: str, digest: str) -> bool:
+        state = by_repo[repository]
+        return digest in state.blobs or any(digest in c for c in state.children.values())
+
     for text, ref in lrps.named:
         state = by_repo.get(ref.repository)
         if state is None:
@@ -257,19 +288,20 @@ def plan(
         if digest is None:
             ignored.append((text, f"{ref.repository} has no tag {ref.tag}"))
             continue
-        # An LRP may run an index's platform manifest: its index is kept with it.
-        holders = [top for top, children in state.children.items() if digest in children]
-        if digest not in state.blobs and not holders:
+        if not held(ref.repository, digest):
             ignored.append(
                 (text, f"no tag of {ref.repository} leads to {digest}: prune leaves it alone")
             )
             continue
-        keep_digests.add((ref.repository, digest))
-        kept_images.add((ref.repository, digest, f"a desired LRP runs it: {text}"))
-        for top in holders:
-            keep_digests.add((ref.repository, top))
-            why = f"an index of a platform manifest a desired LRP runs: {text}"
-            kept_images.add((ref.repository, top, why))
+        keep(text, ref.repository, digest, "a desired LRP runs it")
+    for text, ref, why in lrps.foreign:
+        # Another registry's name, but this registry's repository and digest: a staged
+        # repository is one push's own, so it is most likely this very image under a
+        # name the operator did not give. Kept: prune never deletes on a guess.
+        if ref.digest and ref.repository in by_repo and held(ref.repository, ref.digest):
+            keep(text, ref.repository, ref.digest, "a desired LRP runs its digest by another name")
+        else:
+            ignored.append((text, why))
     staged = {staging_repository(prefix, s.app_guid, s.staging_guid): s for s in stagings}
     kept: dict[str, str] = {}
     delete: list[tuple[str, str, list[str]]] = []

@@ -20,6 +20,9 @@ Every such request goes through a ``Probe``:
   byte at a time cannot hold the probe longer than that.
 - No proxy and no ``.netrc`` from the environment.
 
+``fetch`` is one document through a probe (prune's desired-LRP list): https
+unless allowed, redirects only on the URL's own host and never to http, a size cap.
+
 ``AddressPolicy.addresses`` is the same check for names a probe does not connect
 to (a realm on another host, a blob host), so that what is reported as
 reachable is only ever what the guard would allow.
@@ -35,6 +38,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 import requests
 import requests.adapters
@@ -48,6 +52,7 @@ __all__ = [
     "DeadlineExceeded",
     "Probe",
     "Refused",
+    "fetch",
     "parse_networks",
 ]
 
@@ -299,3 +304,50 @@ class _GuardedAdapter(requests.adapters.HTTPAdapter):
 
     def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
         raise Refused("outbound requests use no proxy")
+
+
+_REDIRECTS = (301, 302, 303, 307, 308)
+
+
+def fetch(
+    url: str,
+    *,
+    policy: AddressPolicy,
+    deadline: float,
+    max_bytes: int,
+    allow_http: bool = False,
+    verify: bool | str = True,
+) -> bytes:
+    """GET one document through the guard: https unless ``allow_http``, redirects
+    followed on the URL's own host only and never from https to http, at most
+    ``max_bytes`` (``Refused`` beyond), all within ``deadline``."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise Refused("not an http(s) URL")
+    if parts.username is not None or parts.password is not None:
+        raise Refused("a URL with credentials in it is refused (they would be logged)")
+    if parts.scheme == "http" and not allow_http:
+        raise Refused(f"plain HTTP to {parts.hostname} is refused: use https (or allow it)")
+    with Probe(policy, [parts.hostname], deadline) as probe:
+        session = probe.session()
+        for _ in range(6):
+            answer = session.get(
+                url, allow_redirects=False, stream=True, timeout=deadline, verify=verify
+            )
+            with answer:
+                location = answer.headers.get("Location")
+                if answer.status_code in _REDIRECTS and location:
+                    target = urljoin(url, location)
+                    if urlsplit(url).scheme == "https" and urlsplit(target).scheme != "https":
+                        raise Refused(f"{parts.hostname} redirected from https to another scheme")
+                    url = target
+                    continue  # another host: the probe refuses it
+                if answer.status_code != 200:
+                    raise TransportError(f"{parts.hostname} answered {answer.status_code}")
+                body = answer.raw.read(max_bytes + 1, decode_content=True)
+                if len(body) > max_bytes:
+                    raise Refused(
+                        f"the answer from {parts.hostname} is larger than {max_bytes} bytes"
+                    )
+                return bytes(body)
+        raise Refused(f"{parts.hostname}: too many redirects")

@@ -100,7 +100,17 @@ def _parser() -> argparse.ArgumentParser:
         "prune", help="delete staged images no app runs (dry run unless --apply)"
     )
     prune.add_argument("--registry", required=True, metavar="HOST[:PORT]")
-    prune.add_argument("--desired-lrps", required=True, metavar="FILE|URL")
+    prune.add_argument(
+        "--desired-lrps",
+        required=True,
+        metavar="FILE|URL",
+        help="the desired LRP list: a file, or an https URL (no proxy; redirects on its host)",
+    )
+    prune.add_argument(
+        "--insecure-desired-lrps",
+        action="store_true",
+        help="allow a plain-HTTP --desired-lrps URL (the list decides deletions)",
+    )
     prune.add_argument("--grace", default="24h", metavar="DURATION", help="keep younger (24h)")
     prune.add_argument("--apply", action="store_true", help="delete (default: only say what)")
     prune.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]")

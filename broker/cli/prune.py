@@ -37,7 +37,9 @@ def run(args: argparse.Namespace) -> int:
     settings = get_settings()
     grace = parse_duration(args.grace)
     target = Target.of(args.registry, args.registry_alias, args.insecure_registry)
-    images = read_lrps(load_lrps(args.desired_lrps), args.domain)  # refuse before any I/O
+    # Refuse before any I/O on the registry or the database.
+    listed = load_lrps(args.desired_lrps, allow_http=args.insecure_desired_lrps)
+    images = read_lrps(listed, args.domain)
     mismatch = unnamed(sort_lrps(images, target), target)
     if mismatch and args.apply and not args.allow_no_lrps:
         raise PruneRefused(f"{mismatch}; nothing was deleted")

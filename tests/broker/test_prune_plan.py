@@ -170,9 +170,10 @@ def test_an_lrp_naming_the_registry_another_way_keeps_its_image(
 
 
 def test_a_default_port_is_the_schemes() -> None:
-    """Plain HTTP (marked insecure) is port 80: reg.example:443 is another registry then."""
+    """Plain HTTP (marked insecure) is port 80: reg.example:443 is another registry then
+    (the LRP names a tag: only a digest is kept whatever registry name it comes with)."""
     states, stagings = closed("s1")
-    running = f"reg.example:443/staging/app/s1@{D['a']}"
+    running = "reg.example:443/staging/app/s1:s1"
     target = Target.of("reg.example", insecure=["reg.example"])
     assert str(target) == "reg.example:80"
     p = plan(
@@ -190,7 +191,7 @@ def test_a_default_port_is_the_schemes() -> None:
 
 def test_an_alias_names_the_registry_pruned() -> None:
     states, stagings = closed("s1", "s2")
-    running = f"registry.internal:5000/staging/app/s1@{D['a']}"
+    running = "registry.internal:5000/staging/app/s1:s1"
     lrps = [running, "docker.io/library/ubuntu:22.04"]
 
     without = Target.of("127.0.0.1:5000")
@@ -208,6 +209,35 @@ def test_an_alias_names_the_registry_pruned() -> None:
     assert p.delete == [("staging/app/s2", D["a"], ["s2"])]
     assert p.kept_images == [("staging/app/s1", D["a"], f"a desired LRP runs it: {running}")]
     assert unnamed(sort_lrps(lrps, aliased), aliased) is None
+
+
+def test_a_digest_this_registry_holds_is_kept_whatever_registry_name_it_comes_with() -> None:
+    """One LRP names the registry as the operator does, another by a name nobody gave
+    (no alias): its digest-pinned image is in this registry's staged repository, so
+    it is kept all the same, and says so; a tag under a foreign name keeps nothing."""
+    states, stagings = closed("s1", "s2", "s3")
+    named = f"127.0.0.1:5000/staging/app/s1@{D['a']}"
+    unknown_name = f"cells.internal:5000/staging/app/s2@{D['a']}"
+    foreign_tag = "cells.internal:5000/staging/app/s3:s3"
+    target = Target.of("127.0.0.1:5000")
+    p = plan(
+        states,
+        target=target,
+        lrp_images=[named, unknown_name, foreign_tag],
+        stagings=stagings,
+        prefix="staging",
+        grace=0,
+    )
+    assert p.delete == [("staging/app/s3", D["a"], ["s3"])]
+    assert p.kept_images == [
+        ("staging/app/s1", D["a"], f"a desired LRP runs it: {named}"),
+        (
+            "staging/app/s2",
+            D["a"],
+            f"a desired LRP runs its digest by another name: {unknown_name}",
+        ),
+    ]
+    assert [text for text, _ in p.ignored] == [foreign_tag]
 
 
 def test_unnamed_says_what_the_lrps_name() -> None:
