@@ -17,7 +17,6 @@ import subprocess
 import tempfile
 import threading
 import time
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import quote
 
@@ -28,7 +27,7 @@ from tests.support import ROOT
 from tests.support.broker_api import STAGING_TOKENS, staging_token_body
 from tests.support.brokerproc import broker_env, provision, start_broker
 from tests.support.clients import new_clients
-from tests.support.httpserver import serve
+from tests.support.httpserver import serve, trickler
 
 
 def pg_url() -> str:
@@ -74,19 +73,8 @@ def main() -> None:
     stop = threading.Event()
     held = [0]
 
-    def tarpit(h: BaseHTTPRequestHandler) -> None:
-        h.send_response(200)
-        h.send_header("Content-Length", "1000000")
-        h.end_headers()
+    def hold() -> None:
         held[0] += 1
-        for _ in range(1200):  # two minutes at most
-            if stop.wait(0.1):
-                return
-            try:
-                h.wfile.write(b" ")
-                h.wfile.flush()
-            except OSError:
-                return
 
     base = pg_url()
     schema = "bench_" + str(int(time.time()))
@@ -94,7 +82,10 @@ def main() -> None:
         conn.execute(f"CREATE SCHEMA {schema}")
     db = f"{base}{'&' if '?' in base else '?'}options={quote(f'-csearch_path={schema}')}"
     clients = new_clients()
-    with tempfile.TemporaryDirectory() as tmp, serve(tarpit) as tarpit_host:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        serve(trickler(stop, length=1_000_000, seconds=120, on_hold=hold)) as tarpit_host,
+    ):
         env = broker_env(Path(tmp), db, "http://127.0.0.1:1")
         env.update(
             BROKER_OUTBOUND_ALLOW="127.0.0.0/8",

@@ -21,7 +21,7 @@ from broker.settings import Settings
 from tests.support.broker_api import STAGING_TOKENS, staging_token_body
 from tests.support.brokerapp import Api, serve
 from tests.support.clients import Clients
-from tests.support.httpserver import reply
+from tests.support.httpserver import reply, trickler
 from tests.support.httpserver import serve as little_server
 from tests.support.processes import free_port
 
@@ -226,22 +226,8 @@ def test_a_tarpit_registry_slows_nothing_else(
     stop = threading.Event()
     held = threading.Semaphore(0)
 
-    def tarpit(h: BaseHTTPRequestHandler) -> None:
-        h.send_response(200)
-        h.send_header("Content-Length", "100000")
-        h.end_headers()
-        held.release()
-        for _ in range(300):  # 30 s at most
-            if stop.wait(0.1):
-                return
-            try:
-                h.wfile.write(b" ")
-                h.wfile.flush()
-            except OSError:
-                return
-
     probes = 48  # more than the threadpool's 40
-    with little_server(tarpit) as host:
+    with little_server(trickler(stop, on_hold=held.release)) as host:
         s = _settings(
             settings,
             host,

@@ -49,3 +49,31 @@ def serve(handler: Handler, host: str = "127.0.0.1") -> Iterator[str]:
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def trickler(
+    stop: threading.Event,
+    *,
+    length: int = 100_000,
+    seconds: float = 30.0,
+    on_hold: Callable[[], None] = lambda: None,
+) -> Handler:
+    """A tarpit: answers 200 with a ``length``-byte body it sends a byte every 0.1 s,
+    until ``stop`` is set, the client goes or ``seconds`` pass (``on_hold`` is called
+    once the head is sent)."""
+
+    def handler(h: BaseHTTPRequestHandler) -> None:
+        h.send_response(200)
+        h.send_header("Content-Length", str(length))
+        h.end_headers()
+        on_hold()
+        for _ in range(int(seconds * 10)):
+            if stop.wait(0.1):
+                return
+            try:
+                h.wfile.write(b" ")
+                h.wfile.flush()
+            except OSError:
+                return
+
+    return handler

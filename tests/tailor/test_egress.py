@@ -69,6 +69,14 @@ def rules_of(run) -> list[dict]:
     return json.loads(run.stdout)
 
 
+def egress(tailor, host: str, *more: str, allow: str = "127.0.0.0/8", name: str = "team/app:1"):
+    """`tailor egress-rules` for image ``name`` on the plain-HTTP registry ``host``, whose
+    network the probe is allowed to reach."""
+    image = f"{host}/{name}"
+    flags = ["--insecure-registry", host, "--outbound-allow", allow]
+    return tailor("egress-rules", "--image", image, *flags, *more)
+
+
 def ports_to(rules: list[dict], address: str) -> set[int]:
     return {p for r in rules if address in r["destinations"] for p in r["ports"]}
 
@@ -85,14 +93,9 @@ def realm_elsewhere(tmp_path: Path) -> Iterator[tuple[Registry, TokenServer]]:
 
 def test_a_realm_on_another_host(realm_elsewhere: tuple[Registry, TokenServer], tailor) -> None:
     reg, server = realm_elsewhere
-    run = tailor(
-        "egress-rules",
-        "--image",
-        f"{reg.host}/team/app:1",
-        "--insecure-registry",
+    run = egress(
+        tailor,
         reg.host,
-        "--outbound-allow",
-        "127.0.0.0/8",
         "--broker",
         "http://127.0.0.1:8443",
         "--internal-registry",
@@ -117,15 +120,7 @@ def test_a_blob_redirect_host(tmp_path: Path, skopeo: Skopeo, tailor) -> None:
     proxy = Proxy(reg.host)
     proxy.faults.redirect_to = storage.url
     try:
-        run = tailor(
-            "egress-rules",
-            "--image",
-            f"{proxy.host}/pub/app:v1",
-            "--insecure-registry",
-            proxy.host,
-            "--outbound-allow",
-            "127.0.0.0/8",
-        )
+        run = egress(tailor, proxy.host, name="pub/app:v1")
         rules = rules_of(run)
         assert ports_to(rules, "127.0.0.2") == {int(storage.url.rsplit(":", 1)[1])}
         assert ports_to(rules, "127.0.0.1") == {int(proxy.host.rsplit(":", 1)[1])}
@@ -139,15 +134,7 @@ def test_a_blob_redirect_host(tmp_path: Path, skopeo: Skopeo, tailor) -> None:
 def test_ipv6_registry(tmp_path: Path, tailor) -> None:
     reg = start_registry(tmp_path / "v6", host="::1")
     try:
-        run = tailor(
-            "egress-rules",
-            "--image",
-            f"{reg.host}/team/app:1",
-            "--insecure-registry",
-            reg.host,
-            "--outbound-allow",
-            "::1/128",
-        )
+        run = egress(tailor, reg.host, allow="::1/128")
         rules = rules_of(run)
         assert ports_to(rules, "::1") == {int(reg.host.rsplit(":", 1)[1])}
     finally:
@@ -155,17 +142,7 @@ def test_ipv6_registry(tmp_path: Path, tailor) -> None:
 
 
 def test_an_unresolvable_name_is_one_clear_line(internal: Registry, tailor) -> None:
-    run = tailor(
-        "egress-rules",
-        "--image",
-        f"{internal.host}/team/app:1",
-        "--insecure-registry",
-        internal.host,
-        "--outbound-allow",
-        "127.0.0.0/8",
-        "--broker",
-        "https://no-such-broker.invalid",
-    )
+    run = egress(tailor, internal.host, "--broker", "https://no-such-broker.invalid")
     assert run.returncode == 1
     assert run.stderr.strip() == (
         "tailor: error: cannot resolve 'no-such-broker.invalid': no address for that name"

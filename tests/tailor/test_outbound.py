@@ -11,7 +11,7 @@ import requests
 
 from tailor.errors import ConfigError, TransportError
 from tailor.outbound import AddressPolicy, DeadlineExceeded, Probe, Refused, parse_networks
-from tests.support.httpserver import reply, serve
+from tests.support.httpserver import reply, serve, trickler
 
 PUBLIC = AddressPolicy()
 
@@ -111,22 +111,8 @@ def test_the_environment_proxy_is_not_used(monkeypatch: pytest.MonkeyPatch) -> N
 def test_one_deadline_for_a_trickling_answer() -> None:
     """A read timeout restarts at each byte; the probe's deadline does not."""
     stop = threading.Event()
-
-    def trickle(h: BaseHTTPRequestHandler) -> None:
-        h.send_response(200)
-        h.send_header("Content-Length", "1000")
-        h.end_headers()
-        for _ in range(300):  # 30 s at most
-            if stop.wait(0.1):
-                return
-            try:
-                h.wfile.write(b"x")
-                h.wfile.flush()
-            except OSError:
-                return
-
     allow = AddressPolicy(parse_networks("127.0.0.0/8"))
-    with serve(trickle) as host:
+    with serve(trickler(stop, length=1000)) as host:
         try:
             with Probe(allow, ["127.0.0.1"], 1.0) as p:
                 started = time.monotonic()
