@@ -1,6 +1,6 @@
 """Broker benchmark: mint+redeem round trips against `broker serve`, beside a bare endpoint.
 
-Both servers run the same way (uvicorn, one process, loopback); the same load
+Both servers run the same way (uvicorn with h11, one process, loopback); the same load
 generator drives both: two client processes, keep-alive connections, client
 assertions signed before the clock starts so client CPU is not measured.
 
@@ -248,6 +248,8 @@ def main() -> int:
                 str(port),
                 "--log-level",
                 "warning",
+                "--http",
+                "h11",  # as broker serve runs (docs/performance.md)
             ],
             env=dict(os.environ),
         )
