@@ -1,6 +1,7 @@
 """Slow clients (issue #11.5): a live ``broker serve`` cuts a client that sends its request
-head or body too slowly, refuses a head that is too large, and goes on answering other clients
-meanwhile. Raw sockets, short deadlines set through the settings."""
+head or body too slowly and refuses a head that is too large; HAProxy on the shipped config
+cuts slow requests too; both go on answering other clients meanwhile. Raw sockets, short
+deadlines (the broker's through its settings, HAProxy's by scaling the shipped file)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ import re
 import resource
 import select
 import socket
+import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -21,8 +24,13 @@ import requests
 from tests.support.broker_api import mint
 from tests.support.brokerproc import BrokerProcess, broker_env, provision, start_broker
 from tests.support.clients import Clients
+from tests.support.haproxy import haproxy_binary, run_haproxy
+from tests.support.processes import free_port
 
 pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = ROOT / "docs" / "deploy" / "haproxy.cfg"
 
 HEAD_S = 1.0  # BROKER_HEADER_TIMEOUT_SECONDS of the test broker
 BODY_S = 1.5  # BROKER_BODY_TIMEOUT_SECONDS: apart from HEAD_S, to tell which deadline cut
@@ -268,3 +276,95 @@ def test_others_are_answered_while_slow_clients_hang(
     # Those the broker took (others it could not accept) it held to their deadline.
     held = [s.ended for s in slows if s.ended and s.received.startswith(b"HTTP/1.1 408 ")]
     assert len(held) >= spare // 2 and min(held) >= HEAD_S - 0.1, slows
+
+
+# --- HAProxy with the shipped config ---------------------------------------------------------
+
+
+@dataclass
+class Shipped:
+    brokers: str  # host:port of the frontend brokers_in
+    registries: str  # of registries_in (no registry behind it: HAProxy itself answers 503)
+
+
+def scaled(config: str, slower: int, broker: str, dead: str, ports: tuple[int, int]) -> str:
+    """The shipped config on loopback, its timeouts ``slower`` times and its connection
+    limits forty times smaller (as a test can afford to wait and to open sockets)."""
+    rules: list[tuple[str, Callable[[re.Match[str]], str]]] = [
+        (r"bind :8443\b", lambda m: f"bind 127.0.0.1:{ports[0]}"),
+        (r"bind :5000\b", lambda m: f"bind 127.0.0.1:{ports[1]}"),
+        (r"(server broker\d+) \S+", lambda m: f"{m[1]} {broker}"),
+        (r"(server registry\d+) \S+", lambda m: f"{m[1]} {dead}"),
+        (r"(timeout [\w-]+) (\d+)s\b", lambda m: f"{m[1]} {int(m[2]) * 1000 // slower}ms"),
+        (r"maxconn (\d+)", lambda m: f"maxconn {int(m[1]) // 40}"),
+    ]
+    for pattern, replace in rules:
+        config, n = re.subn(pattern, replace, config)
+        assert n, f"{SHIPPED} has no {pattern!r}"
+    return config
+
+
+def start_shipped(tmp_path: Path, slower: int) -> Shipped:
+    """A broker (default deadlines: only HAProxy can cut within a test's wait) behind HAProxy
+    running ``docs/deploy/haproxy.cfg``, scaled."""
+    checked = subprocess.run(
+        [haproxy_binary(), "-c", "-f", str(SHIPPED)], capture_output=True, timeout=30, check=False
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr  # valid as shipped
+    env = broker_env(tmp_path, f"sqlite:///{tmp_path / 'b.sqlite'}", "http://unused")
+    provision(env, tmp_path, [])
+    broker = start_broker(env, tmp_path / "broker.log").url.removeprefix("http://")
+    ports = (free_port(), free_port())
+    dead = f"127.0.0.1:{free_port()}"
+    config = scaled(SHIPPED.read_text(), slower, broker, dead, ports)
+    run_haproxy(tmp_path, "shipped", config, f"http://127.0.0.1:{ports[0]}/healthz")
+    front = Shipped(f"127.0.0.1:{ports[0]}", f"127.0.0.1:{ports[1]}")
+    deadline = time.monotonic() + 10  # until the health check has seen the broker up
+    while requests.get(f"http://{front.brokers}/healthz", timeout=5).status_code != 200:
+        assert time.monotonic() < deadline, "the broker is not up behind HAProxy"
+        time.sleep(0.1)
+    return front
+
+
+REQUEST_S = 1.0  # the shipped timeout http-request (10 s), ten times shorter
+
+
+@pytest.mark.parametrize(
+    ("frontend", "first", "drip"),
+    [
+        pytest.param("brokers", HEAD, b"X-Slow: 1\r\n", id="brokers-head"),
+        pytest.param("registries", HEAD, b"X-Slow: 1\r\n", id="registries-head"),
+        pytest.param("brokers", BODY_HEAD, b" ", id="brokers-body"),
+    ],
+)
+def test_haproxy_cuts_a_trickling_request_and_answers_others(
+    tmp_path: Path, frontend: str, first: bytes, drip: bytes
+) -> None:
+    shipped = start_shipped(tmp_path, slower=10)
+    slow = Slow(addr_of(getattr(shipped, frontend)), first, drip)
+    with trickling([slow]):
+        time.sleep(REQUEST_S / 2)
+        normal = requests.get(f"http://{shipped.brokers}/healthz", timeout=5)
+        assert normal.status_code == 200
+        deadline = time.monotonic() + LIMIT
+        while slow.ended is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert slow.ended is not None, f"still open after {LIMIT} s"
+    assert REQUEST_S - 0.1 <= slow.ended <= REQUEST_S + SLACK, slow
+    assert slow.received.startswith(b"HTTP/1.1 408 "), slow
+
+
+def test_haproxy_a_flood_on_one_frontend_leaves_the_other_answering(tmp_path: Path) -> None:
+    """More slow clients on brokers_in than the whole proxy's maxconn: the registries'
+    frontend still answers (each frontend has a maxconn of its own). Timeouts as shipped, so
+    that no slow client is cut while the test looks."""
+    shipped = start_shipped(tmp_path, slower=1)
+    slows = [Slow(addr_of(shipped.brokers), HEAD, b"X-Slow: 1\r\n") for _ in range(150)]
+    with trickling(slows):
+        time.sleep(0.5)
+        for _ in range(3):
+            probe = answered(f"http://{shipped.registries}/v2/", limit=2)
+            assert probe is not None, "registries_in does not answer"
+            assert probe.status_code == 503  # HAProxy's own: no registry behind it
+            time.sleep(0.3)
+        assert not any(s.ended for s in slows), "a slow client was cut: the test proves nothing"
