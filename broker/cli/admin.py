@@ -114,7 +114,7 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from broker.api.app import create_app
-    from broker.api.http11 import limited_protocol
+    from broker.api.httpguard import guarded_protocol
     from broker.logs import log_config
 
     settings = get_settings()
@@ -132,8 +132,7 @@ def serve(args: argparse.Namespace) -> int:
         server_header=False,
         timeout_graceful_shutdown=5,
         proxy_headers=False,
-        # h11 (not httptools) caps the request head; the protocol adds the deadlines.
-        http=limited_protocol(settings),
-        h11_max_incomplete_event_size=settings.max_header_bytes,
+        # httptools with the head cap and the head and body deadlines.
+        http=guarded_protocol(settings),
     )
     return 0
