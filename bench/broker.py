@@ -1,17 +1,30 @@
 """Broker benchmark: mint+redeem round trips against `broker serve`, beside a bare endpoint.
 
-Both servers run the same way (uvicorn, one process, loopback); the same load
+Both servers run the same way (uvicorn with httptools, one process, loopback); the same load
 generator drives both: two client processes, keep-alive connections, client
 assertions signed before the clock starts so client CPU is not measured.
 
     python -m bench.broker [--seconds 4] [--levels 1,8,32] [--database-url URL]
+
+``--compare-http`` instead serves the broker's app once per HTTP protocol and prints the
+median server CPU per request of each, from alternating batches of small POSTs (a 1 KB
+head, refused at the assertion), each batch on one keep-alive connection:
+
+    python -m bench.broker --compare-http httptools,serve,h11 [--batches 12] [--batch 1000]
+
+A protocol is a name of uvicorn's (``httptools``, ``h11``), ``serve`` (the one
+``broker serve`` runs) or ``module:attr`` (a protocol class, or a function of the
+settings returning one, as ``broker.api.httpguard:guarded_protocol``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
 import multiprocessing as mp
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -66,6 +79,18 @@ class Conn:
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds_fine(pid: int) -> float:
+    """As :func:`cpu_seconds`, to the nanosecond (the scheduler's time on a CPU, all of the
+    process's threads; the clock ticks of ``stat`` are 10 ms)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            pass  # a thread that ended meanwhile
+    return total / 1e9
 
 
 def pct(values: list[float], q: float) -> float:
@@ -161,6 +186,111 @@ def bare_worker(args: tuple[str, int, int, float, int, mp.Queue]) -> None:
 BENCH_SECONDS = mp.Value("d", 4.0)
 
 
+def serve_as(http: str, port: str) -> None:
+    """Serve the broker's app as ``broker serve`` does, over the protocol ``http`` (see the
+    module's docstring)."""
+    import uvicorn
+
+    from broker.api.app import create_app
+    from broker.api.httpguard import guarded_protocol
+    from broker.logs import log_config
+    from broker.settings import get_settings
+
+    settings = get_settings()
+    protocol: Any = http
+    if http == "serve":
+        protocol = guarded_protocol(settings)
+    elif ":" in http:
+        module, _, attr = http.partition(":")
+        protocol = getattr(importlib.import_module(module), attr)
+        if not isinstance(protocol, type):
+            protocol = protocol(settings)
+    uvicorn.run(
+        create_app(settings),
+        host="127.0.0.1",
+        port=int(port),
+        log_config=log_config(settings.log_level),
+        server_header=False,
+        timeout_graceful_shutdown=5,
+        proxy_headers=False,
+        http=protocol,
+        h11_max_incomplete_event_size=settings.max_header_bytes,  # for h11 protocols
+    )
+
+
+def compare_http(
+    env: dict[str, str], root: Path, names: list[str], batches: int, batch: int
+) -> None:
+    """Median server CPU per small POST of the broker's app over each protocol in ``names``;
+    batches of ``batch`` requests alternate between the servers (their order rotates)."""
+    import http.client
+    import json
+
+    servers: dict[str, tuple[subprocess.Popen, int]] = {}
+    logs = contextlib.ExitStack()
+    headers = {
+        "Content-Type": "application/json",
+        "Authorization": "Bearer " + "x" * 900,  # not an assertion: refused at once (401)
+    }
+    body = json.dumps(
+        {
+            "app_guid": "app",
+            "staging_guid": "s",
+            "image": "registry.bench/app:1",
+            "username": "u",
+            "password": "bench-password",
+            "tailor": "tailor",
+        }
+    ).encode()
+    try:
+        for name in names:
+            port = free_port()
+            log = logs.enter_context((root / f"serve-{len(servers)}.log").open("ab"))
+            code = "import sys; from bench.broker import serve_as; serve_as(*sys.argv[1:])"
+            proc = subprocess.Popen(
+                [sys.executable, "-c", code, name, str(port)], env=env, stdout=log, stderr=log
+            )
+            servers[name] = (proc, port)
+            wait_http(f"http://127.0.0.1:{port}/healthz", timeout=30, proc=proc)
+
+        def run(name: str, count: int) -> float:
+            """``count`` requests on a new keep-alive connection (the last one went idle
+            while the other servers ran); the server's CPU seconds per request."""
+            proc, port = servers[name]
+            conn = http.client.HTTPConnection("127.0.0.1", port)
+            cpu0 = cpu_seconds_fine(proc.pid)
+            for _ in range(count):
+                conn.request("POST", "/v1/staging-tokens", body=body, headers=headers)
+                response = conn.getresponse()
+                response.read()
+                if response.status != 401:
+                    raise SystemExit(f"{name}: {response.status}, not 401")
+            cpu = cpu_seconds_fine(proc.pid) - cpu0
+            conn.close()
+            return 1000 * cpu / count
+
+        for name in names:
+            run(name, batch // 4)  # warm up
+        per_request: dict[str, list[float]] = {n: [] for n in names}
+        for i in range(batches):
+            order = names[i % len(names) :] + names[: i % len(names)]
+            for name in order:
+                per_request[name].append(run(name, batch))
+        print(f"server CPU per request, {batches} alternating batches of {batch} small POSTs")
+        print(f"{'http':>40} {'median':>8} {'min':>8} {'max':>8} {'/' + names[0]:>12}")
+        for name, values in per_request.items():
+            cells = [statistics.median(values), min(values), max(values)]
+            # The median of the ratios within a round: the machine's drift cancels out.
+            ratios = [v / b for v, b in zip(values, per_request[names[0]], strict=True) if b]
+            ratio = statistics.median(ratios) if ratios else float("nan")
+            print(f"{name:>40} " + " ".join(f"{v:>6.3f}ms" for v in cells) + f" {ratio:>12.2f}")
+    finally:
+        for proc, _ in servers.values():
+            proc.terminate()
+            proc.wait(10)
+        logs.close()
+
+
 def drive(
     kind: str, url: str, level: int, keys: tuple[bytes, bytes], seed: int, server_pid: int
 ) -> dict[str, float]:
@@ -209,6 +339,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--levels", default="1,8,32")
     parser.add_argument("--database-url", default="", help="default: a fresh SQLite file")
+    parser.add_argument("--compare-http", default="", help="protocols: httptools,serve,h11")
+    parser.add_argument("--batches", type=int, default=12, help="with --compare-http")
+    parser.add_argument("--batch", type=int, default=1000, help="with --compare-http")
     args = parser.parse_args()
     BENCH_SECONDS.value = args.seconds
     levels = [int(x) for x in args.levels.split(",")]
@@ -233,6 +366,10 @@ def main() -> int:
             )
             if r.returncode != 0:
                 raise SystemExit(r.stderr)
+        if args.compare_http:
+            names = args.compare_http.split(",")
+            compare_http(env, root, names, args.batches, args.batch)
+            return 0
         broker = start_broker(env, root / "broker.log")
         (root / "bare_app.py").write_text(BARE_APP)
         port = free_port()

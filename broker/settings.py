@@ -29,6 +29,13 @@ class Settings(BaseSettings):
     clock_skew_seconds: int = Field(default=30, ge=0, le=300)
     sweep_interval_seconds: float = Field(default=30.0, gt=0)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
+    """The request line and headers together; a longer head is refused (431) as it arrives."""
+    header_timeout_seconds: float = Field(default=10.0, gt=0, le=3600)
+    """A request head must arrive within this of the connection (or of its first byte on a
+    connection kept alive); else 408 and the connection is closed."""
+    body_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    """A request body must arrive within this of its head; else 408 and closed."""
     audit_checkpoint_events: int = Field(default=100, ge=1)
     """Sign a checkpoint every this many events..."""
     audit_checkpoint_seconds: float = Field(default=60.0, gt=0)

@@ -114,6 +114,7 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from broker.api.app import create_app
+    from broker.api.httpguard import guarded_protocol
     from broker.logs import log_config
 
     settings = get_settings()
@@ -131,5 +132,7 @@ def serve(args: argparse.Namespace) -> int:
         server_header=False,
         timeout_graceful_shutdown=5,
         proxy_headers=False,
+        # httptools with the head cap and the head and body deadlines.
+        http=guarded_protocol(settings),
     )
     return 0

@@ -24,6 +24,22 @@ class Balancer:
         stop(self.proc)
 
 
+def haproxy_binary() -> str:
+    return shutil.which("haproxy") or "/usr/sbin/haproxy"
+
+
+def run_haproxy(root: Path, name: str, config: str, ready_url: str) -> subprocess.Popen[bytes]:
+    """HAProxy on ``config`` (saved as ``root/haproxy-NAME.cfg``, its log beside it), once
+    ``ready_url`` answers."""
+    markers.require("slow", "haproxy")
+    cfg = root / f"haproxy-{name}.cfg"
+    cfg.write_text(config)
+    log = (root / f"haproxy-{name}.log").open("wb")
+    proc = spawn([haproxy_binary(), "-db", "-f", str(cfg)], stdout=log, stderr=subprocess.STDOUT)
+    wait_http(ready_url, proc=proc)
+    return proc
+
+
 def start_haproxy(
     root: Path, name: str, servers: list[str], check: str, expect: str, port: int | None = None
 ) -> Balancer:
@@ -54,10 +70,5 @@ backend {name}
     http-check expect rstatus {expect}
 {lines}
 """
-    cfg = root / f"haproxy-{name}.cfg"
-    cfg.write_text(config)
-    log = (root / f"haproxy-{name}.log").open("wb")
-    binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
-    proc = spawn([binary, "-db", "-f", str(cfg)], stdout=log, stderr=subprocess.STDOUT)
-    wait_http(f"http://127.0.0.1:{port}{check}", proc=proc)
+    proc = run_haproxy(root, name, config, f"http://127.0.0.1:{port}{check}")
     return Balancer(proc, port)
