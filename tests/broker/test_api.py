@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import time
@@ -16,6 +17,7 @@ from broker.settings import Settings
 from broker.store.model import Role
 from tests.support.broker_api import STAGING_TOKENS, staging_token_body
 from tests.support.brokerapp import AUD, Api, serve
+from tests.support.concurrency import together
 from tests.support.credentials import PASSWORD
 
 PROBLEM = "application/problem+json"
@@ -161,6 +163,41 @@ def test_only_a_redeemed_staging_can_be_completed(api: Api) -> None:
     with api.store.transaction() as tx:
         staging = tx.get_staging("stg-1")
         assert staging is not None and staging.state == "open" and tx.get_sealed("stg-1")
+
+
+RACERS = 12
+
+
+def test_a_raced_redemption_is_audited_as_a_replay_on_every_store(api_each_store: Api) -> None:
+    """Many redemptions of one token at once: one wins, every other is a replay (the sign of
+    a stolen token), never "expired" (PostgreSQL once decided on the row read before the
+    winner committed)."""
+    api = api_each_store
+    rounds = 5  # the losers' window is narrow: several races make missing it unlikely
+    for n in range(rounds):
+        token = api.mint(f"stg-{n}").json()["token"]
+        answers = together([functools.partial(api.redeem, token) for _ in range(RACERS)])
+        assert sorted(a.status_code for a in answers) == [200] + [400] * (RACERS - 1)
+    refused = [r for e, r in audit(api) if e == "token.refused"]
+    assert refused == ["replay: already redeemed"] * (RACERS - 1) * rounds
+    assert [e for e, _ in audit(api)].count("token.redeemed") == rounds
+
+
+def test_raced_cancels_and_completions_answer_from_the_row_as_it_is(api_each_store: Api) -> None:
+    """Cancel is idempotent under a race too; a losing completion names the state it lost to."""
+    api = api_each_store
+    c = api.clients
+    assert api.mint().status_code == 201
+    cancels = together([lambda: api.call("DELETE", "/v1/stagings/stg-1", c.cc)] * RACERS)
+    assert [r.status_code for r in cancels] == [204] * RACERS, [r.text for r in cancels]
+    assert [e for e, _ in audit(api)].count("staging.cancelled") == 1
+
+    assert api.redeem(api.mint("stg-2").json()["token"]).status_code == 200
+    ends = together([lambda: api.complete("stg-2", "failed", error="x")] * RACERS)
+    assert sorted(r.status_code for r in ends) == [200] + [409] * (RACERS - 1)
+    lost = {r.json()["detail"] for r in ends if r.status_code == 409}
+    assert lost == {"staging stg-2 is already failed"}
+    assert [e for e, _ in audit(api)].count("staging.failed") == 1
 
 
 def test_the_redemption_names_its_staging(api: Api) -> None:
