@@ -11,6 +11,7 @@
     +-- Conflict                409: the staging exists already, or is closed
     +-- Unavailable             503: nothing was done (fail closed)
     |   +-- StoreError          the database is unreachable or refused a write
+    |   |   +-- StoreFull       ... because its disk (or its size limit) is full
     |   +-- AuditTampered       the stored audit log is not what this broker wrote
     |   +-- Busy                every slot for this work is taken: try again shortly
     +-- SetupError              an operator's input the CLI refuses: settings, key files,
@@ -38,6 +39,7 @@ __all__ = [
     "Refusal",
     "SetupError",
     "StoreError",
+    "StoreFull",
     "TokenRefused",
     "Unauthenticated",
     "Unavailable",
@@ -99,6 +101,11 @@ class Unavailable(BrokerError):
 
 class StoreError(Unavailable):
     pass
+
+
+class StoreFull(StoreError):
+    """The database's disk (or its size limit) is full: no write succeeds until space is
+    freed. Reads still work."""
 
 
 class AuditTampered(Unavailable):

@@ -26,6 +26,7 @@ from broker.errors import (
     NotFound,
     SetupError,
     StoreError,
+    StoreFull,
     TokenRefused,
     Unauthenticated,
     Unavailable,
@@ -123,6 +124,12 @@ def answer(request: Request, exc: BrokerError) -> JSONResponse:
     if isinstance(exc, Unavailable | SetupError):
         if isinstance(exc, AuditTampered):
             log.critical("audit log tampered; refusing to append", extra={"error": str(exc)})
+        elif isinstance(exc, StoreFull):
+            # Every write fails until space is freed; /readyz says so to the balancer.
+            log.error(
+                "store full: the disk (or database) is full; action not taken",
+                extra={"error": str(exc)},
+            )
         elif isinstance(exc, StoreError):
             log.error("store failure; action not taken", extra={"error": str(exc)})
         else:

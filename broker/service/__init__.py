@@ -18,6 +18,7 @@ no key material).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -26,6 +27,7 @@ from typing import Any
 
 from broker.audit import AuditEvent, AuditLog, Verification
 from broker.auth import Authenticated
+from broker.errors import StoreError
 from broker.keys import RingWatcher, jwks, load_keys
 from broker.service.auditors import AuditorSessions
 from broker.service.clients import Clients
@@ -37,9 +39,22 @@ from broker.settings import Settings
 from broker.store import Store, open_store
 from broker.store.model import ClientRow
 
-__all__ = ["Authenticated", "Job", "Reader", "Service", "Unit", "open_reader", "open_service"]
+__all__ = [
+    "READY_CACHE_SECONDS",
+    "Authenticated",
+    "Job",
+    "Reader",
+    "Service",
+    "Unit",
+    "open_reader",
+    "open_service",
+]
 
 log = logging.getLogger("broker")
+
+READY_CACHE_SECONDS = 1.0
+"""How long one readiness probe's answer is given to every /readyz (a flood of them costs
+at most one probe a second)."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +105,36 @@ class Service:
         self.registry = RegistryGrants(self.units, keys, settings, clock)
         self.auditors = AuditorSessions(keys, self.clients)
         self.egress = EgressProbes(settings)
+        self._probing = threading.Lock()
+        self._ready: tuple[float, str | None] = (-READY_CACHE_SECONDS, None)
+
+    def unready(self) -> str | None:
+        """Why this broker should take no requests now (its store cannot write), or None.
+
+        One probe a second at most (see ``Store.writable``), whoever asks: the answer is
+        kept for ``READY_CACHE_SECONDS``, unless a write has failed for a full disk since;
+        while one probe runs, others get the last answer at once instead of queueing."""
+        at, why = self._ready
+        fresh = time.monotonic() - at < READY_CACHE_SECONDS
+        if (fresh and (why is not None or not self._store.full)) or not self._probing.acquire(
+            blocking=False
+        ):
+            return why
+        try:
+            try:
+                self._store.writable()
+                now: str | None = None
+            except StoreError as exc:
+                now = f"the store cannot write: {exc}"
+            if now != why:
+                if now is None:
+                    log.warning("ready again: the store writes")
+                else:
+                    log.error("not ready: the store cannot write", extra={"error": now})
+            self._ready = (time.monotonic(), now)
+            return now
+        finally:
+            self._probing.release()
 
     def _now(self) -> float:
         return self.clock()

@@ -72,6 +72,15 @@ class Lookup:
     redeemed: bool
 
 
+def _not_redeemed(s: StagingRow, now: int) -> str:
+    """Why a staging's token could not be redeemed, from the row as it is now."""
+    if s.state == "redeemed":
+        return "replay: already redeemed"
+    if s.state not in OPEN_STATES:
+        return f"staging {s.state}"
+    return "expired" if s.expires_at <= now else "not redeemable"
+
+
 def _event(kind: Kind, s: StagingRow, client: str, **extra: Any) -> AuditEvent:
     return kind(
         client=client,
@@ -291,12 +300,14 @@ class Stagings:
                         )
                     except TokenRefused as exc:
                         reason = exc.reason
-            elif s.state == "redeemed":
-                reason = "replay: already redeemed"
-            elif s.state not in OPEN_STATES:
-                reason = f"staging {s.state}"
             else:
-                reason = "expired"
+                # Lost, or not redeemable: decide from the row as it is now. The row read
+                # above may predate a concurrent winner's commit (PostgreSQL, READ COMMITTED:
+                # the UPDATE waited for the winner and changed nothing); a new statement in
+                # this transaction sees that commit. A raced token is the sign of a stolen
+                # one, so it must be named a replay, never "expired".
+                s = tx.get_staging(claims.staging_guid) or s
+                reason = _not_redeemed(s, now)
             if opened is not None and s is not None:
                 result: Redeemed | TokenRefused = Redeemed(
                     s.staging_guid,
@@ -338,6 +349,13 @@ class Stagings:
             unit.audit(_event(events.CREDENTIALS_PURGED, s, client))
         return True
 
+    @staticmethod
+    def _state(unit: Unit, s: StagingRow) -> str:
+        """The staging's state as it is now: after a conditional update changed nothing, the
+        row read before it may be stale (on PostgreSQL it waited for another's commit)."""
+        now = unit.tx.get_staging(s.staging_guid)
+        return (now or s).state
+
     def complete(
         self,
         caller: Authenticated,
@@ -361,7 +379,8 @@ class Stagings:
                 if error:
                     payload["error"] = error
                 if not self._close(unit, s, caller.name, kind, payload, ("redeemed",)):
-                    bad = Conflict(f"staging {staging_guid} is already {s.state}")
+                    # Another ending won meanwhile: name the state it left (a fresh read).
+                    bad = Conflict(f"staging {staging_guid} is already {self._state(unit, s)}")
         if bad is not None:
             raise bad
         return str(kind.closes)
@@ -375,7 +394,10 @@ class Stagings:
             elif s.state != "cancelled" and not self._close(
                 unit, s, caller.name, events.STAGING_CANCELLED, None
             ):
-                bad = Conflict(f"staging {staging_guid} is already {s.state}")
+                # Closed meanwhile (a fresh read): by another cancel, which is this one done.
+                state = self._state(unit, s)
+                if state != "cancelled":
+                    bad = Conflict(f"staging {staging_guid} is already {state}")
         if bad is not None:
             raise bad
 

@@ -3,6 +3,13 @@
 ``open_store(url)`` picks the backend from ``sqlite:///path`` or ``postgresql://...``.
 ``store.transaction()`` yields a :class:`~broker.store.sql.SqlTx`; everything done
 through it commits together, or not at all.
+
+Readiness (``store.writable()``, behind ``GET /readyz``): a store remembers that a write
+failed because its disk (or its size limit) was full, until a write succeeds. While it
+does not, the probe is a tiny write rolled back (the database is reachable, not read-only,
+its write lock can be had; nothing reaches the disk). While it does, the probe writes
+about 64 KB and deletes it again, committed: space for a request's writes and then some,
+really written (a rolled-back write never reaches a full disk's files).
 """
 
 from __future__ import annotations
@@ -25,6 +32,15 @@ class Store(Protocol):
     def migrate(self) -> int: ...
 
     def transaction(self, write: bool = True) -> AbstractContextManager[SqlTx]: ...
+
+    @property
+    def full(self) -> bool:
+        """The last write failed because the disk (or the size limit) was full."""
+        ...
+
+    def writable(self) -> None:
+        """Probe that a write would succeed now; raise StoreError (StoreFull) if not."""
+        ...
 
     def close(self) -> None: ...
 

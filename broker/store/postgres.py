@@ -8,8 +8,8 @@ from contextlib import contextmanager
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from broker.errors import StoreError
-from broker.store.sql import MIGRATIONS, SqlTx
+from broker.errors import StoreError, StoreFull
+from broker.store.sql import MIGRATIONS, PROBE_ROWS, SqlTx
 
 __all__ = ["PostgresStore"]
 
@@ -26,6 +26,7 @@ class PostgresStore:
     def __init__(self, url: str, max_size: int = 10) -> None:
         self.url_for_humans = url.split("@")[-1]  # never the password
         self.inline = False
+        self._full = False
         try:
             # One direct attempt first: a wrong URL fails now, not after the pool's retries.
             psycopg.connect(url, connect_timeout=5).close()
@@ -44,13 +45,36 @@ class PostgresStore:
             ) from None
 
     @contextmanager
-    def transaction(self, write: bool = True) -> Iterator[SqlTx]:
+    def transaction(self, write: bool = True, *, rollback: bool = False) -> Iterator[SqlTx]:
         try:
-            with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            with (
+                self._pool.connection() as conn,
+                conn.transaction(force_rollback=rollback),
+                conn.cursor() as cur,
+            ):
                 yield SqlTx(cur, _placeholders, f"SELECT pg_advisory_xact_lock({_AUDIT_LOCK})")
         except (psycopg.Error, PoolTimeout) as exc:
             # Rolled back: the action and its audit event did not happen.
+            if isinstance(exc, psycopg.errors.DiskFull):
+                self._full = True
+                raise StoreFull(
+                    "database write failed, the database's disk is full: DiskFull"
+                ) from None
             raise StoreError(f"database write failed: {type(exc).__name__}") from None
+        if write and not rollback:
+            self._full = False  # a write went through: there was room for it
+
+    @property
+    def full(self) -> bool:
+        return self._full
+
+    def writable(self) -> None:
+        """See ``broker/store/__init__.py``: rolled back (the database is reachable and not
+        a read-only standby), or written and committed while the last write failed for a
+        full disk."""
+        commit = self._full
+        with self.transaction(rollback=not commit) as tx:
+            tx.probe_write(PROBE_ROWS if commit else 1)
 
     def migrate(self) -> int:
         with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:

@@ -10,13 +10,17 @@ from __future__ import annotations
 import functools
 import operator
 import re
+import secrets
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import fields
 from typing import Any
 
 from broker.store.model import OPEN_STATES, ClientRow, StagingRow
 
-__all__ = ["MIGRATIONS", "SqlTx"]
+__all__ = ["MIGRATIONS", "PROBE_ROWS", "SqlTx"]
+
+PROBE_ROWS = 64
+"""Rows of about 1 KB the probe of a store remembered full writes and commits."""
 
 Row = Sequence[Any]
 
@@ -119,6 +123,14 @@ class SqlTx:
     def assertion_used(self, client: str, jti: str) -> bool:
         row = self._one("SELECT 1 FROM used_assertions WHERE client=? AND jti=?", (client, jti))
         return row is not None
+
+    def probe_write(self, rows: int) -> None:
+        """Write ``rows`` rows of about 1 KB and delete them again: the readiness probe (see
+        ``broker/store/__init__.py``). Expired at once, so nothing could ever use them."""
+        params = [("broker:readyz", secrets.token_hex(500), 0) for _ in range(rows)]
+        for row in params:
+            self._exec("INSERT INTO used_assertions (client, jti, expires_at) VALUES (?,?,?)", row)
+        self._exec("DELETE FROM used_assertions WHERE client=? AND expires_at=0", (params[0][0],))
 
     def forget_assertions(self, before: int) -> int:
         return int(

@@ -13,6 +13,7 @@ truncates the WAL, whose older frames still held them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -20,8 +21,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from broker.errors import StoreError
-from broker.store.sql import MIGRATIONS, SqlTx
+from broker.errors import StoreError, StoreFull
+from broker.store.sql import MIGRATIONS, PROBE_ROWS, SqlTx
 
 __all__ = ["SqliteStore"]
 
@@ -31,6 +32,19 @@ _CHECKPOINT_INTERVAL = 0.25  # seconds between background checkpoints while writ
 
 def _portable(sql: str) -> str:
     return sql.replace("BYTEA", "BLOB")
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back what is still open. After some errors (SQLITE_FULL, SQLITE_IOERR, ...)
+    SQLite has rolled the transaction back itself, and a second ROLLBACK would raise
+    "cannot rollback - no transaction is active" over the error that matters."""
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):  # the error being raised says more
+            conn.execute("ROLLBACK")
+
+
+def _full(exc: sqlite3.Error) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
 
 
 class SqliteStore:
@@ -46,6 +60,7 @@ class SqliteStore:
         self._shred = threading.Event()
         self._stop = threading.Event()
         self._checkpointer: threading.Thread | None = None
+        self._full = False
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # The broker's alone; SQLite gives the -wal and -shm files the same mode.
@@ -80,6 +95,7 @@ class SqliteStore:
         # which sleeps up to 100 ms between tries and ruins tail latency.
         with self._write_lock, self._begin("BEGIN IMMEDIATE") as tx:
             yield tx
+        self._full = False  # a write went through: there was room for it
         if tx.shredded:
             self._shred.set()
         self._dirty.set()
@@ -134,11 +150,38 @@ class SqliteStore:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             # Rolled back: the action and its audit event did not happen.
-            conn.execute("ROLLBACK")
-            raise StoreError(f"database write failed: {exc}") from None
+            _rollback(conn)
+            raise self._failed(exc) from None
         except BaseException:
-            conn.execute("ROLLBACK")
+            _rollback(conn)
             raise
+
+    def _failed(self, exc: sqlite3.Error) -> StoreError:
+        if _full(exc):
+            self._full = True
+            return StoreFull(f"database write failed, the disk (or database) is full: {exc}")
+        return StoreError(f"database write failed: {exc}")
+
+    @property
+    def full(self) -> bool:
+        return self._full
+
+    def writable(self) -> None:
+        """See ``broker/store/__init__.py``: rolled back, or written and committed while
+        the last write failed for a full disk."""
+        commit = self._full
+        conn = self._connection()
+        with self._write_lock:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                SqlTx(conn.cursor(), _portable).probe_write(PROBE_ROWS if commit else 1)
+                conn.execute("COMMIT" if commit else "ROLLBACK")
+            except sqlite3.Error as exc:
+                _rollback(conn)
+                raise self._failed(exc) from None
+        if commit:
+            self._full = False
+            self._dirty.set()  # the WAL holds the probe's pages: checkpoint as after any write
 
     def migrate(self) -> int:
         conn = self._connection()
@@ -157,7 +200,7 @@ class SqliteStore:
                 conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            _rollback(conn)
             raise
         return len(MIGRATIONS)
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -12,10 +14,13 @@ import pytest
 
 from broker.audit import make_filter
 from broker.keys import retire_token_key, rotate_token_keys
+from broker.service import READY_CACHE_SECONDS
 from broker.settings import Settings
 from broker.store.model import Role
+from broker.store.sqlite import SqliteStore
 from tests.support.broker_api import STAGING_TOKENS, staging_token_body
 from tests.support.brokerapp import AUD, Api, serve
+from tests.support.concurrency import together
 from tests.support.credentials import PASSWORD
 
 PROBLEM = "application/problem+json"
@@ -161,6 +166,41 @@ def test_only_a_redeemed_staging_can_be_completed(api: Api) -> None:
     with api.store.transaction() as tx:
         staging = tx.get_staging("stg-1")
         assert staging is not None and staging.state == "open" and tx.get_sealed("stg-1")
+
+
+RACERS = 12
+
+
+def test_a_raced_redemption_is_audited_as_a_replay_on_every_store(api_each_store: Api) -> None:
+    """Many redemptions of one token at once: one wins, every other is a replay (the sign of
+    a stolen token), never "expired" (PostgreSQL once decided on the row read before the
+    winner committed)."""
+    api = api_each_store
+    rounds = 5  # the losers' window is narrow: several races make missing it unlikely
+    for n in range(rounds):
+        token = api.mint(f"stg-{n}").json()["token"]
+        answers = together([functools.partial(api.redeem, token) for _ in range(RACERS)])
+        assert sorted(a.status_code for a in answers) == [200] + [400] * (RACERS - 1)
+    refused = [r for e, r in audit(api) if e == "token.refused"]
+    assert refused == ["replay: already redeemed"] * (RACERS - 1) * rounds
+    assert [e for e, _ in audit(api)].count("token.redeemed") == rounds
+
+
+def test_raced_cancels_and_completions_answer_from_the_row_as_it_is(api_each_store: Api) -> None:
+    """Cancel is idempotent under a race too; a losing completion names the state it lost to."""
+    api = api_each_store
+    c = api.clients
+    assert api.mint().status_code == 201
+    cancels = together([lambda: api.call("DELETE", "/v1/stagings/stg-1", c.cc)] * RACERS)
+    assert [r.status_code for r in cancels] == [204] * RACERS, [r.text for r in cancels]
+    assert [e for e, _ in audit(api)].count("staging.cancelled") == 1
+
+    assert api.redeem(api.mint("stg-2").json()["token"]).status_code == 200
+    ends = together([lambda: api.complete("stg-2", "failed", error="x")] * RACERS)
+    assert sorted(r.status_code for r in ends) == [200] + [409] * (RACERS - 1)
+    lost = {r.json()["detail"] for r in ends if r.status_code == 409}
+    assert lost == {"staging stg-2 is already failed"}
+    assert [e for e, _ in audit(api)].count("staging.failed") == 1
 
 
 def test_the_redemption_names_its_staging(api: Api) -> None:
@@ -358,6 +398,62 @@ def test_audit_write_failure_is_503_and_nothing_happens(api: Api, tmp_path: Path
     with api.store.transaction() as tx:
         assert tx.get_staging("stg-1") is None and tx.get_sealed("stg-1") is None
     assert api.mint().status_code == 201  # the same staging can be minted now
+
+
+def _page_limit(api: Api, pages: int | None) -> None:
+    """Cap every broker connection's database at its size now (SQLITE_FULL, the error of
+    a full disk), or lift the cap (None)."""
+    store = api.service._store
+    assert isinstance(store, SqliteStore)
+    for conn in list(store._all):
+        limit = pages or conn.execute("PRAGMA page_count").fetchone()[0]
+        conn.execute(f"PRAGMA max_page_count={limit}")
+
+
+def test_a_full_database_is_503_and_readyz_takes_the_broker_out(
+    api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SQLite rolls a failed write back itself: the store must not ROLLBACK again (that
+    raised, and the caller got a 500 text/plain). A problem, a log line that says full,
+    /readyz 503 until space is freed, and nothing half-written."""
+    ready = api.call("GET", "/readyz", None)
+    assert ready.status_code == 200 and ready.json() == {"status": "ready"}
+    assert api.mint("warm").status_code == 201  # the broker's connection exists
+    _page_limit(api, None)
+    for n in range(500):
+        r = api.mint(f"fill-{n}")
+        if r.status_code != 201:
+            break
+    assert r.status_code == 503 and r.headers["content-type"] == PROBLEM, r.text
+    assert "nothing was done" in r.json()["detail"]
+    lines = [rec.getMessage() for rec in caplog.records if rec.levelno >= logging.ERROR]
+    assert any("full" in line for line in lines), lines
+    assert not any("Exception in ASGI application" in line for line in lines), lines
+    assert api.mint(f"fill-{n}").status_code == 503  # still full: the same answer
+    not_ready = api.call("GET", "/readyz", None)
+    assert not_ready.status_code == 503 and not_ready.headers["content-type"] == PROBLEM
+    assert "full" in not_ready.json()["detail"]
+    assert api.call("GET", "/healthz", None).status_code == 200  # alive all the same
+
+    _page_limit(api, 1 << 30)  # space freed
+    time.sleep(READY_CACHE_SECONDS + 0.1)
+    assert api.call("GET", "/readyz", None).status_code == 200
+    assert api.mint(f"fill-{n}").status_code == 201
+    with api.store.transaction() as tx:
+        minted = [s.staging_guid for s in tx.all_stagings()]
+    issued = [r.staging_guid for r in api.service.audit.page(0, 1000) if r.event == "token.issued"]
+    assert minted == issued == ["warm", *(f"fill-{i}" for i in range(n + 1))]
+    report = api.call("GET", "/v1/audit/verify", api.clients.auditor).json()
+    assert report["intact"] is True, report
+
+
+def test_readyz_probes_each_store_and_leaves_nothing(api_each_store: Api) -> None:
+    api = api_each_store
+    for _ in range(3):  # the probe's answer is kept for a second: asked again, not probed
+        r = api.call("GET", "/readyz", None)
+        assert r.status_code == 200 and r.json() == {"status": "ready"}, r.text
+    with api.store.transaction() as tx:
+        assert tx._one("SELECT COUNT(*) FROM used_assertions WHERE client='broker:readyz'") == (0,)
 
 
 def test_the_sweeper_thread_expires_stagings(settings: Settings, clients) -> None:

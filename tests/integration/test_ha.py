@@ -122,7 +122,7 @@ def cluster(tmp_path: Path, pg_schema_url: str, skopeo: Skopeo) -> Iterator[Clus
         tmp_path,
         "brokers",
         [b.url.removeprefix("http://") for b in brokers],
-        "/healthz",
+        "/readyz",
         "200",
         port=broker_lb_port,
     )
