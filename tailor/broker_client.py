@@ -102,6 +102,9 @@ class BrokerClient:
             title = data.get("title") if isinstance(data, dict) else None
             detail = data.get("detail") if isinstance(data, dict) else None
             text = "; ".join(str(x) for x in (title, detail) if x) or f"HTTP {response.status_code}"
+            if response.status_code == 401:
+                # Our client assertion, not what we sent with it (e.g. its clock is off).
+                what = f"this client's assertion ({what})"
             raise BrokerError(f"broker refused {what}: {text}", response.status_code)
         return data
 
