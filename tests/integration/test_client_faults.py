@@ -1,5 +1,5 @@
 """The Tailor's broker client against a real ``broker serve``: what it says when the broker
-refuses its assertion, and a kept-alive connection the broker closed meanwhile."""
+refuses its assertion."""
 
 from __future__ import annotations
 
