@@ -10,8 +10,15 @@ non-canonical signatures). The rules, as in pyjwt's hardening:
   ``alg: none`` and HMAC-with-a-public-key (algorithm confusion) never verify;
 - the signature is checked before any claim is trusted;
 - only canonical base64url is accepted, ES256 signatures are raw 64-byte r||s;
-- ``exp``, ``aud``, ``iss``, ``sub`` and ``jti`` are required; ``nbf``/``iat`` in
-  the future are refused; lifetimes over the maximum are refused.
+- ``exp``, ``aud``, ``iss``, ``sub`` and ``jti`` are required; lifetimes over the
+  maximum are refused;
+- clock skew is allowed the same either way: ``iat`` (when sent) must be within the
+  skew of the broker's clock, ahead or behind, ``nbf`` no more than the skew ahead, and
+  ``exp`` no more than the skew past. A refusal for clock skew says so to the caller
+  (:class:`~broker.errors.ClockSkew`): it is raised only after the signature verified
+  with the registered key of the client the assertion names, so only a holder of a
+  genuine assertion of a registered client ever sees it, and an unknown client, a
+  removed one or a bad signature still get the one answer that tells nothing.
 Replay protection (``jti`` seen before) is the caller's job, in the store.
 """
 
@@ -30,7 +37,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from nacl.bindings import crypto_core_ed25519_is_valid_point, crypto_sign_open
 from nacl.exceptions import BadSignatureError
 
-from broker.errors import Unauthenticated
+from broker.errors import ClockSkew, Unauthenticated
 from broker.store.model import ClientRow
 from tailor.jose import b64url_decode, es256_verify
 
@@ -182,14 +189,23 @@ def verify_assertion(
     exp = _int_claim(claims, "exp")
     if exp is None:
         raise Unauthenticated("invalid assertion: no exp", "invalid")
+    iat = _int_claim(claims, "iat")
+    nbf = _int_claim(claims, "nbf")
+    # Clock skew, the same either way. ``iat`` is the client's clock when it signed; the
+    # request takes well under a second to arrive, so ``iat - now`` is how far the clocks
+    # are apart (or how late the assertion was sent). Only ``iat`` tells that: ``exp``
+    # alone cannot tell a slow clock from a long lifetime, and through ``exp`` a client
+    # 60 s-assertion was accepted from a clock 89 s slow but only 30 s fast.
+    if iat is not None and abs(iat - now) > skew:
+        apart = f"{abs(iat - now)} s {'ahead of' if iat > now else 'behind'}"
+        raise ClockSkew(f"the assertion was issued {apart} the broker's clock", skew)
+    if nbf is not None and nbf > now + skew:
+        raise ClockSkew(f"the assertion is not valid until {nbf - now} s from now", skew)
     if now >= exp + skew:
         raise Unauthenticated("expired assertion", "invalid")
-    if exp - now > max_lifetime + skew:
+    # The lifetime on the client's own clock when it says when it signed, else from now.
+    if (exp - iat if iat is not None else exp - now - skew) > max_lifetime:
         raise Unauthenticated("assertion lives too long", "invalid")
-    for name_ in ("nbf", "iat"):
-        when = _int_claim(claims, name_)
-        if when is not None and when > now + skew:
-            raise Unauthenticated(f"{name_} in the future", "invalid")
     aud = claims.get("aud")
     audiences = aud if isinstance(aud, list) else [aud]
     if audience not in audiences:

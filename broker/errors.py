@@ -4,6 +4,7 @@
     +-- Refusal                 refused for a ``reason`` the caller is not told (no oracle):
     |   |                       the reason goes to the audit log, logs and metrics only
     |   +-- Unauthenticated     401: the client assertion (or session) is not accepted
+    |   |   +-- ClockSkew       the one reason told (``detail``): the caller's clock is off
     |   +-- TokenRefused        400: the staging token does not open, match or redeem
     +-- Forbidden               403: authenticated, but this client's role may not
     +-- Invalid                 422: well-formed, but not acceptable
@@ -29,6 +30,7 @@ __all__ = [
     "AuditTampered",
     "BrokerError",
     "Busy",
+    "ClockSkew",
     "Conflict",
     "ExportError",
     "Forbidden",
@@ -66,12 +68,24 @@ class Unauthenticated(Refusal):
     both ``rejected``). ``reason`` says more, for the log."""
 
     public = "client authentication failed"
-    KINDS = ("missing", "malformed", "rejected", "invalid", "replayed")
+    KINDS = ("missing", "malformed", "rejected", "invalid", "replayed", "clock_skew")
 
     def __init__(self, reason: str, kind: str = "rejected") -> None:
         assert kind in self.KINDS, kind
         super().__init__(reason)
         self.kind = kind
+
+
+class ClockSkew(Unauthenticated):
+    """A genuine assertion whose times are off the broker's clock by more than the skew
+    allowed. Unlike other refusals its ``detail`` is told to the caller, who must fix a
+    clock: it is raised only once the signature verified with the registered key of the
+    client named (``broker/auth.py``), so it tells nothing to anyone without a genuine
+    assertion. The detail names no client and no key, only seconds."""
+
+    def __init__(self, how: str, skew: int) -> None:
+        super().__init__(f"clock skew: {how}", "clock_skew")
+        self.detail = f"clock skew: {how}; {skew} s allowed either way"
 
 
 class TokenRefused(Refusal):

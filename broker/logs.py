@@ -7,7 +7,7 @@ import json
 import logging
 from typing import Any
 
-__all__ = ["DropQuery", "JsonFormatter", "log_config"]
+__all__ = ["DropQuery", "JsonFormatter", "configure", "log_config"]
 
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message"}
 
@@ -43,7 +43,11 @@ class DropQuery(logging.Filter):
 
 
 def log_config(level: str = "INFO") -> dict[str, Any]:
-    """A dictConfig for the broker and uvicorn alike."""
+    """A dictConfig for the broker, uvicorn and every library alike: one JSON line each.
+
+    The root logger has the JSON handler too, so a library's records (``psycopg.pool``
+    warning of a discarded connection, ``asyncio``, ``py.warnings``...) are JSON lines
+    like the broker's own, not Python's last-resort plain text on stderr."""
     return {
         "version": 1,
         "disable_existing_loggers": False,
@@ -56,6 +60,7 @@ def log_config(level: str = "INFO") -> dict[str, Any]:
                 "stream": "ext://sys.stderr",
             }
         },
+        "root": {"handlers": ["stderr"], "level": level},
         "loggers": {
             "broker": {"handlers": ["stderr"], "level": level, "propagate": False},
             "uvicorn": {"handlers": ["stderr"], "level": level, "propagate": False},
@@ -68,3 +73,16 @@ def log_config(level: str = "INFO") -> dict[str, Any]:
             },
         },
     }
+
+
+def configure(level: str = "INFO") -> dict[str, Any]:
+    """Log as :func:`log_config` says from now on (warnings too), and return the config.
+
+    ``broker serve`` calls this before it opens the store, so what the pool logs while
+    connecting is JSON as well, and hands uvicorn the same config."""
+    import logging.config
+
+    config = log_config(level)
+    logging.config.dictConfig(config)
+    logging.captureWarnings(True)
+    return config

@@ -32,7 +32,8 @@ class Metrics:
         )
         self.auth_failures = Counter(
             "stager_client_auth_failures",
-            "Refused client assertions, by kind (missing, malformed, rejected, invalid, replayed)",
+            "Refused client assertions, by kind (missing, malformed, rejected, invalid, replayed, "
+            "clock_skew)",
             ["reason"],
             registry=self.registry,
         )

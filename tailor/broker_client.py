@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,6 +19,9 @@ from tailor.errors import TailorError
 __all__ = ["BrokerClient", "BrokerError", "Redemption"]
 
 _MAX_ANSWER = 64 * 1024
+_MAX_IDLE = 2.0
+"""Seconds a kept-alive connection to the broker may idle and still be reused: well
+under the 5 s after which the broker (uvicorn) and the shipped HAProxy close one."""
 
 
 class BrokerError(TailorError):
@@ -77,9 +81,29 @@ class BrokerClient:
         self._timeout = timeout
         self._session = requests.Session()
         self._session.trust_env = False
+        self._last_used: float | None = None
+
+    def _fresh_if_idle(self) -> None:
+        """Drop a kept-alive connection that has idled past ``_MAX_IDLE``.
+
+        A server closes an idle connection at its keep-alive timeout (5 s for uvicorn and
+        the shipped HAProxy). A request sent on it just then crosses the close: the
+        request is written, the server has already closed, and the client sees the
+        connection reset or closed with no answer (13 of 120 requests after exactly 5 s
+        idle). urllib3 checks a pooled connection before reuse, but cannot see a close
+        that is still on its way. Retrying such a failure is not safe for these calls: on
+        the client's side it looks exactly like a broker that took a POST (a mint, a
+        redemption, a completion) and died before answering, and a repeat would then be
+        refused (its token or staging spent) although the first one acted. So the race
+        is avoided instead of retried: a connection idle longer than ``_MAX_IDLE`` is
+        closed before a request and the request goes on a new one, which no server has
+        had reason to close. Connection failures are still never retried."""
+        if self._last_used is not None and time.monotonic() - self._last_used > _MAX_IDLE:
+            self._session.close()  # closes the pooled connections; the session stays usable
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None, what: str) -> Any:
         headers = {"Authorization": f"Bearer {self._key.assertion(self.url)}"}
+        self._fresh_if_idle()
         try:
             response = self._session.request(
                 method,
@@ -91,9 +115,11 @@ class BrokerClient:
                 stream=True,
             )
         except requests.RequestException as exc:
+            self._last_used = None
             raise BrokerError(f"cannot reach the broker for {what}: {type(exc).__name__}") from None
         with response:
             raw = response.raw.read(_MAX_ANSWER + 1, decode_content=True)
+        self._last_used = time.monotonic()
         try:
             data = json.loads(raw) if raw else {}
         except ValueError:
@@ -102,6 +128,9 @@ class BrokerClient:
             title = data.get("title") if isinstance(data, dict) else None
             detail = data.get("detail") if isinstance(data, dict) else None
             text = "; ".join(str(x) for x in (title, detail) if x) or f"HTTP {response.status_code}"
+            if response.status_code == 401:
+                # Our client assertion, not what we sent with it (e.g. its clock is off).
+                what = f"this client's assertion ({what})"
             raise BrokerError(f"broker refused {what}: {text}", response.status_code)
         return data
 

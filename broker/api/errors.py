@@ -20,6 +20,7 @@ from broker.errors import (
     AuditTampered,
     BrokerError,
     Busy,
+    ClockSkew,
     Conflict,
     Forbidden,
     Invalid,
@@ -115,7 +116,8 @@ def answer(request: Request, exc: BrokerError) -> JSONResponse:
         metrics = getattr(request.app.state, "metrics", None)
         if metrics is not None:
             metrics.auth_failures.labels(reason=exc.kind).inc()
-        return problem(kind)
+        # Clock skew is the one reason told: only a genuine assertion gets that far.
+        return problem(kind, exc.detail if isinstance(exc, ClockSkew) else None)
     if isinstance(exc, TokenRefused):
         return problem(kind)  # the same answer for every reason: the audit log has it
     if isinstance(exc, Busy):

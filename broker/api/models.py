@@ -129,6 +129,10 @@ class VerifyResult(BaseModel):
     events_valid: int
     checkpoints_total: int
     checkpoints_valid: int
+    signed_through: int
+    """The last event a valid signed checkpoint covers (0: none)."""
+    events_unsigned: int
+    """Events after ``signed_through``: chained, not yet covered by a signed checkpoint."""
     problems: list[str]
     summary: str
 

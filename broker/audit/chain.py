@@ -114,6 +114,13 @@ class Report:
     events_valid: int = 0
     checkpoints_total: int = 0
     checkpoints_valid: int = 0
+    signed_through: int = 0
+    """The last event a valid signed checkpoint covers (0: none)."""
+    events_unsigned: int = 0
+    """Events after ``signed_through``: chained, but covered by no signed checkpoint yet
+    (the newest events until the next checkpoint, or the tail a crash left unsigned).
+    Their links and hashes verify, but anyone who can write the database could have
+    rewritten them consistently: no signature vouches for them yet."""
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -123,8 +130,11 @@ class Report:
     def summary(self) -> str:
         text = (
             f"{self.events_valid}/{self.events_total} events valid, "
-            f"{self.checkpoints_valid}/{self.checkpoints_total} checkpoints valid"
+            f"{self.checkpoints_valid}/{self.checkpoints_total} checkpoints valid, "
+            f"{self.events_unsigned} events unsigned"
         )
+        if self.events_unsigned:
+            text += f" (after event {self.signed_through}, the last a signed checkpoint covers)"
         if self.problems:
             text += f"; first problem: {self.problems[0]}"
         return text
@@ -136,6 +146,8 @@ class Report:
             "events_valid": self.events_valid,
             "checkpoints_total": self.checkpoints_total,
             "checkpoints_valid": self.checkpoints_valid,
+            "signed_through": self.signed_through,
+            "events_unsigned": self.events_unsigned,
             "problems": self.problems[:20],
             "summary": self.summary(),
         }
@@ -232,6 +244,7 @@ def verify_chain(
                 report.problems.append(f"checkpoint {cp.seq}: its event is missing")
             else:
                 report.checkpoints_valid += 1  # before this export's range: nothing to check
+                report.signed_through = max(report.signed_through, cp.seq)
             continue
         if target != cp.head:
             report.problems.append(
@@ -239,6 +252,12 @@ def verify_chain(
             )
             continue
         report.checkpoints_valid += 1
+        report.signed_through = max(report.signed_through, cp.seq)
+
+    # Events past the last valid checkpoint (of this range: an export may start later).
+    if report.events_total:
+        start = max(report.signed_through, (first_seq or 1) - 1)
+        report.events_unsigned = min(report.events_total, max(0, last_seq - start))
 
     if expected_head is not None:
         seq, head = expected_head

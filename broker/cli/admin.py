@@ -115,18 +115,20 @@ def serve(args: argparse.Namespace) -> int:
 
     from broker.api.app import create_app
     from broker.api.httpguard import guarded_protocol
-    from broker.logs import log_config
+    from broker.logs import configure
 
     settings = get_settings()
     if bool(args.tls_cert) != bool(args.tls_key):
         raise SetupError("--tls-cert and --tls-key go together")
+    # JSON lines for every logger before the store opens (the pool logs while connecting).
+    log_setup = configure(settings.log_level)
     # Keys and the store load now, so a misconfiguration is one line, not a traceback.
     app = create_app(settings)
     uvicorn.run(
         app,
         host=args.host,
         port=args.port,
-        log_config=log_config(settings.log_level),
+        log_config=log_setup,
         ssl_certfile=str(args.tls_cert) if args.tls_cert else None,
         ssl_keyfile=str(args.tls_key) if args.tls_key else None,
         server_header=False,

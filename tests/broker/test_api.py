@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from httpx2 import Response
 
 from broker.audit import make_filter
 from broker.keys import retire_token_key, rotate_token_keys
@@ -20,6 +21,7 @@ from broker.store.model import Role
 from broker.store.sqlite import SqliteStore
 from tests.support.broker_api import STAGING_TOKENS, staging_token_body
 from tests.support.brokerapp import AUD, Api, serve
+from tests.support.clients import Client, new_client
 from tests.support.concurrency import together
 from tests.support.credentials import PASSWORD
 
@@ -220,9 +222,17 @@ def test_expiry_and_the_sweeper(api: Api) -> None:
     api.mint("stg-2", ttl_seconds=600)
     real = time.time
     service.clock = lambda: real() + 61
-    r = api.redeem(token)
+    later = int(real()) + 61  # the clients' clocks agree with the broker's (30 s skew)
+
+    def signed_later(who: Client) -> dict[str, str]:
+        return {"Authorization": f"Bearer {who.assertion(AUD, iat=later, exp=later + 60)}"}
+
+    c = api.clients
+    r = api.http.post("/v1/redemptions", json={"token": token}, headers=signed_later(c.tailor))
     assert r.status_code == 400
-    look = api.lookup(token)
+    look = api.http.post(
+        STAGING_TOKENS + "/lookup", json={"token": token}, headers=signed_later(c.cc)
+    )
     assert look.json()["state"] == "expired"
     assert service.stagings.sweep() == 1
     assert service.stagings.sweep() == 0
@@ -325,6 +335,35 @@ def test_client_assertions(api: Api) -> None:
     first = api.http.post(path, json=body, headers={"Authorization": f"Bearer {once}"})
     again = api.http.post(path, json=body, headers={"Authorization": f"Bearer {once}"})
     assert first.status_code == 400 and again.status_code == 401
+
+
+def test_clock_skew_is_told_and_nothing_else(api: Api) -> None:
+    """A genuine assertion from a clock 31 s off (either way) gets 401 saying "clock skew",
+    naming no client; 29 s off is accepted; an unknown client's gets the bare 401."""
+    c = api.clients
+    path = "/v1/staging-tokens/lookup"
+    body = {"token": "x"}
+
+    def post(assertion: str) -> Response:
+        return api.http.post(path, json=body, headers={"Authorization": f"Bearer {assertion}"})
+
+    now = int(time.time())
+    for offset in (-31, 31):
+        r = post(c.cc.assertion(AUD, iat=now + offset, exp=now + offset + 60))
+        assert r.status_code == 401 and r.headers["content-type"] == PROBLEM
+        side = "ahead of" if offset > 0 else "behind"
+        assert r.json()["detail"].startswith(
+            f"clock skew: the assertion was issued {abs(offset)} s {side} the broker's clock"
+        )
+        assert c.cc.name not in r.text and c.cc.public_pem not in r.text
+    for offset in (-29, 29):
+        r = post(c.cc.assertion(AUD, iat=now + offset, exp=now + offset + 60))
+        assert r.status_code == 400, r.text  # authenticated; the token "x" is refused
+    ghost = new_client("ghost", "cc").assertion(AUD, iat=now - 100, exp=now - 40)
+    r = post(ghost)
+    assert r.status_code == 401 and "detail" not in r.json()
+    text = api.http.get("/metrics").text
+    assert 'stager_client_auth_failures_total{reason="clock_skew"} 2.0' in text
 
 
 def test_jwks_health_and_metrics(api: Api) -> None:

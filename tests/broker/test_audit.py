@@ -96,9 +96,38 @@ def db(settings: Settings) -> sqlite3.Connection:
     return sqlite3.connect(settings.database_url.removeprefix("sqlite:///"))
 
 
+def test_events_no_checkpoint_covers_are_counted_as_unsigned(
+    settings: Settings, clients: Clients
+) -> None:
+    """As after a crash between checkpoints: events chained but not yet signed are said
+    to be, not counted as valid and left at that."""
+    s = settings.model_copy(update={"audit_checkpoint_events": 5})
+    with serve(s, clients, sweep=False) as api:
+        for n in range(4):  # 2 events each: issued, redeemed
+            api.redeem(api.mint(f"stg-{n}").json()["token"])
+        report = verify(api)
+        signed_in = api.http.post(
+            "/audit/login",
+            data={"assertion": api.clients.auditor.assertion(AUD)},
+            headers={"Origin": AUD},
+        )
+        assert signed_in.status_code == 200, signed_in.text
+        page = api.http.get("/audit")
+    assert report["intact"] and report["events_total"] == 8
+    assert (report["signed_through"], report["events_unsigned"]) == (5, 3)
+    assert report["summary"] == (
+        "8/8 events valid, 1/1 checkpoints valid, 3 events unsigned "
+        "(after event 5, the last a signed checkpoint covers)"
+    )
+    assert report["summary"] in page.text
+
+
 def test_an_untouched_log_verifies(chained: Api) -> None:
     report = verify(chained)
-    assert report["intact"] and report["summary"] == "12/12 events valid, 2/2 checkpoints valid"
+    assert report["intact"] and report["summary"] == (
+        "12/12 events valid, 2/2 checkpoints valid, 2 events unsigned "
+        "(after event 10, the last a signed checkpoint covers)"
+    )
 
 
 def tamper(settings: Settings, *statements: str) -> None:
@@ -310,7 +339,9 @@ def test_cli_list_verify_and_fingerprint(chained: Api, settings: Settings) -> No
     ]
     assert [r["event"] for r in rows][:2] == ["token.issued", "token.redeemed"]
     ok = cli(settings, "verify")
-    assert ok.returncode == 0 and ok.stdout.startswith("12/12 events valid, 2/2 checkpoints valid")
+    assert ok.returncode == 0 and ok.stdout.startswith(
+        "12/12 events valid, 2/2 checkpoints valid, 2 events unsigned (after event 10"
+    )
     token = chained.mint("stg-fp").json()["token"]
     fp = cli(settings, "fingerprint", stdin=token + "\n").stdout.strip()
     issued = [
@@ -328,7 +359,8 @@ def test_cli_list_verify_and_fingerprint(chained: Api, settings: Settings) -> No
     bad = cli(settings, "verify")
     assert bad.returncode == 1
     assert bad.stdout.splitlines()[0] == (
-        "8/13 events valid, 2/2 checkpoints valid; first problem: event 9 changed "
+        "8/13 events valid, 2/2 checkpoints valid, 3 events unsigned (after event 10, the last "
+        "a signed checkpoint covers); first problem: event 9 changed "
         "(its content does not match its hash)"
     )
 

@@ -12,8 +12,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from broker.auth import _check_signature, load_client_key, verify_assertion
-from broker.errors import Unauthenticated
+from broker.errors import ClockSkew, Unauthenticated
 from broker.store.model import ClientRow
+from tailor.assertion import ClientKey
 from tests.support.clients import new_client
 
 AUD = "http://broker.test"
@@ -85,7 +86,8 @@ def test_signature_by_another_key_fails() -> None:
         ({"lifetime": 1000}, "too long"),
         ({"sub": "someone"}, "sub is not iss"),
         ({"jti": None}, "bad jti"),
-        ({"iat": 2**40}, "iat in the future"),
+        ({"iat": 2**40}, "clock skew"),
+        ({"nbf": 2**40}, "clock skew"),
         ({"exp": "soon"}, "bad exp"),
         ({"iss": "ghost", "sub": "ghost"}, "unknown client"),
     ],
@@ -209,3 +211,68 @@ def signed(claims: dict) -> str:
 def test_a_number_no_clock_can_hold_is_refused_not_a_crash(claim: str, value: object) -> None:
     claims = claims_for("ed") | {claim: value}
     assert reason(signed(claims))  # Unauthenticated (401), not OverflowError/ValueError (500)
+
+
+NOW = 1_700_000_000
+
+
+@pytest.mark.parametrize("client", [ED, EC], ids=["ed25519", "p256"])
+@pytest.mark.parametrize("offset", [-31, -29, 29, 31])
+def test_clock_skew_is_allowed_the_same_either_way(client, offset: int) -> None:
+    """A client whose clock is ``offset`` s off the broker's (30 s allowed): the Tailor's own
+    assertions (60 s lives) and pyjwt's alike. Was: accepted from -89 s to +30 s."""
+    tailor_key = ClientKey(client.name, client.key).assertion(AUD, now=NOW + offset)
+    pyjwt_made = client.assertion(AUD, iat=NOW + offset, exp=NOW + offset + 60)
+    for token in (tailor_key, pyjwt_made):
+
+        def check(token: str = token) -> str:
+            return verify_assertion(
+                token, lookup=ROWS.get, audience=AUD, now=NOW, max_lifetime=300, skew=30
+            ).client.name
+
+        if abs(offset) <= 30:
+            assert check() == client.name
+            continue
+        with pytest.raises(ClockSkew) as info:
+            check()
+        assert str(info.value) == "client authentication failed"
+        side = "ahead of" if offset > 0 else "behind"
+        assert info.value.detail == (
+            f"clock skew: the assertion was issued {abs(offset)} s {side} the broker's clock; "
+            "30 s allowed either way"
+        )
+        assert info.value.kind == "clock_skew"
+
+
+def test_without_iat_the_window_is_exps() -> None:
+    """Without ``iat`` only ``exp`` can be checked: up to the skew past it, and a lifetime
+    from now of at most the maximum plus the skew."""
+
+    def check(exp: int) -> str:
+        token = ED.assertion(AUD, iat=None, exp=exp)
+        return verify_assertion(
+            token, lookup=ROWS.get, audience=AUD, now=NOW, max_lifetime=300, skew=30
+        ).client.name
+
+    assert check(exp=NOW - 29) == "ed"
+    assert check(exp=NOW + 330) == "ed"
+    with pytest.raises(Unauthenticated, match="client authentication failed") as info:
+        check(exp=NOW - 30)
+    assert info.value.reason == "expired assertion"
+    with pytest.raises(Unauthenticated) as info:
+        check(exp=NOW + 331)
+    assert info.value.reason == "assertion lives too long"
+
+
+def test_clock_skew_is_not_told_before_the_signature_verified() -> None:
+    """No oracle: a skewed assertion of an unknown client, or by another key, is refused
+    as any other, without a detail."""
+    ghost = new_client("ghost", "cc")
+    impostor = new_client("ed", "cc")
+    for token in (ghost.assertion(AUD, iat=NOW - 100), impostor.assertion(AUD, iat=NOW - 100)):
+        with pytest.raises(Unauthenticated) as info:
+            verify_assertion(
+                token, lookup=ROWS.get, audience=AUD, now=NOW, max_lifetime=300, skew=30
+            )
+        assert not isinstance(info.value, ClockSkew)
+        assert info.value.kind == "rejected"
