@@ -60,7 +60,7 @@ defaults
     timeout server 120s
     retries 3
     option redispatch
-    retry-on conn-failure empty-response response-timeout
+    retry-on conn-failure
 frontend {name}_in
     bind 127.0.0.1:{port}
     default_backend {name}
