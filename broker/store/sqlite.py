@@ -6,6 +6,10 @@ happens to cross SQLite's threshold: the request path only appends to the WAL.
 A request still checkpoints itself if the WAL reaches ``_BACKSTOP_PAGES``, so the
 WAL stays bounded even if the background thread falls behind.
 
+Once writes stop for ``_IDLE_TRUNCATE`` seconds the background thread empties the WAL
+(a PASSIVE checkpoint reuses the file but never shortens it, so under steady load it
+stays at the backstop's size for good).
+
 Crypto-shredding reaches the files: ``secure_delete`` zeroes what a DELETE frees,
 and after a transaction that deleted sealed credentials the background thread
 truncates the WAL, whose older frames still held them.
@@ -28,6 +32,7 @@ __all__ = ["SqliteStore"]
 
 _BACKSTOP_PAGES = 16384  # 64 MiB of 4 KiB pages: a request checkpoints only past this
 _CHECKPOINT_INTERVAL = 0.25  # seconds between background checkpoints while writes come
+_IDLE_TRUNCATE = 5.0  # seconds without a write after which the WAL file is emptied
 
 
 def _portable(sql: str) -> str:
@@ -113,11 +118,18 @@ class SqliteStore:
     def _checkpoint_loop(self) -> None:
         conn = self._connection()  # this thread's own connection
         conn.execute("PRAGMA busy_timeout=1000")  # a busy round gives way to the next
+        wal_used = False  # written to since the WAL was last emptied
         while not self._stop.is_set():
-            self._dirty.wait()
+            if not self._dirty.wait(_IDLE_TRUNCATE if wal_used else None):
+                # Idle: empty the WAL file (one busy round: try after the next write).
+                with contextlib.suppress(sqlite3.Error):
+                    self._truncate(conn)
+                wal_used = False
+                continue
             if self._stop.wait(_CHECKPOINT_INTERVAL):
                 return
             self._dirty.clear()
+            wal_used = True
             try:
                 if self._shred.is_set():
                     self._truncate(conn)
