@@ -10,10 +10,9 @@ import re
 import resource
 import select
 import socket
-import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,13 +23,11 @@ import requests
 from tests.support.broker_api import mint
 from tests.support.brokerproc import BrokerProcess, broker_env, provision, start_broker
 from tests.support.clients import Clients
-from tests.support.haproxy import haproxy_binary, run_haproxy
+from tests.support.haproxy import run_haproxy, shipped_config
 from tests.support.processes import free_port
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
-SHIPPED = ROOT / "docs" / "deploy" / "haproxy.cfg"
 
 HEAD_S = 1.0  # BROKER_HEADER_TIMEOUT_SECONDS of the test broker
 BODY_S = 1.5  # BROKER_BODY_TIMEOUT_SECONDS: apart from HEAD_S, to tell which deadline cut
@@ -302,36 +299,30 @@ class Shipped:
     registries: str  # of registries_in (no registry behind it: HAProxy itself answers 503)
 
 
-def scaled(config: str, slower: int, broker: str, dead: str, ports: tuple[int, int]) -> str:
+def scaled(slower: int, broker: str, dead: str, ports: tuple[int, int]) -> str:
     """The shipped config on loopback, its timeouts ``slower`` times and its connection
     limits forty times smaller (as a test can afford to wait and to open sockets)."""
-    rules: list[tuple[str, Callable[[re.Match[str]], str]]] = [
-        (r"bind :8443\b", lambda m: f"bind 127.0.0.1:{ports[0]}"),
-        (r"bind :5000\b", lambda m: f"bind 127.0.0.1:{ports[1]}"),
-        (r"(server broker\d+) \S+", lambda m: f"{m[1]} {broker}"),
-        (r"(server registry\d+) \S+", lambda m: f"{m[1]} {dead}"),
-        (r"(timeout [\w-]+) (\d+)s\b", lambda m: f"{m[1]} {int(m[2]) * 1000 // slower}ms"),
-        (r"maxconn (\d+)", lambda m: f"maxconn {int(m[1]) // 40}"),
-    ]
-    for pattern, replace in rules:
-        config, n = re.subn(pattern, replace, config)
-        assert n, f"{SHIPPED} has no {pattern!r}"
-    return config
+    return shipped_config(
+        [
+            (r"bind :8443\b", lambda m: f"bind 127.0.0.1:{ports[0]}"),
+            (r"bind :5000\b", lambda m: f"bind 127.0.0.1:{ports[1]}"),
+            (r"(server broker\d+) \S+", lambda m: f"{m[1]} {broker}"),
+            (r"(server registry\d+) \S+", lambda m: f"{m[1]} {dead}"),
+            (r"(timeout [\w-]+) (\d+)s\b", lambda m: f"{m[1]} {int(m[2]) * 1000 // slower}ms"),
+            (r"maxconn (\d+)", lambda m: f"maxconn {int(m[1]) // 40}"),
+        ]
+    )
 
 
 def start_shipped(tmp_path: Path, slower: int) -> Shipped:
     """A broker (default deadlines: only HAProxy can cut within a test's wait) behind HAProxy
     running ``docs/deploy/haproxy.cfg``, scaled."""
-    checked = subprocess.run(
-        [haproxy_binary(), "-c", "-f", str(SHIPPED)], capture_output=True, timeout=30, check=False
-    )
-    assert checked.returncode == 0, checked.stdout + checked.stderr  # valid as shipped
     env = broker_env(tmp_path, f"sqlite:///{tmp_path / 'b.sqlite'}", "http://unused")
     provision(env, tmp_path, [])
     broker = start_broker(env, tmp_path / "broker.log").url.removeprefix("http://")
     ports = (free_port(), free_port())
     dead = f"127.0.0.1:{free_port()}"
-    config = scaled(SHIPPED.read_text(), slower, broker, dead, ports)
+    config = scaled(slower, broker, dead, ports)
     run_haproxy(tmp_path, "shipped", config, f"http://127.0.0.1:{ports[0]}/healthz")
     front = Shipped(f"127.0.0.1:{ports[0]}", f"127.0.0.1:{ports[1]}")
     deadline = time.monotonic() + 10  # until the health check has seen the broker up

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support import markers
+from tests.support import ROOT, markers
 from tests.support.processes import free_port, spawn, stop, wait_http
 
 
@@ -24,8 +26,26 @@ class Balancer:
         stop(self.proc)
 
 
+SHIPPED = ROOT / "docs" / "deploy" / "haproxy.cfg"
+Rewrite = tuple[str, Callable[[re.Match[str]], str]]
+
+
 def haproxy_binary() -> str:
     return shutil.which("haproxy") or "/usr/sbin/haproxy"
+
+
+def shipped_config(rules: list[Rewrite]) -> str:
+    """``docs/deploy/haproxy.cfg``, valid as shipped (``haproxy -c``), with each
+    ``(pattern, replacement)`` applied; a pattern the file no longer has fails loudly."""
+    checked = subprocess.run(
+        [haproxy_binary(), "-c", "-f", str(SHIPPED)], capture_output=True, timeout=30, check=False
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    config = SHIPPED.read_text()
+    for pattern, replace in rules:
+        config, n = re.subn(pattern, replace, config)
+        assert n, f"{SHIPPED} has no {pattern!r}"
+    return config
 
 
 def run_haproxy(root: Path, name: str, config: str, ready_url: str) -> subprocess.Popen[bytes]:
