@@ -14,14 +14,13 @@ says why). ``security_group_rules`` turns endpoints into the BBS
 from __future__ import annotations
 
 import ipaddress
-import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from tailor.authn import ANONYMOUS
 from tailor.errors import AuthError, ConfigError, RegistryError, TailorError
-from tailor.outbound import AddressPolicy, Probe, Refused
+from tailor.outbound import AddressPolicy, Probe, Refused, resolve_name
 from tailor.reference import Reference
 from tailor.registry import Repository
 from tailor.retry import RetryPolicy
@@ -55,10 +54,9 @@ def resolve(host: str, port: int) -> list[str]:
     except ValueError:
         pass
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError):
-        raise ConfigError(f"cannot resolve {host!r}: no address for that name") from None
-    return sorted({str(info[4][0]) for info in infos})
+        return resolve_name(host, port)
+    except Refused as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _host_port(netloc: str, scheme: str) -> tuple[str, int]:

@@ -46,6 +46,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from tailor.errors import ConfigError, TransportError
+from tailor.transport import MAX_REDIRECTS, REDIRECTS
 
 __all__ = [
     "AddressPolicy",
@@ -54,6 +55,7 @@ __all__ = [
     "Refused",
     "fetch",
     "parse_networks",
+    "resolve_name",
 ]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -120,7 +122,8 @@ def _embedded(address: Address) -> Address | None:
     return None
 
 
-def _resolve(host: str, port: int) -> list[str]:
+def resolve_name(host: str, port: int) -> list[str]:
+    """Every address ``host`` has now (IPv4 and IPv6, no zone); ``Refused`` if none."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError):
@@ -134,7 +137,7 @@ class AddressPolicy:
     networks the operator allows (``allow``), which win over every refusal."""
 
     allow: tuple[Network, ...] = ()
-    resolver: Resolver = field(default=_resolve, compare=False, repr=False)
+    resolver: Resolver = field(default=resolve_name, compare=False, repr=False)
 
     def refusal(self, text: str) -> str | None:
         """Why ``text`` (an IP address) is refused, or None when it is allowed."""
@@ -306,9 +309,6 @@ class _GuardedAdapter(requests.adapters.HTTPAdapter):
         raise Refused("outbound requests use no proxy")
 
 
-_REDIRECTS = (301, 302, 303, 307, 308)
-
-
 def fetch(
     url: str,
     *,
@@ -330,13 +330,13 @@ def fetch(
         raise Refused(f"plain HTTP to {parts.hostname} is refused: use https (or allow it)")
     with Probe(policy, [parts.hostname], deadline) as probe:
         session = probe.session()
-        for _ in range(6):
+        for _ in range(MAX_REDIRECTS + 1):
             answer = session.get(
                 url, allow_redirects=False, stream=True, timeout=deadline, verify=verify
             )
             with answer:
                 location = answer.headers.get("Location")
-                if answer.status_code in _REDIRECTS and location:
+                if answer.status_code in REDIRECTS and location:
                     target = urljoin(url, location)
                     if urlsplit(url).scheme == "https" and urlsplit(target).scheme != "https":
                         raise Refused(f"{parts.hostname} redirected from https to another scheme")

@@ -44,8 +44,8 @@ __all__ = [
 ]
 
 _MAX_ERROR_BODY = 64 * 1024
-_MAX_REDIRECTS = 5
-_REDIRECTS = (301, 302, 303, 307, 308)
+MAX_REDIRECTS = 5
+REDIRECTS = (301, 302, 303, 307, 308)
 _NETWORK_ERRORS = (
     requests.ConnectionError,
     requests.Timeout,
@@ -295,7 +295,7 @@ class Transport:
         follow: bool,
         kwargs: dict[str, Any],
     ) -> requests.Response:
-        for _ in range(_MAX_REDIRECTS + 1):
+        for _ in range(MAX_REDIRECTS + 1):
             merged = dict(headers or {})
             if self._same_host(url):
                 authorization = self._authorization(scopes, fresh)
@@ -305,11 +305,7 @@ class Transport:
             response = self.send(
                 method, url, headers=merged, allow_redirects=False, retry=retry, **kwargs
             )
-            if (
-                not follow
-                or response.status_code not in _REDIRECTS
-                or method not in ("GET", "HEAD")
-            ):
+            if not follow or response.status_code not in REDIRECTS or method not in ("GET", "HEAD"):
                 return response
             location = response.headers.get("Location")
             if not location:
