@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     token_max_ttl_seconds: int = Field(default=3600, ge=30)
     assertion_max_lifetime_seconds: int = Field(default=300, ge=10, le=3600)
     clock_skew_seconds: int = Field(default=30, ge=0, le=300)
+    idempotency_seconds: int = Field(default=300, ge=10, le=3600)
+    """How long a mint, redemption or completion sent with an ``Idempotency-Key`` can be
+    repeated with that key for the same answer (broker/service/idempotency.py)."""
     sweep_interval_seconds: float = Field(default=30.0, gt=0)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     max_header_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)

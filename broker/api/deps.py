@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Annotated, TypeVar
 from urllib.parse import parse_qs
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from starlette.concurrency import run_in_threadpool
 
 from broker.errors import Unauthenticated
@@ -31,6 +31,7 @@ __all__ = [
     "AsTailor",
     "Call",
     "Caller",
+    "IdempotencyKey",
     "Meters",
     "Svc",
     "offload",
@@ -125,6 +126,15 @@ class Caller:
         return Call(await get_service(request), assertion, self.roles, user)
 
 
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="Random per action, the same in its retries (each with a fresh assertion):"
+        " a repeat within the window gets the first answer again.",
+    ),
+]
+"""The ``Idempotency-Key`` header of a repeatable action (broker/service/idempotency.py)."""
 Svc = Annotated[Service, Depends(get_service)]
 Meters = Annotated[Metrics, Depends(get_metrics)]
 AsCC = Annotated[Call, Depends(Caller("cc"))]

@@ -22,6 +22,7 @@ __all__ = [
     "HASHED",
     "PRUNE_DELETED",
     "REGISTRY_TOKEN",
+    "REQUEST_REPEATED",
     "STAGING_CANCELLED",
     "STAGING_COMPLETED",
     "STAGING_EXPIRED",
@@ -150,6 +151,14 @@ TOKEN_REFUSED = Kind(
     _STAGING | {"reason"},
     ("action",),
 )
+REQUEST_REPEATED = Kind(
+    "request.repeated",
+    "a mint, redemption or completion was repeated with its Idempotency-Key; the caller got"
+    " the first answer again (a redemption's credentials opened again from its token)",
+    "repeated",
+    _STAGING,
+    ("action",),
+)
 STAGING_COMPLETED = _closing("completed", "the tailor reported success")
 STAGING_FAILED = _closing(
     "failed", "the tailor reported failure; detail.error says why", ("error",)
@@ -185,6 +194,7 @@ CATALOG: dict[str, Kind] = {
         TOKEN_LOOKUP,
         TOKEN_REDEEMED,
         TOKEN_REFUSED,
+        REQUEST_REPEATED,
         STAGING_COMPLETED,
         STAGING_FAILED,
         STAGING_CANCELLED,

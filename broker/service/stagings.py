@@ -18,6 +18,7 @@ from broker.audit import AuditEvent, Kind, events
 from broker.auth import Authenticated
 from broker.errors import Conflict, Invalid, NotFound, TokenRefused
 from broker.keys import KeyMaterial, RingWatcher
+from broker.service.idempotency import Action, Idempotency, Key, Remembered, parse_key
 from broker.service.unit import Unit, Units
 from broker.settings import Settings
 from broker.store import Store
@@ -110,12 +111,47 @@ class Stagings:
         self._ring = ring
         self._settings = settings
         self._clock = clock
+        self._idempotency = Idempotency(keys.fingerprint_key, settings.idempotency_seconds)
 
     def _now(self) -> int:
         return int(self._clock())
 
     def fingerprint(self, token: str) -> str:
         return fingerprint(self._keys.fingerprint_key, token)
+
+    def _key(self, caller: Authenticated, header: str | None) -> Key | None:
+        raw = parse_key(header)
+        return None if raw is None else self._idempotency.key(caller.name, raw)
+
+    def _seen(self, unit: Unit, key: Key | None, action: Action, request: str) -> Remembered | None:
+        """What ``key`` did before, if this is its repeat (a fresh read: on PostgreSQL a
+        concurrent first request with the key may just have committed)."""
+        if key is None:
+            return None
+        return self._idempotency.find(unit.tx, key, action, request, self._now())
+
+    def _remember(
+        self,
+        unit: Unit,
+        key: Key | None,
+        action: Action,
+        request: str,
+        staging_guid: str,
+        answer: dict[str, Any] | None = None,
+    ) -> None:
+        if key is not None:
+            self._idempotency.remember(
+                unit.tx,
+                key,
+                action,
+                request,
+                staging_guid=staging_guid,
+                now=self._now(),
+                answer=answer,
+            )
+
+    def _repeated(self, unit: Unit, s: StagingRow, caller: Authenticated, action: Action) -> None:
+        unit.audit(_event(events.REQUEST_REPEATED, s, caller.name, detail={"action": action}))
 
     def get(self, staging_guid: str) -> StagingRow | None:
         with self._store.transaction(write=False) as tx:
@@ -147,7 +183,23 @@ class Stagings:
         ttl_seconds: int | None = None,
         space_guid: str | None = None,
         user: str | None = None,
+        idempotency_key: str | None = None,
     ) -> Minted:
+        key = self._key(caller, idempotency_key)
+        request = self._idempotency.request(
+            "mint",
+            {
+                "app_guid": app_guid,
+                "staging_guid": staging_guid,
+                "image": image,
+                "username": username,
+                "password": password,
+                "tailor": tailor,
+                "ttl_seconds": ttl_seconds,
+                "space_guid": space_guid,
+                "user": user,
+            },
+        )
         try:
             ref = parse_reference(image)
         except InvalidReference as exc:
@@ -196,12 +248,25 @@ class Stagings:
             result=None,
         )
         bad: Exception | None = None
+        minted = Minted(staging_guid, token, claims.expires_at)
         with self._units(caller) as unit:
             bound = unit.tx.get_client(tailor)
             if bound is None or bound.role != "tailor":
                 bad = Invalid(f"{tailor!r} is not a registered tailor client")
-            elif not unit.tx.insert_staging(row):
-                bad = Conflict(f"staging {staging_guid} exists already")
+            elif (seen := self._seen(unit, key, "mint", request)) or not unit.tx.insert_staging(
+                row
+            ):
+                # A repeat (its first answer, sealed under its key), or the staging exists:
+                # maybe made just now by a concurrent first request with this key.
+                seen = seen or self._seen(unit, key, "mint", request)
+                first = unit.tx.get_staging(staging_guid)
+                if seen is None or seen.answer is None or first is None:
+                    bad = Conflict(f"staging {staging_guid} exists already")
+                else:
+                    minted = Minted(
+                        staging_guid, str(seen.answer["token"]), int(seen.answer["exp"])
+                    )
+                    self._repeated(unit, first, caller, "mint")
             else:
                 unit.tx.put_sealed(staging_guid, sealed)
                 detail: dict[str, Any] = {"ttl_seconds": ttl, "tailor": tailor}
@@ -210,9 +275,11 @@ class Stagings:
                 if user:
                     detail["user"] = user
                 unit.audit(_event(events.TOKEN_ISSUED, row, caller.name, detail=detail))
+                answer = {"token": token, "exp": claims.expires_at}
+                self._remember(unit, key, "mint", request, staging_guid, answer)
         if bad is not None:
             raise bad
-        return Minted(staging_guid, token, claims.expires_at)
+        return minted
 
     # -- lookup and redeem ----------------------------------------------------------------
 
@@ -280,34 +347,52 @@ class Stagings:
             raise outcome
         return outcome
 
-    def redeem(self, caller: Authenticated, token: str) -> Redeemed:
+    @staticmethod
+    def _unseal(unit: Unit, s: StagingRow, claims: StagingClaims) -> tuple[str | None, str | None]:
+        """The credentials, opened with the data key the presented token carries."""
+        sealed = unit.tx.get_sealed(s.staging_guid)
+        if sealed is None:
+            raise TokenRefused("credentials purged")
+        return open_credentials(claims.data_key, sealed, staging_guid=s.staging_guid, image=s.image)
+
+    def redeem(
+        self, caller: Authenticated, token: str, *, idempotency_key: str | None = None
+    ) -> Redeemed:
         claims = self._open(token, caller, "redeem", check_expiry=True)
+        key = self._key(caller, idempotency_key)
+        request = self._idempotency.request("redeem", {"token": self.fingerprint(token)})
         now = self._now()
         with self._units(caller) as unit:
             tx = unit.tx
             s = tx.get_staging(claims.staging_guid)
             opened: tuple[str | None, str | None] | None = None
+            repeat = False
             if s is None or s.token_id != claims.token_id:
                 reason = "unknown staging"
-            elif tx.redeem(claims.staging_guid, claims.token_id, caller.name, now):
-                # The conditional update above is the single use: one winner, on any replica.
-                sealed = tx.get_sealed(claims.staging_guid)
-                reason = "credentials purged"
-                if sealed is not None:
+            else:
+                repeat = self._seen(unit, key, "redeem", request) is not None
+                # The conditional update is the single use: one winner, on any replica.
+                won = not repeat and tx.redeem(
+                    claims.staging_guid, claims.token_id, caller.name, now
+                )
+                if not won:
+                    # A repeat, lost, or not redeemable: decide from the row as it is now.
+                    # The row read above may predate a concurrent winner's commit
+                    # (PostgreSQL, READ COMMITTED: the UPDATE waited for the winner and
+                    # changed nothing); a new statement in this transaction sees that
+                    # commit. A raced token is the sign of a stolen one, so it must be named
+                    # a replay, never "expired" -- unless the winner was this caller's own
+                    # first request with this key.
+                    s = tx.get_staging(claims.staging_guid) or s
+                    repeat = repeat or self._seen(unit, key, "redeem", request) is not None
+                reason = _not_redeemed(s, now)
+                if won or (repeat and s.state == "redeemed"):
                     try:
-                        opened = open_credentials(
-                            claims.data_key, sealed, staging_guid=s.staging_guid, image=s.image
-                        )
+                        opened = self._unseal(unit, s, claims)
                     except TokenRefused as exc:
                         reason = exc.reason
-            else:
-                # Lost, or not redeemable: decide from the row as it is now. The row read
-                # above may predate a concurrent winner's commit (PostgreSQL, READ COMMITTED:
-                # the UPDATE waited for the winner and changed nothing); a new statement in
-                # this transaction sees that commit. A raced token is the sign of a stolen
-                # one, so it must be named a replay, never "expired".
-                s = tx.get_staging(claims.staging_guid) or s
-                reason = _not_redeemed(s, now)
+                    if won and opened is not None:
+                        self._remember(unit, key, "redeem", request, s.staging_guid)
             if opened is not None and s is not None:
                 result: Redeemed | TokenRefused = Redeemed(
                     s.staging_guid,
@@ -318,7 +403,10 @@ class Stagings:
                     s.expires_at,
                     s.app_guid,
                 )
-                unit.audit(_event(events.TOKEN_REDEEMED, s, caller.name))
+                if repeat:
+                    self._repeated(unit, s, caller, "redeem")
+                else:
+                    unit.audit(_event(events.TOKEN_REDEEMED, s, caller.name))
             else:
                 result = TokenRefused(reason)
                 unit.audit(self._refusal(caller, token, reason, claims, "redeem", s))
@@ -364,13 +452,23 @@ class Stagings:
         succeeded: bool,
         result: dict[str, Any] | None,
         error: str | None,
+        idempotency_key: str | None = None,
     ) -> str:
         kind = events.STAGING_COMPLETED if succeeded else events.STAGING_FAILED
+        key = self._key(caller, idempotency_key)
+        request = self._idempotency.request(
+            "complete",
+            {"staging": staging_guid, "succeeded": succeeded, "result": result, "error": error},
+        )
         bad: Exception | None = None
+        state = str(kind.closes)
         with self._units(caller) as unit:
             s = unit.tx.get_staging(staging_guid)
             if s is None or s.tailor != caller.name:
                 bad = NotFound(f"no staging {staging_guid} bound to {caller.name}")
+            elif self._seen(unit, key, "complete", request):
+                state = s.state  # the first completion's end: nothing else closes a closed one
+                self._repeated(unit, s, caller, "complete")
             elif s.state == "open":
                 # Only what this tailor redeemed: never a staging another token opened.
                 bad = Conflict(f"staging {staging_guid} was not redeemed; there is nothing to end")
@@ -378,12 +476,18 @@ class Stagings:
                 payload: dict[str, Any] = dict(result or {})
                 if error:
                     payload["error"] = error
-                if not self._close(unit, s, caller.name, kind, payload, ("redeemed",)):
+                if self._close(unit, s, caller.name, kind, payload, ("redeemed",)):
+                    self._remember(unit, key, "complete", request, staging_guid)
+                elif self._seen(unit, key, "complete", request):
+                    # This caller's own first completion won meanwhile (a fresh read).
+                    state = self._state(unit, s)
+                    self._repeated(unit, s, caller, "complete")
+                else:
                     # Another ending won meanwhile: name the state it left (a fresh read).
                     bad = Conflict(f"staging {staging_guid} is already {self._state(unit, s)}")
         if bad is not None:
             raise bad
-        return str(kind.closes)
+        return state
 
     def cancel(self, caller: Authenticated, staging_guid: str) -> None:
         bad: Exception | None = None
@@ -407,6 +511,7 @@ class Stagings:
         closed = 0
         with self._units() as unit:
             unit.tx.forget_assertions(now - 600)
+            unit.tx.forget_idempotency(now)
             for s in unit.tx.expired_stagings(now):
                 if self._close(unit, s, "broker", events.STAGING_EXPIRED, None):
                     closed += 1

@@ -57,6 +57,14 @@ MIGRATIONS: list[list[str]] = [
         " seq BIGINT PRIMARY KEY, head TEXT NOT NULL, at TEXT NOT NULL, kid TEXT NOT NULL,"
         " signature TEXT NOT NULL)",
     ],
+    [
+        # Repeatable actions (see broker/service/idempotency.py): no key, no secret in clear.
+        "CREATE TABLE idempotency_keys ("
+        " client TEXT NOT NULL, key_id TEXT NOT NULL, action TEXT NOT NULL,"
+        " staging_guid TEXT NOT NULL, request TEXT NOT NULL, answer BYTEA,"
+        " expires_at BIGINT NOT NULL, PRIMARY KEY (client, key_id))",
+        "CREATE INDEX idempotency_keys_expiry ON idempotency_keys (expires_at)",
+    ],
 ]
 
 _STAGING_FIELDS = tuple(f.name for f in fields(StagingRow))  # the columns, in the row's order
@@ -136,6 +144,50 @@ class SqlTx:
         return int(
             self._exec("DELETE FROM used_assertions WHERE expires_at < ?", (before,)).rowcount
         )
+
+    # -- idempotency keys -----------------------------------------------------------------
+
+    def get_idempotency(
+        self, client: str, key_id: str, now: int
+    ) -> tuple[str, str, str, bytes | None] | None:
+        """(action, staging_guid, request, sealed answer) of a key still in its window."""
+        row = self._one(
+            "SELECT action, staging_guid, request, answer FROM idempotency_keys"
+            " WHERE client=? AND key_id=? AND expires_at > ?",
+            (client, key_id, now),
+        )
+        if row is None:
+            return None
+        return str(row[0]), str(row[1]), str(row[2]), None if row[3] is None else bytes(row[3])
+
+    def put_idempotency(
+        self,
+        client: str,
+        key_id: str,
+        action: str,
+        staging_guid: str,
+        request: str,
+        answer: bytes | None,
+        expires_at: int,
+        now: int,
+    ) -> bool:
+        """False if a live row holds this key already (a concurrent request committed it)."""
+        # A row of this key whose window is over is a stranger's: it gives way.
+        self._exec(
+            "DELETE FROM idempotency_keys WHERE client=? AND key_id=? AND expires_at <= ?",
+            (client, key_id, now),
+        )
+        cur = self._exec(
+            "INSERT INTO idempotency_keys"
+            " (client, key_id, action, staging_guid, request, answer, expires_at)"
+            " VALUES (?,?,?,?,?,?,?) ON CONFLICT (client, key_id) DO NOTHING",
+            (client, key_id, action, staging_guid, request, answer, expires_at),
+        )
+        return bool(cur.rowcount == 1)
+
+    def forget_idempotency(self, before: int) -> int:
+        cur = self._exec("DELETE FROM idempotency_keys WHERE expires_at <= ?", (before,))
+        return int(cur.rowcount)
 
     # -- stagings -------------------------------------------------------------------------
 

@@ -35,28 +35,38 @@ class Api:
             headers.update(who.headers(AUD))
         return self.http.request(method, path, headers=headers, **kwargs)  # type: ignore[arg-type]
 
-    def mint(self, staging_guid: str = "stg-1", **body: object) -> Response:
-        """Mint as the cc client, for the first tailor (see staging_token_body)."""
+    def mint(self, staging_guid: str = "stg-1", key: str | None = None, **body: object) -> Response:
+        """Mint as the cc client, for the first tailor (see staging_token_body); ``key``:
+        the Idempotency-Key header, for every action that takes one."""
         body = {"staging_guid": staging_guid, "tailor": self.clients.tailor.name, **body}
         payload = staging_token_body(**body)
-        return self.call("POST", STAGING_TOKENS, self.clients.cc, json=payload)
+        return self.call("POST", STAGING_TOKENS, self.clients.cc, json=payload, headers=_key(key))
 
     def lookup(self, token: str, who: Client | None = None) -> Response:
         who = who or self.clients.cc
         return self.call("POST", STAGING_TOKENS + "/lookup", who, json={"token": token})
 
-    def redeem(self, token: object, who: Client | None = None) -> Response:
+    def redeem(self, token: object, who: Client | None = None, key: str | None = None) -> Response:
         """Redeem as ``who`` (the first tailor unless given)."""
         who = who or self.clients.tailor
-        return self.call("POST", "/v1/redemptions", who, json={"token": token})
+        return self.call("POST", "/v1/redemptions", who, json={"token": token}, headers=_key(key))
 
     def complete(
-        self, staging_guid: str, status: str, who: Client | None = None, **body: object
+        self,
+        staging_guid: str,
+        status: str,
+        who: Client | None = None,
+        key: str | None = None,
+        **body: object,
     ) -> Response:
         """Report the staging's end as ``who`` (the first tailor unless given)."""
         who = who or self.clients.tailor
         path = f"/v1/stagings/{staging_guid}/complete"
-        return self.call("POST", path, who, json={"status": status, **body})
+        return self.call("POST", path, who, json={"status": status, **body}, headers=_key(key))
+
+
+def _key(key: str | None) -> dict[str, str]:
+    return {} if key is None else {"Idempotency-Key": key}
 
 
 def register(database_url: str, clients: Clients) -> None:

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Response
 
-from broker.api.deps import AsCC, AsTailor
+from broker.api.deps import AsCC, AsTailor, IdempotencyKey
 from broker.api.errors import problem_responses
 from broker.api.models import GUID_PATTERN, Completion, CompletionResult
 
@@ -19,7 +19,12 @@ GuidPath = Annotated[str, Path(pattern=GUID_PATTERN, max_length=64)]
     response_model=CompletionResult,
     responses=problem_responses(401, 403, 404, 409, 413, 422, 503),
 )
-async def complete(staging_guid: GuidPath, body: Completion, call: AsTailor) -> CompletionResult:
+async def complete(
+    staging_guid: GuidPath,
+    body: Completion,
+    call: AsTailor,
+    idempotency_key: IdempotencyKey = None,
+) -> CompletionResult:
     state = await call.run(
         lambda caller: call.service.stagings.complete(
             caller,
@@ -27,6 +32,7 @@ async def complete(staging_guid: GuidPath, body: Completion, call: AsTailor) -> 
             succeeded=body.status == "succeeded",
             result=body.result,
             error=body.error,
+            idempotency_key=idempotency_key,
         )
     )
     return CompletionResult(staging_guid=staging_guid, state=state)  # type: ignore[arg-type]

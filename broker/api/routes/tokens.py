@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from broker.api.deps import AsCC, AsCCOrTailor, AsTailor
+from broker.api.deps import AsCC, AsCCOrTailor, AsTailor, IdempotencyKey
 from broker.api.errors import problem_responses
 from broker.api.models import (
     LookupResult,
@@ -24,7 +24,7 @@ router = APIRouter(prefix="/v1")
     response_model=MintResult,
     responses=problem_responses(401, 403, 409, 413, 422, 503),
 )
-async def mint(body: MintRequest, call: AsCC) -> MintResult:
+async def mint(body: MintRequest, call: AsCC, idempotency_key: IdempotencyKey = None) -> MintResult:
     minted = await call.run(
         lambda caller: call.service.stagings.mint(
             caller,
@@ -37,6 +37,7 @@ async def mint(body: MintRequest, call: AsCC) -> MintResult:
             ttl_seconds=body.ttl_seconds,
             space_guid=body.space_guid,
             user=body.user,
+            idempotency_key=idempotency_key,
         )
     )
     return MintResult(
@@ -66,8 +67,17 @@ async def lookup(body: TokenRequest, call: AsCCOrTailor) -> LookupResult:
     response_model=RedemptionResult,
     responses=problem_responses(400, 401, 403, 413, 422, 503),
 )
-async def redeem(body: TokenRequest, call: AsTailor, response: Response) -> RedemptionResult:
-    got = await call.run(lambda caller: call.service.stagings.redeem(caller, body.token))
+async def redeem(
+    body: TokenRequest,
+    call: AsTailor,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> RedemptionResult:
+    got = await call.run(
+        lambda caller: call.service.stagings.redeem(
+            caller, body.token, idempotency_key=idempotency_key
+        )
+    )
     # Credentials must not linger in any cache between here and the tailor.
     response.headers["Cache-Control"] = "no-store"
     response.headers["Pragma"] = "no-cache"
