@@ -13,8 +13,9 @@ What the store keeps, and why it reveals nothing on its own (the database alone,
 a token alone, opens nothing):
 
 - the key as ``HMAC(fingerprint key, client | key)``: not the key the caller holds;
-- the request as an HMAC of its fields (a mint's include the password): equal requests
-  compare equal, nothing can be read back;
+- the request as an HMAC of its fields (a mint's include the password) under a key
+  derived from the caller's key: equal requests compare equal, and without the caller's
+  key not even a guess can be tested;
 - for a mint only, the answer (the staging token, which carries the data key), sealed
   with AES-256-GCM under a key derived from the fingerprint key *and* the caller's
   Idempotency-Key: it opens only for a repeat that presents that key, on a broker that
@@ -99,10 +100,16 @@ class Idempotency:
             self._mac("idempotency-answer.v1", client, raw),
         )
 
-    def request(self, action: Action, fields: dict[str, Any]) -> str:
-        """The request's fingerprint: equal for equal requests, and nothing more."""
+    @staticmethod
+    def request(key: Key | None, action: Action, fields: dict[str, Any]) -> str:
+        """The request's fingerprint: equal for equal requests, and nothing more. Keyed with
+        the caller's key too, so that even the fingerprint key cannot test guesses of a
+        mint's password against it."""
+        if key is None:
+            return ""
         body = json.dumps(fields, sort_keys=True, separators=(",", ":"))
-        return self._mac("idempotency-request.v1", action, body).hex()
+        message = "\x00".join(("idempotency-request.v1", action, body)).encode()
+        return hmac.new(key.sealing, message, hashlib.sha256).hexdigest()
 
     def find(
         self, tx: SqlTx, key: Key, action: Action, request: str, now: int

@@ -187,6 +187,7 @@ class Stagings:
     ) -> Minted:
         key = self._key(caller, idempotency_key)
         request = self._idempotency.request(
+            key,
             "mint",
             {
                 "app_guid": app_guid,
@@ -360,7 +361,7 @@ class Stagings:
     ) -> Redeemed:
         claims = self._open(token, caller, "redeem", check_expiry=True)
         key = self._key(caller, idempotency_key)
-        request = self._idempotency.request("redeem", {"token": self.fingerprint(token)})
+        request = self._idempotency.request(key, "redeem", {"token": self.fingerprint(token)})
         now = self._now()
         with self._units(caller) as unit:
             tx = unit.tx
@@ -457,6 +458,7 @@ class Stagings:
         kind = events.STAGING_COMPLETED if succeeded else events.STAGING_FAILED
         key = self._key(caller, idempotency_key)
         request = self._idempotency.request(
+            key,
             "complete",
             {"staging": staging_guid, "succeeded": succeeded, "result": result, "error": error},
         )
@@ -467,7 +469,9 @@ class Stagings:
             if s is None or s.tailor != caller.name:
                 bad = NotFound(f"no staging {staging_guid} bound to {caller.name}")
             elif self._seen(unit, key, "complete", request):
-                state = s.state  # the first completion's end: nothing else closes a closed one
+                # The first completion's end (nothing else closes a closed staging), read
+                # afresh: the row above may predate that completion's commit.
+                state = self._state(unit, s)
                 self._repeated(unit, s, caller, "complete")
             elif s.state == "open":
                 # Only what this tailor redeemed: never a staging another token opened.
