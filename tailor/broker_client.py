@@ -6,15 +6,18 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
 
 from tailor.assertion import ClientKey
 from tailor.errors import TailorError
+from tailor.retry import RetryPolicy, parse_retry_after
 
 __all__ = ["BrokerClient", "BrokerError", "Redemption"]
 
@@ -22,6 +25,21 @@ _MAX_ANSWER = 64 * 1024
 _MAX_IDLE = 2.0
 """Seconds a kept-alive connection to the broker may idle and still be reused: well
 under the 5 s after which the broker (uvicorn) and the shipped HAProxy close one."""
+RETRY = RetryPolicy(attempts=4, base=0.5, cap=4.0, max_retry_after=10.0)
+"""A call whose answer was lost (the connection failed, or a balancer answered 502, 503
+or 504) is sent again, at most this often: safely, because each try carries a fresh
+assertion and a mint, redemption or completion carries the same Idempotency-Key in
+every try (the broker answers a repeat with the first answer); a lookup writes nothing
+and a cancellation of a cancelled staging is a success."""
+_LOST = frozenset({502, 503, 504})
+
+
+class _Lost(Exception):
+    """A try whose answer never arrived (``name``: how it failed)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
 
 
 class BrokerError(TailorError):
@@ -101,8 +119,42 @@ class BrokerClient:
         if self._last_used is not None and time.monotonic() - self._last_used > _MAX_IDLE:
             self._session.close()  # closes the pooled connections; the session stays usable
 
-    def _call(self, method: str, path: str, body: dict[str, Any] | None, what: str) -> Any:
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None,
+        what: str,
+        *,
+        repeatable: bool = False,
+    ) -> Any:
+        """One call, tried again while its answer is lost (see ``RETRY``). ``repeatable``:
+        an action the broker does once, sent with an Idempotency-Key of its own."""
+        key = f'"{secrets.token_urlsafe(24)}"' if repeatable else None
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                status, data, retry_after = self._try(method, path, body, key)
+            except _Lost as lost:
+                wait = RETRY.delay(attempt)
+                if wait is None:
+                    raise BrokerError(
+                        f"cannot reach the broker for {what}: {lost.name}"
+                        f" after {attempt} attempt(s)"
+                    ) from None
+            else:
+                wait = RETRY.delay(attempt, retry_after) if status in _LOST else None
+                if wait is None:
+                    return self._answer(status, data, what)
+            time.sleep(wait)
+
+    def _try(
+        self, method: str, path: str, body: dict[str, Any] | None, key: str | None
+    ) -> tuple[int, Any, float | None]:
         headers = {"Authorization": f"Bearer {self._key.assertion(self.url)}"}
+        if key is not None:
+            headers["Idempotency-Key"] = key
         self._fresh_if_idle()
         try:
             response = self._session.request(
@@ -114,32 +166,41 @@ class BrokerClient:
                 allow_redirects=False,
                 stream=True,
             )
-        except requests.RequestException as exc:
+            with response:
+                raw = response.raw.read(_MAX_ANSWER + 1, decode_content=True)
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
             self._last_used = None
-            raise BrokerError(f"cannot reach the broker for {what}: {type(exc).__name__}") from None
-        with response:
-            raw = response.raw.read(_MAX_ANSWER + 1, decode_content=True)
+            self._session.close()  # the next try goes on a new connection
+            raise _Lost(type(exc).__name__) from None
         self._last_used = time.monotonic()
         try:
             data = json.loads(raw) if raw else {}
         except ValueError:
             data = {}
-        if response.status_code >= 400:
+        return response.status_code, data, parse_retry_after(response.headers.get("Retry-After"))
+
+    @staticmethod
+    def _answer(status: int, data: Any, what: str) -> Any:
+        if status >= 400:
             title = data.get("title") if isinstance(data, dict) else None
             detail = data.get("detail") if isinstance(data, dict) else None
-            text = "; ".join(str(x) for x in (title, detail) if x) or f"HTTP {response.status_code}"
-            if response.status_code == 401:
+            text = "; ".join(str(x) for x in (title, detail) if x) or f"HTTP {status}"
+            if status == 401:
                 # Our client assertion, not what we sent with it (e.g. its clock is off).
                 what = f"this client's assertion ({what})"
-            raise BrokerError(f"broker refused {what}: {text}", response.status_code)
+            raise BrokerError(f"broker refused {what}: {text}", status)
         return data
 
     def mint(self, **body: Any) -> dict[str, Any]:
-        answer: dict[str, Any] = self._call("POST", "/v1/staging-tokens", body, "the staging token")
+        answer: dict[str, Any] = self._call(
+            "POST", "/v1/staging-tokens", body, "the staging token", repeatable=True
+        )
         return answer
 
     def redeem(self, token: str) -> Redemption:
-        data = self._call("POST", "/v1/redemptions", {"token": token}, "the staging token")
+        data = self._call(
+            "POST", "/v1/redemptions", {"token": token}, "the staging token", repeatable=True
+        )
         try:
             username, password = data["username"], data["password"]
             if (username is None) != (password is None):
@@ -175,7 +236,13 @@ class BrokerClient:
             body["result"] = result
         if error:
             body["error"] = error[:2000]
-        self._call("POST", f"/v1/stagings/{staging_guid}/complete", body, "the completion")
+        self._call(
+            "POST",
+            f"/v1/stagings/{staging_guid}/complete",
+            body,
+            "the completion",
+            repeatable=True,
+        )
 
     def cancel(self, staging_guid: str) -> None:
         self._call("DELETE", f"/v1/stagings/{staging_guid}", None, "the cancellation")
