@@ -24,6 +24,13 @@ class Metrics:
             ["action"],
             registry=self.registry,
         )
+        self.repeated = Counter(
+            "stager_requests_repeated",
+            "Mints, redemptions and completions repeated with their Idempotency-Key (a lost"
+            " answer asked for again), by action",
+            ["action"],
+            registry=self.registry,
+        )
         self.closed = Counter(
             "stager_stagings_closed",
             "Stagings closed, by final state",
@@ -70,6 +77,11 @@ class Metrics:
             # audit log's). Actions are the catalog's fixed pair.
             action = event.detail.get("action")
             self.refused.labels(action=action if action in ("lookup", "redeem") else "other").inc()
+        elif kind is events.REQUEST_REPEATED:
+            action = event.detail.get("action")
+            self.repeated.labels(
+                action=action if action in ("mint", "redeem", "complete") else "other"
+            ).inc()
         elif kind is not None and kind.closes:
             self.closed.labels(state=kind.closes).inc()
 

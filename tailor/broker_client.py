@@ -109,13 +109,10 @@ class BrokerClient:
         request is written, the server has already closed, and the client sees the
         connection reset or closed with no answer (13 of 120 requests after exactly 5 s
         idle). urllib3 checks a pooled connection before reuse, but cannot see a close
-        that is still on its way. Retrying such a failure is not safe for these calls: on
-        the client's side it looks exactly like a broker that took a POST (a mint, a
-        redemption, a completion) and died before answering, and a repeat would then be
-        refused (its token or staging spent) although the first one acted. So the race
-        is avoided instead of retried: a connection idle longer than ``_MAX_IDLE`` is
-        closed before a request and the request goes on a new one, which no server has
-        had reason to close. Connection failures are still never retried."""
+        that is still on its way. Such a failure is retried (see ``RETRY``: safely, with
+        the action's Idempotency-Key), but avoiding it costs nothing: a connection idle
+        longer than ``_MAX_IDLE`` is closed before a request and the request goes on a new
+        one, which no server has had reason to close."""
         if self._last_used is not None and time.monotonic() - self._last_used > _MAX_IDLE:
             self._session.close()  # closes the pooled connections; the session stays usable
 

@@ -82,6 +82,9 @@ def test_a_repeated_redemption_opens_the_credentials_again(api: Api) -> None:
     got = events(api)
     assert [e for e, _, _ in got].count("token.redeemed") == 1
     assert ("request.repeated", None, "redeem") in got
+    metrics = api.http.get("/metrics").text
+    assert 'stager_requests_repeated_total{action="redeem"} 1.0' in metrics
+    assert "stager_tokens_redeemed_total 1.0" in metrics
     assert [r for e, r, _ in got if e == "token.refused"] == [
         "replay: already redeemed",
         "replay: already redeemed",
