@@ -10,9 +10,10 @@
     +-- Invalid                 422: well-formed, but not acceptable
     +-- NotFound                404: no such staging for this caller
     +-- Conflict                409: the staging exists already, or is closed
-    +-- Unavailable             503: nothing was done (fail closed)
+    +-- Unavailable             503: nothing was done (fail closed), except OutcomeUnknown
     |   +-- StoreError          the database is unreachable or refused a write
     |   |   +-- StoreFull       ... because its disk (or its size limit) is full
+    |   |   +-- OutcomeUnknown  the answer to COMMIT was lost: the action may have been done
     |   +-- AuditTampered       the stored audit log is not what this broker wrote
     |   +-- Busy                every slot for this work is taken: try again shortly
     +-- SetupError              an operator's input the CLI refuses: settings, key files,
@@ -37,6 +38,7 @@ __all__ = [
     "Invalid",
     "KeyFileError",
     "NotFound",
+    "OutcomeUnknown",
     "PruneRefused",
     "Refusal",
     "SetupError",
@@ -120,6 +122,13 @@ class StoreError(Unavailable):
 class StoreFull(StoreError):
     """The database's disk (or its size limit) is full: no write succeeds until space is
     freed. Reads still work."""
+
+
+class OutcomeUnknown(StoreError):
+    """The transaction's COMMIT was sent and its answer lost (PostgreSQL: the connection
+    dropped while committing). It may have committed, with its audit events and the
+    assertion's spending, or not: the caller must look before acting again. Never raised
+    for a failure before COMMIT, which is rolled back (a plain ``StoreError``)."""
 
 
 class AuditTampered(Unavailable):

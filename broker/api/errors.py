@@ -25,6 +25,7 @@ from broker.errors import (
     Forbidden,
     Invalid,
     NotFound,
+    OutcomeUnknown,
     SetupError,
     StoreError,
     StoreFull,
@@ -63,8 +64,15 @@ _KINDS: tuple[tuple[type[BrokerError], str], ...] = (
     (Unavailable, "unavailable"),
     (SetupError, "unavailable"),  # the broker's own set-up, not the request: nothing was done
 )
-_UNAVAILABLE = {
+# Most specific first, as above.
+_UNAVAILABLE: dict[type[BrokerError], str] = {
     AuditTampered: "the audit log is not intact; nothing was done",
+    OutcomeUnknown: (
+        "the broker lost the database's answer while committing: the outcome is unknown,"
+        " this action may have been done; look the staging up (POST"
+        " /v1/staging-tokens/lookup), then repeat the request with the same"
+        " Idempotency-Key, or cancel the staging"
+    ),
     StoreError: "the broker could not record this action; nothing was done",
 }
 
@@ -126,6 +134,11 @@ def answer(request: Request, exc: BrokerError) -> JSONResponse:
     if isinstance(exc, Unavailable | SetupError):
         if isinstance(exc, AuditTampered):
             log.critical("audit log tampered; refusing to append", extra={"error": str(exc)})
+        elif isinstance(exc, OutcomeUnknown):
+            log.error(
+                "store failure while committing; the action may have been done",
+                extra={"error": str(exc)},
+            )
         elif isinstance(exc, StoreFull):
             # Every write fails until space is freed; /readyz says so to the balancer.
             log.error(

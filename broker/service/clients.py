@@ -3,8 +3,11 @@
 :meth:`Clients.act` is the one way a request acts as a client: it verifies the
 assertion and the role, runs the action, and guarantees the assertion's ``jti``
 is spent exactly once, in the action's own unit of work when it has one, else
-on its own (before a read, after a refusal). Only when the store itself fails
-is nothing spent: then nothing was done either.
+on its own (before a read, after a refusal). When the store itself fails, no
+second spending is tried: the failed unit was rolled back (nothing was done, and
+nothing can be written now), or, when the answer to its COMMIT was lost
+(``OutcomeUnknown``), its spending may have committed with the action, and a second
+try would only turn that answer into a "replayed" refusal that hides it.
 """
 
 from __future__ import annotations
@@ -106,7 +109,9 @@ class Clients:
                 self.spend(caller)
             return action(caller)
         except Unavailable:
-            unavailable = True  # nothing was done, and nothing can be written now
+            # Rolled back and the store failing; or (OutcomeUnknown) perhaps committed,
+            # jti and all: either way not spent again here (see the module docstring).
+            unavailable = True
             raise
         finally:
             if not caller.spent and not unavailable:

@@ -2,7 +2,9 @@
 
 ``open_store(url)`` picks the backend from ``sqlite:///path`` or ``postgresql://...``.
 ``store.transaction()`` yields a :class:`~broker.store.sql.SqlTx`; everything done
-through it commits together, or not at all.
+through it commits together, or not at all. A failure raises ``StoreError``: rolled
+back, except ``OutcomeUnknown`` (PostgreSQL only): the COMMIT was sent and its answer
+lost, so it may have committed.
 
 Readiness (``store.writable()``, behind ``GET /readyz``): a store remembers that a write
 failed because its disk (or its size limit) was full, until a write succeeds. While it

@@ -1,4 +1,10 @@
-"""PostgreSQL backend (psycopg 3, pooled): for several broker replicas on one database."""
+"""PostgreSQL backend (psycopg 3, pooled): for several broker replicas on one database.
+
+A failed transaction raises ``StoreError``: rolled back, nothing was done. Except one
+case: the body was done, the COMMIT sent, and no answer came back (the connection
+dropped). PostgreSQL may have committed or not, and nothing here can tell: that is
+``OutcomeUnknown``, and the caller is told to look before acting again.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ from contextlib import contextmanager
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from broker.errors import StoreError, StoreFull
+from broker.errors import OutcomeUnknown, StoreError, StoreFull
 from broker.store.sql import MIGRATIONS, PROBE_ROWS, SqlTx
 
 __all__ = ["PostgresStore"]
@@ -20,6 +26,16 @@ _AUDIT_LOCK = 7_453_002
 
 def _placeholders(sql: str) -> str:
     return sql.replace("?", "%s")
+
+
+def _refused(exc: Exception) -> bool:
+    """PostgreSQL answered (an ERROR, e.g. a deferred constraint or a serialization failure
+    at COMMIT): the transaction was rolled back. A lost connection has no SQLSTATE; a FATAL
+    one (the server shutting down, this session terminated) ends the connection with the
+    COMMIT's fate unsaid."""
+    if not isinstance(exc, psycopg.Error) or exc.sqlstate is None:
+        return False
+    return exc.diag.severity_nonlocalized == "ERROR"
 
 
 class PostgresStore:
@@ -46,6 +62,7 @@ class PostgresStore:
 
     @contextmanager
     def transaction(self, write: bool = True, *, rollback: bool = False) -> Iterator[SqlTx]:
+        committing = False
         try:
             with (
                 self._pool.connection() as conn,
@@ -53,7 +70,19 @@ class PostgresStore:
                 conn.cursor() as cur,
             ):
                 yield SqlTx(cur, _placeholders, f"SELECT pg_advisory_xact_lock({_AUDIT_LOCK})")
+                # The body is done: leaving these blocks sends COMMIT, and from here on a
+                # failure may come after PostgreSQL has committed (a read, or a probe
+                # rolled back, has nothing that could have been done).
+                committing = write and not rollback
         except (psycopg.Error, PoolTimeout) as exc:
+            if committing and not _refused(exc):
+                # The COMMIT went out and its answer did not come back (the connection
+                # dropped, the server went away): it may have committed or not, and no
+                # one can say which from here. Never "nothing was done".
+                raise OutcomeUnknown(
+                    "the database's answer to COMMIT was lost "
+                    f"({type(exc).__name__}): this action may have been done"
+                ) from None
             # Rolled back: the action and its audit event did not happen.
             if isinstance(exc, psycopg.errors.DiskFull):
                 self._full = True

@@ -161,7 +161,12 @@ class SqliteStore:
             yield SqlTx(conn.cursor(), _portable)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            # Rolled back: the action and its audit event did not happen.
+            # Rolled back: the action and its audit event did not happen. This holds for a
+            # failing COMMIT too (no OutcomeUnknown here, unlike PostgreSQL): COMMIT is a
+            # call into this process whose answer cannot be lost on the way; if it raises,
+            # the transaction did not commit (it is still open, or SQLite rolled it back;
+            # a WAL commit frame not completely written is ignored at recovery), and
+            # _rollback ends what is left.
             _rollback(conn)
             raise self._failed(exc) from None
         except BaseException:

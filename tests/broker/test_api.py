@@ -12,8 +12,11 @@ from pathlib import Path
 
 import pytest
 from httpx2 import Response
+from starlette.requests import Request
 
+from broker.api.errors import answer
 from broker.audit import make_filter
+from broker.errors import AuditTampered, OutcomeUnknown, StoreError, StoreFull
 from broker.keys import retire_token_key, rotate_token_keys
 from broker.service import READY_CACHE_SECONDS
 from broker.settings import Settings
@@ -419,6 +422,27 @@ def test_removed_clients_stop_working(api: Api) -> None:
         tx.remove_client(c.cc.name)
     api.service.clients._cache.clear()  # skip the 2 s cache
     assert api.mint("stg-2").status_code == 401
+
+
+def test_only_a_lost_commit_answer_is_not_called_nothing_done(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Every 503 of a failed store says "nothing was done" (it was rolled back), except
+    OutcomeUnknown: PostgreSQL's answer to the COMMIT was lost, so it may have been done.
+    (tests/integration/test_lost_commit.py loses one for real.)"""
+    request = Request({"type": "http", "headers": []})
+    for exc in (StoreError("x"), StoreFull("x"), AuditTampered("x")):
+        r = answer(request, exc)
+        assert r.status_code == 503 and r.media_type == PROBLEM
+        assert "nothing was done" in json.loads(bytes(r.body))["detail"]
+    caplog.clear()
+    r = answer(request, OutcomeUnknown("the database's answer to COMMIT was lost"))
+    detail = json.loads(bytes(r.body))["detail"]
+    assert r.status_code == 503 and r.media_type == PROBLEM
+    assert "nothing was done" not in detail and "outcome is unknown" in detail
+    assert "Idempotency-Key" in detail and "/v1/staging-tokens/lookup" in detail
+    [line] = [rec for rec in caplog.records if rec.levelno >= logging.ERROR]
+    assert line.levelno == logging.ERROR and "may have been done" in line.getMessage()
 
 
 def test_audit_write_failure_is_503_and_nothing_happens(api: Api, tmp_path: Path) -> None:

@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 
 from broker.audit import AuditEvent, AuditLog
-from broker.errors import StoreError
+from broker.errors import OutcomeUnknown, StoreError
 from broker.keys import load_keys
 from broker.store import Store, open_store
 from broker.store.model import ClientRow, StagingRow
 from tests.support.concurrency import together
+from tests.support.pgproxy import pg_proxy
 
 NOW = int(time.time())
 ROW = StagingRow(
@@ -186,6 +187,56 @@ def test_audit_failure_means_the_action_does_not_happen(
         audit.writer(tx).append(AuditEvent("token.issued"))
     with store.transaction() as tx:
         assert tx.get_staging("s1") is None and tx.get_sealed("s1") is None
+
+
+def _staged(store: Store, guid: str) -> bool:
+    with store.transaction() as tx:
+        return tx.get_staging(guid) is not None
+
+
+def test_a_postgresql_commit_whose_answer_is_lost_is_outcome_unknown(pg_schema_url: str) -> None:
+    """PostgreSQL commits, the connection drops before its answer comes back: the store
+    must not say the transaction was rolled back (it was not), and the pool goes on."""
+    with pg_proxy(pg_schema_url) as proxy:
+        store = open_store(proxy.url)
+        try:
+            store.migrate()
+            proxy.arm("INSERT INTO stagings")
+            with pytest.raises(OutcomeUnknown, match="may have been done"):
+                with store.transaction() as tx:
+                    tx.insert_staging(ROW)
+            assert proxy.withheld == [["C COMMIT"]]  # PostgreSQL did commit
+            assert _staged(store, "s1")  # and a new connection of the pool sees it
+            with store.transaction() as tx:
+                tx.insert_staging(replace(ROW, staging_guid="s2"))
+            assert _staged(store, "s2")
+        finally:
+            store.close()
+
+
+def test_a_postgresql_failure_before_commit_is_a_plain_store_error(pg_schema_url: str) -> None:
+    """The connection drops before COMMIT is sent (on the statement itself), or
+    PostgreSQL answers the COMMIT with an error: rolled back, nothing was done."""
+    with pg_proxy(pg_schema_url) as proxy:
+        store = open_store(proxy.url)
+        try:
+            store.migrate()
+            proxy.arm("INSERT INTO stagings", cut="statement")
+            with pytest.raises(StoreError) as lost, store.transaction() as tx:
+                tx.insert_staging(ROW)
+            assert not isinstance(lost.value, OutcomeUnknown) and proxy.cut.is_set()
+            assert not _staged(store, "s1")
+            with pytest.raises(StoreError) as refused, store.transaction() as tx:
+                tx.insert_staging(ROW)
+                # A deferred constraint is checked at COMMIT, which PostgreSQL refuses.
+                tx._cur.execute(
+                    "CREATE TEMP TABLE once (n INT UNIQUE DEFERRABLE INITIALLY DEFERRED)"
+                )
+                tx._cur.execute("INSERT INTO once VALUES (1), (1)")
+            assert not isinstance(refused.value, OutcomeUnknown)
+            assert not _staged(store, "s1")
+        finally:
+            store.close()
 
 
 def test_bad_urls() -> None:
