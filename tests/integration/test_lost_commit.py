@@ -4,6 +4,7 @@ it says "nothing was done" only when that is true."""
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,8 @@ import requests
 
 from broker.keys import init_keys
 from broker.store import open_store
+from tailor.assertion import ClientKey
+from tailor.broker_client import BrokerClient
 from tests.support.broker_api import STAGING_TOKENS, minted_token
 from tests.support.brokerapp import register
 from tests.support.brokerproc import BrokerProcess, broker_env, start_broker
@@ -25,6 +28,13 @@ pytestmark = pytest.mark.slow
 PUBLIC = "https://broker.platform.internal"
 PROBLEM = "application/problem+json"
 REDEEMING = "UPDATE stagings SET state='redeemed'"
+
+
+class PublicAudience(ClientKey):
+    """Assertions for the broker's public URL, whatever address the client dials."""
+
+    def assertion(self, audience: str, now: float | None = None) -> str:
+        return super().assertion(PUBLIC, now)
 
 
 @dataclass
@@ -78,7 +88,8 @@ def test_a_redemption_whose_commit_answer_is_lost_is_not_called_undone(live: Liv
     and its retry to a 400; it must say that the outcome is unknown and how to find out."""
     token = live.mint("stg-lost")
     live.proxy.arm(REDEEMING)
-    headers = live.clients.tailor.headers(PUBLIC)
+    key = {"Idempotency-Key": secrets.token_urlsafe(24)}
+    headers = {**live.clients.tailor.headers(PUBLIC), **key}
     r = live.redeem(token, headers)
     assert live.proxy.withheld == [["C COMMIT"]]  # PostgreSQL did commit it
     assert r.status_code == 503 and r.headers["content-type"] == PROBLEM, r.text
@@ -95,6 +106,12 @@ def test_a_redemption_whose_commit_answer_is_lost_is_not_called_undone(live: Liv
     # The assertion was spent with the redemption, and not again after the 503.
     assert live.redeem(token, headers).status_code == 401
     assert live.redeem(token).status_code == 400  # spent: why the answer must not lie
+    # The cure: the same key with a fresh assertion gets the first answer again.
+    again = live.redeem(token, {**live.clients.tailor.headers(PUBLIC), **key})
+    assert again.status_code == 200, again.text
+    assert again.json()["password"] == PASSWORD and again.json()["staging_guid"] == "stg-lost"
+    repeated = live.audit("/v1/audit", staging="stg-lost", event="request.repeated")
+    assert [e["detail"] for e in repeated.json()["events"]] == [{"action": "redeem"}]
     redeemed = live.audit("/v1/audit", staging="stg-lost", event="token.redeemed")
     assert redeemed.status_code == 200 and len(redeemed.json()["events"]) == 1
     verified = live.audit("/v1/audit/verify")
@@ -104,6 +121,20 @@ def test_a_redemption_whose_commit_answer_is_lost_is_not_called_undone(live: Liv
     after = live.mint("stg-after")
     r = live.redeem(after)
     assert r.status_code == 200 and r.json()["password"] == PASSWORD
+
+
+def test_the_tailor_gets_its_credentials_through_a_lost_commit_answer(live: Live) -> None:
+    """The Tailor's broker client sends its redemption with a key and asks again after the
+    503: the staging goes on as if nothing had happened, and the broker redeemed once."""
+    token = live.mint("stg-tailor")
+    live.proxy.arm(REDEEMING)
+    tailor = live.clients.tailor
+    client = BrokerClient(live.broker.url, PublicAudience(tailor.name, tailor.key))
+    got = client.redeem(token)
+    assert live.proxy.withheld == [["C COMMIT"]]
+    assert (got.staging_guid, got.password) == ("stg-tailor", PASSWORD)
+    events = live.audit("/v1/audit", staging="stg-tailor").json()["events"]
+    assert [e["event"] for e in events] == ["token.issued", "token.redeemed", "request.repeated"]
 
 
 def test_a_connection_lost_before_commit_is_nothing_done(live: Live) -> None:
