@@ -46,10 +46,13 @@ class BrokerProcess:
         return requests.post(self.url + path, headers=headers, json=json, timeout=30)
 
 
-def start_broker(env: dict[str, str], log: Path, *, self_audience: bool = False) -> BrokerProcess:
-    """Start ``broker serve``; with ``self_audience`` its public URL is its own address."""
+def start_broker(
+    env: dict[str, str], log: Path, *, self_audience: bool = False, port: int | None = None
+) -> BrokerProcess:
+    """Start ``broker serve`` (on ``port``, or a free one); with ``self_audience`` its public
+    URL is its own address."""
     markers.require("slow", "broker serve")
-    port = free_port()
+    port = port or free_port()
     if self_audience:
         env = {**env, "BROKER_PUBLIC_URL": f"http://127.0.0.1:{port}"}
     out = log.open("ab")
