@@ -50,7 +50,7 @@ def test_a_broker_killed_under_load_keeps_every_answer_true(
     done: dict[str, str] = {}  # staging -> the last step whose answer its caller got
     errors: list[str] = []
     spans: list[tuple[float, float]] = []  # (start, end) of every call that was answered
-    down: list[tuple[float, float]] = []  # (killed, serving again) of every kill
+    down: list[tuple[float, float]] = []  # (killed, seen serving again) of every kill
 
     def timed(call: Callable[[], T]) -> T:
         start = time.monotonic()
@@ -123,9 +123,10 @@ def test_a_broker_killed_under_load_keeps_every_answer_true(
     assert all(e.startswith("cannot reach the broker for ") for e in errors), errors
     steps = Counter(done.values())
     assert steps["completed"] >= 10, steps
-    # Calls asked again across a restart got their answers (without the retries, every
-    # call made while the broker was down failed).
-    across = [(a, b) for a, b in spans if any(a < up and b > k for k, up in down)]
+    # Calls in flight when the broker was killed were asked again and answered by the
+    # next one (no broker is serving again within 0.3 s of a kill: Python alone takes
+    # longer to start). Without the retries every one of them failed.
+    across = [(a, b) for a, b in spans if any(a < k and b > k + 0.3 for k, _ in down)]
     assert len(across) >= KILLS, (len(across), down)
 
     conn = sqlite3.connect(db)
