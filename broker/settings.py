@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -12,7 +13,17 @@ from broker.errors import SetupError
 from tailor.errors import ConfigError
 from tailor.outbound import parse_networks
 
-__all__ = ["Settings", "get_settings"]
+__all__ = ["Settings", "duration_seconds", "get_settings"]
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration_seconds(text: str) -> int:
+    """``90s``, ``30m``, ``24h``, ``7d`` -> seconds; ValueError for anything else."""
+    match = re.fullmatch(r"(\d+)([smhd])", text.strip())
+    if not match:
+        raise ValueError(f"invalid duration {text!r}: use e.g. 0s, 30m, 24h, 7d")
+    return int(match.group(1)) * _UNITS[match.group(2)]
 
 
 class Settings(BaseSettings):
