@@ -30,6 +30,11 @@ class Metrics:
             ["state"],
             registry=self.registry,
         )
+        self.forgotten = Counter(
+            "stager_stagings_forgotten",
+            "Closed stagings' rows deleted by retention (their repositories were gone)",
+            registry=self.registry,
+        )
         self.auth_failures = Counter(
             "stager_client_auth_failures",
             "Refused client assertions, by kind (missing, malformed, rejected, invalid, replayed, "
@@ -70,6 +75,9 @@ class Metrics:
             # audit log's). Actions are the catalog's fixed pair.
             action = event.detail.get("action")
             self.refused.labels(action=action if action in ("lookup", "redeem") else "other").inc()
+        elif kind is events.STAGINGS_FORGOTTEN:
+            count = event.detail.get("count")
+            self.forgotten.inc(count if isinstance(count, int) and count > 0 else 0)
         elif kind is not None and kind.closes:
             self.closed.labels(state=kind.closes).inc()
 

@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     assertion_max_lifetime_seconds: int = Field(default=300, ge=10, le=3600)
     clock_skew_seconds: int = Field(default=30, ge=0, le=300)
     sweep_interval_seconds: float = Field(default=30.0, gt=0)
+    staging_retention: int = Field(default=30 * 86400, ge=0)
+    """Seconds a closed staging's row is kept after it closed, once ``broker prune --apply``
+    found its repository gone (broker/service/retention.py); 0 keeps every row. From the
+    environment as a duration (``30d``, ``12h``) or ``0``/``off``."""
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     max_header_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
     """The request line and headers together; a longer head is refused (431) as it arrives."""
@@ -76,6 +80,14 @@ class Settings(BaseSettings):
     egress_probe_seconds: float = Field(default=10.0, gt=0, le=120)
     """One egress discovery's whole deadline, connect and read together."""
     log_level: str = "INFO"
+
+    @field_validator("staging_retention", mode="before")
+    @classmethod
+    def _retention(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip().lower()
+            return 0 if text in ("0", "off") else duration_seconds(text)
+        return value
 
     @field_validator("outbound_allow")
     @classmethod
