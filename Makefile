@@ -39,6 +39,7 @@ bench: deps
 	$(BIN)/python -m bench.copy
 	$(BIN)/python -m bench.broker
 	$(BIN)/python -m bench.audit
+	$(BIN)/python -m bench.retention
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

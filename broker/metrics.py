@@ -37,6 +37,11 @@ class Metrics:
             ["state"],
             registry=self.registry,
         )
+        self.forgotten = Counter(
+            "stager_stagings_forgotten",
+            "Closed stagings' rows deleted by retention (their repositories were gone)",
+            registry=self.registry,
+        )
         self.auth_failures = Counter(
             "stager_client_auth_failures",
             "Refused client assertions, by kind (missing, malformed, rejected, invalid, replayed, "
@@ -82,6 +87,9 @@ class Metrics:
             self.repeated.labels(
                 action=action if action in ("mint", "redeem", "complete") else "other"
             ).inc()
+        elif kind is events.STAGINGS_FORGOTTEN:
+            count = event.detail.get("count")
+            self.forgotten.inc(count if isinstance(count, int) and count > 0 else 0)
         elif kind is not None and kind.closes:
             self.closed.labels(state=kind.closes).inc()
 

@@ -6,6 +6,9 @@ whatever its tag), every repository of a staging still open, every repository
 younger than the grace period, and every repository the broker has no staging
 record for (it did not make it, so it does not judge it). The walk completes
 before anything is deleted, so a registry that errors mid-walk loses nothing.
+The plan also names the closed stagings whose repository is gone for good (``gone``):
+``--apply`` marks them, and only such a staging's row may be forgotten (retention:
+``broker/service/retention.py``), for without its row prune would keep the repository.
 An LRP image names the registry pruned when its registry is the same registry
 (``Target``: by identity, not spelling, or an alias the operator names); when no
 desired LRP image names it, ``unnamed`` says why pruning must not go ahead.
@@ -14,7 +17,6 @@ desired LRP image names it, ``unnamed`` says why pruning must not go ahead.
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -24,6 +26,7 @@ from urllib.parse import urlsplit
 import requests
 
 from broker.errors import PruneRefused
+from broker.settings import duration_seconds
 from broker.store.model import OPEN_STATES, StagingRow
 from tailor.errors import NotFound, TailorError
 from tailor.manifest import Manifest
@@ -34,6 +37,7 @@ from tailor.registry import Repository, catalog
 from tailor.transport import InsecureHosts, Transport
 
 __all__ = [
+    "SETTLED",
     "LrpImages",
     "Plan",
     "PruneRefused",
@@ -48,15 +52,21 @@ __all__ = [
 ]
 
 _MAX_LRPS = 64 * 1024 * 1024
+
+SETTLED = 2 * 3600
+"""Seconds after a staging closed from which nothing can push into its repository any
+more: push is granted only while the staging is open, in registry tokens that live an hour
+at most (``BROKER_REGISTRY_TOKEN_SECONDS`` <= 3600), which Distribution accepts 60 s past
+their expiry; the rest is room for clocks that disagree."""
 _OPERATOR_NAMED = AddressPolicy(parse_networks("0.0.0.0/0,::/0"))
 
 
 def parse_duration(text: str) -> int:
     """``90s``, ``30m``, ``24h``, ``7d`` -> seconds."""
-    match = re.fullmatch(r"(\d+)([smhd])", text.strip())
-    if not match:
-        raise PruneRefused(f"invalid duration {text!r}: use e.g. 0s, 30m, 24h, 7d")
-    return int(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+    try:
+        return duration_seconds(text)
+    except ValueError as exc:
+        raise PruneRefused(str(exc)) from None
 
 
 def load_lrps(source: str, *, allow_http: bool = False, deadline: float = 30.0) -> Any:
@@ -244,6 +254,11 @@ class Plan:
     kept_images: list[tuple[str, str, str]]  # repository, digest, why (a desired LRP runs it)
     ignored: list[tuple[str, str]]  # a desired LRP's image, why it keeps nothing here
     freed_bytes: int
+    gone: list[str] = field(default_factory=list)
+    """Closed stagings (guids) whose repository is gone for good once ``delete`` is done:
+    not in a catalog that holds repositories of this broker's stagings, or emptied of
+    every tagged manifest here, and closed ``SETTLED`` before the walk (``now``) began,
+    so nothing can push into it again. Only those not marked so already."""
 
 
 def plan(
@@ -305,6 +320,7 @@ def plan(
     staged = {staging_repository(prefix, s.app_guid, s.staging_guid): s for s in stagings}
     kept: dict[str, str] = {}
     delete: list[tuple[str, str, list[str]]] = []
+    emptied: list[StagingRow] = []
     for state in states:
         s = staged.get(state.name)
         if s is None:
@@ -318,6 +334,8 @@ def plan(
             continue
         tops = sorted(set(state.tags.values()))
         kept_here = {d for d in tops if (state.name, d) in keep_digests}
+        if not kept_here:
+            emptied.append(s)  # every tagged manifest goes (or there was none)
         still_needed = {c for d in kept_here for c in state.children.get(d, [])}
         for digest in tops:
             if digest in kept_here:
@@ -340,4 +358,20 @@ def plan(
             else:
                 kept_blobs.update(sizes)
     freed = sum(size for blob, size in gone_blobs.items() if blob not in kept_blobs)
-    return Plan(delete, kept, sorted(kept_images), sorted(ignored), freed)
+    # A repository the catalog does not list is gone only if the catalog is this broker's
+    # registry at all: one holding none of its stagings' repositories (another registry,
+    # empty storage) proves nothing.
+    absent = (
+        [s for name, s in staged.items() if name not in by_repo]
+        if set(by_repo) & set(staged)
+        else []
+    )
+    gone = sorted(
+        s.staging_guid
+        for s in [*emptied, *absent]
+        if s.state not in OPEN_STATES
+        and s.closed_at is not None
+        and now - s.closed_at >= SETTLED
+        and s.repository_gone_at is None
+    )
+    return Plan(delete, kept, sorted(kept_images), sorted(ignored), freed, gone)

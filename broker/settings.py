@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -12,7 +13,17 @@ from broker.errors import SetupError
 from tailor.errors import ConfigError
 from tailor.outbound import parse_networks
 
-__all__ = ["Settings", "get_settings"]
+__all__ = ["Settings", "duration_seconds", "get_settings"]
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration_seconds(text: str) -> int:
+    """``90s``, ``30m``, ``24h``, ``7d`` -> seconds; ValueError for anything else."""
+    match = re.fullmatch(r"(\d+)([smhd])", text.strip())
+    if not match:
+        raise ValueError(f"invalid duration {text!r}: use e.g. 0s, 30m, 24h, 7d")
+    return int(match.group(1)) * _UNITS[match.group(2)]
 
 
 class Settings(BaseSettings):
@@ -31,6 +42,10 @@ class Settings(BaseSettings):
     """How long a mint, redemption or completion sent with an ``Idempotency-Key`` can be
     repeated with that key for the same answer (broker/service/idempotency.py)."""
     sweep_interval_seconds: float = Field(default=30.0, gt=0)
+    staging_retention: int = Field(default=30 * 86400, ge=0)
+    """Seconds a closed staging's row is kept after it closed, once ``broker prune --apply``
+    found its repository gone (broker/service/retention.py); 0 keeps every row. From the
+    environment as a duration (``30d``, ``12h``) or ``0``/``off``."""
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     max_header_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
     """The request line and headers together; a longer head is refused (431) as it arrives."""
@@ -68,6 +83,14 @@ class Settings(BaseSettings):
     egress_probe_seconds: float = Field(default=10.0, gt=0, le=120)
     """One egress discovery's whole deadline, connect and read together."""
     log_level: str = "INFO"
+
+    @field_validator("staging_retention", mode="before")
+    @classmethod
+    def _retention(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip().lower()
+            return 0 if text in ("0", "off") else duration_seconds(text)
+        return value
 
     @field_validator("outbound_allow")
     @classmethod

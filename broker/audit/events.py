@@ -23,6 +23,7 @@ __all__ = [
     "PRUNE_DELETED",
     "REGISTRY_TOKEN",
     "REQUEST_REPEATED",
+    "STAGINGS_FORGOTTEN",
     "STAGING_CANCELLED",
     "STAGING_COMPLETED",
     "STAGING_EXPIRED",
@@ -186,6 +187,14 @@ PRUNE_DELETED = Kind(
     "pruned",
     detail=("repository", "digest", "tags"),
 )
+STAGINGS_FORGOTTEN = Kind(
+    "stagings.forgotten",
+    "the sweeper deleted the rows of closed stagings past BROKER_STAGING_RETENTION whose"
+    " repositories prune found gone; detail: how many, closed from and until (their events"
+    " stay)",
+    "stagings forgotten",
+    detail=("count", "closed_from", "closed_until", "retention_seconds"),
+)
 
 CATALOG: dict[str, Kind] = {
     k.name: k
@@ -204,6 +213,7 @@ CATALOG: dict[str, Kind] = {
         CLIENT_REMOVED,
         REGISTRY_TOKEN,
         PRUNE_DELETED,
+        STAGINGS_FORGOTTEN,
     )
 }
 """Every kind, in the order the docs and the page list them."""

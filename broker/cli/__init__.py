@@ -1,7 +1,7 @@
 """The ``broker`` command. Bad input is one line and a non-zero exit, never a traceback.
 
 This module parses the command line and dispatches; each command's work is in
-``broker/cli/admin.py`` (serve, keys, clients, registry-config),
+``broker/cli/admin.py`` (serve, keys, clients, stagings, registry-config),
 ``broker/cli/audit.py`` and ``broker/cli/prune.py``.
 """
 
@@ -137,6 +137,16 @@ def _parser() -> argparse.ArgumentParser:
     cc.add_parser("list", help="registered clients")
     remove = cc.add_parser("remove", help="unregister a client")
     remove.add_argument("name")
+
+    stagings = cmds.add_parser("stagings", help="the stagings the broker keeps")
+    sc = stagings.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    retention = sc.add_parser(
+        "retention",
+        help="closed stagings kept, and those retention forgets (BROKER_STAGING_RETENTION)",
+    )
+    retention.add_argument(
+        "--apply", action="store_true", help="forget them now (default: only count)"
+    )
     return p
 
 
@@ -157,6 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "serve": admin.serve,
             "keys": admin.keys,
             "clients": admin.clients,
+            "stagings": admin.stagings,
             "registry-config": admin.registry_config,
         }
         return commands[args.command](args)

@@ -1,4 +1,4 @@
-"""`broker serve`, `broker keys`, `broker clients`, `broker registry-config`."""
+"""`broker serve`, `broker keys`, `broker clients`, `broker stagings`, `broker registry-config`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from broker.errors import Invalid, SetupError
 from broker.service import open_reader, open_service
 from broker.settings import get_settings
 
-__all__ = ["clients", "keys", "registry_config", "serve"]
+__all__ = ["clients", "keys", "registry_config", "serve", "stagings"]
 
 
 def _age(created: str) -> str:
@@ -72,6 +72,39 @@ def clients(args: argparse.Namespace) -> int:
         else:
             service.clients.remove(args.name)
             print(f"removed client {args.name}")
+    finally:
+        service.close()
+    return 0
+
+
+def _duration(seconds: int) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def stagings(args: argparse.Namespace) -> int:
+    """``broker stagings retention [--apply]``: what retention keeps and may forget."""
+    service = open_service(get_settings(), migrate=False)  # reads; --apply also audits
+    try:
+        retention = service.retention
+        counts = retention.counts()
+        print(
+            f"{counts.closed} closed staging(s) kept; {counts.gone} of them with their "
+            "repository gone (marked by broker prune --apply)"
+        )
+        if not retention.seconds:
+            print("retention is off (BROKER_STAGING_RETENTION=0): no row is forgotten")
+            return 0
+        keep = _duration(retention.seconds)
+        if not args.apply:
+            print(f"{counts.due} of those closed more than {keep} ago: the sweeper forgets them")
+            return 0
+        forgotten = 0
+        while batch := retention.sweep():
+            forgotten += batch
+        print(f"forgot {forgotten} closed more than {keep} ago (their audit events stay)")
     finally:
         service.close()
     return 0

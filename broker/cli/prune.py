@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from broker.errors import PruneRefused
 from broker.prune import (
@@ -51,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
             TokenProvider(service.registry.own_token),
             InsecureHosts(args.insecure_registry),
         )
+        started = time.time()  # what the walk saw holds from here (Plan.gone)
         try:
             states = walk(transport)
         except TailorError as exc:
@@ -65,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
             stagings=stagings,
             prefix=settings.registry_prefix,
             grace=grace,
+            now=started,
         )
         for repo, why in sorted(decided.kept.items()):
             print(f"keep    {repo}  ({why})")
@@ -84,12 +87,21 @@ def run(args: argparse.Namespace) -> int:
                 raise PruneRefused(f"stopped after {deleted} deletion(s): {exc}") from None
             service.registry.pruned(repo, digest, tags)
             deleted += 1
+        if args.apply and decided.gone:
+            # Only once every deletion is done: retention may then forget these rows.
+            service.registry.repositories_gone(decided.gone, int(started))
         n = len(decided.delete)
         what = "deleted" if args.apply else "would be deleted"
         print(
             f"{n} manifest(s) {what}; {_human(decided.freed_bytes)} of blobs no kept image "
             "uses" + (" (freed by garbage collection)" if args.apply else "")
         )
+        if decided.gone:
+            marked = "marked" if args.apply else "would be marked"
+            print(
+                f"{len(decided.gone)} closed staging(s) {marked} as having no repository left "
+                "(retention may forget them: BROKER_STAGING_RETENTION)"
+            )
         if args.apply and n:
             print(
                 "next: make the registry read-only or stop it, run "

@@ -6,7 +6,8 @@
 | ``clients`` | registered clients, verifying callers, spending each assertion once |
 | ``stagings`` | mint, look up, redeem, complete, cancel, sweep |
 | ``egress`` | egress discovery: the user's registry probed through the outbound guard |
-| ``registry`` | what internal-registry tokens grant; the broker's own tokens |
+| ``registry`` | what internal-registry tokens grant; the broker's own tokens; prune records |
+| ``retention`` | forgetting closed stagings whose repositories prune found gone |
 | ``auditors`` | the audit page's sessions |
 
 Routes (``broker/api``) reach keys, the store and the audit log only through this;
@@ -33,6 +34,7 @@ from broker.service.auditors import AuditorSessions
 from broker.service.clients import Clients
 from broker.service.egress import EgressProbes
 from broker.service.registry import RegistryGrants
+from broker.service.retention import Retention
 from broker.service.stagings import Stagings
 from broker.service.unit import Unit, Units
 from broker.settings import Settings
@@ -103,6 +105,7 @@ class Service:
         ring = RingWatcher(settings.keys_dir, keys.ring)
         self.stagings = Stagings(store, self.units, keys, ring, settings, clock)
         self.registry = RegistryGrants(self.units, keys, settings, clock)
+        self.retention = Retention(store, self.units, settings, clock)
         self.auditors = AuditorSessions(keys, self.clients)
         self.egress = EgressProbes(settings)
         self._probing = threading.Lock()
@@ -147,6 +150,12 @@ class Service:
         return [
             Job("sweeper", s.sweep_interval_seconds, self._sweep, "sweep failed"),
             Job(
+                "retention",
+                s.sweep_interval_seconds if s.staging_retention else 0,
+                self._forget,
+                "retention sweep failed",
+            ),
+            Job(
                 "audit-checkpoint",
                 s.audit_checkpoint_seconds,
                 self.audit.checkpoint,
@@ -165,6 +174,11 @@ class Service:
         closed = self.stagings.sweep()
         if closed:
             log.info("expired stagings closed", extra={"count": closed})
+
+    def _forget(self) -> None:
+        forgotten = self.retention.sweep()
+        if forgotten:
+            log.info("closed stagings forgotten", extra={"count": forgotten})
 
     def close(self) -> None:
         self.egress.close()

@@ -96,6 +96,12 @@ class RegistryGrants:
         access = [s for s in map(parse_scope, scopes) if s is not None]
         return self._issue("broker", access, _OWN_TOKEN_SECONDS, int(self._clock()))
 
+    def repositories_gone(self, staging_guids: list[str], at: int) -> int:
+        """Record that these closed stagings' repositories are gone for good, as the prune
+        walk that began at ``at`` found them (``broker.prune.Plan.gone``)."""
+        with self._units() as unit:
+            return unit.tx.mark_repositories_gone(staging_guids, at)
+
     def pruned(self, repository: str, digest: str, tags: list[str]) -> None:
         """Record that pruning deleted a manifest."""
         with self._units() as unit:

@@ -42,3 +42,6 @@ class StagingRow:
     redeemed_at: int | None
     closed_at: int | None
     result: str | None
+    repository_gone_at: int | None = None
+    """When a ``broker prune --apply`` walk began that found this closed staging's repository
+    empty for good (or emptied it); None until then. Retention forgets only such rows."""

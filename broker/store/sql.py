@@ -65,12 +65,24 @@ MIGRATIONS: list[list[str]] = [
         " expires_at BIGINT NOT NULL, PRIMARY KEY (client, key_id))",
         "CREATE INDEX idempotency_keys_expiry ON idempotency_keys (expires_at)",
     ],
+    [
+        # Retention of closed stagings (broker/service/retention.py): when prune found a
+        # closed staging's repository gone for good, and the index the retention sweep walks
+        # (closed rows so marked, oldest first).
+        "ALTER TABLE stagings ADD COLUMN repository_gone_at BIGINT",
+        "CREATE INDEX stagings_gone ON stagings (closed_at) WHERE repository_gone_at IS NOT NULL",
+    ],
 ]
 
 _STAGING_FIELDS = tuple(f.name for f in fields(StagingRow))  # the columns, in the row's order
 _STAGING_COLUMNS = ", ".join(_STAGING_FIELDS)
 _staging_values = operator.attrgetter(*_STAGING_FIELDS)
 _OPEN = "(" + ",".join(f"'{state}'" for state in OPEN_STATES) + ")"  # a constant: no parameters
+_FORGETTABLE = (
+    # The partial index stagings_gone serves it: its condition is spelled out.
+    f"repository_gone_at IS NOT NULL AND closed_at < ? AND state NOT IN {_OPEN}"
+)
+_CHUNK = 500  # parameters in one statement, well under either database's limit
 
 
 class SqlTx:
@@ -248,6 +260,46 @@ class SqlTx:
             (now, limit),
         )
         return [StagingRow(*r) for r in rows.fetchall()]
+
+    def mark_repositories_gone(self, staging_guids: Sequence[str], at: int) -> int:
+        """Record that the repositories of these closed stagings are gone for good, as a
+        prune walk that began at ``at`` found them (see ``broker.prune.plan``). A mark is
+        never moved or cleared, and an open staging is never marked. How many were marked."""
+        marked = 0
+        for i in range(0, len(staging_guids), _CHUNK):
+            chunk = staging_guids[i : i + _CHUNK]
+            cur = self._exec(
+                "UPDATE stagings SET repository_gone_at=?"
+                f" WHERE staging_guid IN ({_marks(chunk)}) AND state NOT IN {_OPEN}"
+                " AND closed_at IS NOT NULL AND repository_gone_at IS NULL",
+                (at, *chunk),
+            )
+            marked += int(cur.rowcount)
+        return marked
+
+    def forget_stagings(self, closed_before: int, limit: int) -> list[tuple[str, int]]:
+        """Delete at most ``limit`` closed stagings, oldest first, that closed before
+        ``closed_before`` and whose repository is known gone; (staging_guid, closed_at) of
+        each row this transaction deleted (a concurrent one may have taken some already)."""
+        rows = self._exec(
+            "DELETE FROM stagings WHERE staging_guid IN ("
+            f"SELECT staging_guid FROM stagings WHERE {_FORGETTABLE}"
+            f" ORDER BY closed_at LIMIT ?) AND {_FORGETTABLE}"
+            " RETURNING staging_guid, closed_at",
+            (closed_before, limit, closed_before),
+        )
+        return [(str(r[0]), int(r[1])) for r in rows.fetchall()]
+
+    def retention_counts(self, closed_before: int) -> tuple[int, int, int]:
+        """(closed stagings, of them with their repository known gone, of those closed
+        before ``closed_before``): what retention keeps and what it may forget."""
+        row = self._one(
+            "SELECT COUNT(*), COUNT(repository_gone_at),"
+            " COUNT(CASE WHEN repository_gone_at IS NOT NULL AND closed_at < ? THEN 1 END)"
+            f" FROM stagings WHERE state NOT IN {_OPEN}",
+            (closed_before,),
+        )
+        return (int(row[0]), int(row[1]), int(row[2])) if row else (0, 0, 0)
 
     # -- sealed credentials ---------------------------------------------------------------
 

@@ -8,7 +8,16 @@ from dataclasses import replace
 import pytest
 
 from broker.errors import PruneRefused
-from broker.prune import RepoState, Target, parse_duration, plan, read_lrps, sort_lrps, unnamed
+from broker.prune import (
+    SETTLED,
+    RepoState,
+    Target,
+    parse_duration,
+    plan,
+    read_lrps,
+    sort_lrps,
+    unnamed,
+)
 from broker.store.model import StagingRow
 
 NOW = time.time()
@@ -322,3 +331,58 @@ def test_what_an_lrp_image_keeps_nothing_of_is_listed_with_why() -> None:
             "the registry holds no repository staging/app/zz",
         ),
     ]
+
+
+def test_closed_stagings_whose_repository_is_gone_for_good() -> None:
+    """``gone``: closed long enough that nothing can push (SETTLED), and the repository
+    emptied of every tagged manifest by this plan, holding none, or not in the catalog."""
+    long_ago, lately = int(NOW) - SETTLED - 1, int(NOW) - SETTLED + 60
+    guids = ("emptied", "runs", "lately", "open", "untagged", "young", "marked")
+    states = [
+        RepoState(f"staging/app/{g}", tags={g: D["a"]}, blobs={D["a"]: {}})
+        for g in guids
+        if g != "untagged"
+    ] + [RepoState("staging/app/untagged")]  # blobs of a copy that never pushed its manifest
+    stagings = [
+        staging("emptied", closed_at=long_ago),
+        staging("runs", closed_at=long_ago),  # a desired LRP runs its image
+        staging("lately", closed_at=lately),  # a push token may still be valid
+        staging("open", state="redeemed"),
+        staging("untagged", state="failed", closed_at=long_ago),
+        staging("young", created_at=int(NOW) - SETTLED - 60, closed_at=long_ago),
+        staging("marked", closed_at=long_ago, repository_gone_at=long_ago),
+        staging("absent", state="expired", closed_at=long_ago),  # never pushed at all
+        staging("absent-lately", state="cancelled", closed_at=lately),
+        staging("absent-marked", closed_at=long_ago, repository_gone_at=long_ago),
+    ]
+    p = plan(
+        states,
+        target=Target.of("reg:5000"),
+        lrp_images=[f"reg:5000/staging/app/runs@{D['a']}"],
+        stagings=stagings,
+        prefix="staging",
+        grace=SETTLED + 3600,
+        now=NOW,
+    )
+    assert p.kept["staging/app/young"] == "younger than the grace period"
+    assert [repo for repo, _, _ in p.delete] == [
+        "staging/app/emptied",
+        "staging/app/lately",
+        "staging/app/marked",
+    ]
+    assert p.gone == ["absent", "emptied", "untagged"]
+
+
+def test_a_catalog_without_any_of_this_brokers_repositories_proves_nothing_gone() -> None:
+    """Another registry (or empty storage) lists none of the stagings: none is gone."""
+    old = int(NOW) - SETTLED - 1
+    p = plan(
+        [RepoState("elsewhere/thing", tags={"v1": D["f"]}, blobs={D["f"]: {}})],
+        target=Target.of("reg:5000"),
+        lrp_images=["reg:5000/elsewhere/thing:v1"],
+        stagings=[staging("s1", closed_at=old), staging("s2", state="expired", closed_at=old)],
+        prefix="staging",
+        grace=3600,
+        now=NOW,
+    )
+    assert p.delete == [] and p.gone == []

@@ -15,6 +15,7 @@ from broker.errors import OutcomeUnknown, StoreError
 from broker.keys import load_keys
 from broker.store import Store, open_store
 from broker.store.model import ClientRow, StagingRow
+from broker.store.sql import MIGRATIONS
 from tests.support.concurrency import together
 from tests.support.pgproxy import pg_proxy
 
@@ -41,7 +42,7 @@ ROW = StagingRow(
 
 
 def test_migrate_is_idempotent(store: Store) -> None:
-    assert store.migrate() == store.migrate() == 2
+    assert store.migrate() == store.migrate() == len(MIGRATIONS)
 
 
 def test_clients(store: Store) -> None:
@@ -92,6 +93,80 @@ def test_expired_stagings_are_found(store: Store) -> None:
         tx.insert_staging(replace(ROW, staging_guid="s3", expires_at=NOW + 5, state="cancelled"))
     with store.transaction() as tx:
         assert [s.staging_guid for s in tx.expired_stagings(NOW + 20)] == ["s2"]
+
+
+def closed(guid: str, state: str, closed_at: int) -> StagingRow:
+    return replace(ROW, staging_guid=guid, state=state, closed_at=closed_at)  # type: ignore[arg-type]
+
+
+def test_only_closed_stagings_with_their_repository_gone_are_forgotten(store: Store) -> None:
+    """Prune's mark goes on closed stagings only, once; retention deletes marked rows closed
+    before its cut-off, oldest first, at most as many as asked."""
+    with store.transaction() as tx:
+        for row in [
+            replace(ROW, staging_guid="open"),
+            replace(ROW, staging_guid="redeemed", state="redeemed", redeemed_at=NOW),
+            closed("old-1", "completed", NOW - 300),
+            closed("old-2", "expired", NOW - 200),
+            closed("unmarked", "failed", NOW - 400),  # the oldest, but prune never said
+            closed("young", "cancelled", NOW - 10),
+        ]:
+            tx.insert_staging(row)
+    with store.transaction() as tx:
+        marking = ["open", "redeemed", "old-1", "old-2", "young", "nobody"]
+        assert tx.mark_repositories_gone(marking, NOW - 100) == 3
+        assert tx.mark_repositories_gone(["old-1"], NOW) == 0  # a mark is never moved
+    with store.transaction() as tx:
+        marks = {s.staging_guid: s.repository_gone_at for s in tx.all_stagings()}
+        assert marks == {
+            "open": None,
+            "redeemed": None,
+            "old-1": NOW - 100,
+            "old-2": NOW - 100,
+            "unmarked": None,
+            "young": NOW - 100,
+        }
+        assert tx.retention_counts(NOW - 100) == (4, 3, 2)
+    with store.transaction() as tx:
+        assert tx.forget_stagings(NOW - 100, 1) == [("old-1", NOW - 300)]
+    with store.transaction() as tx:
+        assert tx.forget_stagings(NOW - 100, 10) == [("old-2", NOW - 200)]
+        assert tx.forget_stagings(NOW - 100, 10) == []
+        assert [s.staging_guid for s in tx.all_stagings()] == [
+            "open",
+            "redeemed",
+            "unmarked",
+            "young",
+        ]
+
+
+def test_replicas_forgetting_at_once_forget_each_row_once(database_url: str) -> None:
+    """Two stores (two replicas) run retention at once: every row goes, reported by one."""
+    a, b = open_store(database_url), open_store(database_url)
+    a.migrate()
+    try:
+        guids = [f"gone-{n:03}" for n in range(60)]
+        with a.transaction() as tx:
+            for n, guid in enumerate(guids):
+                tx.insert_staging(closed(guid, "completed", NOW - 1000 + n))
+            tx.mark_repositories_gone(guids, NOW - 500)
+
+        def forget(store: Store) -> list[str]:
+            out: list[str] = []
+            while True:
+                with store.transaction() as tx:
+                    batch = tx.forget_stagings(NOW, 7)
+                if not batch:
+                    return out
+                out += [guid for guid, _ in batch]
+
+        got = together([functools.partial(forget, s) for s in (a, b, a, b)])
+        assert sorted(guid for each in got for guid in each) == guids
+        with a.transaction() as tx:
+            assert tx.all_stagings() == []
+    finally:
+        a.close()
+        b.close()
 
 
 @pytest.fixture

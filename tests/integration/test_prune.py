@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 import subprocess
 from pathlib import Path
 
 import pytest
+import requests
 
 from tests.support.broker_api import minted_token
 from tests.support.brokerproc import broker_cli
@@ -123,6 +125,93 @@ def test_prune_keeps_what_runs_and_gc_frees_the_rest(secured: Secured, skopeo: S
             for blob in [layers["config"], *layers["layers"]]:
                 data = s.blob("puller", repo, blob["digest"])
                 assert "sha256:" + hashlib.sha256(data).hexdigest() == blob["digest"]
+
+
+def backdate_closings(s: Secured, seconds: int) -> None:
+    """Move every closed staging's creation and closing ``seconds`` into the past (as time
+    passing would): the broker's SQLite store, written directly."""
+    conn = sqlite3.connect(s.tmp / "broker.sqlite")
+    try:
+        with conn:
+            conn.execute(
+                "UPDATE stagings SET created_at = created_at - ?, closed_at = closed_at - ?"
+                " WHERE closed_at IS NOT NULL",
+                (seconds, seconds),
+            )
+    finally:
+        conn.close()
+
+
+def test_prune_marks_the_repositories_it_emptied_and_retention_forgets_only_those(
+    secured: Secured,
+) -> None:
+    """A staging's row goes only once its repository is gone for good: prune deleted its
+    images (or it never had any) at least SETTLED after it closed. A kept repository's
+    staging stays, and so does its repository on the next prune."""
+    s = secured
+    gone = push(s, f"{s.upstream.host}/acme/web:v1", "app-1", "stg-gone")
+    kept = push(s, f"{s.upstream.host}/acme/web:v1", "app-2", "stg-kept")
+    image_ref = f"{s.upstream.host}/acme/web:v1"
+    minted_token(
+        s.broker.url, s.clients["cc"], app_guid="app-3", staging_guid="stg-never", image=image_ref
+    )
+    cancelled = requests.delete(
+        f"{s.broker.url}/v1/stagings/stg-never",
+        headers=s.clients["cc"].headers(s.broker.url),
+        timeout=30,
+    )
+    assert cancelled.status_code == 204, cancelled.text  # closed, and never pushed anything
+    desired = lrps(kept)
+
+    def marks() -> dict[str, bool]:
+        rows = s.sql("SELECT staging_guid, repository_gone_at FROM stagings")
+        return {guid: at is not None for guid, at in rows}
+
+    # Just closed: a push token could still be valid, so prune deletes but marks nothing.
+    applied = prune(s, desired, "--grace", "0s", "--apply")
+    assert applied.returncode == 0, applied.stderr
+    assert "3 manifest(s) deleted" in applied.stdout  # the index and its two platforms
+    assert "marked" not in applied.stdout
+    assert marks() == {"stg-gone": False, "stg-kept": False, "stg-never": False}
+    repo, digest = gone.split("/", 1)[1].split("@")
+    assert s.manifest("puller", repo, digest).status_code == 404
+
+    # Three hours on: the emptied repository and the one never made are gone for good.
+    backdate_closings(s, 3 * 3600)
+    dry = prune(s, desired, "--grace", "0s")
+    assert dry.returncode == 0, dry.stderr
+    assert "2 closed staging(s) would be marked" in dry.stdout
+    assert marks() == {"stg-gone": False, "stg-kept": False, "stg-never": False}
+    applied = prune(s, desired, "--grace", "0s", "--apply")
+    assert applied.returncode == 0, applied.stderr
+    assert "0 manifest(s) deleted" in applied.stdout
+    assert "2 closed staging(s) marked as having no repository left" in applied.stdout
+    assert marks() == {"stg-gone": True, "stg-kept": False, "stg-never": True}
+
+    # Retention: the default keeps them 30 days; an hour's retention forgets them now.
+    report = broker_cli(s.env, "stagings", "retention")
+    assert report.returncode == 0, report.stderr
+    assert "3 closed staging(s) kept; 2 of them with their repository gone" in report.stdout
+    assert "0 of those closed more than 30d ago" in report.stdout
+    short = {**s.env, "BROKER_STAGING_RETENTION": "1h"}
+    assert "2 of those closed more than 1h ago" in broker_cli(short, "stagings", "retention").stdout
+    forgot = broker_cli(short, "stagings", "retention", "--apply")
+    assert forgot.returncode == 0, forgot.stderr
+    assert "forgot 2 closed more than 1h ago" in forgot.stdout
+    assert marks() == {"stg-kept": False}
+    events = [(e, json.loads(d)) for e, c, r, d in s.audit_all() if e == "stagings.forgotten"]
+    assert [(e, d["count"], d["retention_seconds"]) for e, d in events] == [
+        ("stagings.forgotten", 2, 3600)
+    ]
+    assert broker_cli(s.env, "audit", "verify").returncode == 0
+
+    # The next prune still judges the kept staging's repository, and deletes nothing.
+    again = prune(s, desired, "--grace", "0s", "--apply")
+    assert again.returncode == 0, again.stderr
+    assert "0 manifest(s) deleted" in again.stdout
+    kept_repo, kept_digest = kept.split("/", 1)[1].split("@")
+    assert f"keep    {kept_repo}@{kept_digest}  (a desired LRP runs it" in again.stdout
+    assert s.manifest("puller", kept_repo, kept_digest).status_code == 200
 
 
 @pytest.mark.parametrize(
