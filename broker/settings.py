@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     pull_credential_grace_seconds: int = Field(default=86400, ge=0, le=90 * 86400)
     """How long an app's older pull credentials keep working once a new one is issued
     (the platform's time to give running instances the new one)."""
+    puller_session_seconds: int = Field(default=900, ge=60, le=86400)
+    """How long a puller session (``docker-credential-stager``) can get registry tokens."""
     sweep_interval_seconds: float = Field(default=30.0, gt=0)
     staging_retention: int = Field(default=30 * 86400, ge=0)
     """Seconds a closed staging's row is kept after it closed, once ``broker prune --apply``

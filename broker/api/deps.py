@@ -27,6 +27,7 @@ __all__ = [
     "AsAuditorByForm",
     "AsCC",
     "AsCCOrTailor",
+    "AsPuller",
     "AsRegistryClient",
     "AsRegistryClientByForm",
     "AsTailor",
@@ -150,6 +151,7 @@ AsCC = Annotated[Call, Depends(Caller("cc"))]
 AsTailor = Annotated[Call, Depends(Caller("tailor"))]
 AsCCOrTailor = Annotated[Call, Depends(Caller("cc", "tailor"))]
 AsAuditor = Annotated[Call, Depends(Caller("auditor"))]
+AsPuller = Annotated[Call, Depends(Caller("puller"))]
 AsRegistryClient = Annotated[Call, Depends(Caller("tailor", "puller", basic=True))]
 AsRegistryClientByForm = Annotated[
     Call, Depends(Caller("tailor", "puller", form="password", form_user="username"))

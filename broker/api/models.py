@@ -149,6 +149,14 @@ class RegistryToken(BaseModel):
     identity token (the OAuth2 ``refresh_token`` grant takes it)."""
 
 
+class PullerSession(BaseModel):
+    username: str
+    """The puller's client id."""
+    password: str
+    """The session: many token requests, until ``expires_at``."""
+    expires_at: datetime.datetime
+
+
 class PullCredential(BaseModel):
     app_guid: str
     id: str

@@ -21,6 +21,7 @@ __all__ = [
     "CREDENTIALS_PURGED",
     "HASHED",
     "PRUNE_DELETED",
+    "PULLER_SESSION",
     "PULL_CREDENTIAL_ISSUED",
     "PULL_CREDENTIAL_REVOKED",
     "REGISTRY_TOKEN",
@@ -198,6 +199,12 @@ PULL_CREDENTIAL_REVOKED = Kind(
     frozenset({"app_guid"}),
     ("revoked",),
 )
+PULLER_SESSION = Kind(
+    "puller.session",
+    "a puller traded an assertion for a pull session (docker-credential-stager)",
+    "puller session",
+    detail=("expires_at",),
+)
 PRUNE_DELETED = Kind(
     "prune.deleted",
     "broker prune --apply deleted a manifest",
@@ -231,6 +238,7 @@ CATALOG: dict[str, Kind] = {
         REGISTRY_TOKEN,
         PULL_CREDENTIAL_ISSUED,
         PULL_CREDENTIAL_REVOKED,
+        PULLER_SESSION,
         PRUNE_DELETED,
         STAGINGS_FORGOTTEN,
     )

@@ -66,6 +66,12 @@ class RegistryGrants:
         with self._units() as unit:
             return self._grant(unit, username_of(app_guid), "app", app_guid, [], service, scopes)
 
+    def puller_token(self, client: str, service: str, scopes: list[str]) -> dict[str, Any]:
+        """The token answer for a puller's session (verified by the caller)."""
+        self._check(service)
+        with self._units() as unit:
+            return self._grant(unit, client, "puller", client, [], service, scopes)
+
     def _check(self, service: str) -> None:
         if service != self._settings.registry_service:
             raise Invalid(f"this broker issues tokens for {self._settings.registry_service!r} only")

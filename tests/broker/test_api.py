@@ -548,6 +548,7 @@ ACTING: dict[tuple[str, str], tuple[Role, dict[str, object]]] = {
     ("GET", "/v1/stagings/{staging_guid}/egress-rules"): ("cc", {}),
     ("GET", "/v1/registry-token"): ("puller", {"params": {"service": "internal-registry"}}),
     ("POST", "/v1/registry-token"): ("puller", {"data": OAUTH_FORM}),  # the form, below
+    ("POST", "/v1/puller-sessions"): ("puller", {}),
     ("POST", "/v1/apps/{app_guid}/pull-credentials"): ("cc", {}),
     ("GET", "/v1/apps/{app_guid}/pull-credentials"): ("cc", {}),
     ("DELETE", "/v1/apps/{app_guid}/pull-credentials"): ("cc", {}),

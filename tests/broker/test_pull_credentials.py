@@ -204,3 +204,52 @@ def test_the_secret_is_nowhere_but_in_its_answer(
     api.store.close()
     files = api.store.path.parent.glob(api.store.path.name + "*")
     assert secret.encode() not in b"".join(p.read_bytes() for p in files)
+
+
+def session(api: Api) -> Response:
+    return api.call("POST", "/v1/puller-sessions", api.clients.puller)
+
+
+def test_a_puller_session_serves_many_token_requests_for_pull_only(api: Api) -> None:
+    staged(api)
+    puller = api.clients.puller
+    r = session(api)
+    assert r.status_code == 201, r.text
+    assert r.headers["cache-control"] == "no-store"
+    user, secret = r.json()["username"], r.json()["password"]
+    assert user == puller.name and secret.startswith("stps1.")
+    for _ in range(5):
+        got = token(api, user, secret, f"repository:{REPO}:pull,push", "registry:catalog:*")
+        assert got.status_code == 200, got.text
+        assert granted(got) == [f"repository:{REPO}:pull"]
+    r = oauth(api, grant_type="password", username=user, password=secret,
+              scope=f"repository:{REPO}:pull", access_type="offline")  # fmt: skip
+    assert r.status_code == 200 and r.json()["refresh_token"] == secret
+    r = oauth(api, grant_type="refresh_token", refresh_token=secret,
+              scope=f"repository:{REPO}:pull")  # fmt: skip
+    assert r.status_code == 200 and granted(r) == [f"repository:{REPO}:pull"]
+    events = [(e.event, e.client) for e in api.service.audit.page(0, 1000)]
+    assert events.count(("puller.session", puller.name)) == 1
+    assert events.count(("registry.token", puller.name)) == 7
+    # Only a puller gets one.
+    assert api.call("POST", "/v1/puller-sessions", api.clients.cc).status_code == 403
+    assert api.call("POST", "/v1/puller-sessions", api.clients.tailor).status_code == 403
+
+
+def test_a_puller_session_ends(api: Api) -> None:
+    puller = api.clients.puller
+    secret = session(api).json()["password"]
+    assert token(api, "someone-else", secret).status_code == 401
+    body = secret[len("stps1.") :]
+    flipped = "stps1." + body[:-2] + ("A" if body[-2] != "A" else "B") + body[-1]
+    assert token(api, puller.name, flipped).status_code == 401
+    real = time.time
+    api.service.clock = lambda: real() + api.service.settings.puller_session_seconds + 1
+    assert token(api, puller.name, secret).status_code == 401  # expired
+    api.service.clock = real
+    assert token(api, puller.name, secret).status_code == 200
+    api.service.clients.remove(puller.name)
+    api.service.clients._cache.clear()  # the client cache's two seconds, skipped
+    assert token(api, puller.name, secret).status_code == 401  # no longer a puller
+    metrics = api.http.get("/metrics").text
+    assert 'stager_client_auth_failures_total{reason="pull_credential"} 4.0' in metrics

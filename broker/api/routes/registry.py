@@ -22,14 +22,15 @@ import binascii
 from typing import Annotated, Any
 from urllib.parse import parse_qs
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 
-from broker.api.deps import AsRegistryClient, AsRegistryClientByForm, Svc, offload
+from broker.api.deps import AsPuller, AsRegistryClient, AsRegistryClientByForm, Svc, offload
 from broker.api.errors import problem_responses
-from broker.api.models import RegistryToken
+from broker.api.models import PullerSession, RegistryToken, iso
 from broker.errors import Invalid, Unauthenticated
 from broker.service import Service
 from broker.service.pullcreds import is_pull_secret
+from broker.service.pullersessions import is_session
 
 router = APIRouter(prefix="/v1")
 
@@ -49,7 +50,12 @@ def _basic(request: Request) -> tuple[str, str] | None:
     return user, password
 
 
-async def _app_token(
+def _reusable(secret: str) -> bool:
+    """An app's pull credential or a puller's session: good for many token requests."""
+    return is_pull_secret(secret) or is_session(secret)
+
+
+async def _reused(
     service: Service,
     secret: str,
     user: str | None,
@@ -57,9 +63,16 @@ async def _app_token(
     scopes: list[str],
     offline: bool,
 ) -> dict[str, Any]:
+    """The token for a pull credential or a puller session; ``offline``: with the secret
+    as the refresh token (clients that keep an identity token)."""
+
     def work() -> dict[str, Any]:
-        app_guid = service.pull_credentials.verify(secret, user)
-        answer = service.registry.app_token(app_guid, audience, scopes)
+        if is_session(secret):
+            client = service.puller_sessions.verify(secret, user)
+            answer = service.registry.puller_token(client, audience, scopes)
+        else:
+            app_guid = service.pull_credentials.verify(secret, user)
+            answer = service.registry.app_token(app_guid, audience, scopes)
         if offline:
             answer["refresh_token"] = secret
         return answer
@@ -79,9 +92,9 @@ async def registry_token(
     offline_token: Annotated[str, Query(max_length=8)] = "",
 ) -> dict[str, Any]:
     basic = _basic(request)
-    if basic is not None and is_pull_secret(basic[1]):
+    if basic is not None and _reusable(basic[1]):
         offline = offline_token.lower() == "true"
-        return await _app_token(svc, basic[1], basic[0], service, _scopes(scope), offline)
+        return await _reused(svc, basic[1], basic[0], service, _scopes(scope), offline)
     return await call.run(lambda caller: svc.registry.token(caller, service, _scopes(scope)))
 
 
@@ -104,16 +117,30 @@ async def registry_token_oauth(
     offline = form.get("access_type", "") == "offline"
     if grant == "refresh_token":
         secret = form.get("refresh_token", "")
-        if not is_pull_secret(secret):
-            raise Unauthenticated("refresh token is not a pull credential", "invalid")
-        answer = await _app_token(svc, secret, None, audience, scopes, offline=True)
+        if not _reusable(secret):
+            raise Unauthenticated("refresh token is not a pull credential or session", "invalid")
+        answer = await _reused(svc, secret, None, audience, scopes, offline=True)
     elif grant == "password":
         user, password = form.get("username", ""), form.get("password", "")
-        if is_pull_secret(password):
-            answer = await _app_token(svc, password, user, audience, scopes, offline)
+        if _reusable(password):
+            answer = await _reused(svc, password, user, audience, scopes, offline)
         else:
             answer = await call.run(lambda caller: svc.registry.token(caller, audience, scopes))
     else:
         raise Invalid("grant_type must be password or refresh_token")
     answer["scope"] = " ".join(scopes)
     return answer
+
+
+@router.post(
+    "/puller-sessions",
+    status_code=201,
+    response_model=PullerSession,
+    responses=problem_responses(401, 403, 503),
+)
+async def puller_session(call: AsPuller, response: Response) -> PullerSession:
+    """A puller's assertion traded for a session: what ``docker-credential-stager`` hands a
+    registry client as the password of the puller's id (``broker/service/pullersessions.py``)."""
+    got = await call.run(lambda caller: call.service.puller_sessions.open(caller))
+    response.headers["Cache-Control"] = "no-store"
+    return PullerSession(username=got.client, password=got.secret, expires_at=iso(got.expires_at))
