@@ -25,7 +25,7 @@ _MAX_ANSWER = 64 * 1024
 _MAX_IDLE = 2.0
 """Seconds a kept-alive connection to the broker may idle and still be reused: well
 under the 5 s after which the broker (uvicorn) and the shipped HAProxy close one."""
-RETRY = RetryPolicy(attempts=4, base=0.5, cap=4.0, max_retry_after=10.0)
+RETRY = RetryPolicy(attempts=5, base=0.5, cap=4.0, max_retry_after=10.0)
 """A call whose answer was lost (the connection failed, or a balancer answered 502, 503
 or 504) is sent again, at most this often: safely, because each try carries a fresh
 assertion and a mint, redemption or completion carries the same Idempotency-Key in
