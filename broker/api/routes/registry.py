@@ -98,10 +98,32 @@ async def registry_token(
     return await call.run(lambda caller: svc.registry.token(caller, service, _scopes(scope)))
 
 
+_FORM = {
+    "type": "object",
+    "required": ["grant_type"],
+    "properties": {
+        "grant_type": {"type": "string", "enum": ["password", "refresh_token"]},
+        "service": {"type": "string"},
+        "scope": {"type": "string"},
+        "client_id": {"type": "string"},
+        "access_type": {"type": "string"},
+        "username": {"type": "string"},
+        "password": {"type": "string"},
+        "refresh_token": {"type": "string"},
+    },
+}
+
+
 @router.post(
     "/registry-token",
     response_model=RegistryToken,
     responses=problem_responses(400, 401, 403, 413, 415, 422, 503),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/x-www-form-urlencoded": {"schema": _FORM}},
+        }
+    },
 )
 async def registry_token_oauth(
     request: Request, call: AsRegistryClientByForm, svc: Svc
