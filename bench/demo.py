@@ -2,9 +2,12 @@
 
 Generates broker keys and two client key pairs (the Cloud Controller and the
 staging task) in a scratch folder, starts a private upstream registry (htpasswd)
-holding a generated two-platform image, an internal registry and `broker serve`,
-runs `tailor push` with the password in CF_DOCKER_PASSWORD, pulls the staged
-image back by digest with skopeo, prints it and the audit trail, stops everything.
+holding a generated two-platform image, `broker serve` and the internal registry
+it secures (its token realm is the broker), runs `tailor push` with the password
+in CF_DOCKER_PASSWORD, gets the app's pull credential as the platform would for
+its DesiredLRP, pulls the staged image by digest with skopeo as a cell would,
+through the broker's realm with that credential, prints it and the audit trail,
+and stops everything.
 """
 
 from __future__ import annotations
@@ -20,11 +23,14 @@ import time
 import uuid
 from pathlib import Path
 
+import requests
+
 from broker.audit import AuditLog
 from broker.store import open_store
-from tests.support.brokerproc import broker_env, provision, start_broker
+from tests.support.brokerproc import broker_env, broker_registry, provision, start_broker
 from tests.support.clients import new_client
 from tests.support.images import Layout, image, index
+from tests.support.processes import stop
 from tests.support.registry import Registry, start_registry
 
 
@@ -39,6 +45,7 @@ def main() -> int:
         password = secrets.token_urlsafe(18)  # only in this process's memory and env
         running: list[Registry] = []
         broker = None
+        registry: subprocess.Popen[bytes] | None = None
         try:
             step("building a two-platform image (4 layers each) as an OCI layout")
             layout = Layout(root / "layout")
@@ -53,11 +60,9 @@ def main() -> int:
             )
             layout.tag("v1", index(layout, [amd, arm]))
 
-            step("starting a private upstream registry (htpasswd) and an internal registry")
+            step("starting a private upstream registry (htpasswd)")
             upstream = start_registry(root / "upstream", htpasswd=("developer", password))
             running.append(upstream)
-            internal = start_registry(root / "internal")
-            running.append(internal)
             src = f"{upstream.host}/acme/web:v1"
             authfile = root / "auth.json"
             auth = base64.b64encode(f"developer:{password}".encode()).decode()
@@ -88,9 +93,14 @@ def main() -> int:
             cc, tailor = new_client("cloud-controller", "cc"), new_client("tailor", "tailor")
             key_files = provision(env, keys, [cc, tailor])
             broker = start_broker(env, root / "broker.log", self_audience=True)
+            env["BROKER_PUBLIC_URL"] = broker.url
             step(f"broker serving at {broker.url}")
+            registry, internal_host = broker_registry(
+                env, root, "internal", "--storage", "filesystem", "--root", str(root / "store")
+            )
+            step(f"internal registry at {internal_host}, its token realm the broker")
 
-            staging = str(uuid.uuid4())
+            staging, app = str(uuid.uuid4()), str(uuid.uuid4())
             step(
                 f"tailor push --docker-image {src} --docker-username developer "
                 f"(password from CF_DOCKER_PASSWORD), staging {staging}"
@@ -108,17 +118,19 @@ def main() -> int:
                     "--docker-username",
                     "developer",
                     "--app-guid",
-                    str(uuid.uuid4()),
+                    app,
                     "--staging-guid",
                     staging,
                     "--user",
                     "developer@example.com",
                     "--internal-registry",
-                    internal.host,
+                    internal_host,
                     "--insecure-registry",
                     upstream.host,
                     "--insecure-registry",
-                    internal.host,
+                    internal_host,
+                    "--insecure-registry",
+                    broker.url.removeprefix("http://"),  # the realm, plain HTTP on loopback
                     "--broker-url",
                     broker.url,
                     "--cc-client",
@@ -139,13 +151,28 @@ def main() -> int:
                 return out.returncode
             ref = out.stdout.strip().splitlines()[-1]
 
-            step(f"pulling {ref} back with skopeo, by digest")
+            step("the platform gets the app's pull credential (for its DesiredLRP)")
+            got = requests.post(
+                f"{broker.url}/v1/apps/{app}/pull-credentials",
+                headers=cc.headers(broker.url),
+                timeout=30,
+            )
+            got.raise_for_status()
+            user, secret = got.json()["username"], got.json()["password"]
+            cell_auth = root / "cell-auth.json"  # what a cell makes of the DesiredLRP's creds
+            cell_auth.touch(mode=0o600)
+            token = base64.b64encode(f"{user}:{secret}".encode()).decode()
+            cell_auth.write_text(json.dumps({"auths": {internal_host: {"auth": token}}}))
+            del secret, token
+            step(f"as a cell: pulling {ref} with skopeo, by digest, as {user}")
             subprocess.run(
                 [
                     "skopeo",
                     "copy",
                     "--quiet",
                     "--all",
+                    "--authfile",
+                    str(cell_auth),
                     "--src-tls-verify=false",
                     f"docker://{ref}",
                     f"oci:{root / 'pulled'}:check",
@@ -156,13 +183,15 @@ def main() -> int:
             step("audit trail")
             store = open_store(f"sqlite:///{root / 'broker.sqlite'}")
             for e in AuditLog(store, None).page(0, 1000):
-                what = e.staging_guid or e.detail.get("role", "")
+                what = e.staging_guid or e.app_guid or e.detail.get("role", "")
                 reason = f" ({e.reason})" if e.reason else ""
-                print(f"    {e.seq:>3} {e.at} {e.event:<20} {e.client or '':<18} {what}{reason}")
+                print(f"    {e.seq:>3} {e.at} {e.event:<24} {e.client or '':<18} {what}{reason}")
             store.close()
             step(f"done in {time.monotonic() - started:.1f} s; the app runs from:")
             print(ref)
         finally:
+            if registry is not None:
+                stop(registry)
             if broker is not None:
                 broker.stop()
             for reg in running:

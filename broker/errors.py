@@ -70,7 +70,15 @@ class Unauthenticated(Refusal):
     both ``rejected``). ``reason`` says more, for the log."""
 
     public = "client authentication failed"
-    KINDS = ("missing", "malformed", "rejected", "invalid", "replayed", "clock_skew")
+    KINDS = (
+        "missing",
+        "malformed",
+        "rejected",
+        "invalid",
+        "replayed",
+        "clock_skew",
+        "pull_credential",
+    )
 
     def __init__(self, reason: str, kind: str = "rejected") -> None:
         assert kind in self.KINDS, kind

@@ -6,6 +6,8 @@ Isolation policy, for repositories named ``<prefix>/<app_guid>/<staging_guid>``:
   (minted for it, not completed, failed, cancelled or expired), and pull on that
   app's other repositories (its earlier stagings: the mount sources);
 - a ``puller`` (the cells) gets pull on every repository under the prefix;
+- an ``app`` (a per-app pull credential, ``broker/service/pullcreds.py``; the client is
+  the app guid) gets pull on that app's repositories, and nothing else;
 - nobody gets ``delete`` or ``registry:catalog:*`` here: those are the broker's
   own (pruning), minted internally, never over HTTP;
 - everything else is refused. Grants are intersected with what was asked.
@@ -68,6 +70,12 @@ def decide(
         return ()  # "a/../b", "a//b": not a name; never left to the registry to refuse
     if role == "puller":
         return tuple(sorted(wanted & {"pull"})) if name.startswith(prefix_namespace(prefix)) else ()
+    if role == "app":
+        return (
+            tuple(sorted(wanted & {"pull"}))
+            if name.startswith(app_namespace(prefix, client))
+            else ()
+        )
     if role != "tailor":
         return ()
     allowed: set[str] = set()

@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     idempotency_seconds: int = Field(default=300, ge=10, le=3600)
     """How long a mint, redemption or completion sent with an ``Idempotency-Key`` can be
     repeated with that key for the same answer (broker/service/idempotency.py)."""
+    pull_credential_grace_seconds: int = Field(default=86400, ge=0, le=90 * 86400)
+    """How long an app's older pull credentials keep working once a new one is issued
+    (the platform's time to give running instances the new one)."""
+    puller_session_seconds: int = Field(default=900, ge=60, le=86400)
+    """How long a puller session (``docker-credential-stager``) can get registry tokens."""
     sweep_interval_seconds: float = Field(default=30.0, gt=0)
     staging_retention: int = Field(default=30 * 86400, ge=0)
     """Seconds a closed staging's row is kept after it closed, once ``broker prune --apply``

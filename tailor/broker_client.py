@@ -241,5 +241,12 @@ class BrokerClient:
             repeatable=True,
         )
 
+    def puller_session(self) -> dict[str, Any]:
+        """A puller session (``POST /v1/puller-sessions``): the client id and a secret the
+        realm takes for many token requests. A lost answer is asked again: each try is a
+        new session, and a lost one only ends."""
+        answer: dict[str, Any] = self._call("POST", "/v1/puller-sessions", None, "a puller session")
+        return answer
+
     def cancel(self, staging_guid: str) -> None:
         self._call("DELETE", f"/v1/stagings/{staging_guid}", None, "the cancellation")

@@ -27,7 +27,9 @@ __all__ = [
     "AsAuditorByForm",
     "AsCC",
     "AsCCOrTailor",
+    "AsPuller",
     "AsRegistryClient",
+    "AsRegistryClientByForm",
     "AsTailor",
     "Call",
     "Caller",
@@ -112,15 +114,23 @@ class Caller:
     password (how registry clients speak to a token server). ``form``: the assertion is
     this field of a form body instead (the audit page's login form)."""
 
-    def __init__(self, *roles: Role, basic: bool = False, form: str | None = None) -> None:
+    def __init__(
+        self,
+        *roles: Role,
+        basic: bool = False,
+        form: str | None = None,
+        form_user: str | None = None,
+    ) -> None:
         self.roles = roles
         self.basic = basic
         self.form = form
+        self.form_user = form_user
 
     async def __call__(self, request: Request) -> Call:
         if self.form is not None:
-            body = (await request.body()).decode(errors="replace")
-            assertion, user = (parse_qs(body).get(self.form) or [""])[0].strip(), None
+            fields = parse_qs((await request.body()).decode(errors="replace"))
+            assertion = (fields.get(self.form) or [""])[0].strip()
+            user = (fields.get(self.form_user) or [""])[0] if self.form_user else None
         else:
             assertion, user = _credentials(request, self.basic)
         return Call(await get_service(request), assertion, self.roles, user)
@@ -141,5 +151,11 @@ AsCC = Annotated[Call, Depends(Caller("cc"))]
 AsTailor = Annotated[Call, Depends(Caller("tailor"))]
 AsCCOrTailor = Annotated[Call, Depends(Caller("cc", "tailor"))]
 AsAuditor = Annotated[Call, Depends(Caller("auditor"))]
+AsPuller = Annotated[Call, Depends(Caller("puller"))]
 AsRegistryClient = Annotated[Call, Depends(Caller("tailor", "puller", basic=True))]
+AsRegistryClientByForm = Annotated[
+    Call, Depends(Caller("tailor", "puller", form="password", form_user="username"))
+]
+"""The OAuth2 form of a token request: the client id as ``username``, the assertion as
+``password``."""
 AsAuditorByForm = Annotated[Call, Depends(Caller("auditor", form="assertion"))]

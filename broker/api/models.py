@@ -142,3 +142,36 @@ class RegistryToken(BaseModel):
     access_token: str
     expires_in: int
     issued_at: str
+    scope: str | None = None
+    """The scopes asked (OAuth2 answers, ``POST``)."""
+    refresh_token: str | None = None
+    """For a pull credential asked ``offline``: the secret again, for clients that keep an
+    identity token (the OAuth2 ``refresh_token`` grant takes it)."""
+
+
+class PullerSession(BaseModel):
+    username: str
+    """The puller's client id."""
+    password: str
+    """The session: many token requests, until ``expires_at``."""
+    expires_at: datetime.datetime
+
+
+class PullCredential(BaseModel):
+    app_guid: str
+    id: str
+    username: str
+    password: str
+    """The secret: shown once, stored by the broker as a hash only."""
+    created_at: datetime.datetime
+    replaced_until: datetime.datetime | None
+    """When the app's earlier credentials stop working (null: there were none)."""
+
+
+class PullCredentialInfo(BaseModel):
+    id: str
+    created_at: datetime.datetime
+    created_by: str
+    expires_at: datetime.datetime | None
+    revoked_at: datetime.datetime | None
+    live: bool

@@ -21,6 +21,9 @@ __all__ = [
     "CREDENTIALS_PURGED",
     "HASHED",
     "PRUNE_DELETED",
+    "PULLER_SESSION",
+    "PULL_CREDENTIAL_ISSUED",
+    "PULL_CREDENTIAL_REVOKED",
     "REGISTRY_TOKEN",
     "REQUEST_REPEATED",
     "STAGINGS_FORGOTTEN",
@@ -178,8 +181,29 @@ REGISTRY_TOKEN = Kind(
     "registry.token",
     "the internal registry's token server answered; reason 'refused' if a scope was cut",
     "registry.token",
-    frozenset({"staging_guid", "reason"}),
+    frozenset({"staging_guid", "app_guid", "reason"}),
     ("service", "granted", "refused"),
+)
+PULL_CREDENTIAL_ISSUED = Kind(
+    "pull_credential.issued",
+    "cc got a pull credential for an app; detail.replaced: the ones it rotates out, live"
+    " until detail.replaced_until",
+    "pull credential issued",
+    frozenset({"app_guid"}),
+    ("id", "replaced", "replaced_until"),
+)
+PULL_CREDENTIAL_REVOKED = Kind(
+    "pull_credential.revoked",
+    "cc revoked an app's pull credentials (the app was deleted)",
+    "pull credentials revoked",
+    frozenset({"app_guid"}),
+    ("revoked",),
+)
+PULLER_SESSION = Kind(
+    "puller.session",
+    "a puller traded an assertion for a pull session (docker-credential-stager)",
+    "puller session",
+    detail=("expires_at",),
 )
 PRUNE_DELETED = Kind(
     "prune.deleted",
@@ -212,6 +236,9 @@ CATALOG: dict[str, Kind] = {
         CLIENT_ADDED,
         CLIENT_REMOVED,
         REGISTRY_TOKEN,
+        PULL_CREDENTIAL_ISSUED,
+        PULL_CREDENTIAL_REVOKED,
+        PULLER_SESSION,
         PRUNE_DELETED,
         STAGINGS_FORGOTTEN,
     )

@@ -7,6 +7,8 @@
 | ``stagings`` | mint, look up, redeem, complete, cancel, sweep |
 | ``egress`` | egress discovery: the user's registry probed through the outbound guard |
 | ``registry`` | what internal-registry tokens grant; the broker's own tokens; prune records |
+| ``pullcreds`` | per-app pull credentials: issue, rotate, revoke, verify |
+| ``pullersessions`` | a puller's assertion traded for a reusable, short-lived pull session |
 | ``retention`` | forgetting closed stagings whose repositories prune found gone |
 | ``auditors`` | the audit page's sessions |
 
@@ -33,6 +35,8 @@ from broker.keys import RingWatcher, jwks, load_keys
 from broker.service.auditors import AuditorSessions
 from broker.service.clients import Clients
 from broker.service.egress import EgressProbes
+from broker.service.pullcreds import PullCredentials
+from broker.service.pullersessions import PullerSessions
 from broker.service.registry import RegistryGrants
 from broker.service.retention import Retention
 from broker.service.stagings import Stagings
@@ -106,6 +110,10 @@ class Service:
         self.stagings = Stagings(store, self.units, keys, ring, settings, clock)
         self.registry = RegistryGrants(self.units, keys, settings, clock)
         self.retention = Retention(store, self.units, settings, clock)
+        self.pull_credentials = PullCredentials(store, self.units, settings, clock)
+        self.puller_sessions = PullerSessions(
+            keys.fingerprint_key, self.units, self.clients.get, settings, clock
+        )
         self.auditors = AuditorSessions(keys, self.clients)
         self.egress = EgressProbes(settings)
         self._probing = threading.Lock()

@@ -17,8 +17,10 @@ from broker.registryauth import (
     issue_token,
     parse_scope,
 )
-from broker.service.unit import Units
+from broker.service.pullcreds import username_of
+from broker.service.unit import Unit, Units
 from broker.settings import Settings
+from broker.store.model import StagingRow
 from tailor.naming import staging_repository
 
 __all__ = ["RegistryGrants"]
@@ -50,44 +52,74 @@ class RegistryGrants:
     def token(self, caller: Authenticated, service: str, scopes: list[str]) -> dict[str, Any]:
         """Distribution's token answer for ``caller``: what the policy grants of ``scopes``.
         Every answer is audited, with what was granted and what was cut."""
-        settings = self._settings
-        if service != settings.registry_service:
-            raise Invalid(f"this broker issues tokens for {settings.registry_service!r} only")
-        prefix = settings.registry_prefix
-        granted: list[Scope] = []
-        refused: list[str] = []
+        self._check(service)
         with self._units(caller) as unit:
             stagings = unit.tx.open_stagings_for(caller.name) if caller.role == "tailor" else []
-            for text in scopes[:MAX_SCOPES]:
-                scope = parse_scope(text)
-                actions = decide(caller.role, caller.name, scope, stagings, prefix) if scope else ()
-                if scope is not None and actions:
-                    granted.append(Scope(scope.type, scope.name, actions))
-                if scope is None or set(scope.actions) - set(actions):
-                    refused.append(text[:200])
-            names = {a.name for a in granted}
-            staging = next(
-                (
-                    s.staging_guid
-                    for s in stagings
-                    if staging_repository(prefix, s.app_guid, s.staging_guid) in names
-                ),
-                None,
+            return self._grant(
+                unit, caller.name, caller.role, caller.name, stagings, service, scopes
             )
-            unit.audit(
-                events.REGISTRY_TOKEN(
-                    client=caller.name,
-                    staging_guid=staging,
-                    reason="refused" if refused else None,
-                    detail={
-                        "service": service,
-                        "granted": [str(a) for a in granted],
-                        "refused": refused,
-                    },
-                )
+
+    def app_token(self, app_guid: str, service: str, scopes: list[str]) -> dict[str, Any]:
+        """The token answer for an app's pull credential (verified by the caller): pull on
+        that app's repositories, audited like any other."""
+        self._check(service)
+        with self._units() as unit:
+            return self._grant(unit, username_of(app_guid), "app", app_guid, [], service, scopes)
+
+    def puller_token(self, client: str, service: str, scopes: list[str]) -> dict[str, Any]:
+        """The token answer for a puller's session (verified by the caller)."""
+        self._check(service)
+        with self._units() as unit:
+            return self._grant(unit, client, "puller", client, [], service, scopes)
+
+    def _check(self, service: str) -> None:
+        if service != self._settings.registry_service:
+            raise Invalid(f"this broker issues tokens for {self._settings.registry_service!r} only")
+
+    def _grant(
+        self,
+        unit: Unit,
+        subject: str,
+        role: str,
+        client: str,
+        stagings: list[StagingRow],
+        service: str,
+        scopes: list[str],
+    ) -> dict[str, Any]:
+        prefix = self._settings.registry_prefix
+        granted: list[Scope] = []
+        refused: list[str] = []
+        for text in scopes[:MAX_SCOPES]:
+            scope = parse_scope(text)
+            actions = decide(role, client, scope, stagings, prefix) if scope else ()
+            if scope is not None and actions:
+                granted.append(Scope(scope.type, scope.name, actions))
+            if scope is None or set(scope.actions) - set(actions):
+                refused.append(text[:200])
+        names = {a.name for a in granted}
+        staging = next(
+            (
+                s.staging_guid
+                for s in stagings
+                if staging_repository(prefix, s.app_guid, s.staging_guid) in names
+            ),
+            None,
+        )
+        unit.audit(
+            events.REGISTRY_TOKEN(
+                client=subject,
+                staging_guid=staging,
+                app_guid=client if role == "app" else None,
+                reason="refused" if refused else None,
+                detail={
+                    "service": service,
+                    "granted": [str(a) for a in granted],
+                    "refused": refused,
+                },
             )
-        lifetime, now = settings.registry_token_seconds, int(self._clock())
-        token = self._issue(caller.name, granted, lifetime, now)
+        )
+        lifetime, now = self._settings.registry_token_seconds, int(self._clock())
+        token = self._issue(subject, granted, lifetime, now)
         issued = timestamp(now)
         return {"token": token, "access_token": token, "expires_in": lifetime, "issued_at": issued}
 

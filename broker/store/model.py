@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-__all__ = ["OPEN_STATES", "ROLES", "ClientRow", "Role", "StagingRow", "State"]
+__all__ = ["OPEN_STATES", "ROLES", "ClientRow", "PullCredentialRow", "Role", "StagingRow", "State"]
 
 Role = Literal["cc", "tailor", "auditor", "puller"]
 ROLES: tuple[Role, ...] = get_args(Role)
@@ -45,3 +45,18 @@ class StagingRow:
     repository_gone_at: int | None = None
     """When a ``broker prune --apply`` walk began that found this closed staging's repository
     empty for good (or emptied it); None until then. Retention forgets only such rows."""
+
+
+@dataclass(frozen=True)
+class PullCredentialRow:
+    """One pull credential of an app (``broker/service/pullcreds.py``): its secret's
+    SHA-256 only. Live while not revoked and not past ``expires_at`` (None: no end; a
+    rotation sets the end of those it replaces)."""
+
+    id: str
+    app_guid: str
+    secret_hash: str
+    created_at: int
+    created_by: str
+    expires_at: int | None
+    revoked_at: int | None

@@ -15,7 +15,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import fields
 from typing import Any
 
-from broker.store.model import OPEN_STATES, ClientRow, StagingRow
+from broker.store.model import OPEN_STATES, ClientRow, PullCredentialRow, StagingRow
 
 __all__ = ["MIGRATIONS", "PROBE_ROWS", "SqlTx"]
 
@@ -72,8 +72,20 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE stagings ADD COLUMN repository_gone_at BIGINT",
         "CREATE INDEX stagings_gone ON stagings (closed_at) WHERE repository_gone_at IS NOT NULL",
     ],
+    [
+        # Per-app pull credentials (broker/service/pullcreds.py): the secret's hash only.
+        "CREATE TABLE pull_credentials ("
+        " id TEXT PRIMARY KEY, app_guid TEXT NOT NULL, secret_hash TEXT NOT NULL,"
+        " created_at BIGINT NOT NULL, created_by TEXT NOT NULL, expires_at BIGINT,"
+        " revoked_at BIGINT)",
+        "CREATE INDEX pull_credentials_app ON pull_credentials (app_guid)",
+        "CREATE INDEX stagings_app ON stagings (app_guid, state)",
+    ],
 ]
 
+_PULL_FIELDS = tuple(f.name for f in fields(PullCredentialRow))
+_PULL_COLUMNS = ", ".join(_PULL_FIELDS)
+_pull_values = operator.attrgetter(*_PULL_FIELDS)
 _STAGING_FIELDS = tuple(f.name for f in fields(StagingRow))  # the columns, in the row's order
 _STAGING_COLUMNS = ", ".join(_STAGING_FIELDS)
 _staging_values = operator.attrgetter(*_STAGING_FIELDS)
@@ -200,6 +212,66 @@ class SqlTx:
     def forget_idempotency(self, before: int) -> int:
         cur = self._exec("DELETE FROM idempotency_keys WHERE expires_at <= ?", (before,))
         return int(cur.rowcount)
+
+    # -- pull credentials -----------------------------------------------------------------
+
+    def insert_pull_credential(self, row: PullCredentialRow) -> None:
+        self._exec(_insert("pull_credentials", _PULL_FIELDS), _pull_values(row))
+
+    def get_pull_credential(self, credential_id: str) -> PullCredentialRow | None:
+        row = self._one(
+            f"SELECT {_PULL_COLUMNS} FROM pull_credentials WHERE id=?", (credential_id,)
+        )
+        return PullCredentialRow(*row) if row else None
+
+    def pull_credentials_of(self, app_guid: str) -> list[PullCredentialRow]:
+        rows = self._exec(
+            f"SELECT {_PULL_COLUMNS} FROM pull_credentials WHERE app_guid=?"
+            " ORDER BY created_at, id",
+            (app_guid,),
+        )
+        return [PullCredentialRow(*r) for r in rows.fetchall()]
+
+    def expire_pull_credentials(self, app_guid: str, at: int) -> list[str]:
+        """Make the app's live credentials expire at ``at`` (or sooner, if they already
+        do); the ids so changed."""
+        live = [
+            str(r[0])
+            for r in self._exec(
+                "SELECT id FROM pull_credentials WHERE app_guid=? AND revoked_at IS NULL"
+                " AND (expires_at IS NULL OR expires_at > ?)",
+                (app_guid, at),
+            ).fetchall()
+        ]
+        if live:
+            self._exec(
+                f"UPDATE pull_credentials SET expires_at=? WHERE id IN ({_marks(live)})",
+                (at, *live),
+            )
+        return live
+
+    def revoke_pull_credentials(self, app_guid: str, now: int) -> list[str]:
+        """Revoke every credential of the app not revoked yet; their ids."""
+        ids = [
+            str(r[0])
+            for r in self._exec(
+                "SELECT id FROM pull_credentials WHERE app_guid=? AND revoked_at IS NULL"
+                " ORDER BY id",
+                (app_guid,),
+            ).fetchall()
+        ]
+        if ids:
+            self._exec(
+                f"UPDATE pull_credentials SET revoked_at=? WHERE id IN ({_marks(ids)})",
+                (now, *ids),
+            )
+        return ids
+
+    def app_has_completed_staging(self, app_guid: str) -> bool:
+        row = self._one(
+            "SELECT 1 FROM stagings WHERE app_guid=? AND state='completed' LIMIT 1", (app_guid,)
+        )
+        return row is not None
 
     # -- stagings -------------------------------------------------------------------------
 

@@ -538,6 +538,7 @@ def test_the_sweeper_thread_expires_stagings(settings: Settings, clients) -> Non
 # Every route that acts for a client, with a request its schema accepts, and an allowed role.
 # One row a route: the formatter would spread each over several lines and hide the table.
 PUBLIC_MINT = staging_token_body(staging_guid="s", username=None, password=None)
+OAUTH_FORM = {"grant_type": "password", "service": "internal-registry"}
 ACTING: dict[tuple[str, str], tuple[Role, dict[str, object]]] = {
     ("POST", "/v1/staging-tokens"): ("cc", {"json": PUBLIC_MINT}),
     ("POST", "/v1/staging-tokens/lookup"): ("cc", {"json": {"token": "st1.x.y"}}),
@@ -546,6 +547,11 @@ ACTING: dict[tuple[str, str], tuple[Role, dict[str, object]]] = {
     ("DELETE", "/v1/stagings/{staging_guid}"): ("cc", {}),
     ("GET", "/v1/stagings/{staging_guid}/egress-rules"): ("cc", {}),
     ("GET", "/v1/registry-token"): ("puller", {"params": {"service": "internal-registry"}}),
+    ("POST", "/v1/registry-token"): ("puller", {"data": OAUTH_FORM}),  # the form, below
+    ("POST", "/v1/puller-sessions"): ("puller", {}),
+    ("POST", "/v1/apps/{app_guid}/pull-credentials"): ("cc", {}),
+    ("GET", "/v1/apps/{app_guid}/pull-credentials"): ("cc", {}),
+    ("DELETE", "/v1/apps/{app_guid}/pull-credentials"): ("cc", {}),
     ("GET", "/v1/audit"): ("auditor", {}),
     ("GET", "/v1/audit/verify"): ("auditor", {}),
     ("POST", "/audit/login"): ("auditor", {"follow_redirects": False}),  # the form, below
@@ -557,9 +563,21 @@ def _send(api: Api, method: str, url: str, assertion: str, kwargs: dict[str, obj
     login form)."""
     if url == "/audit/login":
         kwargs = {**kwargs, "data": {"assertion": assertion}}
+    elif method == "POST" and url == "/v1/registry-token":
+        who = _client_of(api, assertion)
+        data = {**kwargs["data"], "username": who, "password": assertion}  # type: ignore[dict-item]
+        kwargs = {**kwargs, "data": data}
     else:
         kwargs = {**kwargs, "headers": {"Authorization": f"Bearer {assertion}"}}
     return api.http.request(method, url, **kwargs)  # type: ignore[arg-type]
+
+
+def _client_of(api: Api, assertion: str) -> str:
+    """The client an assertion names (its ``iss``)."""
+    import base64 as b64
+
+    claims = json.loads(b64.urlsafe_b64decode(assertion.split(".")[1] + "=="))
+    return str(claims["iss"])
 
 
 def _unauthenticated(response) -> bool:
@@ -591,6 +609,7 @@ def test_every_acting_route_spends_its_assertion_once(api: Api) -> None:
         # Staging "s" is the one the first row mints; egress rules ask about no staging
         # (a real one would probe its registry over the network).
         url = path.replace("{staging_guid}", "none" if "egress" in path else "s")
+        url = url.replace("{app_guid}", "app-1")
         for who in (by_role[role], by_role["puller" if role != "puller" else "cc"]):
             assertion = who.assertion(AUD)
             first = _send(api, method, url, assertion, kwargs)

@@ -27,9 +27,15 @@ def test_demo_runs_end_to_end() -> None:
     guid = "[0-9a-f-]{36}"
     assert re.fullmatch(rf"127\.0\.0\.1:\d+/staging/{guid}/{guid}@sha256:[0-9a-f]{{64}}", lines[-1])
     trail = [line.split()[2] for line in lines if re.match(r"\s+\d+ \d{4}-", line)]
-    assert trail[-4:] == [
+    staging = [e for e in trail if e != "registry.token"]
+    assert staging[-5:] == [
         "token.issued",
         "token.redeemed",
         "staging.completed",
         "credentials.purged",
+        "pull_credential.issued",  # the platform, for the app's DesiredLRP
     ]
+    # The tailor's push tokens, then the cell's pull through the realm, with the app's
+    # credential: the last event.
+    assert "registry.token" in trail[: trail.index("staging.completed")]
+    assert trail[-1] == "registry.token" and f"app-{lines[-1].split('/')[2]}" in run.stdout

@@ -2,11 +2,11 @@
 
 from fastapi import APIRouter
 
-from broker.api.routes import audit, auditpage, meta, registry, stagings, tokens
+from broker.api.routes import apps, audit, auditpage, meta, registry, stagings, tokens
 
 __all__ = ["ROUTERS"]
 
 ROUTERS: tuple[APIRouter, ...] = tuple(
-    module.router for module in (audit, registry, auditpage, tokens, stagings, meta)
+    module.router for module in (audit, registry, auditpage, tokens, stagings, apps, meta)
 )
 """Every router the app serves, in the order it includes them."""
