@@ -2,7 +2,7 @@
 
 ``registry`` (Distribution, skopeo), ``postgres`` (a real PostgreSQL), ``browser`` (Chromium)
 and ``slow`` (processes such as ``broker serve``, haproxy, moto, the tailor or broker command,
-or more than about 2 s). ``make test-fast`` deselects all four.
+podman, containerd or ``ctr``, or more than about 2 s). ``make test-fast`` deselects all four.
 
 A fixture that needs one says so with ``@applies(...)``; tests/conftest.py marks every test
 that uses it (directly or through another fixture). A test module that starts things by hand

@@ -3,7 +3,9 @@
 It forwards every request unchanged (Host included, so the registry's Location
 headers point back at the proxy), counts blob downloads, and on request cuts a
 blob download half-way, flips a byte in one, answers with retryable errors, fails
-blob upload PUTs with a 502, or redirects blob GETs to a separate "storage" host.
+blob upload PUTs with a 502, redirects blob GETs to a separate "storage" host, or holds
+each successful answer for a manifest or blob back for a while (a slow pull). A header
+sent several times (as containers/image sends ``Accept``) is forwarded as many times.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import http.client
 import re
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 _BLOB_GET = re.compile(r"^/v2/(.+)/blobs/(sha256:[a-f0-9]{64})$")
+_SLOWED = re.compile(r"^/v2/.+/(blobs|manifests)/[^/]+$")
 _HOP = {"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "proxy-connection"}
 
 
@@ -29,6 +33,7 @@ class Faults:
     redirect_to: str | None = None  # "http://host:port": 307 blob GETs there
     fail_paths: set[str] = field(default_factory=set)  # path substrings: always 500
     fail_upload_puts: int = 0  # swallow this many blob upload PUTs, then answer 502
+    slow: float = 0.0  # seconds to hold back a manifest's or blob's successful answer
 
 
 class Proxy:
@@ -39,6 +44,7 @@ class Proxy:
         self.blob_bytes = 0
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self.ranges: list[str] = []
+        self.answered: list[tuple[str, str, int]] = []  # method, path, the registry's status
         self._lock = threading.Lock()
         proxy = self
 
@@ -68,7 +74,7 @@ class Proxy:
 
     def _handle(self, h: BaseHTTPRequestHandler) -> None:
         path = h.path.split("?", 1)[0]
-        headers = {k: v for k, v in h.headers.items() if k.lower() not in _HOP}
+        headers = [(k, v) for k, v in h.headers.items() if k.lower() not in _HOP]
         with self._lock:
             self.requests.append((h.command, h.path, dict(h.headers.items())))
             injected = self.faults.statuses.pop(0) if self.faults.statuses else None
@@ -104,8 +110,12 @@ class Proxy:
             h.end_headers()
             return
         conn = http.client.HTTPConnection(self.backend, timeout=60)
-        conn.request(h.command, h.path, body=body, headers=headers)
+        _send(conn, h.command, h.path, headers, body)
         resp = conn.getresponse()
+        with self._lock:
+            self.answered.append((h.command, h.path, resp.status))
+        if self.faults.slow and resp.status < 300 and _SLOWED.match(path):
+            time.sleep(self.faults.slow)  # after the registry checked the request
         digest = blob.group(2) if blob and resp.status in (200, 206) else None
         if digest:
             with self._lock:
@@ -169,6 +179,25 @@ class Proxy:
             if digest:
                 with self._lock:
                     self.blob_bytes += len(chunk)
+
+
+def _send(
+    conn: http.client.HTTPConnection,
+    method: str,
+    path: str,
+    headers: list[tuple[str, str]],
+    body: bytes | None,
+) -> None:
+    """Send a request with ``headers`` as they came, repeated ones included."""
+    names = {k.lower() for k, _ in headers}
+    conn.putrequest(
+        method, path, skip_host="host" in names, skip_accept_encoding="accept-encoding" in names
+    )
+    for k, v in headers:
+        conn.putheader(k, v)
+    if body is not None and "content-length" not in names:
+        conn.putheader("Content-Length", str(len(body)))
+    conn.endheaders(body)
 
 
 def _read_chunked(h: BaseHTTPRequestHandler) -> bytes:

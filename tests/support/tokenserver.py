@@ -1,9 +1,17 @@
 """A small token server for Distribution's ``auth: token`` (test-only, on loopback).
 
-GET with Basic credentials, and OAuth2 POST (password and refresh_token grants).
+GET with Basic credentials, and OAuth2 POST (password and refresh_token grants; or 405,
+as a GET-only realm answers). Refresh tokens are answered to a good POST (to a GET too
+with ``refresh_on_get``), and accepted in a refresh_token grant.
 Tokens are ES256 JWTs whose ``x5c`` header carries the self-signed certificate the
 registry trusts: Distribution 2.8 accepts them when ``iss`` is its configured issuer,
 ``aud`` its service and the certificate is in its ``rootcertbundle``.
+
+It records every request (:class:`Call`): method, grant, scopes, the query or form
+(a password masked), the Basic user, the refresh token presented and the one handed
+out, so tests can pin down what a client sends to a realm. Distribution accepts a
+token until 60 s past its ``exp`` (``LEEWAY``); ``registry_seconds`` makes the registry
+refuse tokens that many seconds after they were issued, whatever ``expires_in`` says.
 """
 
 from __future__ import annotations
@@ -29,14 +37,21 @@ from tests.support.registry import Registry
 
 ISSUER = "test-token-issuer"
 SERVICE = "test-registry"
+LEEWAY = 60  # seconds Distribution 2.8 still accepts a token past its exp
 
 
 @dataclass
 class Call:
     method: str
-    grant: str
+    grant: str  # "basic" for a GET, else the form's grant_type
     scopes: list[str]
     authorized: bool
+    params: dict[str, list[str]] = field(default_factory=dict)  # query or form; password masked
+    basic_user: str | None = None  # the user of a Basic header, right or wrong
+    refresh_token: str = ""  # the refresh token presented (POST refresh_token grant)
+    issued_refresh: str = ""  # the refresh token answered
+    user_agent: str = ""
+    at: float = 0.0  # time.monotonic()
 
 
 @dataclass
@@ -49,6 +64,9 @@ class TokenServer:
     bind: str = "127.0.0.1"
     calls: list[Call] = field(default_factory=list)
     refresh_tokens: set[str] = field(default_factory=set)
+    refresh_on_get: bool = False  # answer a refresh_token to a good GET too
+    registry_seconds: int | None = None  # the registry refuses a token this long after issue
+    accept_post: bool = True  # False: answer POST with 405, as a GET-only realm does
 
     def __post_init__(self) -> None:
         self.key = ec.generate_private_key(ec.SECP256R1())
@@ -76,22 +94,34 @@ class TokenServer:
 
             def do_GET(self) -> None:
                 query = parse_qs(urlsplit(self.path).query)
-                user = server._basic(self.headers.get("Authorization"))
-                server._answer(self, "GET", "basic", query.get("scope", []), user)
+                header = self.headers.get("Authorization")
+                user = server._basic(header)
+                call = server._call(self, "GET", "basic", query.get("scope", []), query)
+                call.basic_user = _basic_user(header)
+                server._answer(self, call, user, issue_refresh=server.refresh_on_get)
 
             def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length", "0"))
-                form = parse_qs(self.rfile.read(length).decode())
+                form = parse_qs(_read_body(self).decode())
                 grant = form.get("grant_type", [""])[0]
                 scopes = " ".join(form.get("scope", [])).split()
+                call = server._call(self, "POST", grant, scopes, form)
+                call.basic_user = _basic_user(self.headers.get("Authorization"))
                 user = None
                 if grant == "password":
                     given = (form.get("username", [""])[0], form.get("password", [""])[0])
                     user = given[0] if given == (server.username, server.password) else None
                 elif grant == "refresh_token":
-                    token = form.get("refresh_token", [""])[0]
+                    call.refresh_token = token = form.get("refresh_token", [""])[0]
                     user = server.username if token in server.refresh_tokens else None
-                server._answer(self, "POST", grant, scopes, user, issue_refresh=True)
+                if server.accept_post:
+                    server._answer(self, call, user, issue_refresh=True)
+                    return
+                with server._lock:  # as a GET-only realm (the broker's) answers
+                    server.calls.append(call)
+                self.send_response(405)
+                self.send_header("Allow", "GET")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
 
         self.httpd = ThreadingHTTPServer((self.bind, 0), Handler)
         self.host = f"{self.bind}:{self.httpd.server_address[1]}"
@@ -125,6 +155,18 @@ class TokenServer:
         user, _, password = base64.b64decode(header[6:]).decode().partition(":")
         return user if (user, password) == (self.username, self.password) else None
 
+    def _call(
+        self,
+        handler: BaseHTTPRequestHandler,
+        method: str,
+        grant: str,
+        scopes: list[str],
+        params: dict[str, list[str]],
+    ) -> Call:
+        shown = {k: ["***"] * len(v) if k == "password" else v for k, v in params.items()}
+        agent = handler.headers.get("User-Agent", "")
+        return Call(method, grant, scopes, False, shown, user_agent=agent, at=time.monotonic())
+
     def _token(self, user: str | None, scopes: list[str]) -> str:
         access = []
         for scope in scopes:
@@ -133,11 +175,14 @@ class TokenServer:
             if user and kind == "repository":
                 access.append({"type": kind, "name": name, "actions": actions.split(",")})
         now = int(time.time())
+        lifetime = self.expires_in
+        if self.registry_seconds is not None:
+            lifetime = self.registry_seconds - LEEWAY
         claims = {
             "iss": ISSUER,
             "sub": user or "",
             "aud": SERVICE,
-            "exp": now + self.expires_in,
+            "exp": now + lifetime,
             "nbf": now - 10,
             "iat": now,
             "jti": secrets.token_hex(8),
@@ -150,15 +195,16 @@ class TokenServer:
     def _answer(
         self,
         handler: BaseHTTPRequestHandler,
-        method: str,
-        grant: str,
-        scopes: list[str],
+        call: Call,
         user: str | None,
         issue_refresh: bool = False,
     ) -> None:
+        call.authorized = user is not None
+        if not self.oversized and issue_refresh and user:
+            call.issued_refresh = self.new_refresh_token()
         with self._lock:
-            self.calls.append(Call(method, grant, scopes, user is not None))
-        if method == "POST" and user is None:
+            self.calls.append(call)
+        if call.method == "POST" and user is None:
             handler.send_response(401)
             handler.send_header("Content-Length", "0")
             handler.end_headers()
@@ -166,16 +212,35 @@ class TokenServer:
         if self.oversized:
             body = b'{"token": "' + b"a" * (1024 * 1024) + b'"}'
         else:
-            token = self._token(user, scopes)
+            token = self._token(user, call.scopes)
             answer = {"token": token, "access_token": token, "expires_in": self.expires_in}
-            if issue_refresh and user:
-                answer["refresh_token"] = self.new_refresh_token()
+            if call.issued_refresh:
+                answer["refresh_token"] = call.issued_refresh
             body = json.dumps(answer).encode()
         handler.send_response(200)
         handler.send_header("Content-Type", "application/json")
         handler.send_header("Content-Length", str(len(body)))
         handler.end_headers()
         handler.wfile.write(body)
+
+
+def _read_body(h: BaseHTTPRequestHandler) -> bytes:
+    """The request body, sized or chunked (containers/image posts its OAuth2 form chunked)."""
+    if h.headers.get("Transfer-Encoding", "").lower() != "chunked":
+        return h.rfile.read(int(h.headers.get("Content-Length", "0")))
+    body = b""
+    while size := int(h.rfile.readline().split(b";")[0], 16):
+        body += h.rfile.read(size)
+        h.rfile.readline()
+    while h.rfile.readline() not in (b"\r\n", b"\n", b""):  # trailers
+        pass
+    return body
+
+
+def _basic_user(header: str | None) -> str | None:
+    if not header or not header.startswith("Basic "):
+        return None
+    return base64.b64decode(header[6:]).decode().partition(":")[0]
 
 
 @dataclass
