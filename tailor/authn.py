@@ -44,6 +44,14 @@ class AuthConfig:
     """An OAuth2 refresh token, POSTed to the token realm."""
     registry_token: str = ""
     """A bearer token to use as it is: the realm is not asked."""
+    label: str = ""
+    """Which credentials these are, for an error message (never a secret); empty: named by
+    their kind (``the basic credentials``, ``the identity token``, ``the registry token``)."""
+    fixed_scopes: bool = False
+    """A token got with these covers only the scopes a request names: a registry's challenge
+    may not widen it (``insufficient_scope``). For credentials whose tokens go to whichever
+    registry named their realm (the platform identity): such a registry gets no more than
+    what the caller asked of it."""
 
     def __repr__(self) -> str:
         # Never let a secret reach a log through repr().
@@ -114,7 +122,9 @@ class PlatformAssertion:
     """The platform's own identity: a fresh client assertion as the Basic password.
 
     Only for a token realm that starts with ``realm`` (the broker's): an assertion is a
-    credential for the broker and goes nowhere else, not even to a Basic challenge.
+    credential for the broker and goes nowhere else, not even to a Basic challenge. The
+    token it gets goes to the registry that named that realm, so it covers only the scopes
+    the request named (``fixed_scopes``), whatever a registry's challenge asks for.
     """
 
     client_id: str
@@ -123,7 +133,11 @@ class PlatformAssertion:
 
     def authorization(self, realm: str | None, scopes: Sequence[str]) -> AuthConfig:
         if realm is not None and self.realm and realm.startswith(self.realm):
-            return AuthConfig(basic=(self.client_id, self.sign()))
+            return AuthConfig(
+                basic=(self.client_id, self.sign()),
+                label=f"the platform identity {self.client_id}",
+                fixed_scopes=True,
+            )
         return _NOTHING
 
 

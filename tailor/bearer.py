@@ -13,7 +13,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import requests
@@ -22,7 +22,7 @@ from tailor.authn import AuthConfig, Authenticator
 from tailor.challenge import Challenge
 from tailor.errors import AuthError, Unauthorized
 
-__all__ = ["MAX_TOKEN_RESPONSE", "TokenSource", "check_realm"]
+__all__ = ["MAX_TOKEN_RESPONSE", "Grant", "TokenSource", "check_realm"]
 
 # A token response is a few KiB; a larger one is a broken or hostile server.
 MAX_TOKEN_RESPONSE = 64 * 1024
@@ -60,10 +60,31 @@ def check_realm(realm: str, registry: str, insecure: Callable[[str], bool]) -> s
     return realm
 
 
+@dataclass(frozen=True)
+class Grant:
+    """A bearer token and how it was got: ``sent`` is what was presented to the realm (None:
+    nothing, an anonymous token), ``fixed_scopes`` that a challenge may not widen it."""
+
+    token: str = field(repr=False)
+    sent: str | None
+    fixed_scopes: bool = False
+
+
 @dataclass
 class _Cached:
-    token: str
+    grant: Grant
     expires: float
+
+
+def _presented(config: AuthConfig, refresh: str) -> str | None:
+    """Which credentials a token request presented, for an error message."""
+    if refresh:
+        if refresh != config.identity_token:
+            return "the refresh token the token server issued"
+        return config.label or "the identity token"
+    if config.basic:
+        return config.label or "the basic credentials"
+    return None
 
 
 class TokenSource:
@@ -76,8 +97,11 @@ class TokenSource:
         send: Send,
         insecure: Callable[[str], bool],
         clock: Callable[[], float] = time.monotonic,
+        *,
+        hint: str = "",
     ) -> None:
         self._registry = registry
+        self._hint = hint  # where credentials could come from, said when none were sent
         self._auth = auth
         self._send = send
         self._insecure = insecure
@@ -87,39 +111,51 @@ class TokenSource:
         self._lock = threading.Lock()
 
     def token(self, challenge: Challenge, scopes: Iterable[str], *, fresh: bool = False) -> str:
+        return self.grant(challenge, scopes, fresh=fresh).token
+
+    def grant(
+        self, challenge: Challenge, scopes: Iterable[str], *, fresh: bool = False, what: str = ""
+    ) -> Grant:
+        """A token for ``scopes`` (cached unless ``fresh``); ``what`` names the request it is
+        for in an error: a realm's refusal is an :class:`Unauthorized` saying what was sent."""
         realm = challenge.params.get("realm", "")
         service = challenge.params.get("service", "")
         key = (realm, service, frozenset(scopes))
         with self._lock:
             cached = self._cache.get(key)
             if cached and not fresh and cached.expires > self._clock():
-                return cached.token
+                return cached.grant
         config = self._auth.authorization(realm, sorted(key[2]))
         if config.registry_token:
             # Minted by the caller itself: no realm is contacted, so none is checked.
-            return config.registry_token
+            sent = config.label or "the registry token"
+            return Grant(config.registry_token, sent, config.fixed_scopes)
         if not realm:
             raise AuthError(f"registry {self._registry} sent a bearer challenge without a realm")
         check_realm(realm, self._registry, self._insecure)
-        token, lifetime = self._fetch(realm, service, sorted(key[2]), config)
+        what = what or "a token for " + " ".join(sorted(key[2]))
+        grant, lifetime = self._fetch(realm, service, sorted(key[2]), config, what)
         # Refresh a little early so a token never expires mid-request.
         margin = min(30.0, lifetime / 10)
         with self._lock:
-            self._cache[key] = _Cached(token, self._clock() + lifetime - margin)
-        return token
+            self._cache[key] = _Cached(grant, self._clock() + lifetime - margin)
+        return grant
 
     def _fetch(
-        self, realm: str, service: str, scopes: list[str], config: AuthConfig
-    ) -> tuple[str, float]:
+        self, realm: str, service: str, scopes: list[str], config: AuthConfig, what: str
+    ) -> tuple[Grant, float]:
         refresh = self._refresh_token or config.identity_token
         if refresh:
             response = self._oauth2(realm, service, scopes, refresh)
             if response.status_code in (404, 405) and config.basic:
                 response.close()
+                refresh = ""
                 response = self._basic_get(realm, service, scopes, config)
         else:
             response = self._basic_get(realm, service, scopes, config)
-        return self._read(response, realm)
+        sent = _presented(config, refresh)
+        token, lifetime = self._read(response, realm, sent, what)
+        return Grant(token, sent, config.fixed_scopes), lifetime
 
     def _oauth2(
         self, realm: str, service: str, scopes: list[str], refresh: str
@@ -142,12 +178,18 @@ class TokenSource:
             "GET", realm, params=params, auth=config.basic, stream=True, allow_redirects=False
         )
 
-    def _read(self, response: requests.Response, realm: str) -> tuple[str, float]:
+    def _read(
+        self, response: requests.Response, realm: str, sent: str | None, what: str
+    ) -> tuple[str, float]:
         host = urlsplit(realm).netloc
         with response:
             if response.status_code in (401, 403):
                 raise Unauthorized(
-                    response.status_code, f"token server {host} refused the credentials"
+                    response.status_code,
+                    what,
+                    by=f"token server {host}",
+                    sent=sent,
+                    hint=self._hint,
                 )
             if response.status_code != 200:
                 raise AuthError(f"token server {host} answered HTTP {response.status_code}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -40,7 +41,9 @@ def _parser() -> argparse.ArgumentParser:
         "copy",
         help="copy an image (all platforms by default) from SRC to DST",
         description="Copy an image between registries, digest-preserving. Passwords come "
-        "from TAILOR_SRC_PASSWORD / TAILOR_DEST_PASSWORD or the Docker config.json.",
+        "from TAILOR_SRC_PASSWORD / TAILOR_DEST_PASSWORD or the Docker config.json; for a "
+        "registry given neither, the platform identity (TAILOR_BROKER_URL, TAILOR_CLIENT_ID, "
+        "TAILOR_CLIENT_KEY) when that registry's token realm is the broker's.",
     )
     copy.add_argument("src", metavar="SRC", help="source image reference")
     copy.add_argument("dst", metavar="DST", help="destination image reference")
@@ -136,16 +139,33 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _platform_identity() -> tuple[str, Any] | None:
-    """(broker URL, client key) from TAILOR_BROKER_URL, TAILOR_CLIENT_ID, TAILOR_CLIENT_KEY."""
+_IDENTITY_VARIABLES = "TAILOR_BROKER_URL, TAILOR_CLIENT_ID, TAILOR_CLIENT_KEY"
+
+
+def _identity_settings() -> tuple[str, str, str] | None:
+    """(broker URL, client id, key file) from TAILOR_BROKER_URL, TAILOR_CLIENT_ID and
+    TAILOR_CLIENT_KEY; None unless all three are set."""
     url = os.environ.get("TAILOR_BROKER_URL", "").rstrip("/")
     client_id = os.environ.get("TAILOR_CLIENT_ID", "")
     key_path = os.environ.get("TAILOR_CLIENT_KEY", "")
     if not (url and client_id and key_path):
         return None
+    return url, client_id, key_path
+
+
+def _platform_identity() -> tuple[str, Any] | None:
+    """(broker URL, client key), the key read now (a staging redeems with it)."""
+    settings = _identity_settings()
+    if settings is None:
+        return None
     from tailor.assertion import load_client_key
 
+    url, client_id, key_path = settings
     return url, load_client_key(client_id, key_path)
+
+
+def _broker_realm(url: str) -> str:
+    return f"{url}/v1/registry-token"
 
 
 def _broker_auth(identity: tuple[str, Any] | None) -> Authenticator:
@@ -157,7 +177,27 @@ def _broker_auth(identity: tuple[str, Any] | None) -> Authenticator:
     return PlatformAssertion(
         client_id=key.client_id,
         sign=lambda: key.assertion(url),
-        realm=f"{url}/v1/registry-token",
+        realm=_broker_realm(url),
+    )
+
+
+def _copy_identity() -> PlatformAssertion | None:
+    """The platform identity for `tailor copy`, its key read only when the broker's realm
+    first asks for it: a copy that never meets that realm neither reads the key nor loads
+    the signing code."""
+    settings = _identity_settings()
+    if settings is None:
+        return None
+    url, client_id, key_path = settings
+
+    @functools.cache
+    def key() -> Any:
+        from tailor.assertion import load_client_key
+
+        return load_client_key(client_id, key_path)
+
+    return PlatformAssertion(
+        client_id=client_id, sign=lambda: key().assertion(url), realm=_broker_realm(url)
     )
 
 
@@ -274,6 +314,32 @@ def _auth(registry: str, username: str | None, env: str, flag: str) -> Authentic
     return resolve(registry, username, password)
 
 
+def _side_auth(
+    registry: str, username: str | None, env: str, flag: str, identity: Authenticator | None
+) -> Authenticator:
+    """One side of a copy, source or destination alike: the credentials the user gave win
+    (``flag`` with its password variable ``env``, else config.json's entry for the
+    registry); without any, the platform identity, which offers itself only to the broker's
+    token realm (any other registry gets an anonymous request); else anonymous."""
+    given = _auth(registry, username, env, flag)
+    if given == ANONYMOUS and identity is not None:
+        return identity
+    return given
+
+
+def _hint(flags: str, passwords: str, identity: bool) -> str:
+    """Where credentials could have come from, for a registry that refused anonymous access."""
+    if identity:
+        return (
+            f"use {flags} with {passwords} or a config.json entry; "
+            "the platform identity goes only to the broker's token realm"
+        )
+    return (
+        f"use {flags} with {passwords}, a config.json entry, "
+        f"or the platform identity: {_IDENTITY_VARIABLES}"
+    )
+
+
 def _locations(disabled: bool) -> BlobLocations:
     if disabled:
         return MemoryLocations()
@@ -291,18 +357,33 @@ def _copy(args: argparse.Namespace) -> int:
     dst_ref: Reference = parse_reference(args.dst)
     platform = parse_platform(args.platform) if args.platform else None
     insecure = InsecureHosts(args.insecure_registry)
-    src_auth = _auth(src_ref.registry, args.src_username, "TAILOR_SRC_PASSWORD", "--src-username")
-    dst_auth = _auth(
-        dst_ref.registry, args.dest_username, "TAILOR_DEST_PASSWORD", "--dest-username"
+    # A registry secured by the broker, on either side: the platform identity, when the
+    # environment names one and the user gave no credentials for that registry.
+    identity = _copy_identity()
+    src_auth = _side_auth(
+        src_ref.registry, args.src_username, "TAILOR_SRC_PASSWORD", "--src-username", identity
     )
-    if dst_auth == ANONYMOUS:
-        # A registry secured by the broker: the platform identity, when the env names one.
-        dst_auth = _broker_auth(_platform_identity())
-    src_transport = Transport(src_ref.endpoint, src_auth, insecure, pool_size=args.jobs + 4)
+    dst_auth = _side_auth(
+        dst_ref.registry, args.dest_username, "TAILOR_DEST_PASSWORD", "--dest-username", identity
+    )
+    pool = args.jobs + 4
     if dst_ref.endpoint == src_ref.endpoint and dst_auth == src_auth:
+        hint = _hint(
+            "--src-username and --dest-username",
+            "TAILOR_SRC_PASSWORD and TAILOR_DEST_PASSWORD",
+            identity is not None,
+        )
+        src_transport = Transport(src_ref.endpoint, src_auth, insecure, pool_size=pool, hint=hint)
         dst_transport = src_transport
     else:
-        dst_transport = Transport(dst_ref.endpoint, dst_auth, insecure, pool_size=args.jobs + 4)
+        src_hint = _hint("--src-username", "TAILOR_SRC_PASSWORD", identity is not None)
+        dst_hint = _hint("--dest-username", "TAILOR_DEST_PASSWORD", identity is not None)
+        src_transport = Transport(
+            src_ref.endpoint, src_auth, insecure, pool_size=pool, hint=src_hint
+        )
+        dst_transport = Transport(
+            dst_ref.endpoint, dst_auth, insecure, pool_size=pool, hint=dst_hint
+        )
     options = CopyOptions(
         jobs=args.jobs,
         platform=platform,

@@ -6,7 +6,7 @@
     +-- TransportError          the registry could not be reached (after retries)
     +-- AuthError               a challenge or token exchange we refuse or that failed
     +-- RegistryError           the registry answered with an error status
-    |   +-- Unauthorized        401: wrong or missing credentials
+    |   +-- Unauthorized        401: missing or refused credentials (says which, or none)
     |   +-- Denied              403: authenticated, but not allowed
     |   +-- NotFound            404: no such repository, manifest or blob
     +-- ManifestError           a manifest we cannot read or do not support
@@ -104,15 +104,57 @@ class RegistryError(TailorError):
 
     def _text(self) -> str:
         label = _LABELS.get(self.status, f"registry error (HTTP {self.status})")
-        text = f"{label}: {self.what}"
-        if self.details:
-            parts = [f"{d.code}: {d.message}" if d.message else d.code for d in self.details[:3]]
-            text += " (" + "; ".join(parts) + ")"
-        return text
+        return f"{label}: {self.what}" + self._codes()
+
+    def _codes(self) -> str:
+        if not self.details:
+            return ""
+        parts = [f"{d.code}: {d.message}" if d.message else d.code for d in self.details[:3]]
+        return " (" + "; ".join(parts) + ")"
 
 
 class Unauthorized(RegistryError):
-    pass
+    """401 (or a token server's 401/403): missing or refused credentials.
+
+    ``by`` names who refused (``registry H``, ``token server T``); empty when that is not
+    known, and the message is the plain one. ``sent`` is what was presented to it: None
+    for nothing (an anonymous request), else which credentials (``the basic credentials``,
+    ``the platform identity tailor-1``...; never a secret). ``hint`` says where credentials
+    could come from; it is said only when none were sent.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        what: str,
+        details: list[ErrorDetail] | None = None,
+        *,
+        by: str = "",
+        sent: str | None = None,
+        hint: str = "",
+    ) -> None:
+        self.by = by
+        self.sent = sent
+        self.hint = hint
+        super().__init__(status, what, details)
+
+    @property
+    def anonymous(self) -> bool:
+        """Nothing was sent: the refusal is of anonymous access, not of credentials."""
+        return bool(self.by) and self.sent is None
+
+    def _text(self) -> str:
+        if not self.by:
+            return super()._text()
+        label = _LABELS.get(self.status, f"registry error (HTTP {self.status})")
+        if self.sent is None:
+            text = (
+                f"{label}: {self.by} refused anonymous access to {self.what}: "
+                "no credentials were given"
+            )
+            return text + (f" ({self.hint})" if self.hint else "")
+        text = f"{label}: {self.by} refused {self.sent} for {self.what}"
+        return text + self._codes()
 
 
 class Denied(RegistryError):

@@ -13,6 +13,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -101,13 +102,26 @@ def _details(response: requests.Response) -> list[ErrorDetail]:
     return out
 
 
-def raise_for(response: requests.Response, what: str) -> None:
-    """Turn an error status into a typed error carrying the registry's codes."""
+def raise_for(response: requests.Response, what: str, sent: _Sent | None = None) -> None:
+    """Turn an error status into a typed error carrying the registry's codes; a 401 says
+    what was sent (``sent``: what this registry was shown; None when that is not known)."""
     status = response.status_code
     details = _details(response)
     response.close()
+    if status == 401 and sent is not None:
+        raise Unauthorized(status, what, details, by=sent.by, sent=sent.sent, hint=sent.hint)
     cls = {401: Unauthorized, 403: Denied, 404: NotFound}.get(status, RegistryError)
     raise cls(status, what, details)
+
+
+@dataclass(frozen=True)
+class _Sent:
+    """What one request showed the registry: ``sent`` None for nothing (see Unauthorized)."""
+
+    by: str
+    sent: str | None
+    hint: str = ""
+    fixed_scopes: bool = False
 
 
 class Transport:
@@ -124,8 +138,12 @@ class Transport:
         pool_size: int = 16,
         sleep: Callable[[float], None] = time.sleep,
         sessions: Callable[[], requests.Session] | None = None,
+        hint: str = "",
     ) -> None:
+        """``hint``: where credentials for this registry could come from, said in the error
+        when it refuses anonymous access (a command's options, for its user)."""
         self.registry = registry
+        self._hint = hint
         self.scheme = "http" if insecure(registry) else "https"
         self.base_url = f"{self.scheme}://{registry}"
         self._netloc = urlsplit(self.base_url).netloc.lower()
@@ -139,7 +157,7 @@ class Transport:
         self._ping_lock = threading.Lock()
         self._challenge: Challenge | None = None
         self._pinged = False
-        self.tokens = TokenSource(registry, auth, self.send, insecure)
+        self.tokens = TokenSource(registry, auth, self.send, insecure, hint=hint)
 
     # -- plain sending, with retries -------------------------------------------------------
 
@@ -221,19 +239,25 @@ class Transport:
             self._pinged = True
             return self._challenge
 
-    def _authorization(self, scopes: Sequence[str], fresh: bool = False) -> str | None:
+    def _authorization(
+        self, scopes: Sequence[str], fresh: bool = False, what: str = ""
+    ) -> tuple[str | None, _Sent]:
+        """The Authorization header for a request (None: send none), and what it shows."""
+        by = f"registry {self.registry}"
         challenge = self.ping()
         if challenge is None:
-            return None
+            return None, _Sent(by, None, self._hint)
         if challenge.scheme == "basic":
-            basic = self._auth.authorization(None, sorted(scopes)).basic
-            if basic is None:
-                return None
+            config = self._auth.authorization(None, sorted(scopes))
+            if config.basic is None:
+                return None, _Sent(by, None, self._hint)
             # requests builds the header; we only decide that it may be sent.
-            request = requests.Request("GET", self.base_url, auth=basic)
-            return request.prepare().headers.get("Authorization")
+            request = requests.Request("GET", self.base_url, auth=config.basic)
+            header = request.prepare().headers.get("Authorization")
+            return header, _Sent(by, config.label or "the basic credentials", self._hint)
         if challenge.scheme == "bearer":
-            return "Bearer " + self.tokens.token(challenge, scopes, fresh=fresh)
+            grant = self.tokens.grant(challenge, scopes, fresh=fresh, what=what)
+            return "Bearer " + grant.token, _Sent(by, grant.sent, self._hint, grant.fixed_scopes)
         raise AuthError(f"registry {self.registry} asks for unsupported auth {challenge.scheme!r}")
 
     def _same_host(self, url: str) -> bool:
@@ -267,21 +291,25 @@ class Transport:
         fresh = False
         scope_list = list(scopes)
         for _ in range(2):
-            response = self._follow(method, url, scope_list, fresh, headers, retry, follow, kwargs)
+            response, sent = self._follow(
+                method, url, scope_list, fresh, headers, retry, follow, what, kwargs
+            )
             if response.status_code != 401 or self._challenge is None:
                 break
             if self._challenge.scheme != "bearer":
                 break
-            # Token expired, or the registry wants more scope than we asked for: ask once more.
+            # Token expired, or the registry wants more scope than we asked for: ask once more
+            # (not more for a token that must cover only what the request names).
             again = parse_challenge(response.headers.get("WWW-Authenticate"))
-            if again is not None and again.scheme == "bearer":
+            widen = sent is None or not sent.fixed_scopes
+            if again is not None and again.scheme == "bearer" and widen:
                 scope_list = sorted(set(scope_list) | set(again.scopes))
             if fresh:
                 break
             response.close()
             fresh = True
         if response.status_code not in ok:
-            raise_for(response, what)
+            raise_for(response, what, sent)
         return response
 
     def _follow(
@@ -293,12 +321,15 @@ class Transport:
         headers: Mapping[str, str] | None,
         retry: bool,
         follow: bool,
+        what: str,
         kwargs: dict[str, Any],
-    ) -> requests.Response:
+    ) -> tuple[requests.Response, _Sent | None]:
+        """The answer, and what the last hop showed (None: another host, blob storage)."""
         for _ in range(MAX_REDIRECTS + 1):
             merged = dict(headers or {})
+            sent = None
             if self._same_host(url):
-                authorization = self._authorization(scopes, fresh)
+                authorization, sent = self._authorization(scopes, fresh, what)
                 if authorization:
                     merged["Authorization"] = authorization
             # Cross-host (blob storage): no Authorization, ever.
@@ -306,10 +337,10 @@ class Transport:
                 method, url, headers=merged, allow_redirects=False, retry=retry, **kwargs
             )
             if not follow or response.status_code not in REDIRECTS or method not in ("GET", "HEAD"):
-                return response
+                return response, sent
             location = response.headers.get("Location")
             if not location:
-                return response
+                return response, sent
             response.close()
             url = urljoin(url, location)
             if urlsplit(url).scheme not in ("http", "https"):

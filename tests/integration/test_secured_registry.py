@@ -153,3 +153,80 @@ def test_tailor_copy_needs_no_flag_for_the_secured_registry(secured: Secured) ->
     denied = copy_to("staging/app-9/other:v1")
     assert denied.returncode == 1
     assert denied.stderr.strip().splitlines()[-1].startswith("tailor: error: unauthorized")
+
+
+def test_tailor_copy_reads_a_staged_image_with_the_platform_identity(
+    secured: Secured, skopeo: Skopeo
+) -> None:
+    """The source may be the secured registry too: the platform identity goes to the broker's
+    realm for it, as for a destination. Who may read what is the broker's grants: a puller
+    (the cells' role) every staged repository; a tailor only the repositories of the app
+    whose staging it holds open."""
+    s = secured
+    staged_run = s.push("stg-out", "app-out")
+    assert staged_run.returncode == 0, staged_run.stderr
+    staged = staged_run.stdout.strip().splitlines()[-1]
+    repo, digest = staged.removeprefix(f"{s.internal_host}/").split("@")
+    broker_host = s.broker.url.removeprefix("http://")
+    elsewhere = start_registry(s.tmp / "elsewhere")  # no auth
+    try:
+
+        def copy(identity: dict[str, str], destination: str) -> Run:
+            return tailor_cli(
+                "copy",
+                *insecure(s.internal_host, elsewhere.host, "127.0.0.1"),
+                staged,
+                destination,
+                env=tailor_env(s.tmp, cache="cache-out", **identity),
+                timeout=120,
+            )
+
+        # Out of the secured registry, as a puller: nothing else configured.
+        puller = broker_settings(s.broker.url, "cell-1", s.keys["puller"])
+        out = copy(puller, f"{elsewhere.host}/copied/web:v1")
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == f"{elsewhere.host}/copied/web@{digest}"
+        assert skopeo.raw(out.stdout.strip()) == s.manifest("puller", repo, digest).content
+        grants = [json.loads(d) for e, c, r, d in s.audit() if c == "cell-1"]
+        assert any(f"repository:{repo}:pull" in g["granted"] for g in grants)
+
+        # Within it, as the tailor of an open staging of the same app: pull from the app's
+        # earlier staging, push into the open one (blobs mounted, none downloaded).
+        image = f"{s.upstream.host}/acme/web:v1"
+        minted_token(
+            s.broker.url, s.clients["cc"], app_guid="app-out", staging_guid="stg-next", image=image
+        )
+        tailor = broker_settings(s.broker.url, "tailor-1", s.keys["tailor"])
+        within = copy(tailor, f"{s.internal_host}/staging/app-out/stg-next:v1")
+        assert within.returncode == 0, within.stderr
+        assert within.stdout.strip() == f"{s.internal_host}/staging/app-out/stg-next@{digest}"
+        assert "; 0 bytes downloaded;" in within.stderr
+
+        # Another tailor holds no staging of that app: the broker grants it nothing, and the
+        # line says the identity was refused.
+        other = broker_settings(s.broker.url, "tailor-2", s.keys["tailor2"])
+        refused = copy(other, f"{elsewhere.host}/copied/web:v2")
+        assert refused.returncode == 1 and "Traceback" not in refused.stderr
+        assert (
+            refused.stderr.strip()
+            .splitlines()[-1]
+            .startswith(
+                f"tailor: error: unauthorized: registry {s.internal_host} refused the platform "
+                f"identity tailor-2 for manifest {staged}"
+            )
+        )
+
+        # No identity at all: the broker's realm refuses an anonymous token request.
+        anonymous = copy({}, f"{elsewhere.host}/copied/web:v3")
+        assert anonymous.returncode == 1 and "Traceback" not in anonymous.stderr
+        assert anonymous.stderr.strip().splitlines() == [
+            f"tailor: error: unauthorized: token server {broker_host} refused anonymous access "
+            f"to manifest {staged}: no credentials were given (use --src-username with "
+            "TAILOR_SRC_PASSWORD, a config.json entry, or the platform identity: "
+            "TAILOR_BROKER_URL, TAILOR_CLIENT_ID, TAILOR_CLIENT_KEY)"
+        ]
+        assert requests.get(f"{elsewhere.url}/v2/_catalog", timeout=5).json()["repositories"] == [
+            "copied/web"
+        ]
+    finally:
+        elsewhere.stop()

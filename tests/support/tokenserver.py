@@ -61,6 +61,9 @@ class TokenServer:
     root: Path
     expires_in: int = 300
     oversized: bool = False
+    refuse_anonymous: bool = False
+    """Answer 401 to a token request without valid credentials, as the broker does (by
+    default an anonymous GET gets a token granting nothing, as Docker Hub's realm does)."""
     bind: str = "127.0.0.1"
     calls: list[Call] = field(default_factory=list)
     refresh_tokens: set[str] = field(default_factory=set)
@@ -204,7 +207,7 @@ class TokenServer:
             call.issued_refresh = self.new_refresh_token()
         with self._lock:
             self.calls.append(call)
-        if call.method == "POST" and user is None:
+        if user is None and (call.method == "POST" or self.refuse_anonymous):
             handler.send_response(401)
             handler.send_header("Content-Length", "0")
             handler.end_headers()

@@ -135,9 +135,15 @@ def test_what_each_authenticator_offers() -> None:
 def test_a_platform_assertion_goes_to_the_broker_realm_only() -> None:
     signed = iter(f"assertion-{i}" for i in range(1, 10))
     auth = PlatformAssertion("tailor-1", lambda: next(signed), REALM)
-    assert auth.authorization(REALM, []) == AuthConfig(basic=("tailor-1", "assertion-1"))
+
+    # Named in errors as the platform identity; its tokens are never widened by a challenge.
+    def mine(assertion: str) -> AuthConfig:
+        label = "the platform identity tailor-1"
+        return AuthConfig(basic=("tailor-1", assertion), label=label, fixed_scopes=True)
+
+    assert auth.authorization(REALM, []) == mine("assertion-1")
     # A fresh assertion for every exchange.
-    assert auth.authorization(REALM + "?x=1", []) == AuthConfig(basic=("tailor-1", "assertion-2"))
+    assert auth.authorization(REALM + "?x=1", []) == mine("assertion-2")
     assert auth.authorization("https://auth.example/token", []) == AuthConfig()
     assert auth.authorization("https://broker.example/other", []) == AuthConfig()
     assert auth.authorization(None, []) == AuthConfig()  # the registry's own Basic challenge

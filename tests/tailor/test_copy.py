@@ -200,9 +200,93 @@ def test_wrong_password_is_one_clear_line(pushed: Registry, internal: Registry, 
     )
     assert run.returncode == 1
     lines = run.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("tailor: error: unauthorized")
+    assert lines == [
+        f"tailor: error: unauthorized: registry {pushed.host} refused the basic credentials "
+        f"for manifest {pushed.host}/team/app:multi (UNAUTHORIZED: authentication required)"
+    ]
     assert "Traceback" not in run.stderr
     assert "not-the-password-123" not in run.stderr + run.stdout
+    assert catalog(internal) == []
+
+
+SRC_HINT = (
+    "use --src-username with TAILOR_SRC_PASSWORD, a config.json entry, "
+    "or the platform identity: TAILOR_BROKER_URL, TAILOR_CLIENT_ID, TAILOR_CLIENT_KEY"
+)
+
+
+def test_no_credentials_for_a_private_source_says_none_were_given(
+    pushed: Registry, internal: Registry, tailor
+) -> None:
+    src, dst = f"{pushed.host}/team/app:multi", f"{internal.host}/x/y"
+    run = tailor(*copy_args(src, dst, pushed.host, internal.host, user=None))
+    assert run.returncode == 1
+    assert one_error(run) == (
+        f"tailor: error: unauthorized: registry {pushed.host} refused anonymous access to "
+        f"manifest {src}: no credentials were given ({SRC_HINT})"
+    )
+    # With the platform identity configured, the hint says where that identity goes (the
+    # key is not even read: nothing asked for it).
+    identity = {
+        "TAILOR_BROKER_URL": "https://broker.invalid",
+        "TAILOR_CLIENT_ID": "cell-1",
+        "TAILOR_CLIENT_KEY": "/nonexistent/cell-1.pem",
+    }
+    run = tailor(*copy_args(src, dst, pushed.host, internal.host, user=None), env=identity)
+    assert run.returncode == 1
+    assert one_error(run).endswith(
+        "no credentials were given (use --src-username with TAILOR_SRC_PASSWORD or a "
+        "config.json entry; the platform identity goes only to the broker's token realm)"
+    )
+    assert catalog(internal) == []
+
+
+def test_no_credentials_for_a_private_destination_says_none_were_given(
+    pushed: Registry, tailor
+) -> None:
+    src, dst = f"{pushed.host}/team/app:multi", f"{pushed.host}/copies/app:multi"
+    run = tailor(*copy_args(src, dst, pushed.host), env=SRC_ENV)
+    assert run.returncode == 1
+    line = one_error(run)
+    assert line.startswith(
+        f"tailor: error: unauthorized: registry {pushed.host} refused anonymous access to "
+        f"blob {pushed.host}/copies/app@sha256:"
+    )
+    assert line.endswith(
+        "no credentials were given (use --dest-username with TAILOR_DEST_PASSWORD, a "
+        "config.json entry, or the platform identity: TAILOR_BROKER_URL, TAILOR_CLIENT_ID, "
+        "TAILOR_CLIENT_KEY)"
+    )
+    assert_no_secret(run, UPSTREAM_PASSWORD)
+
+
+def test_a_token_server_refusing_anonymous_requests_is_no_credentials(
+    token_upstream: TokenRegistry, internal: Registry, tailor, skopeo: Skopeo, layout: Layout
+) -> None:
+    """A realm that answers 401 to a token request without credentials (as the broker's
+    does) is a refusal of anonymous access, not of credentials."""
+    reg, server = token_upstream.registry, token_upstream.server
+    skopeo.login(reg)
+    skopeo.push(layout, "single", f"{reg.host}/team/app:single")
+    server.refuse_anonymous = True
+    hosts = (reg.host, internal.host, server.host)
+    src = f"{reg.host}/team/app:single"
+    run = tailor(*copy_args(src, f"{internal.host}/tok/anon", *hosts, user=None))
+    assert run.returncode == 1
+    assert one_error(run) == (
+        f"tailor: error: unauthorized: token server {server.host} refused anonymous access to "
+        f"manifest {src}: no credentials were given ({SRC_HINT})"
+    )
+    bad = tailor(
+        *copy_args(src, f"{internal.host}/tok/anon", *hosts),
+        env={"TAILOR_SRC_PASSWORD": "wrong-password-66"},
+    )
+    assert bad.returncode == 1
+    assert one_error(bad) == (
+        f"tailor: error: unauthorized: token server {server.host} refused the basic "
+        f"credentials for manifest {src}"
+    )
+    assert_no_secret(bad, "wrong-password-66")
     assert catalog(internal) == []
 
 

@@ -12,6 +12,7 @@ import pytest
 from tailor.authn import (
     ANONYMOUS,
     AuthConfig,
+    Authenticator,
     Basic,
     IdentityToken,
     PlatformAssertion,
@@ -331,4 +332,137 @@ def test_an_identity_token_is_posted_and_falls_back_to_basic_on_405() -> None:
         ("POST", None, ["rt-1"]),
         ("POST", None, ["rt-2"]),
         ("GET", basic_header("alice", "pw1"), None),
+    ]
+
+
+class Refusing:
+    """A registry with bearer auth whose token endpoint (on the same server) refuses what
+    ``refuse`` says: ``"anonymous"`` token requests without credentials (as the broker does),
+    ``"all"`` every token request; with ``"registry"`` the realm hands out tokens and the
+    registry refuses every one of them (a token without the access asked for)."""
+
+    def __init__(self, refuse: str) -> None:
+        self.refuse = refuse
+        self.host = ""
+        self.token_scopes: list[list[str]] = []
+
+    def handler(self, h: BaseHTTPRequestHandler) -> None:
+        from urllib.parse import parse_qs, urlsplit
+
+        url = urlsplit(h.path)
+        if url.path == "/token":
+            h.rfile.read(int(h.headers.get("Content-Length") or 0))
+            self.token_scopes.append(parse_qs(url.query).get("scope", []))
+            anonymous = not h.headers.get("Authorization")
+            if self.refuse == "all" or (self.refuse == "anonymous" and anonymous):
+                reply(h, 401, b"")
+            else:
+                reply(h, 200, json.dumps({"token": "t", "expires_in": 300}).encode())
+            return
+        challenge = f'Bearer realm="http://{self.host}/token",service="svc"'
+        if h.headers.get("Authorization") and self.refuse == "registry-wants-more":
+            challenge += ',scope="repository:a:pull repository:other:pull,push"'
+            challenge += ',error="insufficient_scope"'
+        if h.headers.get("Authorization") and self.refuse not in (
+            "registry",
+            "registry-wants-more",
+        ):
+            reply(h, 200, b"{}")
+            return
+        body = json.dumps(
+            {"errors": [{"code": "UNAUTHORIZED", "message": "authentication required"}]}
+        )
+        reply(h, 401, body.encode(), {"WWW-Authenticate": challenge})
+
+
+def refusal(auth: Authenticator, refuse: str, hint: str = "") -> tuple[Unauthorized, str]:
+    fake = Refusing(refuse)
+    with serve(fake.handler) as host:
+        fake.host = host
+        t = Transport(host, auth, InsecureHosts([host]), policy=NO_WAIT, hint=hint)
+        with pytest.raises(Unauthorized) as info:
+            t.request(
+                "GET", "/v2/a/manifests/v1", scopes=["repository:a:pull"], what="manifest a:v1"
+            )
+    return info.value, host
+
+
+def test_an_anonymous_refusal_says_no_credentials_were_given() -> None:
+    hint = "use --src-username"
+    # The token server refuses a token request without credentials (the broker does).
+    exc, host = refusal(ANONYMOUS, "anonymous", hint)
+    assert exc.sent is None
+    assert str(exc) == (
+        f"unauthorized: token server {host} refused anonymous access to manifest a:v1: "
+        "no credentials were given (use --src-username)"
+    )
+    # The realm hands out an anonymous token, the registry refuses it (Docker Hub, Distribution).
+    exc, host = refusal(ANONYMOUS, "registry", hint)
+    assert str(exc) == (
+        f"unauthorized: registry {host} refused anonymous access to manifest a:v1: "
+        "no credentials were given (use --src-username)"
+    )
+    # A registry with a Basic challenge, and no credentials to answer it.
+    with serve(lambda h: reply(h, 401, b"", {"WWW-Authenticate": 'Basic realm="r"'})) as host:
+        t = Transport(host, ANONYMOUS, InsecureHosts([host]), policy=NO_WAIT)
+        with pytest.raises(Unauthorized) as info:
+            t.request("GET", "/v2/a/manifests/v1", scopes=[], what="manifest a:v1")
+    assert str(info.value) == (
+        f"unauthorized: registry {host} refused anonymous access to manifest a:v1: "
+        "no credentials were given"
+    )
+    # The platform identity for another realm sends nothing: that is anonymous too.
+    elsewhere = PlatformAssertion("tailor-1", lambda: "assertion-xyz", "https://broker.invalid/")
+    exc, host = refusal(elsewhere, "anonymous")
+    assert exc.sent is None and "no credentials were given" in str(exc)
+
+
+def test_refused_credentials_say_which_were_refused_and_no_secret() -> None:
+    exc, host = refusal(Basic("alice", "pw-secret-1"), "all", "use --src-username")
+    assert str(exc) == (
+        f"unauthorized: token server {host} refused the basic credentials for manifest a:v1"
+    )
+    exc, host = refusal(Basic("alice", "pw-secret-1"), "registry")
+    assert str(exc) == (
+        f"unauthorized: registry {host} refused the basic credentials for manifest a:v1 "
+        "(UNAUTHORIZED: authentication required)"
+    )
+    exc, host = refusal(IdentityToken("rt-secret-2"), "all")
+    assert str(exc).startswith(f"unauthorized: token server {host} refused the identity token ")
+    mine = PlatformAssertion("tailor-1", lambda: "assertion-secret-3", "http://127.0.0.1:")
+    exc, host = refusal(mine, "all")
+    assert str(exc) == (
+        f"unauthorized: token server {host} refused the platform identity tailor-1 "
+        "for manifest a:v1"
+    )
+    exc, host = refusal(TokenProvider(lambda scopes: "minted-secret-4"), "registry")
+    assert str(exc).startswith(f"unauthorized: registry {host} refused the registry token ")
+    with serve(lambda h: reply(h, 401, b"", {"WWW-Authenticate": 'Basic realm="r"'})) as host:
+        t = Transport(host, Basic("bob", "pw-secret-5"), InsecureHosts([host]), policy=NO_WAIT)
+        with pytest.raises(Unauthorized) as info:
+            t.request("GET", "/v2/a/manifests/v1", scopes=[], what="manifest a:v1")
+    assert str(info.value) == (
+        f"unauthorized: registry {host} refused the basic credentials for manifest a:v1"
+    )
+    assert info.value.sent == "the basic credentials"
+
+
+def test_a_challenge_does_not_widen_a_token_of_the_platform_identity() -> None:
+    """Its tokens go to whichever registry named the broker's realm: they cover only what
+    the request itself names, whatever a registry's challenge asks for."""
+    mine = PlatformAssertion("tailor-1", lambda: "assertion", "http://127.0.0.1:")
+    fake = Refusing("registry-wants-more")
+    with serve(fake.handler) as host:
+        fake.host = host
+        t = Transport(host, mine, InsecureHosts([host]), policy=NO_WAIT)
+        with pytest.raises(Unauthorized):
+            t.request("GET", "/v2/a/manifests/v1", scopes=["repository:a:pull"], what="m")
+        # A token got with the user's own credentials is widened, as a registry asks.
+        t2 = Transport(host, Basic("alice", "pw"), InsecureHosts([host]), policy=NO_WAIT)
+        with pytest.raises(Unauthorized):
+            t2.request("GET", "/v2/a/manifests/v1", scopes=["repository:a:pull"], what="m")
+    assert fake.token_scopes[:2] == [["repository:a:pull"], ["repository:a:pull"]]
+    assert fake.token_scopes[2:] == [
+        ["repository:a:pull"],
+        ["repository:a:pull", "repository:other:pull,push"],
     ]
