@@ -34,6 +34,7 @@ class Faults:
     fail_paths: set[str] = field(default_factory=set)  # path substrings: always 500
     fail_upload_puts: int = 0  # swallow this many blob upload PUTs, then answer 502
     slow: float = 0.0  # seconds to hold back a manifest's or blob's successful answer
+    slow_once: dict[str, float] = field(default_factory=dict)  # path regex: hold back once
 
 
 class Proxy:
@@ -116,6 +117,8 @@ class Proxy:
             self.answered.append((h.command, h.path, resp.status))
         if self.faults.slow and resp.status < 300 and _SLOWED.match(path):
             time.sleep(self.faults.slow)  # after the registry checked the request
+        if resp.status < 300 and (held := self._take_slow_once(path)):
+            time.sleep(held)
         digest = blob.group(2) if blob and resp.status in (200, 206) else None
         if digest:
             with self._lock:
@@ -140,6 +143,14 @@ class Proxy:
                 self.faults.cut_once.discard(digest)
         self._pipe(h, resp, digest, cut)
         conn.close()
+
+    def _take_slow_once(self, path: str) -> float:
+        with self._lock:
+            for pattern, seconds in list(self.faults.slow_once.items()):
+                if re.search(pattern, path):
+                    del self.faults.slow_once[pattern]
+                    return seconds
+        return 0.0
 
     def _take_upload_failure(self) -> bool:
         with self._lock:

@@ -154,9 +154,11 @@ def podman(
     *args: str,
     input: str | None = None,
     timeout: float = PODMAN_TIMEOUT,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """``podman ARGS`` with every piece of its state the test's (:func:`podman_state`, written
-    here with no insecure registry if it was not yet; :func:`podman_home` removes it)."""
+    here with no insecure registry if it was not yet; :func:`podman_home` removes it).
+    ``env``: more environment (a credential helper's settings, a longer PATH)."""
     markers.require("slow", "podman")
     if not (tmp / "containers.conf").exists():
         podman_state(tmp)
@@ -183,7 +185,7 @@ def podman(
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=podman_env(tmp),
+        env={**podman_env(tmp), **(env or {})},
         check=False,
     )
 
