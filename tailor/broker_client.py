@@ -32,6 +32,13 @@ assertion and a mint, redemption or completion carries the same Idempotency-Key 
 every try (the broker answers a repeat with the first answer); a lookup writes nothing
 and a cancellation of a cancelled staging is a success."""
 _LOST = frozenset({502, 503, 504})
+_NOT_LOST = (
+    requests.exceptions.SSLError,
+    requests.exceptions.InvalidURL,
+    requests.exceptions.InvalidSchema,
+    requests.exceptions.MissingSchema,
+    requests.exceptions.InvalidHeader,
+)
 
 
 class _Lost(Exception):
@@ -165,6 +172,11 @@ class BrokerClient:
             )
             with response:
                 raw = response.raw.read(_MAX_ANSWER + 1, decode_content=True)
+        except _NOT_LOST as exc:
+            # Not a lost answer but a broken set-up (a bad certificate, a bad URL): asking
+            # again changes nothing.
+            self._last_used = None
+            raise BrokerError(f"cannot reach the broker: {type(exc).__name__}") from None
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
             self._last_used = None
             self._session.close()  # the next try goes on a new connection

@@ -8,9 +8,12 @@ assertion with the puller's key and trades it at the broker (``POST
 /v1/puller-sessions``) for a secret the realm accepts for many token requests (for
 ``BROKER_PULLER_SESSION_SECONDS``), which a single-use assertion is not.
 
-Configured by the environment the client runs it in: ``STAGER_BROKER_URL``,
-``STAGER_CLIENT_ID`` (a ``puller`` client) and ``STAGER_CLIENT_KEY`` (its private key
-file); ``TAILOR_INSECURE_BROKER=1`` allows plain HTTP to a broker off loopback.
+Configured by the environment the client runs it in: ``STAGER_REGISTRY`` (the internal
+registry's ``host[:port]``: the one registry it answers for; any other gets the
+protocol's "credentials not found", so a session never reaches another registry's
+realm, even from a ``credsStore`` entry), ``STAGER_BROKER_URL``, ``STAGER_CLIENT_ID``
+(a ``puller`` client) and ``STAGER_CLIENT_KEY`` (its private key file);
+``TAILOR_INSECURE_BROKER=1`` allows plain HTTP to a broker off loopback.
 ``store`` is refused (it stores nothing: the platform identity is the credential),
 ``erase`` does nothing, ``list`` lists nothing. Errors are one line on stdout (the
 protocol's place for them) and exit 1; never a key or a secret.
@@ -27,19 +30,38 @@ from tailor.assertion import load_client_key
 from tailor.broker_client import BrokerClient, insecure_broker_allowed
 from tailor.errors import ConfigError, TailorError
 
-__all__ = ["main"]
+__all__ = ["NOT_FOUND", "main"]
 
 _MAX_INPUT = 4096
+NOT_FOUND = "credentials not found in native keychain"
+"""The protocol's answer for a registry the helper has nothing for (clients then go on
+without credentials, or to their next source)."""
+
+
+class NotFound(TailorError):
+    pass
+
+
+def _host(server: str) -> str:
+    """``host[:port]`` of a server URL as clients pass it (``https://h/v1/``, ``h:5000``)."""
+    text = server.strip().lower()
+    text = text.split("://", 1)[1] if "://" in text else text
+    return text.split("/", 1)[0]
 
 
 def _get(stdin: TextIO) -> dict[str, str]:
     server = stdin.read(_MAX_INPUT).strip()
     if not server:
         raise ConfigError("no server URL on stdin")
-    names = ("STAGER_BROKER_URL", "STAGER_CLIENT_ID", "STAGER_CLIENT_KEY")
+    names = ("STAGER_REGISTRY", "STAGER_BROKER_URL", "STAGER_CLIENT_ID", "STAGER_CLIENT_KEY")
     missing = [n for n in names if not os.environ.get(n)]
     if missing:
-        raise ConfigError(f"set {', '.join(missing)} (the broker, a puller client, its key)")
+        raise ConfigError(
+            f"set {', '.join(missing)} (the internal registry, the broker, a puller client,"
+            " its key)"
+        )
+    if _host(server) != _host(os.environ["STAGER_REGISTRY"]):
+        raise NotFound(NOT_FOUND)
     key = load_client_key(os.environ["STAGER_CLIENT_ID"], os.environ["STAGER_CLIENT_KEY"])
     broker = BrokerClient(
         os.environ["STAGER_BROKER_URL"], key, timeout=10.0, allow_http=insecure_broker_allowed()
@@ -72,6 +94,9 @@ def main(argv: list[str] | None = None, stdin: TextIO | None = None) -> int:
             print("docker-credential-stager 1")
         else:
             raise ConfigError("usage: docker-credential-stager get|store|erase|list|version")
+    except NotFound:
+        print(NOT_FOUND)
+        return 1
     except TailorError as exc:
         print(f"docker-credential-stager: {exc}")
         return 1

@@ -143,7 +143,7 @@ class RegistryToken(BaseModel):
     expires_in: int
     issued_at: str
     scope: str | None = None
-    """The scopes asked (OAuth2 answers, ``POST``)."""
+    """The scopes granted, space-separated (OAuth2's ``scope``)."""
     refresh_token: str | None = None
     """For a pull credential asked ``offline``: the secret again, for clients that keep an
     identity token (the OAuth2 ``refresh_token`` grant takes it)."""

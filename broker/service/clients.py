@@ -122,6 +122,9 @@ class Clients:
     def add(self, name: str, role: str, public_pem: str) -> None:
         if role not in ROLES:
             raise Invalid(f"no role {role!r}: one of {', '.join(ROLES)}")
+        if name.startswith("app-"):
+            # The user names of apps' pull credentials: the audit log must tell them apart.
+            raise Invalid(f"client names starting with 'app-' are reserved: {name!r}")
         try:
             load_client_key(public_pem)
         except ValueError as exc:

@@ -31,7 +31,7 @@ import hashlib
 import hmac
 import json
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from cryptography.exceptions import InvalidTag
@@ -81,7 +81,7 @@ class Key:
 @dataclass(frozen=True)
 class Remembered:
     staging_guid: str
-    answer: dict[str, Any] | None
+    answer: dict[str, Any] | None = field(repr=False)  # a mint's token
 
 
 class Idempotency:

@@ -8,11 +8,13 @@ once. ``docker-credential-stager`` (``tailor/credhelper.py``) therefore trades a
 assertion for a session (``POST /v1/puller-sessions``) and gives the client the
 puller's id and the session as user name and password.
 
-A session is ``stps1.<base64url(nonce || AES-256-GCM(client, expiry))>`` under a key
-derived from the broker's fingerprint key: stateless (nothing stored, any replica
+A session is ``stps1.<base64url(nonce || AES-256-GCM(client, key, expiry))>`` under a
+key derived from the broker's fingerprint key: stateless (nothing stored, any replica
 opens it), good for ``BROKER_PULLER_SESSION_SECONDS`` (900) and only for what the
-puller role grants (pull); removing the client ends its sessions at once (the client
-is looked up on every use). Each session issued is audited (``puller.session``).
+puller role grants (pull). It names the client's registered public key too: removing
+the client ends its sessions (within the client cache's 2 s), and adding it again with
+a new key (what a key rotation is) does not bring them back. Each session issued is
+audited (``puller.session``).
 """
 
 from __future__ import annotations
@@ -40,6 +42,11 @@ __all__ = ["PREFIX", "PullerSessions", "Session", "is_session"]
 PREFIX = "stps1."
 _NONCE = 12
 _AAD = b"puller-session.v1"
+
+
+def _key_id(client: ClientRow) -> str:
+    """Which registered key a session was opened under (a re-added client has another)."""
+    return hashlib.sha256(f"{client.public_key}|{client.created_at}".encode()).hexdigest()[:32]
 
 
 def is_session(text: str) -> bool:
@@ -82,7 +89,8 @@ class PullerSessions:
             raise Refused(f"{caller.name} is not a puller")
         expires_at = int(self._clock()) + self._settings.puller_session_seconds
         nonce = secrets.token_bytes(_NONCE)
-        plain = json.dumps({"c": caller.name, "e": expires_at}).encode()
+        key = _key_id(caller.client)
+        plain = json.dumps({"c": caller.name, "k": key, "e": expires_at}).encode()
         secret = PREFIX + b64url(nonce + AESGCM(self._key).encrypt(nonce, plain, _AAD))
         with self._units(caller) as unit:
             unit.audit(
@@ -98,14 +106,14 @@ class PullerSessions:
             blob = b64url_decode(secret[len(PREFIX) :])
             plain = AESGCM(self._key).decrypt(blob[:_NONCE], blob[_NONCE:], _AAD)
             body = json.loads(plain)
-            client, expires_at = str(body["c"]), int(body["e"])
+            client, key, expires_at = str(body["c"]), str(body["k"]), int(body["e"])
         except (ValueError, KeyError, TypeError, InvalidTag):
             raise Refused("does not open") from None
         if expires_at <= int(self._clock()):
             raise Refused(f"of {client} expired")
         row = self._lookup(client)
-        if row is None or row.role != "puller":
-            raise Refused(f"{client} is no longer a puller")
+        if row is None or row.role != "puller" or not hmac.compare_digest(key, _key_id(row)):
+            raise Refused(f"{client} is no longer a puller with the key it had")
         if username is not None and username != client:
             raise Refused(f"of {client} presented as {username[:64]!r}")
         return client

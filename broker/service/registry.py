@@ -121,7 +121,13 @@ class RegistryGrants:
         lifetime, now = self._settings.registry_token_seconds, int(self._clock())
         token = self._issue(subject, granted, lifetime, now)
         issued = timestamp(now)
-        return {"token": token, "access_token": token, "expires_in": lifetime, "issued_at": issued}
+        return {
+            "token": token,
+            "access_token": token,
+            "expires_in": lifetime,
+            "issued_at": issued,
+            "scope": " ".join(str(a) for a in granted),  # OAuth2's: what was granted
+        }
 
     def own_token(self, scopes: Sequence[str]) -> str:
         """The broker's own token (pruning): exactly the scopes asked, never over HTTP."""

@@ -235,37 +235,22 @@ class SqlTx:
     def expire_pull_credentials(self, app_guid: str, at: int) -> list[str]:
         """Make the app's live credentials expire at ``at`` (or sooner, if they already
         do); the ids so changed."""
-        live = [
-            str(r[0])
-            for r in self._exec(
-                "SELECT id FROM pull_credentials WHERE app_guid=? AND revoked_at IS NULL"
-                " AND (expires_at IS NULL OR expires_at > ?)",
-                (app_guid, at),
-            ).fetchall()
-        ]
-        if live:
-            self._exec(
-                f"UPDATE pull_credentials SET expires_at=? WHERE id IN ({_marks(live)})",
-                (at, *live),
-            )
-        return live
+        # One statement (no read, then write): a concurrent issue or revoke cannot slip in.
+        rows = self._exec(
+            "UPDATE pull_credentials SET expires_at=? WHERE app_guid=? AND revoked_at IS NULL"
+            " AND (expires_at IS NULL OR expires_at > ?) RETURNING id",
+            (at, app_guid, at),
+        ).fetchall()
+        return sorted(str(r[0]) for r in rows)
 
     def revoke_pull_credentials(self, app_guid: str, now: int) -> list[str]:
         """Revoke every credential of the app not revoked yet; their ids."""
-        ids = [
-            str(r[0])
-            for r in self._exec(
-                "SELECT id FROM pull_credentials WHERE app_guid=? AND revoked_at IS NULL"
-                " ORDER BY id",
-                (app_guid,),
-            ).fetchall()
-        ]
-        if ids:
-            self._exec(
-                f"UPDATE pull_credentials SET revoked_at=? WHERE id IN ({_marks(ids)})",
-                (now, *ids),
-            )
-        return ids
+        rows = self._exec(
+            "UPDATE pull_credentials SET revoked_at=? WHERE app_guid=? AND revoked_at IS NULL"
+            " RETURNING id",
+            (now, app_guid),
+        ).fetchall()
+        return sorted(str(r[0]) for r in rows)
 
     def app_has_completed_staging(self, app_guid: str) -> bool:
         row = self._one(

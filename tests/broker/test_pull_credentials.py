@@ -122,6 +122,7 @@ def test_one_credential_many_token_requests_pull_only_its_app(api_each_store: Ap
 
 
 def test_a_wrong_secret_is_refused_and_counted(api: Api, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
     staged(api)
     staged(api, "stg-2", app="app-2")
     cred = issue(api).json()
@@ -148,6 +149,10 @@ def test_a_wrong_secret_is_refused_and_counted(api: Api, caplog: pytest.LogCaptu
     assert not [e for e in api.service.audit.page(0, 1000) if e.event == "registry.token"]
     for leaked in (secret, wrong, b_secret):
         assert leaked not in caplog.text and leaked not in metrics
+    reasons = [getattr(r, "reason", "") for r in caplog.records if r.getMessage() == (
+        "client authentication failed")]  # fmt: skip
+    assert "pull credential: unknown credential or wrong secret" in reasons
+    assert any(r.endswith("presented for another user name") for r in reasons), reasons
 
 
 def test_rotation_keeps_the_old_one_for_the_grace_and_revocation_ends_all(api: Api) -> None:
@@ -253,3 +258,46 @@ def test_a_puller_session_ends(api: Api) -> None:
     assert token(api, puller.name, secret).status_code == 401  # no longer a puller
     metrics = api.http.get("/metrics").text
     assert 'stager_client_auth_failures_total{reason="pull_credential"} 4.0' in metrics
+
+
+def test_a_rotated_puller_key_does_not_bring_its_sessions_back(api: Api) -> None:
+    """A leak's cure is remove and add with a new key: the sessions of the old key stay
+    ended."""
+    from tests.support.clients import new_client
+
+    puller = api.clients.puller
+    secret = session(api).json()["password"]
+    assert token(api, puller.name, secret).status_code == 200
+    api.service.clients.remove(puller.name)
+    fresh = new_client(puller.name, "puller")
+    api.service.clients.add(puller.name, "puller", fresh.public_pem)
+    api.service.clients._cache.clear()
+    assert token(api, puller.name, secret).status_code == 401
+
+
+def test_app_names_are_not_client_names(api: Api) -> None:
+    from broker.errors import Invalid
+    from tests.support.clients import new_client
+
+    with pytest.raises(Invalid, match="reserved"):
+        api.service.clients.add("app-1", "puller", new_client("app-1", "puller").public_pem)
+
+
+def test_a_second_rotation_does_not_extend_the_first_credentials_end(api: Api) -> None:
+    staged(api)
+    first = issue(api).json()
+    second = issue(api).json()
+
+    def ends() -> dict[str, str | None]:
+        listed = api.call("GET", "/v1/apps/app-1/pull-credentials", api.clients.cc).json()
+        return {c["id"]: c["expires_at"] for c in listed}
+
+    before = ends()
+    assert before[first["id"]] is not None and before[second["id"]] is None
+    real = time.time
+    api.service.clock = lambda: real() + 3600
+    issue(api)
+    api.service.clock = real
+    after = ends()
+    assert after[first["id"]] == before[first["id"]]  # not pushed back by the next rotation
+    assert str(after[second["id"]]) > str(before[first["id"]])  # ISO 8601: ordered as text

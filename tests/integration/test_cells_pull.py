@@ -97,6 +97,7 @@ def test_podman_pulls_as_a_puller_through_the_credential_helper(
     puller = s.clients["puller"].name
     env = {
         "PATH": f"{bin_dir}:/usr/sbin:/usr/bin:/sbin:/bin",
+        "STAGER_REGISTRY": s.internal_host,
         "STAGER_BROKER_URL": s.broker.url,
         "STAGER_CLIENT_ID": puller,
         "STAGER_CLIENT_KEY": str(s.keys["puller"]),

@@ -143,6 +143,7 @@ def test_a_puller_pulls_through_the_credential_helper(secured: Secured) -> None:
     env = {
         **os.environ,
         "PATH": f"{helper.parent}:{os.environ.get('PATH', '')}",
+        "STAGER_REGISTRY": s.internal_host,
         "STAGER_BROKER_URL": s.broker.url,
         "STAGER_CLIENT_ID": s.clients["puller"].name,
         "STAGER_CLIENT_KEY": str(s.keys["puller"]),
@@ -169,7 +170,13 @@ def test_a_puller_pulls_through_the_credential_helper(secured: Secured) -> None:
     done = subprocess.run([str(helper), "get"], input=s.internal_host, capture_output=True,
                           text=True, env=bare, timeout=30, check=False)  # fmt: skip
     assert done.returncode == 1
-    assert (
-        done.stdout.strip()
-        == "docker-credential-stager: set STAGER_CLIENT_KEY (the broker, a puller client, its key)"
+    assert done.stdout.strip() == (
+        "docker-credential-stager: set STAGER_CLIENT_KEY (the internal registry, the broker,"
+        " a puller client, its key)"
     )
+    # Another registry (Docker Hub, say, from a credsStore entry) gets nothing.
+    elsewhere = subprocess.run([str(helper), "get"], input="https://index.docker.io/v1/",
+                               capture_output=True, text=True, env=env, timeout=30,
+                               check=False)  # fmt: skip
+    assert elsewhere.returncode == 1
+    assert elsewhere.stdout.strip() == "credentials not found in native keychain"

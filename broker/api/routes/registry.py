@@ -117,7 +117,7 @@ _FORM = {
 @router.post(
     "/registry-token",
     response_model=RegistryToken,
-    responses=problem_responses(400, 401, 403, 413, 415, 422, 503),
+    responses=problem_responses(401, 403, 413, 422, 503),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -150,7 +150,6 @@ async def registry_token_oauth(
             answer = await call.run(lambda caller: svc.registry.token(caller, audience, scopes))
     else:
         raise Invalid("grant_type must be password or refresh_token")
-    answer["scope"] = " ".join(scopes)
     return answer
 
 
