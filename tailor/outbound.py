@@ -53,6 +53,7 @@ __all__ = [
     "DeadlineExceeded",
     "Probe",
     "Refused",
+    "Unresolvable",
     "fetch",
     "parse_networks",
     "resolve_name",
@@ -76,6 +77,11 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 class Refused(TransportError):
     """A destination the outbound policy does not allow (or a host the probe is not for)."""
+
+
+class Unresolvable(Refused):
+    """A name with no address: a ``Refused`` for callers that treat every destination they
+    cannot use alike, told apart by those that report an unknown name as unreachable."""
 
 
 class DeadlineExceeded(TransportError):
@@ -123,11 +129,11 @@ def _embedded(address: Address) -> Address | None:
 
 
 def resolve_name(host: str, port: int) -> list[str]:
-    """Every address ``host`` has now (IPv4 and IPv6, no zone); ``Refused`` if none."""
+    """Every address ``host`` has now (IPv4 and IPv6, no zone); ``Unresolvable`` if none."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError):
-        raise Refused(f"cannot resolve {host!r}: no address for that name") from None
+        raise Unresolvable(f"cannot resolve {host!r}: no address for that name") from None
     return sorted({str(info[4][0]).split("%", 1)[0] for info in infos})
 
 
@@ -166,7 +172,7 @@ class AddressPolicy:
         except ValueError:
             found = self.resolver(bare, port)
         if not found:
-            raise Refused(f"cannot resolve {host!r}: no address for that name")
+            raise Unresolvable(f"cannot resolve {host!r}: no address for that name")
         for address in found:
             why = self.refusal(address)
             if why is not None:

@@ -12,6 +12,17 @@ It records every request (:class:`Call`): method, grant, scopes, the query or fo
 out, so tests can pin down what a client sends to a realm. Distribution accepts a
 token until 60 s past its ``exp`` (``LEEWAY``); ``registry_seconds`` makes the registry
 refuse tokens that many seconds after they were issued, whatever ``expires_in`` says.
+
+Modes for what real realms do: ``get_status`` answers every GET with 404 or 405 (a realm
+that takes only the OAuth2 POST); ``expires_in`` None leaves it out of the answer (the
+spec's default, 60 s, applies) and ``issued_at`` adds the spec's field (as Docker Hub
+writes it, nanoseconds and ``Z``), shifted by that many seconds; ``unreadable``
+repositories get a token granting nothing, to the right user too (a realm narrowing a
+scope the user may not have, as Docker Hub's does); ``public`` ones are pullable with an
+anonymous token; ``refuse_wrong`` answers 401 to a GET with wrong credentials (by default
+it gets a token granting nothing, as an anonymous GET does); ``explain`` answers a refusal
+with a body saying why (Docker Hub's ``details`` to a GET; to a POST, OAuth2's 400
+``invalid_grant`` with an ``error_description``).
 """
 
 from __future__ import annotations
@@ -59,7 +70,7 @@ class TokenServer:
     username: str
     password: str
     root: Path
-    expires_in: int = 300
+    expires_in: int | None = 300
     oversized: bool = False
     refuse_anonymous: bool = False
     """Answer 401 to a token request without valid credentials, as the broker does (by
@@ -70,6 +81,12 @@ class TokenServer:
     refresh_on_get: bool = False  # answer a refresh_token to a good GET too
     registry_seconds: int | None = None  # the registry refuses a token this long after issue
     accept_post: bool = True  # False: answer POST with 405, as a GET-only realm does
+    get_status: int | None = None  # answer every GET with this (404, 405): a POST-only realm
+    issued_at: float | None = None  # add issued_at (RFC 3339), this many seconds off our clock
+    unreadable: set[str] = field(default_factory=set)  # repositories granted nothing
+    public: set[str] = field(default_factory=set)  # repositories an anonymous token pulls
+    refuse_wrong: bool = False  # 401 to a GET with wrong credentials, not an empty token
+    explain: bool = False  # a refusal's body says why, as real realms' do
 
     def __post_init__(self) -> None:
         self.key = ec.generate_private_key(ec.SECP256R1())
@@ -101,6 +118,14 @@ class TokenServer:
                 user = server._basic(header)
                 call = server._call(self, "GET", "basic", query.get("scope", []), query)
                 call.basic_user = _basic_user(header)
+                if server.get_status is not None:  # as a realm taking only the POST answers
+                    with server._lock:
+                        server.calls.append(call)
+                    self.send_response(server.get_status)
+                    self.send_header("Allow", "POST")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 server._answer(self, call, user, issue_refresh=server.refresh_on_get)
 
             def do_POST(self) -> None:
@@ -175,10 +200,14 @@ class TokenServer:
         for scope in scopes:
             kind, _, rest = scope.partition(":")
             name, _, actions = rest.rpartition(":")
-            if user and kind == "repository":
+            if kind != "repository" or name in self.unreadable:
+                continue
+            if user:
                 access.append({"type": kind, "name": name, "actions": actions.split(",")})
+            elif name in self.public and "pull" in actions.split(","):
+                access.append({"type": kind, "name": name, "actions": ["pull"]})
         now = int(time.time())
-        lifetime = self.expires_in
+        lifetime = self.expires_in if self.expires_in is not None else 60
         if self.registry_seconds is not None:
             lifetime = self.registry_seconds - LEEWAY
         claims = {
@@ -207,16 +236,33 @@ class TokenServer:
             call.issued_refresh = self.new_refresh_token()
         with self._lock:
             self.calls.append(call)
-        if user is None and (call.method == "POST" or self.refuse_anonymous):
-            handler.send_response(401)
-            handler.send_header("Content-Length", "0")
+        wrong = self.refuse_wrong and call.basic_user is not None
+        if user is None and (call.method == "POST" or self.refuse_anonymous or wrong):
+            why, status = b"", 401
+            if self.explain and call.method == "POST":  # RFC 6749's answer to a wrong password
+                why = b'{"error": "invalid_grant", "error_description": "invalid credentials"}'
+                status = 400
+            elif self.explain:
+                why = b'{"details": "incorrect username or password"}'
+            handler.send_response(status)
+            if why:
+                handler.send_header("Content-Type", "application/json")
+            handler.send_header("Content-Length", str(len(why)))
             handler.end_headers()
+            handler.wfile.write(why)
             return
         if self.oversized:
             body = b'{"token": "' + b"a" * (1024 * 1024) + b'"}'
         else:
             token = self._token(user, call.scopes)
-            answer = {"token": token, "access_token": token, "expires_in": self.expires_in}
+            answer: dict[str, object] = {"token": token, "access_token": token}
+            if self.expires_in is not None:
+                answer["expires_in"] = self.expires_in
+            if self.issued_at is not None:
+                at = datetime.datetime.now(datetime.UTC) + datetime.timedelta(
+                    seconds=self.issued_at
+                )
+                answer["issued_at"] = at.strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"
             if call.issued_refresh:
                 answer["refresh_token"] = call.issued_refresh
             body = json.dumps(answer).encode()
