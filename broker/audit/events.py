@@ -18,7 +18,9 @@ __all__ = [
     "CATALOG",
     "CLIENT_ADDED",
     "CLIENT_REMOVED",
+    "CREDENTIALS_EXCHANGED",
     "CREDENTIALS_PURGED",
+    "CREDENTIALS_RELEASED",
     "HASHED",
     "PRUNE_DELETED",
     "PULLER_SESSION",
@@ -175,6 +177,21 @@ CREDENTIALS_PURGED = Kind(
     "credentials purged",
     _STAGING,
 )
+CREDENTIALS_EXCHANGED = Kind(
+    "credentials.exchanged",
+    "the broker traded the staging's credentials for an upstream pull token (never the token);"
+    " detail: scope, lifetime, refresh",
+    "credentials exchanged",
+    _STAGING,
+    ("scope", "expires_in", "realm", "refresh"),
+)
+CREDENTIALS_RELEASED = Kind(
+    "credentials.released",
+    "the password itself went to the Tailor (no token to be had); detail.reason says why",
+    "password released",
+    _STAGING,
+    ("reason",),
+)
 CLIENT_ADDED = Kind("client.added", "broker clients add", "client added", detail=("role",))
 CLIENT_REMOVED = Kind("client.removed", "broker clients remove", "client removed")
 REGISTRY_TOKEN = Kind(
@@ -233,6 +250,8 @@ CATALOG: dict[str, Kind] = {
         STAGING_CANCELLED,
         STAGING_EXPIRED,
         CREDENTIALS_PURGED,
+        CREDENTIALS_EXCHANGED,
+        CREDENTIALS_RELEASED,
         CLIENT_ADDED,
         CLIENT_REMOVED,
         REGISTRY_TOKEN,
