@@ -146,7 +146,7 @@ TOKEN_ISSUED = Kind(
     "cc minted a staging token (POST /v1/staging-tokens)",
     "minted",
     _STAGING,
-    ("ttl_seconds", "tailor", "space_guid", "user"),
+    ("ttl_seconds", "tailor", "space_guid", "user", "upstream"),
 )
 TOKEN_LOOKUP = Kind("token.lookup", "a token was looked up", "looked up", _STAGING)
 TOKEN_REDEEMED = Kind("token.redeemed", "the bound tailor redeemed a token", "redeemed", _STAGING)

@@ -213,6 +213,11 @@ class Stagings:
             # Neither: a public image staged into a secured internal registry.
             raise Invalid("username and password go together (or neither, for a public image)")
         ttl = self._ttl(ttl_seconds)
+        checked = (
+            self._upstream.check(str(ref), username, password)
+            if self._settings.upstream_exchange and username is not None and password is not None
+            else None
+        )
         now = self._now()
         claims = StagingClaims(
             token_id=secrets.token_hex(16),
@@ -275,6 +280,8 @@ class Stagings:
             else:
                 unit.tx.put_sealed(staging_guid, sealed)
                 detail: dict[str, Any] = {"ttl_seconds": ttl, "tailor": tailor}
+                if checked:
+                    detail["upstream"] = checked
                 if space_guid:
                     detail["space_guid"] = space_guid
                 if user:

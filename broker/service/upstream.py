@@ -111,6 +111,29 @@ class Upstream:
             )
         return Decision("password", reason=reason)
 
+    def check(self, image: str, username: str, password: str) -> str:
+        """At mint: can these credentials pull the image? A refusal is raised (the push
+        fails at once with the registry's own words); an unreachable registry is not one
+        (it may answer by staging time). Returns what was found, for the audit log."""
+        got = self.outcome(image, username, password)
+        never = self._settings.release_passwords == "never"
+        if isinstance(got, Refused):
+            raise UpstreamRefused(f"the upstream registry refused the credentials: {got}")
+        if isinstance(got, BasicOnly) and never:
+            raise UpstreamRefused(
+                "the upstream registry only does Basic auth, and this broker releases no"
+                " passwords (BROKER_RELEASE_PASSWORDS=never)"
+            )
+        if isinstance(got, PolicyRefused) and never:
+            raise UpstreamRefused(f"the broker may not reach the upstream registry: {got}")
+        if isinstance(got, Token):
+            return "token"
+        if isinstance(got, Anonymous):
+            return "public"
+        if isinstance(got, BasicOnly):
+            return "basic-only"
+        return f"not checked: {got}"[:300]
+
     def refresh(self, image: str, username: str | None, password: str | None) -> Decision:
         """A fresh token for an open staging: never the password."""
         if username is None or password is None:

@@ -92,11 +92,12 @@ def test_the_tailor_pulls_with_a_token_and_never_the_password(setup: Setup) -> N
     run = setup.push("stg-1")
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip().splitlines()[-1].startswith(f"{setup.internal.host}/staging/app-1/")
-    # Only the broker asked the realm, with the user's credentials, for exactly one pull.
+    # Only the broker asked the realm (its check at mint, its trade at redemption), with
+    # the user's credentials, for exactly one pull; the Tailor never did.
     calls = setup.upstream.server.calls
     assert [(c.basic_user, c.scopes) for c in calls] == [
         (UPSTREAM_USER, ["repository:team/app:pull"])
-    ]
+    ] * 2
     # The upstream saw Bearer tokens and nothing else (the first ping is anonymous).
     schemes = {h.get("Authorization", "").split(" ")[0] for _, _, h in setup.proxy.requests}
     assert schemes <= {"", "Bearer"} and "Bearer" in schemes, schemes
@@ -164,7 +165,7 @@ def test_a_basic_only_upstream_gets_the_password_released_and_audited(
 ) -> None:
     import requests
 
-    from tests.support.broker_api import minted_token
+    from tests.support.broker_api import mint
 
     layout = Layout(tmp_path / "layout")
     layout.tag("v1", image(layout, seed=82, layers=1))
@@ -174,22 +175,25 @@ def test_a_basic_only_upstream_gets_the_password_released_and_audited(
     env.update(BROKER_OUTBOUND_ALLOW="127.0.0.0/8", BROKER_INSECURE_REGISTRIES="127.0.0.1",
                BROKER_UPSTREAM_EXCHANGE="true")  # fmt: skip
     provision(env, tmp_path, clients.all())
-    for mode, expected in (("when-needed", 200), ("never", 422)):
+    for mode in ("when-needed", "never"):
         broker = start_broker({**env, "BROKER_RELEASE_PASSWORDS": mode}, tmp_path / "b.log",
                               self_audience=True)  # fmt: skip
         try:
             url = broker.url
-            token = minted_token(url, clients.cc, staging_guid=f"s-{mode}",
-                                 image=f"{upstream.host}/acme/web:v1",
-                                 username=UPSTREAM_USER, password=UPSTREAM_PASSWORD,
-                                 tailor=clients.tailor.name)  # fmt: skip
+            body = {"staging_guid": f"s-{mode}", "image": f"{upstream.host}/acme/web:v1",
+                    "username": UPSTREAM_USER, "password": UPSTREAM_PASSWORD,
+                    "tailor": clients.tailor.name}  # fmt: skip
+            minted = mint(url, clients.cc, **body)
+            if mode == "never":  # refused at once, at the push
+                assert minted.status_code == 422, minted.text
+                assert "only does Basic auth" in minted.json()["detail"]
+                continue
+            assert minted.status_code == 201, minted.text
             r = requests.post(url + "/v1/redemptions", headers=clients.tailor.headers(url),
-                              json={"token": token}, timeout=30)  # fmt: skip
-            assert r.status_code == expected, (mode, r.text)
-            if expected == 200:
-                assert r.json()["password"] == UPSTREAM_PASSWORD
-            else:
-                assert "only does Basic auth" in r.json()["detail"]
+                              json={"token": minted.json()["token"]}, timeout=30)  # fmt: skip
+            assert r.status_code == 200, r.text
+            assert r.json()["password"] == UPSTREAM_PASSWORD
+            assert r.json()["upstream_token"] is None
         finally:
             broker.stop()
     conn = sqlite3.connect(tmp_path / "broker.sqlite")
@@ -197,3 +201,47 @@ def test_a_basic_only_upstream_gets_the_password_released_and_audited(
     released = [json.loads(d) for e, d in rows if e == "credentials.released"]
     conn.close()
     assert len(released) == 1 and released[0]["reason"].startswith("basic-only registry")
+
+
+def test_the_credentials_are_checked_at_mint(setup: Setup) -> None:
+    """A wrong password fails the push at once with the registry's own words, and opens
+    no staging; an unreachable registry is no refusal (it may answer by staging time)."""
+    import time
+
+    from tests.support.broker_api import mint
+    from tests.support.processes import free_port
+
+    server = setup.upstream.server
+    server.refuse_wrong = server.explain = True
+    url, c = setup.broker.url, setup.clients
+    image = f"{setup.proxy.host}/team/app:v1"
+    body = {"image": image, "username": UPSTREAM_USER, "tailor": c.tailor.name}
+    started = time.monotonic()
+    wrong = mint(url, c.cc, staging_guid="s-wrong", password="not-the-password", **body)
+    took = time.monotonic() - started
+    assert wrong.status_code == 422 and wrong.headers["content-type"] == "application/problem+json"
+    detail = wrong.json()["detail"]
+    assert detail.startswith("the upstream registry refused the credentials: token server")
+    assert "not-the-password" not in detail
+    print(f"wrong password at mint refused in {took * 1000:.0f} ms")
+    good = mint(url, c.cc, staging_guid="s-good", password=UPSTREAM_PASSWORD, **body)
+    assert good.status_code == 201, good.text
+    gone = f"127.0.0.1:{free_port()}/team/app:v1"
+    unreachable = mint(url, c.cc, staging_guid="s-away", password=UPSTREAM_PASSWORD,
+                       **{**body, "image": gone})  # fmt: skip
+    assert unreachable.status_code == 201, unreachable.text
+    issued = {s: d.get("upstream") for s, d in _issued(setup)}
+    assert issued["s-good"] == "token"
+    assert str(issued["s-away"]).startswith("not checked:")
+    assert "s-wrong" not in issued  # no staging opened, nothing sealed
+
+
+def _issued(setup: Setup) -> list[tuple[str, dict[str, object]]]:
+    conn = sqlite3.connect(setup.tmp / "broker.sqlite")
+    try:
+        rows = conn.execute(
+            "SELECT staging_guid, detail FROM audit_events WHERE event='token.issued'"
+        ).fetchall()
+    finally:
+        conn.close()
+    return [(s, json.loads(d)) for s, d in rows]
