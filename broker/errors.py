@@ -16,6 +16,7 @@
     |   |   +-- OutcomeUnknown  the answer to COMMIT was lost: the action may have been done
     |   +-- AuditTampered       the stored audit log is not what this broker wrote
     |   +-- Busy                every slot for this work is taken: try again shortly
+    |   +-- UpstreamUnreachable the user's registry cannot be reached from the broker
     +-- SetupError              an operator's input the CLI refuses: settings, key files,
         +-- KeyFileError        exports, prune lists
         +-- ExportError
@@ -47,6 +48,7 @@ __all__ = [
     "TokenRefused",
     "Unauthenticated",
     "Unavailable",
+    "UpstreamUnreachable",
 ]
 
 
@@ -149,6 +151,11 @@ class Busy(Unavailable):
     def __init__(self, message: str, retry_after: int = 1) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class UpstreamUnreachable(Unavailable):
+    """The upstream registry gave no usable answer to the broker (its message is safe to
+    show: no credential)."""
 
 
 class SetupError(BrokerError):

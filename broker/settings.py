@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -46,6 +47,15 @@ class Settings(BaseSettings):
     (the platform's time to give running instances the new one)."""
     puller_session_seconds: int = Field(default=900, ge=60, le=86400)
     """How long a puller session (``docker-credential-stager``) can get registry tokens."""
+    upstream_exchange: bool = False
+    """Trade the user's password at redemption for a pull token of the upstream (the Tailor
+    then never holds the password where the registry speaks the token protocol). Off by
+    default while it is rolled out (docs/architecture.md, "The upstream exchange")."""
+    upstream_exchange_seconds: float = Field(default=10.0, gt=0, le=120)
+    """One upstream exchange's whole deadline (the password traded for a pull token)."""
+    release_passwords: Literal["when-needed", "never"] = "when-needed"
+    """``when-needed``: release the user's password to the Tailor where no token can be had
+    (a Basic-only registry, or one the broker cannot reach), audited; ``never``: refuse."""
     sweep_interval_seconds: float = Field(default=30.0, gt=0)
     staging_retention: int = Field(default=30 * 86400, ge=0)
     """Seconds a closed staging's row is kept after it closed, once ``broker prune --apply``

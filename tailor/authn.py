@@ -11,6 +11,8 @@ import binascii
 import json
 import os
 import subprocess
+import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +26,7 @@ __all__ = [
     "AuthConfig",
     "Authenticator",
     "Basic",
+    "BrokerToken",
     "IdentityToken",
     "PlatformAssertion",
     "TokenProvider",
@@ -152,6 +155,49 @@ class TokenProvider:
         if realm is None:
             return _NOTHING  # a registry token answers a Bearer challenge only
         return AuthConfig(registry_token=self.mint(sorted(scopes)))
+
+
+class BrokerToken:
+    """The upstream pull token the broker traded the user's credentials for (the Tailor
+    never holds the password): offered for a Bearer challenge only, renewed through
+    ``renew`` (the broker's refresh) before it expires and after the registry refused it."""
+
+    MARGIN = 30.0  # seconds before its end a token is renewed
+
+    def __init__(
+        self, token: str, expires_at: float, renew: Callable[[], tuple[str, float]]
+    ) -> None:
+        self._token = token
+        self._expires_at = expires_at
+        self._margin = self._margin_for(expires_at)
+        self._renew = renew
+        self._stale = False
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return "BrokerToken()"
+
+    def _margin_for(self, expires_at: float) -> float:
+        """Renew ahead of the end: 30 s, or a quarter of a shorter life."""
+        return min(self.MARGIN, max(0.0, expires_at - time.time()) / 4)
+
+    def invalidate(self) -> None:
+        """The registry refused the token: the next use renews it."""
+        with self._lock:
+            self._stale = True
+
+    def authorization(self, realm: str | None, scopes: Sequence[str]) -> AuthConfig:
+        if realm is None:
+            return _NOTHING  # a pull token answers a Bearer challenge only
+        with self._lock:
+            if self._stale or time.time() > self._expires_at - self._margin:
+                self._token, self._expires_at = self._renew()
+                self._margin = self._margin_for(self._expires_at)
+                self._stale = False
+            token = self._token
+        return AuthConfig(
+            registry_token=token, label="the upstream token the broker gave", fixed_scopes=True
+        )
 
 
 def _config_path() -> Path:

@@ -125,6 +125,9 @@ class TokenSource:
             cached = self._cache.get(key)
             if cached and not fresh and cached.expires > self._clock():
                 return cached.grant
+        invalidate = getattr(self._auth, "invalidate", None)
+        if fresh and callable(invalidate):
+            invalidate()  # a token the registry refused: its giver renews it
         config = self._auth.authorization(realm, sorted(key[2]))
         if config.registry_token:
             # Minted by the caller itself: no realm is contacted, so none is checked.

@@ -3,12 +3,13 @@ Tailor runs in a staging container and never imports ``broker``."""
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 import json
 import os
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -19,7 +20,7 @@ from tailor.assertion import ClientKey
 from tailor.errors import TailorError
 from tailor.retry import RetryPolicy, parse_retry_after
 
-__all__ = ["BrokerClient", "BrokerError", "Redemption"]
+__all__ = ["BrokerClient", "BrokerError", "Redemption", "UpstreamGrant"]
 
 _MAX_ANSWER = 64 * 1024
 _MAX_IDLE = 2.0
@@ -58,6 +59,24 @@ class BrokerError(TailorError):
 
 
 @dataclass(frozen=True)
+class UpstreamGrant:
+    """A pull token of the upstream registry the broker traded the user's credentials for:
+    for that registry and repository only, until ``expires_at`` (Unix time)."""
+
+    token: str = field(repr=False)
+    expires_at: float
+    scope: str
+
+
+def _grant(data: Any) -> UpstreamGrant:
+    try:
+        when = datetime.datetime.fromisoformat(str(data["expires_at"]).replace("Z", "+00:00"))
+        return UpstreamGrant(str(data["token"]), when.timestamp(), str(data.get("scope") or ""))
+    except (KeyError, TypeError, ValueError):
+        raise BrokerError("the broker's upstream token answer is incomplete") from None
+
+
+@dataclass(frozen=True)
 class Redemption:
     staging_guid: str
     """The staging the token opened: the one to report the end of."""
@@ -67,6 +86,8 @@ class Redemption:
     password: str | None
     expires_at: str
     app_guid: str = ""
+    upstream: UpstreamGrant | None = None
+    """Set when the broker traded the credentials for a token: then no username, no password."""
 
     def __repr__(self) -> str:  # never the password
         return f"Redemption(registry={self.registry!r}, image={self.image!r})"
@@ -214,6 +235,7 @@ class BrokerClient:
             username, password = data["username"], data["password"]
             if (username is None) != (password is None):
                 raise TypeError
+            upstream = data.get("upstream_token")
             return Redemption(
                 str(data["staging_guid"]),
                 str(data["registry"]),
@@ -222,9 +244,21 @@ class BrokerClient:
                 None if password is None else str(password),
                 str(data["expires_at"]),
                 str(data.get("app_guid") or ""),
+                _grant(upstream) if upstream else None,
             )
         except (KeyError, TypeError):
             raise BrokerError("the broker's redemption answer is incomplete") from None
+
+    def upstream_token(self, staging_guid: str, token: str) -> UpstreamGrant:
+        """A fresh upstream token for this open staging (the staging token presented again).
+        A lost answer is asked again: each try is a new token, and a lost one only expires."""
+        data = self._call(
+            "POST",
+            f"/v1/stagings/{staging_guid}/upstream-token",
+            {"token": token},
+            "a fresh upstream token",
+        )
+        return _grant(data)
 
     def lookup(self, token: str) -> dict[str, Any]:
         answer: dict[str, Any] = self._call(

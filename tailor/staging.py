@@ -14,9 +14,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tailor.authn import ANONYMOUS, Authenticator, Basic
+from tailor.authn import ANONYMOUS, Authenticator, Basic, BrokerToken
 from tailor.blobcache import BlobLocations, MemoryLocations
-from tailor.broker_client import BrokerClient
+from tailor.broker_client import BrokerClient, Redemption
 from tailor.copy import CopyOptions, copy_image, resolve_image
 from tailor.errors import ConfigError, DigestMismatch, ManifestError, TailorError
 from tailor.manifest import Manifest, Platform, digest_of
@@ -169,7 +169,9 @@ def stage(req: StageRequest) -> dict[str, Any]:
             _report(req, granted.staging_guid, None, error)
             raise ConfigError(error)
         req.app_guid = req.app_guid or granted.app_guid or None
-        if granted.username is not None and granted.password is not None:
+        if granted.upstream is not None:
+            upstream_auth = _broker_token(req.broker, granted.staging_guid, req.token, granted)
+        elif granted.username is not None and granted.password is not None:
             upstream_auth = Basic(granted.username, granted.password)
     try:
         result = _run(req, requested, upstream_auth)
@@ -183,6 +185,19 @@ def stage(req: StageRequest) -> dict[str, Any]:
     if warning:
         req.warn(warning)
     return result
+
+
+def _broker_token(
+    broker: BrokerClient, staging_guid: str, token: str, granted: Redemption
+) -> Authenticator:
+    """The upstream token the broker traded the credentials for, renewed through it."""
+    assert granted.upstream is not None
+
+    def renew() -> tuple[str, float]:
+        fresh = broker.upstream_token(staging_guid, token)
+        return fresh.token, fresh.expires_at
+
+    return BrokerToken(granted.upstream.token, granted.upstream.expires_at, renew)
 
 
 def _run(req: StageRequest, requested: Reference, auth: Authenticator) -> dict[str, Any]:

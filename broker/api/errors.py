@@ -32,6 +32,7 @@ from broker.errors import (
     TokenRefused,
     Unauthenticated,
     Unavailable,
+    UpstreamUnreachable,
 )
 
 __all__ = ["PROBLEM_TYPES", "Problem", "install_handlers", "problem", "problem_responses"]
@@ -128,6 +129,9 @@ def answer(request: Request, exc: BrokerError) -> JSONResponse:
         return problem(kind, exc.detail if isinstance(exc, ClockSkew) else None)
     if isinstance(exc, TokenRefused):
         return problem(kind)  # the same answer for every reason: the audit log has it
+    if isinstance(exc, UpstreamUnreachable):
+        log.warning("upstream registry unreachable", extra={"error": str(exc)})
+        return problem(kind, str(exc))
     if isinstance(exc, Busy):
         log.warning("busy; request refused", extra={"error": str(exc)})
         return problem(kind, str(exc), headers={"Retry-After": str(exc.retry_after)})

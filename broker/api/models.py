@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
 
 from broker.audit import Record
+from broker.service.upstream import UpstreamToken
 from broker.store.model import State
 
 __all__ = [
@@ -93,14 +94,32 @@ class LookupResult(BaseModel):
     redeemed: bool
 
 
+class UpstreamTokenResult(BaseModel):
+    """A pull token of the upstream registry, for one repository, traded by the broker."""
+
+    token: str
+    expires_at: datetime.datetime
+    realm: str
+    service: str
+    scope: str
+
+
 class RedemptionResult(BaseModel):
     staging_guid: str
     app_guid: str
     registry: str
     image: str
-    username: str | None = Field(description="null: a public image, pull anonymously")
+    username: str | None = Field(
+        description="null: no password is given (a public image, or an upstream token)"
+    )
     password: str | None
     expires_at: datetime.datetime
+    upstream_token: UpstreamTokenResult | None = Field(
+        default=None,
+        description="the pull token the broker traded the credentials for: use it, for this"
+        " registry and repository only, and refresh it at"
+        " POST /v1/stagings/{staging_guid}/upstream-token",
+    )
 
 
 class Completion(_Strict):
@@ -175,3 +194,15 @@ class PullCredentialInfo(BaseModel):
     expires_at: datetime.datetime | None
     revoked_at: datetime.datetime | None
     live: bool
+
+
+def upstream_result(token: UpstreamToken | None) -> UpstreamTokenResult | None:
+    if token is None:
+        return None
+    return UpstreamTokenResult(
+        token=token.token,
+        expires_at=iso(token.expires_at),
+        realm=token.realm,
+        service=token.service,
+        scope=token.scope,
+    )

@@ -18,7 +18,9 @@ __all__ = [
     "CATALOG",
     "CLIENT_ADDED",
     "CLIENT_REMOVED",
+    "CREDENTIALS_EXCHANGED",
     "CREDENTIALS_PURGED",
+    "CREDENTIALS_RELEASED",
     "HASHED",
     "PRUNE_DELETED",
     "PULLER_SESSION",
@@ -144,7 +146,7 @@ TOKEN_ISSUED = Kind(
     "cc minted a staging token (POST /v1/staging-tokens)",
     "minted",
     _STAGING,
-    ("ttl_seconds", "tailor", "space_guid", "user"),
+    ("ttl_seconds", "tailor", "space_guid", "user", "upstream"),
 )
 TOKEN_LOOKUP = Kind("token.lookup", "a token was looked up", "looked up", _STAGING)
 TOKEN_REDEEMED = Kind("token.redeemed", "the bound tailor redeemed a token", "redeemed", _STAGING)
@@ -174,6 +176,21 @@ CREDENTIALS_PURGED = Kind(
     "a closed staging's sealed credentials were deleted",
     "credentials purged",
     _STAGING,
+)
+CREDENTIALS_EXCHANGED = Kind(
+    "credentials.exchanged",
+    "the broker traded the staging's credentials for an upstream pull token (never the token);"
+    " detail: scope, lifetime, refresh",
+    "credentials exchanged",
+    _STAGING,
+    ("scope", "expires_in", "realm", "refresh"),
+)
+CREDENTIALS_RELEASED = Kind(
+    "credentials.released",
+    "the password itself went to the Tailor (no token to be had); detail.reason says why",
+    "password released",
+    _STAGING,
+    ("reason",),
 )
 CLIENT_ADDED = Kind("client.added", "broker clients add", "client added", detail=("role",))
 CLIENT_REMOVED = Kind("client.removed", "broker clients remove", "client removed")
@@ -233,6 +250,8 @@ CATALOG: dict[str, Kind] = {
         STAGING_CANCELLED,
         STAGING_EXPIRED,
         CREDENTIALS_PURGED,
+        CREDENTIALS_EXCHANGED,
+        CREDENTIALS_RELEASED,
         CLIENT_ADDED,
         CLIENT_REMOVED,
         REGISTRY_TOKEN,

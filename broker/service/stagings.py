@@ -20,6 +20,7 @@ from broker.errors import Conflict, Invalid, NotFound, TokenRefused
 from broker.keys import KeyMaterial, RingWatcher
 from broker.service.idempotency import Action, Idempotency, Key, Remembered, parse_key
 from broker.service.unit import Unit, Units
+from broker.service.upstream import Decision, Upstream, UpstreamToken
 from broker.settings import Settings
 from broker.store import Store
 from broker.store.model import OPEN_STATES, StagingRow, State
@@ -58,6 +59,8 @@ class Redeemed:
     password: str | None
     expires_at: int
     app_guid: str = ""
+    upstream: UpstreamToken | None = None
+    """The pull token the credentials were traded for; then no username, no password."""
 
     def __repr__(self) -> str:
         return f"Redeemed(staging_guid={self.staging_guid!r}, image={self.image!r})"
@@ -112,6 +115,7 @@ class Stagings:
         self._settings = settings
         self._clock = clock
         self._idempotency = Idempotency(keys.fingerprint_key, settings.idempotency_seconds)
+        self._upstream = Upstream(settings)
 
     def _now(self) -> int:
         return int(self._clock())
@@ -209,6 +213,11 @@ class Stagings:
             # Neither: a public image staged into a secured internal registry.
             raise Invalid("username and password go together (or neither, for a public image)")
         ttl = self._ttl(ttl_seconds)
+        checked = (
+            self._upstream.check(str(ref), username, password)
+            if self._settings.upstream_exchange and username is not None and password is not None
+            else None
+        )
         now = self._now()
         claims = StagingClaims(
             token_id=secrets.token_hex(16),
@@ -271,6 +280,8 @@ class Stagings:
             else:
                 unit.tx.put_sealed(staging_guid, sealed)
                 detail: dict[str, Any] = {"ttl_seconds": ttl, "tailor": tailor}
+                if checked:
+                    detail["upstream"] = checked
                 if space_guid:
                     detail["space_guid"] = space_guid
                 if user:
@@ -362,6 +373,13 @@ class Stagings:
         claims = self._open(token, caller, "redeem", check_expiry=True)
         key = self._key(caller, idempotency_key)
         request = self._idempotency.request(key, "redeem", {"token": self.fingerprint(token)})
+        # The trade first, outside any transaction (it is network I/O): an unreachable or
+        # refusing registry spends nothing, and the token can be presented again.
+        decision = (
+            self._trade(claims, repeat_possible=key is not None)
+            if self._settings.upstream_exchange
+            else None
+        )
         now = self._now()
         with self._units(caller) as unit:
             tx = unit.tx
@@ -395,25 +413,94 @@ class Stagings:
                     if won and opened is not None:
                         self._remember(unit, key, "redeem", request, s.staging_guid)
             if opened is not None and s is not None:
+                # No trade (the exchange off): the password, as before, with nothing to audit.
+                given = decision or Decision("password")
+                password = given.give == "password"
                 result: Redeemed | TokenRefused = Redeemed(
                     s.staging_guid,
                     s.registry,
                     s.image,
-                    opened[0],
-                    opened[1],
+                    opened[0] if password else None,
+                    opened[1] if password else None,
                     s.expires_at,
                     s.app_guid,
+                    given.token,
                 )
                 if repeat:
                     self._repeated(unit, s, caller, "redeem")
                 else:
                     unit.audit(_event(events.TOKEN_REDEEMED, s, caller.name))
+                self._audit_given(unit, s, caller, given, refresh=False)
             else:
                 result = TokenRefused(reason)
                 unit.audit(self._refusal(caller, token, reason, claims, "redeem", s))
         if isinstance(result, TokenRefused):
             raise result
         return result
+
+    def _trade(self, claims: StagingClaims, *, repeat_possible: bool) -> Decision | None:
+        """What the Tailor should get for this staging's credentials (``Upstream.decide``),
+        when the redemption may succeed; None when it will be refused anyway."""
+        with self._store.transaction(write=False) as tx:
+            s = tx.get_staging(claims.staging_guid)
+            sealed = tx.get_sealed(claims.staging_guid)
+        if s is None or s.token_id != claims.token_id or sealed is None:
+            return None
+        if not (s.state == "open" or (s.state == "redeemed" and repeat_possible)):
+            return None  # a replay: refused in the unit, no credentials used
+        try:
+            username, password = open_credentials(
+                claims.data_key, sealed, staging_guid=s.staging_guid, image=s.image
+            )
+        except TokenRefused:
+            return None
+        return self._upstream.decide(s.image, username, password)
+
+    def _audit_given(
+        self, unit: Unit, s: StagingRow, caller: Authenticated, given: Decision, *, refresh: bool
+    ) -> None:
+        if given.token is not None:
+            detail = {
+                "scope": given.token.scope,
+                "expires_in": given.lifetime,
+                "realm": given.token.realm,
+                "refresh": refresh,
+            }
+            unit.audit(_event(events.CREDENTIALS_EXCHANGED, s, caller.name, detail=detail))
+        elif given.give == "password" and given.reason:
+            detail = {"reason": given.reason[:300]}
+            unit.audit(_event(events.CREDENTIALS_RELEASED, s, caller.name, detail=detail))
+
+    def refresh_upstream(
+        self, caller: Authenticated, staging_guid: str, token: str
+    ) -> UpstreamToken:
+        """A fresh upstream token for the bound Tailor's open staging: the staging token is
+        presented again (its data key opens the credentials); never the password."""
+        if not self._settings.upstream_exchange:
+            raise Conflict("this broker trades no upstream tokens (BROKER_UPSTREAM_EXCHANGE)")
+        claims = self._open(token, caller, "refresh", check_expiry=True)
+        with self._store.transaction(write=False) as tx:
+            s = tx.get_staging(claims.staging_guid)
+            sealed = tx.get_sealed(claims.staging_guid)
+        reason = None
+        if claims.staging_guid != staging_guid:
+            reason = "a token for another staging"
+        elif s is None or s.token_id != claims.token_id:
+            reason = "unknown staging"
+        elif s.state != "redeemed" or s.tailor != caller.name or sealed is None:
+            reason = f"staging {s.state}: no refresh"
+        if reason is not None or s is None or sealed is None:
+            with self._units(caller) as unit:
+                unit.audit(self._refusal(caller, token, reason or "invalid", claims, "refresh", s))
+            raise TokenRefused(reason or "invalid")
+        username, password = open_credentials(
+            claims.data_key, sealed, staging_guid=s.staging_guid, image=s.image
+        )
+        given = self._upstream.refresh(s.image, username, password)
+        assert given.token is not None
+        with self._units(caller) as unit:
+            self._audit_given(unit, s, caller, given, refresh=True)
+        return given.token
 
     # -- closing --------------------------------------------------------------------------
 

@@ -538,12 +538,14 @@ def test_the_sweeper_thread_expires_stagings(settings: Settings, clients) -> Non
 # Every route that acts for a client, with a request its schema accepts, and an allowed role.
 # One row a route: the formatter would spread each over several lines and hide the table.
 PUBLIC_MINT = staging_token_body(staging_guid="s", username=None, password=None)
+TOKEN_BODY = {"token": "st1.x.y"}
 OAUTH_FORM = {"grant_type": "password", "service": "internal-registry"}
 ACTING: dict[tuple[str, str], tuple[Role, dict[str, object]]] = {
     ("POST", "/v1/staging-tokens"): ("cc", {"json": PUBLIC_MINT}),
     ("POST", "/v1/staging-tokens/lookup"): ("cc", {"json": {"token": "st1.x.y"}}),
     ("POST", "/v1/redemptions"): ("tailor", {"json": {"token": "st1.x.y"}}),
     ("POST", "/v1/stagings/{staging_guid}/complete"): ("tailor", {"json": {"status": "failed"}}),
+    ("POST", "/v1/stagings/{staging_guid}/upstream-token"): ("tailor", {"json": TOKEN_BODY}),
     ("DELETE", "/v1/stagings/{staging_guid}"): ("cc", {}),
     ("GET", "/v1/stagings/{staging_guid}/egress-rules"): ("cc", {}),
     ("GET", "/v1/registry-token"): ("puller", {"params": {"service": "internal-registry"}}),

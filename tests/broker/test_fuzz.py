@@ -34,6 +34,7 @@ ROLE_FOR: dict[str, Role] = {
     "/v1/redemptions": "tailor",
     "/v1/stagings/{staging_guid}/complete": "tailor",
     "/v1/stagings/{staging_guid}": "cc",
+    "/v1/stagings/{staging_guid}/upstream-token": "tailor",
     "/v1/audit": "auditor",
     "/v1/registry-token": "puller",
     "/v1/puller-sessions": "puller",

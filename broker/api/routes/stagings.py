@@ -8,7 +8,14 @@ from fastapi import APIRouter, Path, Response
 
 from broker.api.deps import AsCC, AsTailor, IdempotencyKey
 from broker.api.errors import problem_responses
-from broker.api.models import GUID_PATTERN, Completion, CompletionResult
+from broker.api.models import (
+    GUID_PATTERN,
+    Completion,
+    CompletionResult,
+    TokenRequest,
+    UpstreamTokenResult,
+    upstream_result,
+)
 
 router = APIRouter(prefix="/v1")
 GuidPath = Annotated[str, Path(pattern=GUID_PATTERN, max_length=64)]
@@ -36,6 +43,26 @@ async def complete(
         )
     )
     return CompletionResult(staging_guid=staging_guid, state=state)  # type: ignore[arg-type]
+
+
+@router.post(
+    "/stagings/{staging_guid}/upstream-token",
+    response_model=UpstreamTokenResult,
+    responses=problem_responses(400, 401, 403, 409, 413, 422, 503),
+)
+async def upstream_token(
+    staging_guid: GuidPath, body: TokenRequest, call: AsTailor, response: Response
+) -> UpstreamTokenResult:
+    """A fresh upstream pull token for the bound Tailor's open staging (the staging token
+    presented again): never a password."""
+    got = await call.run(
+        lambda caller: call.service.stagings.refresh_upstream(caller, staging_guid, body.token),
+        slow=True,
+    )
+    response.headers["Cache-Control"] = "no-store"
+    answer = upstream_result(got)
+    assert answer is not None
+    return answer
 
 
 @router.delete(

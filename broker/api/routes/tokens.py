@@ -13,6 +13,7 @@ from broker.api.models import (
     RedemptionResult,
     TokenRequest,
     iso,
+    upstream_result,
 )
 
 router = APIRouter(prefix="/v1")
@@ -38,7 +39,8 @@ async def mint(body: MintRequest, call: AsCC, idempotency_key: IdempotencyKey = 
             space_guid=body.space_guid,
             user=body.user,
             idempotency_key=idempotency_key,
-        )
+        ),
+        slow=call.service.settings.upstream_exchange,  # the credentials' check is network I/O
     )
     return MintResult(
         staging_guid=minted.staging_guid, token=minted.token, expires_at=iso(minted.expires_at)
@@ -76,7 +78,8 @@ async def redeem(
     got = await call.run(
         lambda caller: call.service.stagings.redeem(
             caller, body.token, idempotency_key=idempotency_key
-        )
+        ),
+        slow=call.service.settings.upstream_exchange,  # the exchange is network I/O
     )
     # Credentials must not linger in any cache between here and the tailor.
     response.headers["Cache-Control"] = "no-store"
@@ -89,4 +92,5 @@ async def redeem(
         username=got.username,
         password=got.password,
         expires_at=iso(got.expires_at),
+        upstream_token=upstream_result(got.upstream),
     )
