@@ -66,6 +66,11 @@ def _epoch(when: datetime.datetime) -> int:
     return int(when.timestamp())
 
 
+def _given(got: Token) -> Decision:
+    token = UpstreamToken(got.token, _epoch(got.expires_at), got.realm, got.service, got.scope)
+    return Decision("token", token, lifetime=got.expires_in)
+
+
 class Upstream:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
@@ -89,10 +94,7 @@ class Upstream:
             return Decision("nothing", reason="a public image: no credentials were given")
         got = self.outcome(image, username, password)
         if isinstance(got, Token):
-            token = UpstreamToken(
-                got.token, _epoch(got.expires_at), got.realm, got.service, got.scope
-            )
-            return Decision("token", token, lifetime=got.expires_in)
+            return _given(got)
         if isinstance(got, Anonymous):
             return Decision("nothing", reason="the repository is public")
         if isinstance(got, Refused):
@@ -140,10 +142,7 @@ class Upstream:
             raise Invalid("a public image's staging has no upstream token to refresh")
         got = self.outcome(image, username, password)
         if isinstance(got, Token):
-            token = UpstreamToken(
-                got.token, _epoch(got.expires_at), got.realm, got.service, got.scope
-            )
-            return Decision("token", token, lifetime=got.expires_in)
+            return _given(got)
         if isinstance(got, Refused):
             raise UpstreamRefused(f"the upstream registry refused the refresh: {got}")
         if isinstance(got, Unreachable | PolicyRefused):
