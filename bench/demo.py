@@ -1,10 +1,12 @@
 """`make demo`: one private-image push, end to end, on this machine's loopback.
 
 Generates broker keys and two client key pairs (the Cloud Controller and the
-staging task) in a scratch folder, starts a private upstream registry (htpasswd)
+staging task) in a scratch folder, starts a private upstream registry with token
+auth (as Docker Hub, GHCR, Quay and Harbor have; its realm a little token server)
 holding a generated two-platform image, `broker serve` and the internal registry
 it secures (its token realm is the broker), runs `tailor push` with the password
-in CF_DOCKER_PASSWORD, gets the app's pull credential as the platform would for
+in CF_DOCKER_PASSWORD (the broker trades it for a pull token: the staging task
+never holds it), gets the app's pull credential as the platform would for
 its DesiredLRP, pulls the staged image by digest with skopeo as a cell would,
 through the broker's realm with that credential, prints it and the audit trail,
 and stops everything.
@@ -32,6 +34,7 @@ from tests.support.clients import new_client
 from tests.support.images import Layout, image, index
 from tests.support.processes import stop
 from tests.support.registry import Registry, start_registry
+from tests.support.tokenserver import TokenServer
 
 
 def step(text: str) -> None:
@@ -46,6 +49,7 @@ def main() -> int:
         running: list[Registry] = []
         broker = None
         registry: subprocess.Popen[bytes] | None = None
+        realm: TokenServer | None = None
         try:
             step("building a two-platform image (4 layers each) as an OCI layout")
             layout = Layout(root / "layout")
@@ -60,8 +64,9 @@ def main() -> int:
             )
             layout.tag("v1", index(layout, [amd, arm]))
 
-            step("starting a private upstream registry (htpasswd)")
-            upstream = start_registry(root / "upstream", htpasswd=("developer", password))
+            step("starting a private upstream registry with token auth, and its token server")
+            realm = TokenServer("developer", password, root / "upstream-realm")
+            upstream = start_registry(root / "upstream", token=realm.registry_auth())
             running.append(upstream)
             src = f"{upstream.host}/acme/web:v1"
             authfile = root / "auth.json"
@@ -87,6 +92,13 @@ def main() -> int:
 
             step("broker keys init; registering the cc and tailor clients")
             env = broker_env(root, f"sqlite:///{root / 'broker.sqlite'}", "unused")
+            # Trade the user's password for an upstream pull token at redemption; the
+            # upstream and its realm are on loopback, spoken to in plain HTTP.
+            env.update(
+                BROKER_UPSTREAM_EXCHANGE="true",
+                BROKER_OUTBOUND_ALLOW="127.0.0.0/8",
+                BROKER_INSECURE_REGISTRIES="127.0.0.1",
+            )
             env["BROKER_LOG_LEVEL"] = "WARNING"
             keys = root / "client-keys"
             keys.mkdir(mode=0o700)
@@ -103,7 +115,8 @@ def main() -> int:
             staging, app = str(uuid.uuid4()), str(uuid.uuid4())
             step(
                 f"tailor push --docker-image {src} --docker-username developer "
-                f"(password from CF_DOCKER_PASSWORD), staging {staging}"
+                f"(password from CF_DOCKER_PASSWORD; the broker trades it for a pull token), "
+                f"staging {staging}"
             )
             push_env = {k: v for k, v in os.environ.items() if not k.startswith("TAILOR_")}
             push_env.update(CF_DOCKER_PASSWORD=password, TAILOR_CACHE_DIR=str(root / "cache"))
@@ -196,6 +209,8 @@ def main() -> int:
                 broker.stop()
             for reg in running:
                 reg.stop()
+            if realm is not None:
+                realm.stop()
     return 0
 
 

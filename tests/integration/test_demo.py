@@ -28,9 +28,10 @@ def test_demo_runs_end_to_end() -> None:
     assert re.fullmatch(rf"127\.0\.0\.1:\d+/staging/{guid}/{guid}@sha256:[0-9a-f]{{64}}", lines[-1])
     trail = [line.split()[2] for line in lines if re.match(r"\s+\d+ \d{4}-", line)]
     staging = [e for e in trail if e != "registry.token"]
-    assert staging[-5:] == [
+    assert staging[-6:] == [
         "token.issued",
         "token.redeemed",
+        "credentials.exchanged",  # the staging task got a pull token, not the password
         "staging.completed",
         "credentials.purged",
         "pull_credential.issued",  # the platform, for the app's DesiredLRP

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.brokerproc import BrokerProcess, broker_env, provision, start_broker
-from tests.support.cli import Run, insecure, tailor_cli, tailor_env
+from tests.support.cli import TAILOR, Run, insecure, tailor_cli, tailor_env
 from tests.support.clients import Clients
 from tests.support.credentials import UPSTREAM_PASSWORD, UPSTREAM_USER
 from tests.support.images import Layout, image
@@ -41,9 +41,15 @@ class Setup:
     clients: Clients
 
     def push(self, staging: str, **env: str) -> Run:
+        argv = self.push_argv(staging)[len(TAILOR) :]
+        secret = {"CF_DOCKER_PASSWORD": UPSTREAM_PASSWORD, **env}
+        return tailor_cli(*argv, env=tailor_env(self.tmp, **secret))
+
+    def push_argv(self, staging: str) -> list[str]:
+        """``tailor push`` of the upstream's team/app:v1 as the platform runs it."""
         image = f"{self.proxy.host}/team/app:v1"
-        return tailor_cli(
-            "push", "--docker-image", image, "--docker-username", UPSTREAM_USER,
+        return [
+            *TAILOR, "push", "--docker-image", image, "--docker-username", UPSTREAM_USER,
             "--app-guid", "app-1", "--staging-guid", staging,
             "--internal-registry", self.internal.host,
             *insecure(self.proxy.host, self.internal.host, self.broker.url.removeprefix("http://"),
@@ -52,8 +58,7 @@ class Setup:
             "--cc-client", self.clients.cc.name, "--cc-key", str(self.keys[self.clients.cc.name]),
             "--tailor-client", self.clients.tailor.name,
             "--tailor-key", str(self.keys[self.clients.tailor.name]),
-            env=tailor_env(self.tmp, CF_DOCKER_PASSWORD=UPSTREAM_PASSWORD, **env),
-        )  # fmt: skip
+        ]  # fmt: skip
 
     def events(self) -> list[tuple[str, dict[str, object]]]:
         conn = sqlite3.connect(self.tmp / "broker.sqlite")
@@ -69,7 +74,7 @@ def setup(
     tmp_path: Path, clients: Clients, token_upstream: TokenRegistry, skopeo: Skopeo
 ) -> Iterator[Setup]:
     layout = Layout(tmp_path / "layout")
-    layout.tag("v1", image(layout, seed=81, layers=4, layer_size=256 * 1024))
+    layout.tag("v1", image(layout, seed=81, layers=12, layer_size=64 * 1024))
     skopeo.login(token_upstream.registry)
     skopeo.push(layout, "v1", f"{token_upstream.registry.host}/team/app:v1", all_platforms=False)
     token_upstream.server.calls.clear()
@@ -110,16 +115,18 @@ def test_the_tailor_pulls_with_a_token_and_never_the_password(setup: Setup) -> N
 
 
 def test_a_copy_outliving_its_tokens_renews_them_through_the_broker(setup: Setup) -> None:
-    """Upstream tokens of 2 s that the registry refuses 3 s after issue, and a pull slowed
-    to several seconds: the Tailor asks the broker for fresh tokens (never the password)
-    and the copy completes."""
+    """Upstream tokens of 1 s that the registry refuses 2 s after issue, and a pull slowed
+    to several seconds: the copy outlives more than three tokens, the Tailor asks the
+    broker for fresh ones (never the password), and the copy completes."""
     server = setup.upstream.server
-    server.expires_in, server.registry_seconds = 2, 3
-    setup.proxy.faults.slow = 1.2
+    server.expires_in, server.registry_seconds = 1, 2
+    # Blobs only: the broker's check of each token (a manifest HEAD) stays quick, so a
+    # token is young when the Tailor gets it, as it is with tokens that live minutes.
+    setup.proxy.faults.slow_blobs = 1.5
     run = setup.push("stg-1")
     assert run.returncode == 0, run.stderr
     refreshes = [d for e, d in setup.events() if e == "credentials.exchanged" and d["refresh"]]
-    assert len(refreshes) >= 2, setup.events()
+    assert len(refreshes) >= 3, setup.events()
     assert all(c.basic_user == UPSTREAM_USER for c in server.calls)  # the broker, each time
 
 
@@ -245,3 +252,88 @@ def _issued(setup: Setup) -> list[tuple[str, dict[str, object]]]:
     finally:
         conn.close()
     return [(s, json.loads(d)) for s, d in rows]
+
+
+def _find_stage(staging: str) -> int | None:
+    """The pid of the running ``tailor stage`` for ``staging`` (the staging task)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"stage" in argv and staging.encode() in argv and b"tailor.cli" in argv:
+            return int(entry.name)
+    return None
+
+
+def _process_bytes(pid: int) -> dict[str, bytes]:
+    """What a process holds, read as root: its environment, argv, the files it has open,
+    and every readable region of its memory."""
+    proc = Path(f"/proc/{pid}")
+    seen = {"environ": (proc / "environ").read_bytes(), "cmdline": (proc / "cmdline").read_bytes()}
+    for fd in (proc / "fd").iterdir():
+        try:
+            target = Path(str(fd.readlink()))
+            if target.is_file() and target.stat().st_size < 64 * 1024 * 1024:
+                seen[f"fd {target}"] = target.read_bytes()
+        except OSError:
+            continue
+    memory = bytearray()
+    with open(proc / "maps") as maps, open(proc / "mem", "rb", buffering=0) as mem:
+        for line in maps:
+            span, perms = line.split()[:2]
+            if not perms.startswith("r") or "[vsyscall]" in line or "[vvar]" in line:
+                continue
+            start, end = (int(x, 16) for x in span.split("-"))
+            try:
+                mem.seek(start)
+                memory += mem.read(end - start)
+            except (OSError, ValueError, OverflowError):
+                continue
+    seen["memory"] = bytes(memory)
+    return seen
+
+
+def test_the_password_is_never_in_the_staging_task(setup: Setup) -> None:
+    """A canary password, looked for in the running ``tailor stage`` during its copy: its
+    environment, argv, open files and whole readable memory (and its output and result
+    afterwards). The staging token, which its environment carries, is the control: the
+    scan finds what is there."""
+    import subprocess
+    import time
+
+    setup.proxy.faults.slow = 0.8  # a copy of a few seconds, to look at it meanwhile
+    env = tailor_env(setup.tmp, CF_DOCKER_PASSWORD=UPSTREAM_PASSWORD)
+    push = setup.push_argv("stg-canary")
+    proc = subprocess.Popen(push, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    scans = copying = 0
+    found: set[str] = set()
+    token_seen = False
+    deadline = time.monotonic() + 120
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            pid = _find_stage("stg-canary")
+            if pid is None:
+                time.sleep(0.05)
+                continue
+            blobs = any("/blobs/" in p for _, p, _ in setup.proxy.requests)
+            try:
+                held = _process_bytes(pid)
+            except OSError:
+                continue  # it ended between the look and the read
+            scans += 1
+            copying += blobs  # after the redemption: the copy is under way
+            found |= {where for where, data in held.items() if UPSTREAM_PASSWORD.encode() in data}
+            token_seen = token_seen or b"STAGING_TOKEN=st1." in held["environ"]
+            time.sleep(0.2)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err.decode()
+    assert scans >= 3 and copying >= 2, (scans, copying)
+    assert token_seen  # the control: the scan sees what the process holds
+    assert found == set(), found
+    assert UPSTREAM_PASSWORD.encode() not in out + err

@@ -34,6 +34,7 @@ class Faults:
     fail_paths: set[str] = field(default_factory=set)  # path substrings: always 500
     fail_upload_puts: int = 0  # swallow this many blob upload PUTs, then answer 502
     slow: float = 0.0  # seconds to hold back a manifest's or blob's successful answer
+    slow_blobs: float = 0.0  # seconds to hold back a blob's successful answer (not manifests)
     slow_once: dict[str, float] = field(default_factory=dict)  # path regex: hold back once
 
 
@@ -117,6 +118,8 @@ class Proxy:
             self.answered.append((h.command, h.path, resp.status))
         if self.faults.slow and resp.status < 300 and _SLOWED.match(path):
             time.sleep(self.faults.slow)  # after the registry checked the request
+        if self.faults.slow_blobs and resp.status < 300 and blob is not None:
+            time.sleep(self.faults.slow_blobs)
         if resp.status < 300 and (held := self._take_slow_once(path)):
             time.sleep(held)
         digest = blob.group(2) if blob and resp.status in (200, 206) else None
