@@ -375,11 +375,7 @@ class Stagings:
         request = self._idempotency.request(key, "redeem", {"token": self.fingerprint(token)})
         # The trade first, outside any transaction (it is network I/O): an unreachable or
         # refusing registry spends nothing, and the token can be presented again.
-        decision = (
-            self._trade(claims, repeat_possible=key is not None)
-            if self._settings.upstream_exchange
-            else None
-        )
+        decision = self._trade(claims, key) if self._settings.upstream_exchange else None
         now = self._now()
         with self._units(caller) as unit:
             tx = unit.tx
@@ -438,15 +434,19 @@ class Stagings:
             raise result
         return result
 
-    def _trade(self, claims: StagingClaims, *, repeat_possible: bool) -> Decision | None:
+    def _trade(self, claims: StagingClaims, key: Key | None) -> Decision | None:
         """What the Tailor should get for this staging's credentials (``Upstream.decide``),
-        when the redemption may succeed; None when it will be refused anyway."""
+        when the redemption may succeed; None when it will be refused anyway (a replay,
+        even one sent with a key of its own: the user's credentials are not used for it)."""
         with self._store.transaction(write=False) as tx:
             s = tx.get_staging(claims.staging_guid)
             sealed = tx.get_sealed(claims.staging_guid)
+            repeat = key is not None and (
+                tx.get_idempotency(key.client, key.id, self._now()) is not None
+            )
         if s is None or s.token_id != claims.token_id or sealed is None:
             return None
-        if not (s.state == "open" or (s.state == "redeemed" and repeat_possible)):
+        if not (s.state == "open" or (s.state == "redeemed" and repeat)):
             return None  # a replay: refused in the unit, no credentials used
         try:
             username, password = open_credentials(

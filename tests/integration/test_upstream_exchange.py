@@ -139,10 +139,22 @@ def test_a_refresh_after_the_staging_ended_is_refused(setup: Setup) -> None:
     token = minted_token(url, c.cc, staging_guid="stg-9", image=f"{setup.proxy.host}/team/app:v1",
                          username=UPSTREAM_USER, password=UPSTREAM_PASSWORD,
                          tailor=c.tailor.name)  # fmt: skip
-    redeemed = requests.post(url + "/v1/redemptions", headers=c.tailor.headers(url),
+    key = {"Idempotency-Key": "first-redemption-key-0001"}
+    redeemed = requests.post(url + "/v1/redemptions", headers={**c.tailor.headers(url), **key},
                              json={"token": token}, timeout=30)  # fmt: skip
     assert redeemed.status_code == 200, redeemed.text
     body = redeemed.json()
+    asked = len(setup.upstream.server.calls)
+    # A replay, even with a key of its own, is refused without using the credentials; the
+    # caller's own repeat (its key) gets a token again.
+    other_key = {"Idempotency-Key": "someone-elses-key-00001"}
+    replay = requests.post(url + "/v1/redemptions", headers={**c.tailor.headers(url), **other_key},
+                           json={"token": token}, timeout=30)  # fmt: skip
+    assert replay.status_code == 400 and len(setup.upstream.server.calls) == asked
+    repeat = requests.post(url + "/v1/redemptions", headers={**c.tailor.headers(url), **key},
+                           json={"token": token}, timeout=30)  # fmt: skip
+    assert repeat.status_code == 200 and repeat.json()["upstream_token"] is not None
+    assert len(setup.upstream.server.calls) == asked + 1
     assert body["username"] is None and body["password"] is None
     assert body["upstream_token"]["scope"] == "repository:team/app:pull"
     refresh = "/v1/stagings/stg-9/upstream-token"
@@ -163,7 +175,7 @@ def test_a_refresh_after_the_staging_ended_is_refused(setup: Setup) -> None:
                           timeout=30)  # fmt: skip
     assert after.status_code == 400
     refused = [d.get("action") for e, d in setup.events() if e == "token.refused"]
-    assert refused.count("refresh") == 3
+    assert refused.count("refresh") == 3 and refused.count("redeem") == 1
     assert UPSTREAM_PASSWORD not in redeemed.text + again.text
 
 
