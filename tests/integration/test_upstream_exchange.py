@@ -349,3 +349,15 @@ def test_the_password_is_never_in_the_staging_task(setup: Setup) -> None:
     assert token_seen  # the control: the scan sees what the process holds
     assert found == set(), found
     assert UPSTREAM_PASSWORD.encode() not in out + err
+
+
+def test_a_realm_that_takes_only_the_oauth2_post_is_traded_with_too(setup: Setup) -> None:
+    """A realm answering the token GET with 405 (some registries only take the OAuth2
+    form): the broker posts the password grant, and the staging goes on with the token."""
+    server = setup.upstream.server
+    server.get_status = 405
+    run = setup.push("stg-post")
+    assert run.returncode == 0, run.stderr
+    posts = [c for c in server.calls if c.method == "POST"]
+    assert posts and all(c.grant == "password" for c in posts), server.calls
+    assert [e for e, _ in setup.events()].count("credentials.exchanged") == 1
