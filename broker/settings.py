@@ -12,7 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from broker.errors import SetupError
 from tailor.errors import ConfigError
-from tailor.outbound import parse_networks
+from tailor.outbound import AddressPolicy, parse_networks
 
 __all__ = ["Settings", "duration_seconds", "get_settings"]
 
@@ -106,6 +106,15 @@ class Settings(BaseSettings):
             text = value.strip().lower()
             return 0 if text in ("0", "off") else duration_seconds(text)
         return value
+
+    def outbound_policy(self) -> AddressPolicy:
+        """Where the broker's own outbound requests (egress probes, upstream exchanges)
+        may go: public addresses, and ``outbound_allow``."""
+        return AddressPolicy(parse_networks(self.outbound_allow))
+
+    def insecure_hosts(self) -> list[str]:
+        """``insecure_registries`` as hosts, each trimmed."""
+        return [h.strip() for h in self.insecure_registries.split(",") if h.strip()]
 
     @field_validator("outbound_allow")
     @classmethod

@@ -22,7 +22,6 @@ from broker.errors import Busy, Invalid, SetupError
 from broker.settings import Settings
 from tailor.egress import discover, security_group_rules
 from tailor.errors import TailorError
-from tailor.outbound import AddressPolicy, parse_networks
 from tailor.reference import parse_reference
 from tailor.transport import InsecureHosts
 
@@ -34,10 +33,8 @@ log = logging.getLogger("broker.egress")
 class EgressProbes:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._policy = AddressPolicy(parse_networks(settings.outbound_allow))
-        self._insecure = InsecureHosts(
-            [h for h in settings.insecure_registries.split(",") if h.strip()]
-        )
+        self._policy = settings.outbound_policy()
+        self._insecure = InsecureHosts(settings.insecure_hosts())
         self._slots = threading.BoundedSemaphore(settings.egress_probes)
         self._pool = ThreadPoolExecutor(settings.egress_probes, thread_name_prefix="egress-probe")
 

@@ -31,7 +31,6 @@ from tailor.exchange import (
     Unreachable,
     exchange,
 )
-from tailor.outbound import AddressPolicy, parse_networks
 from tailor.reference import parse_reference
 from tailor.transport import InsecureHosts
 
@@ -74,9 +73,8 @@ def _given(got: Token) -> Decision:
 class Upstream:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._policy = AddressPolicy(parse_networks(settings.outbound_allow))
-        hosts = [h.strip() for h in settings.insecure_registries.split(",") if h.strip()]
-        self._insecure = InsecureHosts(hosts)
+        self._policy = settings.outbound_policy()
+        self._insecure = InsecureHosts(settings.insecure_hosts())
 
     def outcome(self, image: str, username: str, password: str) -> Outcome:
         return exchange(
