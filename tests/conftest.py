@@ -15,6 +15,7 @@ pytest_plugins = [
     "tests.support.fixtures.broker",
     "tests.support.fixtures.browser",
     "tests.support.fixtures.systems",
+    "tests.support.fixtures.peers",
 ]
 
 
