@@ -4,6 +4,8 @@ checked, read and exported.
 - ``events``: the event catalog: every kind, the fields it carries, the stored record
 - ``canonical``: the canonical JSON that is hashed and signed
 - ``chain``: event hashes, signed checkpoints, verification (pure)
+- ``merkle``: RFC 6962 Merkle tree math over a stored-hash layout: roots, proofs and their
+  verification (pure; the transparency log's)
 - ``log``: :class:`AuditLog`, the only append path (lock, truncation check, checkpoint
   cadence), timed checkpoints, verification of the stored log, pages, the export
 - ``query``: filters as auditors give them
