@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 __all__ = [
+    "AUDIT_MIGRATED",
     "CATALOG",
     "CLIENT_ADDED",
     "CLIENT_REMOVED",
@@ -236,6 +237,13 @@ STAGINGS_FORGOTTEN = Kind(
     "stagings forgotten",
     detail=("count", "closed_from", "closed_until", "retention_seconds"),
 )
+AUDIT_MIGRATED = Kind(
+    "audit.migrated",
+    "the events of an older broker's hash chain were verified and adopted as the log's"
+    " first leaves; detail: the chain's head hash and its number of events",
+    "audit log adopted",
+    detail=("chain_head", "chain_events"),
+)
 
 CATALOG: dict[str, Kind] = {
     k.name: k
@@ -260,6 +268,7 @@ CATALOG: dict[str, Kind] = {
         PULLER_SESSION,
         PRUNE_DELETED,
         STAGINGS_FORGOTTEN,
+        AUDIT_MIGRATED,
     )
 }
 """Every kind, in the order the docs and the page list them."""

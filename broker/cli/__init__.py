@@ -69,11 +69,31 @@ def _parser() -> argparse.ArgumentParser:
         if name == "list":
             sub_.add_argument("--format", choices=["table", "json"], default="table")
             sub_.add_argument("--limit", type=int, default=1000)
-    verify = ac.add_parser("verify", help="check every link and checkpoint; exit 0 only if intact")
+    verify = ac.add_parser(
+        "verify",
+        help="check every event against the tree and every signed checkpoint; exit 0 only if"
+        " intact",
+    )
     verify.add_argument("--file", type=Path, metavar="EXPORT", help="an export (offline)")
     keys_from = verify.add_mutually_exclusive_group()
+    keys_from.add_argument(
+        "--log-key",
+        action="append",
+        metavar="VKEY",
+        help="the log's verifier key (name+id+key, as `broker audit log-key` prints), or a file"
+        " of them",
+    )
     keys_from.add_argument("--public-key", type=Path, action="append", metavar="PEM")
     keys_from.add_argument("--jwks", metavar="URL")
+    verify.add_argument(
+        "--trusted-checkpoint",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a checkpoint kept from before (a signed note): prove the log only grew since",
+    )
+    ac.add_parser("log-key", help="print the log's verifier keys (current first)")
     ac.add_parser("fingerprint", help="a token's keyed fingerprint (token on stdin)")
     login = ac.add_parser("login", help="print a short-lived link to the auditor page")
     login.add_argument("--client", required=True, metavar="NAME", help="an auditor client")

@@ -1,4 +1,4 @@
-"""`broker audit list|export|verify|fingerprint|login`."""
+"""`broker audit list|export|verify|log-key|fingerprint|login`."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from broker.audit import FILTERS, AuditFilter, AuditLog, Report, make_filter
+from broker.audit.checkpoints import LogIdentity
 from broker.audit.export import verify_export_file
-from broker.errors import KeyFileError, SetupError
+from broker.audit.note import NoteError
+from broker.errors import ExportError, KeyFileError, SetupError
 from broker.keys import audit_kid, load_keys
 from broker.service import Service, open_reader, open_service
 from broker.settings import get_settings
@@ -40,15 +42,25 @@ def run(args: argparse.Namespace) -> int:
     action = args.action
     if action == "fingerprint":
         return _fingerprint()
+    if action == "log-key":
+        settings = get_settings()
+        keys = load_keys(settings.keys_dir)
+        identity = LogIdentity(settings.log_origin(), keys.audit_public, keys.audit_key)
+        print("\n".join(identity.vkeys()))
+        return 0
     if action == "verify" and args.file:
-        return _print(verify_export_file(args.file, _verification_keys(args)))
+        trusted = [_read(path) for path in args.trusted_checkpoint]
+        origin = _export_origin(args.file)
+        return _print(verify_export_file(args.file, _identity(args, origin), trusted))
     settings = get_settings()
     if action in ("list", "verify"):
         # Read only: an auditor with database access needs no key material.
         with open_reader(settings) as reader:
             if action == "list":
                 return _list(reader.audit, args)
-            return _print(reader.audit.verify(_verification_keys(args)))
+            if args.trusted_checkpoint:
+                raise SetupError("--trusted-checkpoint checks an export: give --file")
+            return _print(reader.audit.verify(_identity(args, settings.log_origin())))
     service = open_service(settings, migrate=False)  # signs (an export's seal, a ticket)
     try:
         if action == "login":
@@ -112,10 +124,38 @@ def _print(report: Report) -> int:
     return 0 if report.intact else 1
 
 
-def _verification_keys(args: argparse.Namespace) -> dict[str, ed25519.Ed25519PublicKey]:
-    """The keys the auditor named, else the broker's own (current and retired)."""
-    named = _keys_from(args)
-    return named if named is not None else load_keys(get_settings().keys_dir).audit_public
+def _identity(args: argparse.Namespace, origin: str) -> LogIdentity:
+    """The log as the auditor names it: verifier keys (``--log-key``), or public keys
+    (``--public-key``, ``--jwks``) under ``origin``, else the broker's own keys."""
+    try:
+        if args.log_key:
+            vkeys: list[str] = []
+            for given in args.log_key:
+                path = Path(given)
+                vkeys += _read(path).decode().split("\n") if path.is_file() else [given]
+            return LogIdentity.from_vkeys(vkeys)
+        named = _keys_from(args)
+        keys = named if named is not None else load_keys(get_settings().keys_dir).audit_public
+        return LogIdentity(origin, keys)
+    except (NoteError, UnicodeDecodeError) as exc:
+        raise KeyFileError(f"bad log key: {exc}") from None
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise SetupError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _export_origin(path: Path) -> str:
+    """The origin an export's header names (for keys given without one)."""
+    try:
+        with path.open() as f:
+            header = json.loads(f.readline())
+        return str(header["origin"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ExportError(f"{path} is not an audit export (version 2)") from None
 
 
 def _fingerprint() -> int:

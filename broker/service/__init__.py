@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from broker.audit import AuditEvent, AuditLog, Verification
+from broker.audit.integrator import Integrated
 from broker.auth import Authenticated
 from broker.errors import StoreError
 from broker.keys import RingWatcher, jwks, load_keys
@@ -84,6 +85,7 @@ class Service:
         clock: Callable[[], float] = time.time,
         on_event: Callable[[AuditEvent], None] = lambda event: None,
         on_verified: Callable[[Verification], None] = lambda done: None,
+        on_integrated: Callable[[Integrated | None, str | None], None] = lambda done, why: None,
     ) -> None:
         keys = load_keys(settings.keys_dir)
         self.clock = clock
@@ -99,10 +101,11 @@ class Service:
         self.audit = AuditLog(
             store,
             keys,
-            checkpoint_every=settings.audit_checkpoint_events,
+            origin=settings.log_origin(),
             clock=clock,
             on_event=on_event,
             on_verified=on_verified,
+            on_integrated=on_integrated,
         )
         self.units = Units(store, self.audit)
         self.clients = Clients(store, self.units, settings, clock)
@@ -164,10 +167,10 @@ class Service:
                 "retention sweep failed",
             ),
             Job(
-                "audit-checkpoint",
+                "audit-integrate",
                 s.audit_checkpoint_seconds,
-                self.audit.checkpoint,
-                "audit checkpoint failed",
+                self.audit.integrate,
+                "audit log integration failed",
             ),
             Job(
                 "audit-verify",
@@ -210,7 +213,7 @@ def open_reader(settings: Settings) -> Iterator[Reader]:
     """The store, to read only (``broker audit list|verify``, ``broker clients list``)."""
     store = open_store(settings.database_url)
     try:
-        yield Reader(AuditLog(store, None), store)
+        yield Reader(AuditLog(store, None, origin=settings.log_origin()), store)
     finally:
         store.close()
 
@@ -221,12 +224,19 @@ def open_service(
     migrate: bool = True,
     on_event: Callable[[AuditEvent], None] = lambda event: None,
     on_verified: Callable[[Verification], None] = lambda done: None,
+    on_integrated: Callable[[Integrated | None, str | None], None] = lambda done, why: None,
 ) -> Service:
     """Keys loaded and the store opened (and migrated, unless ``migrate`` is False: commands
     that only read or only sign): a misconfiguration fails here, as one BrokerError."""
     store = open_store(settings.database_url)
     try:
-        service = Service(settings, store, on_event=on_event, on_verified=on_verified)
+        service = Service(
+            settings,
+            store,
+            on_event=on_event,
+            on_verified=on_verified,
+            on_integrated=on_integrated,
+        )
         if migrate:
             store.migrate()
             service.audit.upgrade()

@@ -1,16 +1,19 @@
-"""The audit log for auditors: filtered, paginated events, and the log's verification."""
+"""The audit log: for auditors, filtered, paginated events and the log's verification; for
+anyone, the transparency log's signed checkpoint, verifier keys and proofs (hashes only)."""
 
 from __future__ import annotations
 
+import base64
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
+from fastapi.responses import PlainTextResponse
 
-from broker.api.deps import AsAuditor
+from broker.api.deps import AsAuditor, Svc, offload
 from broker.api.errors import problem_responses
 from broker.api.models import MAX_SEQ, AuditPage, VerifyResult
 from broker.audit import make_filter
-from broker.errors import Invalid
+from broker.errors import Invalid, NotFound
 from broker.service import Authenticated
 
 router = APIRouter(prefix="/v1")
@@ -53,3 +56,67 @@ async def list_events(
 async def verify(call: AsAuditor) -> dict[str, Any]:
     done = await call.run(lambda caller: call.service.audit.check(), read=True, slow=True)
     return done.report.as_dict()
+
+
+# -- the transparency log, public: hashes and signed checkpoints, never events ------------
+
+_TEXT = "text/plain; charset=utf-8"
+_NO_CACHE = {"Cache-Control": "no-cache"}
+
+
+def _lines(hashes: list[bytes]) -> PlainTextResponse:
+    body = "".join(base64.b64encode(h).decode() + "\n" for h in hashes)
+    return PlainTextResponse(body, media_type=_TEXT)
+
+
+@router.get(
+    "/audit/checkpoint",
+    response_class=PlainTextResponse,
+    responses={**problem_responses(404, 503), 200: {"content": {_TEXT: {}}}},
+)
+async def checkpoint(service: Svc) -> PlainTextResponse:
+    """The newest signed checkpoint (C2SP tlog-checkpoint, a signed note), verbatim."""
+    latest = await offload(service, service.audit.latest)
+    if latest is None:
+        raise NotFound("the audit log has no checkpoint yet")
+    return PlainTextResponse(latest.note.decode(), media_type=_TEXT, headers=_NO_CACHE)
+
+
+@router.get(
+    "/audit/log-key",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {_TEXT: {}}}},
+)
+async def log_key(service: Svc) -> PlainTextResponse:
+    """The log's verifier keys (C2SP signed-note ``name+id+key``), the current one first."""
+    identity = service.audit.identity
+    assert identity is not None  # a serving broker signs
+    return PlainTextResponse("".join(v + "\n" for v in identity.vkeys()), media_type=_TEXT)
+
+
+Size = Annotated[int, Query(ge=1, le=MAX_SEQ)]
+
+
+@router.get(
+    "/audit/proofs/inclusion",
+    response_class=PlainTextResponse,
+    responses={**problem_responses(422, 503), 200: {"content": {_TEXT: {}}}},
+)
+async def inclusion(
+    service: Svc, index: Annotated[int, Query(ge=0, le=MAX_SEQ)], size: Size
+) -> PlainTextResponse:
+    """The inclusion proof of leaf ``index`` (an event's seq - 1) in the tree of ``size``:
+    one base64 hash a line, RFC 6962 order."""
+    return _lines(await offload(service, lambda: service.audit.inclusion(index, size)))
+
+
+@router.get(
+    "/audit/proofs/consistency",
+    response_class=PlainTextResponse,
+    responses={**problem_responses(422, 503), 200: {"content": {_TEXT: {}}}},
+)
+async def consistency(
+    service: Svc, to: Size, old: Annotated[int, Query(alias="from", ge=1, le=MAX_SEQ)]
+) -> PlainTextResponse:
+    """The consistency proof from the tree of ``from`` leaves to the tree of ``to``."""
+    return _lines(await offload(service, lambda: service.audit.consistency(old, to)))

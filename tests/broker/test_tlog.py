@@ -1,0 +1,125 @@
+"""The audit log as a transparency log: events become leaves off the request path, the
+broker signs C2SP checkpoints, serves proofs, and the Go checksum database's packages
+(an implementation nobody here wrote) verify all three."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from broker.audit.leaves import leaf_data
+from broker.audit.merkle import leaf_hash, verify_consistency, verify_inclusion
+from broker.audit.note import parse_checkpoint, parse_note
+from broker.settings import Settings
+from tests.support.brokerapp import Api
+from tests.support.gotlog import GoTlog
+
+
+def _hashes(text: str) -> list[bytes]:
+    return [base64.b64decode(line) for line in text.splitlines()]
+
+
+def _stage(api: Api, n: int) -> None:
+    token = api.mint(f"stg-{n}").json()["token"]
+    assert api.redeem(token).status_code == 200
+
+
+def test_requests_write_pending_events_the_integrator_places(api_each_store: Api) -> None:
+    api = api_each_store
+    _stage(api, 0)
+    with api.store.transaction(write=False) as tx:
+        assert tx.log_size() == 0 and tx.pending_count() == 2  # issued, redeemed
+    done = api.service.audit.integrate()
+    assert done is not None and (done.size, done.added) == (2, 2) and done.signed is not None
+    with api.store.transaction(write=False) as tx:
+        assert tx.log_size() == 2 and tx.pending_count() == 0
+    assert [r.seq for r in api.service.audit.page(0, 100)] == [1, 2]
+    assert api.service.audit.integrate() is not None  # nothing new: no new checkpoint
+    with api.store.transaction(write=False) as tx:
+        assert [r["size"] for r in tx.note_rows()] == [2]
+
+
+def test_go_verifies_checkpoints_and_proofs(api_each_store: Api, go_tlog: GoTlog) -> None:
+    api = api_each_store
+    sizes = []
+    for n in range(7):
+        _stage(api, n)
+        api.service.audit.integrate()
+        sizes.append(api.service.audit.size())
+    vkeys = api.http.get("/v1/audit/log-key")
+    assert vkeys.status_code == 200 and vkeys.headers["content-type"].startswith("text/plain")
+    vkey = vkeys.text.splitlines()[0]
+    note = api.http.get("/v1/audit/checkpoint")
+    assert note.status_code == 200
+    text = go_tlog.open_note(vkey, note.text)  # Go's note.Open, with our verifier key
+    checkpoint = parse_checkpoint(text)
+    assert checkpoint.origin == "broker.test/audit" and checkpoint.size == sizes[-1]
+    size, root = checkpoint.size, checkpoint.root
+    records = api.service.audit.page(0, 1000)
+    assert len(records) == size
+    for record in records:
+        leaf = leaf_hash(leaf_data(record.body()))
+        assert go_tlog.record_hash(leaf_data(record.body())) == leaf
+        assert record.hash == leaf.hex()
+        r = api.http.get(f"/v1/audit/proofs/inclusion?index={record.seq - 1}&size={size}")
+        assert r.status_code == 200, r.text
+        proof = _hashes(r.text)
+        verify_inclusion(record.seq - 1, size, leaf, proof, root)
+        assert go_tlog.inclusion_error(record.seq - 1, size, root, leaf, proof) is None
+    # Every earlier checkpoint the broker signed is a prefix of the newest one.
+    with api.store.transaction(write=False) as tx:
+        notes = [(int(r["size"]), bytes(r["root"])) for r in tx.note_rows()]
+    assert [s for s, _ in notes] == sizes
+    for old, old_root in notes[:-1]:
+        r = api.http.get(f"/v1/audit/proofs/consistency?from={old}&to={size}")
+        assert r.status_code == 200, r.text
+        proof = _hashes(r.text)
+        verify_consistency(old, size, old_root, root, proof)
+        assert go_tlog.consistency_error(old, size, old_root, root, proof) is None
+        assert go_tlog.consistency_error(old, size, old_root, leaf, proof) is not None
+
+
+@pytest.mark.parametrize(
+    ("query", "status"),
+    [
+        ("/v1/audit/proofs/inclusion?index=5&size=5", 422),
+        ("/v1/audit/proofs/inclusion?index=0&size=99", 422),
+        ("/v1/audit/proofs/inclusion?index=-1&size=2", 422),
+        ("/v1/audit/proofs/consistency?from=4&to=2", 422),
+        ("/v1/audit/proofs/consistency?from=1&to=99", 422),
+        ("/v1/audit/proofs/consistency?to=2", 422),
+    ],
+)
+def test_bad_proof_requests_are_refused(api: Api, query: str, status: int) -> None:
+    for n in range(2):
+        _stage(api, n)
+    api.service.audit.integrate()
+    r = api.http.get(query)
+    assert r.status_code == status and r.headers["content-type"] == "application/problem+json"
+
+
+def test_an_empty_log_has_no_checkpoint_yet(api: Api) -> None:
+    r = api.http.get("/v1/audit/checkpoint")
+    assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
+
+
+def test_the_origin_is_a_setting(settings: Settings) -> None:
+    assert settings.model_copy(update={"public_url": "https://s.example/b/"}).log_origin() == (
+        "s.example/b/audit"
+    )
+    assert Settings(audit_origin="logs.example/stager").log_origin() == "logs.example/stager"
+    with pytest.raises(ValueError, match="no spaces"):
+        Settings(audit_origin="a b")
+
+
+def test_a_checkpoint_note_is_what_the_spec_says(api: Api) -> None:
+    _stage(api, 0)
+    api.service.audit.integrate()
+    note = api.http.get("/v1/audit/checkpoint").content
+    text, signatures = parse_note(note)
+    lines = text.split("\n")
+    assert lines[0] == "broker.test/audit" and lines[1] == "2" and lines[3] == ""
+    assert len(base64.b64decode(lines[2])) == 32
+    assert [s.name for s in signatures] == ["broker.test/audit"]
+    assert note.decode().count("\n— broker.test/audit ") == 1
