@@ -92,10 +92,10 @@ def main() -> int:
 
             step("broker keys init; registering the cc and tailor clients")
             env = broker_env(root, f"sqlite:///{root / 'broker.sqlite'}", "unused")
-            # Trade the user's password for an upstream pull token at redemption; the
-            # upstream and its realm are on loopback, spoken to in plain HTTP.
+            # The broker trades the user's password for an upstream pull token at
+            # redemption (the default); the upstream and its realm are on loopback,
+            # which the broker may reach only when told, spoken to in plain HTTP.
             env.update(
-                BROKER_UPSTREAM_EXCHANGE="true",
                 BROKER_OUTBOUND_ALLOW="127.0.0.0/8",
                 BROKER_INSECURE_REGISTRIES="127.0.0.1",
             )

@@ -48,12 +48,15 @@ class Settings(BaseSettings):
     (the platform's time to give running instances the new one)."""
     puller_session_seconds: int = Field(default=900, ge=60, le=86400)
     """How long a puller session (``docker-credential-stager``) can get registry tokens."""
-    upstream_exchange: bool = False
+    upstream_exchange: bool = True
     """Trade the user's password at redemption for a pull token of the upstream (the Tailor
-    then never holds the password where the registry speaks the token protocol). Off by
-    default while it is rolled out (docs/architecture.md, "The upstream exchange")."""
+    then never holds the password where the registry speaks the token protocol), and check
+    the credentials at mint (docs/architecture.md, "The upstream exchange")."""
     upstream_exchange_seconds: float = Field(default=10.0, gt=0, le=120)
-    """One upstream exchange's whole deadline (the password traded for a pull token)."""
+    """One upstream exchange's whole deadline at redemption or refresh."""
+    upstream_check_seconds: float = Field(default=3.0, gt=0, le=120)
+    """The credentials' check at mint: a registry that has not answered within this is
+    "not checked" and the token is minted (``cf push`` is not held up by a slow upstream)."""
     release_passwords: Literal["when-needed", "never"] = "when-needed"
     """``when-needed``: release the user's password to the Tailor where no token can be had
     (a Basic-only registry, or one the broker cannot reach), audited; ``never``: refuse."""

@@ -76,14 +76,16 @@ class Upstream:
         self._policy = settings.outbound_policy()
         self._insecure = InsecureHosts(settings.insecure_hosts())
 
-    def outcome(self, image: str, username: str, password: str) -> Outcome:
+    def outcome(
+        self, image: str, username: str, password: str, *, deadline: float | None = None
+    ) -> Outcome:
         return exchange(
             parse_reference(image),
             username,
             password,
             policy=self._policy,
             insecure=self._insecure,
-            deadline=self._settings.upstream_exchange_seconds,
+            deadline=deadline or self._settings.upstream_exchange_seconds,
         )
 
     def decide(self, image: str, username: str | None, password: str | None) -> Decision:
@@ -103,8 +105,12 @@ class Upstream:
             else f"no token could be had: {got}"
         )
         if self._settings.release_passwords == "never":
-            if isinstance(got, Unreachable | PolicyRefused):
+            if isinstance(got, Unreachable):
                 raise UpstreamUnreachable(f"the broker cannot reach the upstream registry: {got}")
+            if isinstance(got, PolicyRefused):
+                # The broker's own outbound policy: asking again will not change it (as at
+                # mint, a 422 rather than a 503 a client would retry).
+                raise UpstreamRefused(f"the broker may not reach the upstream registry: {got}")
             raise UpstreamRefused(
                 "the upstream registry only does Basic auth, and this broker releases no"
                 " passwords (BROKER_RELEASE_PASSWORDS=never)"
@@ -115,7 +121,9 @@ class Upstream:
         """At mint: can these credentials pull the image? A refusal is raised (the push
         fails at once with the registry's own words); an unreachable registry is not one
         (it may answer by staging time). Returns what was found, for the audit log."""
-        got = self.outcome(image, username, password)
+        got = self.outcome(
+            image, username, password, deadline=self._settings.upstream_check_seconds
+        )
         never = self._settings.release_passwords == "never"
         if isinstance(got, Refused):
             raise UpstreamRefused(f"the upstream registry refused the credentials: {got}")
@@ -143,6 +151,8 @@ class Upstream:
             return _given(got)
         if isinstance(got, Refused):
             raise UpstreamRefused(f"the upstream registry refused the refresh: {got}")
-        if isinstance(got, Unreachable | PolicyRefused):
+        if isinstance(got, PolicyRefused):
+            raise UpstreamRefused(f"the broker may not reach the upstream registry: {got}")
+        if isinstance(got, Unreachable):
             raise UpstreamUnreachable(f"the broker cannot reach the upstream registry: {got}")
         raise Invalid("the upstream registry gives no token to refresh (Basic auth, or public)")

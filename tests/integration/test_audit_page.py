@@ -61,9 +61,9 @@ def test_auditor_page(
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     page.goto(login_link(env))
     assert page.url.endswith("/audit")
-    assert page.locator("#status").inner_text().startswith("Chain intact: 15/15 events valid")
+    assert page.locator("#status").inner_text().startswith("Chain intact: 17/17 events valid")
     assert page.locator("#verified").inner_text().startswith("verified in full at ")
-    assert page.locator("#events tbody tr").count() == 15
+    assert page.locator("#events tbody tr").count() == 17
     assert PASSWORD not in page.content()
 
     # The filter offers every kind of event the catalog has (registry.token and
@@ -83,6 +83,7 @@ def test_auditor_page(
         "minted (cloud-controller)",
         "refused: not the bound tailor (tailor-2)",
         "redeemed (tailor-1)",
+        "password released (tailor-1)",
         "failed (tailor-1)",
         "credentials purged (tailor-1)",
     ]
@@ -119,7 +120,7 @@ def test_nobody_else_sees_it(
     assert "not an auditor" in login.content() and login.locator("#events").count() == 0
     login.fill("input[name=assertion]", clients.auditor.assertion(broker.url))
     login.click("form button")
-    assert login.locator("#events tbody tr").count() == 15
+    assert login.locator("#events tbody tr").count() == 17
     # A forged session cookie is refused.
     forged = browser.new_context()
     forged.add_cookies(

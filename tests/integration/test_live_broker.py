@@ -105,7 +105,7 @@ def test_replicas_on_postgresql_redeem_once(
     # Two replicas, one chain: it verifies, with the checkpoint signed at shutdown.
     verified = broker_cli(env, "audit", "verify")
     assert verified.returncode == 0, verified.stdout + verified.stderr
-    assert verified.stdout.startswith("41/41 events valid, 1/1 checkpoints valid")
+    assert verified.stdout.startswith("46/46 events valid, 1/1 checkpoints valid")
     with psycopg.connect(pg_schema_url) as conn:
         rows = conn.execute("SELECT event, count(*) FROM audit_events GROUP BY event").fetchall()
         events: dict[str, int] = dict(rows)

@@ -10,7 +10,9 @@ proxy, an internal Distribution, and ``tailor push`` as the platform runs it.
 from __future__ import annotations
 
 import json
+import socket
 import sqlite3
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,8 +83,8 @@ def setup(
     proxy = Proxy(token_upstream.registry.host)
     internal = start_registry(tmp_path / "internal")
     env = broker_env(tmp_path, f"sqlite:///{tmp_path / 'broker.sqlite'}", "unused")
-    env.update(BROKER_OUTBOUND_ALLOW="127.0.0.0/8", BROKER_INSECURE_REGISTRIES="127.0.0.1",
-               BROKER_UPSTREAM_EXCHANGE="true")  # fmt: skip
+    # The exchange is on by default: nothing here turns it on.
+    env.update(BROKER_OUTBOUND_ALLOW="127.0.0.0/8", BROKER_INSECURE_REGISTRIES="127.0.0.1")
     keys = provision(env, tmp_path, clients.all())
     broker = start_broker(env, tmp_path / "broker.log", self_audience=True)
     try:
@@ -191,8 +193,7 @@ def test_a_basic_only_upstream_gets_the_password_released_and_audited(
     skopeo.login(upstream)
     skopeo.push(layout, "v1", f"{upstream.host}/acme/web:v1", all_platforms=False)
     env = broker_env(tmp_path, f"sqlite:///{tmp_path / 'broker.sqlite'}", "unused")
-    env.update(BROKER_OUTBOUND_ALLOW="127.0.0.0/8", BROKER_INSECURE_REGISTRIES="127.0.0.1",
-               BROKER_UPSTREAM_EXCHANGE="true")  # fmt: skip
+    env.update(BROKER_OUTBOUND_ALLOW="127.0.0.0/8", BROKER_INSECURE_REGISTRIES="127.0.0.1")
     provision(env, tmp_path, clients.all())
     for mode in ("when-needed", "never"):
         broker = start_broker({**env, "BROKER_RELEASE_PASSWORDS": mode}, tmp_path / "b.log",
@@ -213,8 +214,20 @@ def test_a_basic_only_upstream_gets_the_password_released_and_audited(
             assert r.status_code == 200, r.text
             assert r.json()["password"] == UPSTREAM_PASSWORD
             assert r.json()["upstream_token"] is None
+            later = mint(url, clients.cc, **{**body, "staging_guid": "s-later"}).json()["token"]
         finally:
             broker.stop()
+    # Redeemed where the broker's outbound policy forbids the registry, under "never": a
+    # refusal the Tailor will not retry (422, as at mint), not "unreachable" (503).
+    broker = start_broker({**env, "BROKER_RELEASE_PASSWORDS": "never", "BROKER_OUTBOUND_ALLOW": ""},
+                          tmp_path / "b.log", self_audience=True)  # fmt: skip
+    try:
+        r = requests.post(broker.url + "/v1/redemptions", json={"token": later}, timeout=30,
+                          headers=clients.tailor.headers(broker.url))  # fmt: skip
+        assert r.status_code == 422, r.text
+        assert r.json()["detail"].startswith("the broker may not reach the upstream registry")
+    finally:
+        broker.stop()
     conn = sqlite3.connect(tmp_path / "broker.sqlite")
     rows = conn.execute("SELECT event, detail FROM audit_events WHERE event LIKE 'credentials.%'")
     released = [json.loads(d) for e, d in rows if e == "credentials.released"]
@@ -225,8 +238,6 @@ def test_a_basic_only_upstream_gets_the_password_released_and_audited(
 def test_the_credentials_are_checked_at_mint(setup: Setup) -> None:
     """A wrong password fails the push at once with the registry's own words, and opens
     no staging; an unreachable registry is no refusal (it may answer by staging time)."""
-    import time
-
     from tests.support.broker_api import mint
     from tests.support.processes import free_port
 
@@ -249,9 +260,20 @@ def test_the_credentials_are_checked_at_mint(setup: Setup) -> None:
     unreachable = mint(url, c.cc, staging_guid="s-away", password=UPSTREAM_PASSWORD,
                        **{**body, "image": gone})  # fmt: skip
     assert unreachable.status_code == 201, unreachable.text
+    # A registry that takes the connection and never answers holds the push up for
+    # BROKER_UPSTREAM_CHECK_SECONDS (3 s), not for the redemption's 10 s deadline.
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        started = time.monotonic()
+        held = f"127.0.0.1:{silent.getsockname()[1]}/team/app:v1"
+        slow = mint(url, c.cc, staging_guid="s-slow", password=UPSTREAM_PASSWORD,
+                    **{**body, "image": held})  # fmt: skip
+        waited = time.monotonic() - started
+    assert slow.status_code == 201, slow.text
+    assert 2.5 < waited < 8, waited
     issued = {s: d.get("upstream") for s, d in _issued(setup)}
     assert issued["s-good"] == "token"
     assert str(issued["s-away"]).startswith("not checked:")
+    assert str(issued["s-slow"]).startswith("not checked:") and "3 s" in str(issued["s-slow"])
     assert "s-wrong" not in issued  # no staging opened, nothing sealed
 
 
