@@ -25,7 +25,15 @@ from broker.audit.checkpoints import LogIdentity, SignedCheckpoint
 from broker.audit.events import AUDIT_MIGRATED, AuditEvent, Record, timestamp
 from broker.audit.export import export_lines
 from broker.audit.integrator import Integrated, integrate
-from broker.audit.merkle import consistency_proof, inclusion_proof, tree_hash
+from broker.audit.merkle import (
+    ProofError,
+    consistency_proof,
+    inclusion_proof,
+    stored_index,
+    tree_hash,
+    verify_consistency,
+    verify_inclusion,
+)
 from broker.audit.query import AuditFilter
 from broker.audit.verify import LogEvent, verify_log
 from broker.errors import AuditTampered, Invalid, SetupError
@@ -237,22 +245,45 @@ class AuditLog:
             return tx.log_size()
 
     def inclusion(self, index: int, size: int) -> list[bytes]:
-        """The inclusion proof of leaf ``index`` (seq - 1) in the tree of ``size``."""
+        """The inclusion proof of leaf ``index`` (seq - 1) in the tree of ``size``, checked
+        before it is served against the stored leaf and root (a damaged stored tree is an
+        error and an alarm, never a wrong proof)."""
         with self._store.transaction(write=False) as tx:
             _within(size, tx.log_size())
             try:
-                return inclusion_proof(index, size, tx.tree_hashes)
+                proof = inclusion_proof(index, size, tx.tree_hashes)
+                leaf, root = (
+                    tx.tree_hashes([stored_index(0, index)])[0],
+                    tree_hash(size, tx.tree_hashes),
+                )
             except ValueError as exc:
                 raise Invalid(str(exc)) from None
+        try:
+            verify_inclusion(index, size, leaf, proof, root)
+        except ProofError as exc:
+            raise self._damaged(f"inclusion proof of {index} in {size}: {exc}") from None
+        return proof
 
     def consistency(self, old: int, size: int) -> list[bytes]:
-        """The consistency proof from the tree of ``old`` leaves to the one of ``size``."""
+        """The consistency proof from the tree of ``old`` leaves to the one of ``size``,
+        checked against the stored roots before it is served."""
         with self._store.transaction(write=False) as tx:
             _within(size, tx.log_size())
             try:
-                return consistency_proof(old, size, tx.tree_hashes)
+                proof = consistency_proof(old, size, tx.tree_hashes)
+                roots = tree_hash(old, tx.tree_hashes), tree_hash(size, tx.tree_hashes)
             except ValueError as exc:
                 raise Invalid(str(exc)) from None
+        try:
+            verify_consistency(old, size, roots[0], roots[1], proof)
+        except ProofError as exc:
+            raise self._damaged(f"consistency proof of {old} to {size}: {exc}") from None
+        return proof
+
+    @staticmethod
+    def _damaged(what: str) -> AuditTampered:
+        log.error("audit log: the stored tree gives a wrong proof", extra={"problem": what})
+        return AuditTampered(f"the stored tree is damaged: {what}")
 
     @staticmethod
     def _records(tx: SqlTx, after: int = 0, to_seq: int | None = None) -> Iterator[Record]:

@@ -123,3 +123,27 @@ def test_a_checkpoint_note_is_what_the_spec_says(api: Api) -> None:
     assert len(base64.b64decode(lines[2])) == 32
     assert [s.name for s in signatures] == ["broker.test/audit"]
     assert note.decode().count("\n— broker.test/audit ") == 1
+
+
+def test_a_damaged_stored_tree_serves_no_wrong_proof(
+    api: Api, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each proof is checked against the stored leaf and root before it goes out: a stored
+    hash changed underneath is a 503 and an ERROR line, never a proof that fails later."""
+    import sqlite3
+
+    for n in range(3):
+        _stage(api, n)
+    api.service.audit.integrate()
+    assert api.http.get("/v1/audit/proofs/inclusion?index=1&size=6").status_code == 200
+    conn = sqlite3.connect(settings.database_url.removeprefix("sqlite:///"))
+    conn.execute("UPDATE audit_tree SET hash=zeroblob(32) WHERE idx=0")  # leaf 0's hash
+    conn.commit()
+    conn.close()
+    for query in ("inclusion?index=1&size=6", "consistency?from=1&to=6"):
+        r = api.http.get(f"/v1/audit/proofs/{query}")
+        assert r.status_code == 503 and r.headers["content-type"] == "application/problem+json"
+    assert [r.levelname for r in caplog.records if "wrong proof" in r.getMessage()] == [
+        "ERROR",
+        "ERROR",
+    ]
