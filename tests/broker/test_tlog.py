@@ -5,6 +5,8 @@ broker signs C2SP checkpoints, serves proofs, and the Go checksum database's pac
 from __future__ import annotations
 
 import base64
+import json
+from typing import Any
 
 import pytest
 
@@ -147,3 +149,83 @@ def test_a_damaged_stored_tree_serves_no_wrong_proof(
         "ERROR",
         "ERROR",
     ]
+
+
+# -- a log kept as a hash chain (schema version 5) is adopted ------------------------------
+
+
+def _chain_era_database(url: str, reasons: dict[int, str] | None = None) -> list[str]:
+    """A database as a version-5 broker left it: 7 chained events. Returns their hashes.
+    ``reasons`` rewrites events after they were hashed (a broken chain)."""
+    import sqlite3
+
+    import psycopg
+
+    from broker.audit.chain import GENESIS, event_hash
+    from broker.store.sql import statements
+    from broker.store.sqlite import _portable
+
+    sqlite = url.startswith("sqlite")
+    conn: Any = sqlite3.connect(url.removeprefix("sqlite:///")) if sqlite else psycopg.connect(url)
+    mark = "?" if sqlite else "%s"
+    conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    for version in range(1, 6):
+        for statement in statements(version, "sqlite" if sqlite else "postgresql"):
+            conn.execute(_portable(statement) if sqlite else statement)
+        conn.execute(f"INSERT INTO schema_version (version) VALUES ({mark})", (version,))  # noqa: S608
+    prev, hashes = GENESIS, []
+    for seq in range(1, 8):
+        at = f"2026-11-0{seq}T00:00:00.000+00:00"
+        body = {"seq": seq, "at": at, "event": "token.issued", "client": "cc",
+                "staging_guid": f"old-{seq}", "detail": {"ttl_seconds": 60}}  # fmt: skip
+        digest = event_hash(body, prev)
+        row = {**body, "detail": json.dumps(body["detail"]), "prev_hash": prev, "hash": digest}
+        row["reason"] = (reasons or {}).get(seq)
+        columns, marks = ", ".join(row), ", ".join([mark] * len(row))
+        conn.execute(f"INSERT INTO audit_events ({columns}) VALUES ({marks})", tuple(row.values()))  # noqa: S608
+        prev = digest
+        hashes.append(digest)
+    conn.commit()
+    conn.close()
+    return hashes
+
+
+def test_a_hash_chain_is_verified_and_adopted_as_the_first_leaves(
+    settings: Settings, database_url: str, go_tlog: GoTlog
+) -> None:
+    from broker.service import open_service
+
+    hashes = _chain_era_database(database_url)
+    service = open_service(settings.model_copy(update={"database_url": database_url}))
+    try:
+        records = service.audit.page(0, 100)
+        assert [r.seq for r in records] == list(range(1, 9))
+        assert [r.hash for r in records[:7]] == hashes  # the chain's hashes, kept
+        assert [r.staging_guid for r in records[:7]] == [f"old-{n}" for n in range(1, 8)]
+        migrated = records[7]
+        assert migrated.event == "audit.migrated"
+        assert migrated.detail == {"chain_head": hashes[-1], "chain_events": 7}
+        report = service.audit.verify()
+        assert report.intact and report.summary().startswith("8/8 events valid"), report.problems
+        latest = service.audit.latest()
+        assert latest is not None and latest.size == 8
+        identity = service.audit.identity
+        assert identity is not None
+        assert go_tlog.open_note(identity.vkeys()[0], latest.note)
+        # The chain's events are leaves like any other: Go checks their inclusion.
+        for record in records:
+            leaf = leaf_hash(leaf_data(record.body(), record.prev_hash))
+            proof = service.audit.inclusion(record.seq - 1, 8)
+            assert go_tlog.inclusion_error(record.seq - 1, 8, latest.root, leaf, proof) is None
+        assert service.audit.upgrade() == 0  # once
+    finally:
+        service.close()
+
+
+def test_a_broken_chain_is_not_adopted(settings: Settings, database_url: str) -> None:
+    from broker.errors import AuditTampered
+    from broker.service import open_service
+
+    _chain_era_database(database_url, reasons={3: "rewritten after it was hashed"})
+    with pytest.raises(AuditTampered, match=r"does not verify.*event 3 changed"):
+        open_service(settings.model_copy(update={"database_url": database_url}))
