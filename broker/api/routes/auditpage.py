@@ -7,6 +7,7 @@ single-use link `broker audit login` prints; either gives a short session cookie
 
 from __future__ import annotations
 
+import base64
 import datetime
 import html
 from typing import Any
@@ -18,6 +19,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from broker.api.deps import AsAuditorByForm, Svc, offload
 from broker.api.models import MAX_SEQ
 from broker.audit import CATALOG, FILTERS, Record, Verification, events, make_filter
+from broker.audit.checkpoints import SignedCheckpoint
 from broker.errors import Forbidden, Unauthenticated
 from broker.service import Service
 
@@ -184,6 +186,19 @@ def _timeline(rows: list[Record]) -> str:
     return '<ol class="timeline" id="timeline">' + "".join(items) + "</ol>"
 
 
+def _checkpoint(latest: SignedCheckpoint | None) -> str:
+    """The newest signed checkpoint, as anyone can fetch it from /v1/audit/checkpoint."""
+    if latest is None:
+        return "<p id=checkpoint>No signed checkpoint yet.</p>"
+    root = base64.b64encode(latest.root).decode()
+    return (
+        f"<p id=checkpoint>Newest checkpoint: <strong>{latest.size}</strong> events, root"
+        f" <code>{html.escape(root)}</code>, origin <code>{_cell(latest.checkpoint.origin)}</code>"
+        ' (<a href="/v1/audit/checkpoint">signed note</a>,'
+        ' <a href="/v1/audit/log-key">verifier key</a>)</p>'
+    )
+
+
 @router.get("/audit")
 async def audit_page(request: Request, service: Svc) -> Response:
     cookie = request.cookies.get(COOKIE)
@@ -196,25 +211,26 @@ async def audit_page(request: Request, service: Svc) -> Response:
     except ValueError:
         after = 0
 
-    def work() -> tuple[Verification, list[Record], list[Record], str]:
-        # Always the whole chain, now: a cached result would not cover the newest events.
+    def work() -> tuple[Verification, SignedCheckpoint | None, list[Record], list[Record], str]:
+        # Always the whole log, now: a cached result would not cover the newest events.
         done = service.audit.check()
+        latest = service.audit.latest()
         try:
             filters = make_filter(**params)
         except ValueError as exc:
-            return done, [], [], str(exc)
+            return done, latest, [], [], str(exc)
         rows = service.audit.page(after, PAGE_SIZE + 1, filters)
         timeline = []
         if params["staging"]:
             timeline = service.audit.page(0, 500, make_filter(staging=params["staging"]))
-        return done, rows, timeline, ""
+        return done, latest, rows, timeline, ""
 
-    done, rows, timeline, error = await offload(service, work, slow=True)
+    done, latest, rows, timeline, error = await offload(service, work, slow=True)
     more = len(rows) > PAGE_SIZE
     rows = rows[:PAGE_SIZE]
     report = done.report
     status_cls = "ok" if report.intact else "bad"
-    status_text = ("Chain intact: " if report.intact else "CHAIN BROKEN: ") + report.summary()
+    status_text = ("Log intact: " if report.intact else "LOG BROKEN: ") + report.summary()
     when = datetime.datetime.fromtimestamp(done.finished_at, datetime.UTC)
     status_when = f"verified in full at {when:%Y-%m-%d %H:%M:%S} UTC in {done.seconds:.1f} s"
     options = "".join(
@@ -239,6 +255,7 @@ async def audit_page(request: Request, service: Svc) -> Response:
         '<a href="/audit/logout">sign out</a></span></header><main>',
         f'<div class="status {status_cls}" id=status>{html.escape(status_text)}'
         f"<br><small id=verified>{status_when}</small></div>",
+        _checkpoint(latest),
         form,
     ]
     if error:
