@@ -53,17 +53,17 @@ class Metrics:
 
         self.chain_intact = Gauge(
             "stager_audit_chain_intact",
-            "1 when the last full verification of the audit chain found it intact, else 0",
+            "1 when the last full verification of the audit log found it intact, else 0",
             registry=self.registry,
         )
         self.chain_verified_at = Gauge(
             "stager_audit_chain_verified_timestamp_seconds",
-            "When the last full verification of the audit chain finished (Unix time)",
+            "When the last full verification of the audit log finished (Unix time)",
             registry=self.registry,
         )
         self.chain_events = Gauge(
             "stager_audit_chain_events",
-            "Events the last full verification of the audit chain read",
+            "Events the last full verification of the audit log read",
             registry=self.registry,
         )
 
