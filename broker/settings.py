@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     audit_checkpoint_seconds: float = Field(default=1.0, gt=0, le=3600)
     """Integrate pending events into the log and sign a checkpoint over them this often
     (when events came since the last one)."""
+    audit_checkpoint_keep_seconds: int = Field(default=3600, ge=0)
+    """The store keeps the newest checkpoint and one per this many seconds before it (each
+    covers every event before it); 0 keeps every checkpoint signed."""
     audit_verify_seconds: float = Field(default=600.0, ge=0)
     """Verify the whole stored log in the background this often (0: never): the result
     feeds the ``stager_audit_chain_*`` metrics, and a broken log is an error log line."""

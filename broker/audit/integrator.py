@@ -83,11 +83,13 @@ def integrate(
     sign: bool = True,
     floor: tuple[int, bytes] | None = None,
     adopting: bool = False,
+    keep_every: int = 0,
 ) -> Integrated | None:
     """Place up to ``limit`` pending events, and sign a checkpoint if the log grew (and
     ``sign``). None when another replica is integrating now. ``adopting``: the events
     the hash chain left (``prev_hash`` set) may be placed; otherwise they must have
-    been adopted first (broker/audit/log.py: ``AuditLog.upgrade``)."""
+    been adopted first (broker/audit/log.py: ``AuditLog.upgrade``). ``keep_every``:
+    thin the stored checkpoints to one per that many seconds (0: keep all)."""
     if not tx.try_integrator_lock():
         return None
     size = tx.log_size()
@@ -116,5 +118,19 @@ def integrate(
     latest = tx.latest_note()
     if sign and identity is not None and appender.size > (int(latest["size"]) if latest else 0):
         signed = identity.sign(appender.size, root)
+        if latest is not None:
+            _thin(tx, latest, keep_every)
         tx.insert_note(signed.size, signed.root, signed.note.decode(), now)
     return Integrated(appender.size, root, len(placed), signed)
+
+
+def _thin(tx: SqlTx, newest: dict[str, Any], keep_every: int) -> None:
+    """A new checkpoint replaces the newest one, unless that one is ``keep_every``
+    seconds or more after the checkpoint before it: the store keeps one checkpoint per
+    ``keep_every`` besides the newest (each covers every event before it, so the
+    others add nothing a verifier needs)."""
+    if keep_every <= 0:
+        return
+    before = tx.note_rows(to_size=int(newest["size"]) - 1, newest_first=True, limit=1)
+    if before and int(newest["signed_at"]) - int(before[0]["signed_at"]) < keep_every:
+        tx.delete_note(int(newest["size"]))

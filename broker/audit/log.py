@@ -87,6 +87,7 @@ class AuditLog:
         keys: KeyMaterial | None,
         *,
         origin: str,
+        keep_every: int = 0,
         clock: Callable[[], float] = time.time,
         on_event: Callable[[AuditEvent], None] = lambda event: None,
         on_verified: Callable[[Verification], None] = lambda done: None,
@@ -98,6 +99,7 @@ class AuditLog:
             LogIdentity(origin, keys.audit_public, keys.audit_key) if keys is not None else None
         )
         self._clock = clock
+        self._keep_every = keep_every
         self._on_event = on_event
         self._on_verified = on_verified
         self._on_integrated = on_integrated
@@ -144,6 +146,7 @@ class AuditLog:
                             limit=_BATCH,
                             sign=sign,
                             floor=self.head,
+                            keep_every=self._keep_every,
                         )
                 except AuditTampered as exc:
                     if self.halted != str(exc):

@@ -102,6 +102,7 @@ class Service:
             store,
             keys,
             origin=settings.log_origin(),
+            keep_every=settings.audit_checkpoint_keep_seconds,
             clock=clock,
             on_event=on_event,
             on_verified=on_verified,

@@ -529,13 +529,27 @@ class SqlTx:
         rows = self._dicts("SELECT * FROM audit_notes ORDER BY size DESC LIMIT 1", ())
         return rows[0] if rows else None
 
-    def note_rows(self, from_size: int = 0, to_size: int | None = None) -> list[dict[str, Any]]:
+    def note_rows(
+        self,
+        from_size: int = 0,
+        to_size: int | None = None,
+        *,
+        newest_first: bool = False,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
         sql = "SELECT * FROM audit_notes WHERE size >= ?"
         params: list[Any] = [from_size]
         if to_size is not None:
             sql += " AND size <= ?"
             params.append(to_size)
-        return self._dicts(sql + " ORDER BY size", params)
+        sql += " ORDER BY size DESC" if newest_first else " ORDER BY size"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return self._dicts(sql, params)
+
+    def delete_note(self, size: int) -> None:
+        self._exec("DELETE FROM audit_notes WHERE size = ?", (size,))
 
     def _dicts(self, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
         cur = self._exec(sql, params)

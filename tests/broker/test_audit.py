@@ -88,8 +88,9 @@ def test_event_hash_covers_every_field_and_the_link() -> None:
 @pytest.fixture
 def logged(settings: Settings, clients: Clients) -> Iterator[Api]:
     """12 events, integrated with a checkpoint after 4, 8 and 12: each staging is issued,
-    redeemed, then (the first two) completed and purged."""
-    with serve(settings, clients, sweep=False) as api:
+    redeemed, then (the first two) completed and purged. Every checkpoint is kept."""
+    every = settings.model_copy(update={"audit_checkpoint_keep_seconds": 0})
+    with serve(every, clients, sweep=False) as api:
         for n in range(4):
             token = api.mint(f"stg-{n}").json()["token"]
             api.redeem(token)

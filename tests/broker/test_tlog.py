@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,7 +15,8 @@ from broker.audit.leaves import leaf_data
 from broker.audit.merkle import leaf_hash, verify_consistency, verify_inclusion
 from broker.audit.note import parse_checkpoint, parse_note
 from broker.settings import Settings
-from tests.support.brokerapp import Api
+from tests.support.brokerapp import Api, serve
+from tests.support.clients import Clients
 from tests.support.gotlog import GoTlog
 
 
@@ -42,8 +44,16 @@ def test_requests_write_pending_events_the_integrator_places(api_each_store: Api
         assert [r["size"] for r in tx.note_rows()] == [2]
 
 
-def test_go_verifies_checkpoints_and_proofs(api_each_store: Api, go_tlog: GoTlog) -> None:
-    api = api_each_store
+@pytest.fixture
+def keep_all(settings: Settings, clients: Clients, database_url: str) -> Iterator[Api]:
+    """As ``api_each_store``, keeping every checkpoint signed."""
+    update = {"database_url": database_url, "audit_checkpoint_keep_seconds": 0}
+    with serve(settings.model_copy(update=update), clients, sweep=False) as api:
+        yield api
+
+
+def test_go_verifies_checkpoints_and_proofs(keep_all: Api, go_tlog: GoTlog) -> None:
+    api = keep_all
     sizes = []
     for n in range(7):
         _stage(api, n)
@@ -229,3 +239,74 @@ def test_a_broken_chain_is_not_adopted(settings: Settings, database_url: str) ->
     _chain_era_database(database_url, reasons={3: "rewritten after it was hashed"})
     with pytest.raises(AuditTampered, match=r"does not verify.*event 3 changed"):
         open_service(settings.model_copy(update={"database_url": database_url}))
+
+
+def test_the_store_keeps_one_checkpoint_an_hour_and_the_newest(api: Api) -> None:
+    """Each checkpoint covers every event before it: the store keeps the first, one per
+    BROKER_AUDIT_CHECKPOINT_KEEP_SECONDS and the newest, not one per second."""
+    from broker.audit import events
+
+    start = api.service.clock()
+    for minute in range(0, 150, 10):  # a checkpoint every 10 minutes for 2.5 hours
+        api.service.clock = lambda m=minute: start + 60 * m
+        with api.store.transaction() as tx:
+            writer = api.service.audit.writer(tx)
+            writer.append(events.CLIENT_ADDED(client=f"c-{minute}", detail={"role": "cc"}))
+            writer.append(events.CLIENT_REMOVED(client=f"c-{minute}"))
+        api.service.audit.integrate()
+    with api.store.transaction(write=False) as tx:
+        kept = [(int(r["size"]), int(r["signed_at"]) - int(start)) for r in tx.note_rows()]
+    assert [at for _, at in kept] == [0, 3600, 7200, 8400], kept
+    assert kept[-1][0] == api.service.audit.size() == 30
+    assert api.service.audit.verify().intact
+
+
+def test_two_brokers_on_postgresql_write_one_tree(
+    settings: Settings, pg_schema_url: str, go_tlog: GoTlog
+) -> None:
+    """Two replicas write events and integrate at once, with no lock on the request path:
+    one tree, every event in it once, in one gap-free sequence, proofs Go accepts."""
+    import functools
+
+    from broker.audit import events
+    from broker.service import open_service
+    from tests.support.concurrency import together
+
+    s = settings.model_copy(
+        update={"database_url": pg_schema_url, "audit_checkpoint_keep_seconds": 0}
+    )
+    replicas = [open_service(s), open_service(s)]
+    try:
+
+        def work(replica: int, worker: int) -> int:
+            service = replicas[replica]
+            for n in range(40):
+                with service._store.transaction() as tx:
+                    service.audit.writer(tx).append(
+                        events.TOKEN_LOOKUP(
+                            client=f"r{replica}", staging_guid=f"{replica}-{worker}-{n}"
+                        )
+                    )
+                if n % 7 == 0:
+                    service.audit.integrate()
+            return 40
+
+        calls = [functools.partial(work, r, w) for w in range(4) for r in (0, 1)]
+        assert sum(together(calls)) == 320
+        replicas[0].audit.integrate()
+        records = replicas[1].audit.page(0, 1000)
+        assert [r.seq for r in records] == list(range(1, 321))
+        assert len({r.staging_guid for r in records}) == 320  # each event once
+        report = replicas[0].audit.verify()
+        assert report.intact and report.events_total == 320, report.problems
+        latest = replicas[1].audit.latest()
+        identity = replicas[1].audit.identity
+        assert latest is not None and identity is not None and latest.size == 320
+        go_tlog.open_note(identity.vkeys()[0], latest.note)
+        for record in records[::37]:
+            leaf = leaf_hash(leaf_data(record.body()))
+            proof = replicas[record.seq % 2].audit.inclusion(record.seq - 1, 320)
+            assert go_tlog.inclusion_error(record.seq - 1, 320, latest.root, leaf, proof) is None
+    finally:
+        for replica in replicas:
+            replica.close()
