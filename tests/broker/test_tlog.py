@@ -244,11 +244,13 @@ def test_a_broken_chain_is_not_adopted(settings: Settings, database_url: str) ->
 def test_the_store_keeps_one_checkpoint_an_hour_and_the_newest(api: Api) -> None:
     """Each checkpoint covers every event before it: the store keeps the first, one per
     BROKER_AUDIT_CHECKPOINT_KEEP_SECONDS and the newest, not one per second."""
+    import functools
+
     from broker.audit import events
 
     start = api.service.clock()
     for minute in range(0, 150, 10):  # a checkpoint every 10 minutes for 2.5 hours
-        api.service.clock = lambda m=minute: start + 60 * m
+        api.service.clock = functools.partial(float.__add__, start + 60.0 * minute, 0.0)
         with api.store.transaction() as tx:
             writer = api.service.audit.writer(tx)
             writer.append(events.CLIENT_ADDED(client=f"c-{minute}", detail={"role": "cc"}))
