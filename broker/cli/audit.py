@@ -132,6 +132,11 @@ def _keys_from(args: argparse.Namespace) -> dict[str, ed25519.Ed25519PublicKey] 
 
 def _print(report: Report) -> int:
     print(report.summary())
+    shown = report.proved[-5:]
+    if len(report.proved) > len(shown):
+        print(f"  ({len(report.proved) - len(shown)} older checkpoints proved their events too)")
+    for line in shown:
+        print(f"  + {line}")
     for problem in report.problems[:20]:
         print(f"  - {problem}")
     if len(report.problems) > 20:
