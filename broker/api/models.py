@@ -153,6 +153,8 @@ class VerifyResult(BaseModel):
     events_unsigned: int
     """Events after ``signed_through``: chained, not yet covered by a signed checkpoint."""
     problems: list[str]
+    proved: list[str] = []
+    """What the newest valid checkpoints proved (at most 20, the newest last)."""
     summary: str
 
 

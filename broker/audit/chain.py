@@ -122,6 +122,8 @@ class Report:
     Their links and hashes verify, but anyone who can write the database could have
     rewritten them consistently: no signature vouches for them yet."""
     problems: list[str] = field(default_factory=list)
+    proved: list[str] = field(default_factory=list)
+    """What each valid checkpoint proved, in order (the newest last)."""
 
     @property
     def intact(self) -> bool:
@@ -149,6 +151,7 @@ class Report:
             "signed_through": self.signed_through,
             "events_unsigned": self.events_unsigned,
             "problems": self.problems[:20],
+            "proved": self.proved[-20:],
             "summary": self.summary(),
         }
 

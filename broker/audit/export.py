@@ -171,6 +171,15 @@ def verify_export(
         checked = verify_log((e for e, _ in parsed.events), notes, identity)
         checked.problems[:0] = report.problems
         report = checked
+        for note in kept:
+            old = identity.open(note)
+            if f"checkpoint {old.size}: events 1-{old.size} are the ones it signed" in (
+                report.proved
+            ):
+                report.proved.append(
+                    f"trusted checkpoint {old.size}: the log only grew since (the export's"
+                    f" first {old.size} events have its root)"
+                )
     else:
         report = _verify_filtered(parsed, notes, identity, size, report)
         if kept:
@@ -216,4 +225,9 @@ def _verify_filtered(
     report.events_valid = first_bad if first_bad is not None else report.events_total
     if seal is not None:
         report.signed_through = size
+        if first_bad is None:
+            report.proved.append(
+                f"checkpoint {size} (the seal): each of the {len(parsed.events)} events is in"
+                " the log it signed"
+            )
     return report

@@ -93,7 +93,18 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="a checkpoint kept from before (a signed note): prove the log only grew since",
     )
+    verify.add_argument(
+        "--receipt",
+        type=Path,
+        metavar="DIR",
+        help="a staging's receipt (INDEX.entry + INDEX.tlog-proof files), offline",
+    )
     ac.add_parser("log-key", help="print the log's verifier keys (current first)")
+    receipt = ac.add_parser(
+        "receipt", help="write a staging's events with their inclusion proofs, for offline checks"
+    )
+    receipt.add_argument("staging", metavar="STAGING")
+    receipt.add_argument("--out", type=Path, required=True, metavar="DIR")
     ac.add_parser("fingerprint", help="a token's keyed fingerprint (token on stdin)")
     login = ac.add_parser("login", help="print a short-lived link to the auditor page")
     login.add_argument("--client", required=True, metavar="NAME", help="an auditor client")

@@ -1,4 +1,4 @@
-"""`broker audit list|export|verify|log-key|fingerprint|login`."""
+"""`broker audit list|export|verify|log-key|receipt|fingerprint|login`."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from broker.audit import FILTERS, AuditFilter, AuditLog, Report, make_filter
 from broker.audit.checkpoints import LogIdentity
 from broker.audit.export import verify_export_file
 from broker.audit.note import NoteError
+from broker.audit.receipts import receipt, verify_receipt, write_receipt
 from broker.errors import ExportError, KeyFileError, SetupError
 from broker.keys import audit_kid, load_keys
 from broker.service import Service, open_reader, open_service
@@ -47,6 +48,20 @@ def run(args: argparse.Namespace) -> int:
         keys = load_keys(settings.keys_dir)
         identity = LogIdentity(settings.log_origin(), keys.audit_public, keys.audit_key)
         print("\n".join(identity.vkeys()))
+        return 0
+    if action == "verify" and args.receipt:
+        return _verify_receipt(args)
+    if action == "receipt":
+        with open_reader(get_settings()) as reader:
+            done = receipt(reader.audit, args.staging)
+        try:
+            written = write_receipt(done, args.out)
+        except OSError as exc:
+            raise SetupError(f"cannot write the receipt into {args.out}: {exc.strerror}") from None
+        print(
+            f"{len(written) // 2} events of staging {done.staging_guid}, proven in the log of"
+            f" {done.checkpoint.size} events: {args.out}"
+        )
         return 0
     if action == "verify" and args.file:
         trusted = [_read(path) for path in args.trusted_checkpoint]
@@ -117,11 +132,27 @@ def _keys_from(args: argparse.Namespace) -> dict[str, ed25519.Ed25519PublicKey] 
 
 def _print(report: Report) -> int:
     print(report.summary())
+    shown = report.proved[-5:]
+    if len(report.proved) > len(shown):
+        print(f"  ({len(report.proved) - len(shown)} older checkpoints proved their events too)")
+    for line in shown:
+        print(f"  + {line}")
     for problem in report.problems[:20]:
         print(f"  - {problem}")
     if len(report.problems) > 20:
         print(f"  ... and {len(report.problems) - 20} more")
     return 0 if report.intact else 1
+
+
+def _verify_receipt(args: argparse.Namespace) -> int:
+    """``verify --receipt DIR --log-key VKEY``: every entry proven in the signed log."""
+    if not args.log_key:
+        raise SetupError("a receipt is checked against the log's verifier key: give --log-key")
+    checked, problems = verify_receipt(args.receipt, _identity(args, ""))
+    print(f"{checked - len(problems)}/{checked} entries proven in the signed log")
+    for problem in problems[:20]:
+        print(f"  - {problem}")
+    return 0 if not problems else 1
 
 
 def _identity(args: argparse.Namespace, origin: str) -> LogIdentity:

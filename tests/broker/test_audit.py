@@ -504,6 +504,8 @@ def test_a_kept_checkpoint_proves_the_log_only_grew(
     later.write_text(cli(settings, "export").stdout)
     ok = offline(settings, later, vkey, "--trusted-checkpoint", str(kept))
     assert ok.returncode == 0, ok.stdout
+    assert "+ trusted checkpoint 12: the log only grew since" in ok.stdout, ok.stdout
+    assert ok.stdout.rstrip().endswith("the export's first 12 events have its root)")
     # The operator rewrites event 3 and re-signs a whole new history with the log key.
     identity = logged.service.audit.identity
     assert identity is not None
@@ -546,6 +548,9 @@ def test_a_filtered_export_proves_its_events_and_shows_no_other(
     vkey = cli(settings, "log-key").stdout.strip()
     result = offline(settings, path, vkey)
     assert result.returncode == 0 and result.stdout.startswith("2/2 events valid"), result.stdout
+    assert "+ checkpoint 12 (the seal): each of the 2 events is in the log it signed" in (
+        result.stdout
+    )
     changed = edit(path, lambda ls: [x.replace("stg-2", "stg-7") for x in ls])
     bad = offline(settings, changed, vkey)
     assert bad.returncode == 1 and "is not in the log the seal signs" in bad.stdout

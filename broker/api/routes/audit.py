@@ -6,13 +6,14 @@ from __future__ import annotations
 import base64
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import PlainTextResponse
 
-from broker.api.deps import AsAuditor, Svc, offload
+from broker.api.deps import AsAuditor, AsCCOrAuditor, Svc, offload
 from broker.api.errors import problem_responses
 from broker.api.models import MAX_SEQ, AuditPage, VerifyResult
 from broker.audit import make_filter
+from broker.audit.receipts import receipt
 from broker.errors import Invalid, NotFound
 from broker.service import Authenticated
 
@@ -95,6 +96,7 @@ async def log_key(service: Svc) -> PlainTextResponse:
 
 
 Size = Annotated[int, Query(ge=1, le=MAX_SEQ)]
+Guid = Annotated[str, Path(min_length=1, max_length=128)]
 
 
 @router.get(
@@ -120,3 +122,29 @@ async def consistency(
 ) -> PlainTextResponse:
     """The consistency proof from the tree of ``from`` leaves to the tree of ``to``."""
     return _lines(await offload(service, lambda: service.audit.consistency(old, to)))
+
+
+@router.get(
+    "/stagings/{staging_guid}/receipt",
+    responses=problem_responses(401, 403, 404, 503),
+)
+async def staging_receipt(call: AsCCOrAuditor, staging_guid: Guid) -> dict[str, Any]:
+    """A staging's receipt (broker/audit/receipts.py): its own events, each with a C2SP
+    tlog-proof in the newest checkpoint, for the app team to verify offline."""
+
+    def build(caller: Authenticated) -> dict[str, Any]:
+        done = receipt(call.service.audit, staging_guid)
+        return {
+            "staging_guid": done.staging_guid,
+            "checkpoint": done.checkpoint.note.decode(),
+            "entries": [
+                {
+                    "index": e.index,
+                    "entry": base64.b64encode(e.entry).decode(),
+                    "tlog_proof": e.proof.format().decode(),
+                }
+                for e in done.entries
+            ],
+        }
+
+    return await call.run(build, read=True, slow=True)
