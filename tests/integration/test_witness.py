@@ -254,6 +254,13 @@ def test_a_witness_cosigns_and_refuses_a_rewritten_history(
     assert (live.tmp / "witness-state.json").read_bytes() == state
     assert parse_note(live.checkpoint())[1][1:] == []
 
+    # The operator may unregister it (audited).
+    removed = live.cli("audit", "witnesses", "remove", vkey)
+    assert removed.returncode == 0 and "removed witness witness.audit-team.test+" in removed.stdout
+    assert live.cli("audit", "witnesses", "list").stdout == ""
+    audited = live.cli("audit", "list", "--event", "witness.removed", "--format", "json")
+    assert '"witness.removed"' in audited.stdout and vkey in audited.stdout
+
     # The witness key was never in an argument, an output or the broker's log.
     secrets = _secrets(live.tmp / "witness.key")
     seen = [*live.outputs, live.broker.log.read_text(), state.decode()]
