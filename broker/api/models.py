@@ -208,3 +208,18 @@ def upstream_result(token: UpstreamToken | None) -> UpstreamTokenResult | None:
         service=token.service,
         scope=token.scope,
     )
+
+
+class KeptCosignature(BaseModel):
+    witness: str
+    """The witness's verifier key."""
+    timestamp: int
+    """The cosignature's time (POSIX seconds, the witness's clock)."""
+    kept: bool
+    """False: a cosignature of this checkpoint by this witness as new or newer is kept."""
+
+
+class CosignaturesKept(BaseModel):
+    size: int
+    """The cosigned checkpoint's tree size."""
+    cosignatures: list[KeptCosignature]

@@ -10,6 +10,8 @@ checked, read and exported.
   cadence), timed checkpoints, verification of the stored log, pages, the export
 - ``query``: filters as auditors give them
 - ``export``: the offline export format and its verification
+- ``witnesses``: witnesses' keys, the cosignatures they post, the K-of-N policy an auditor
+  verifies with (pure; the witness itself is ``broker/witness.py``)
 
 The store only keeps the rows (``broker/store/sql.py``).
 """

@@ -38,6 +38,8 @@ __all__ = [
     "TOKEN_LOOKUP",
     "TOKEN_REDEEMED",
     "TOKEN_REFUSED",
+    "WITNESS_ADDED",
+    "WITNESS_REMOVED",
     "AuditEvent",
     "Kind",
     "Record",
@@ -244,6 +246,19 @@ AUDIT_MIGRATED = Kind(
     "audit log adopted",
     detail=("chain_head", "chain_events"),
 )
+WITNESS_ADDED = Kind(
+    "witness.added",
+    "broker audit witnesses add: the log accepts and serves this witness's cosignatures;"
+    " detail.vkey: its verifier key",
+    "witness added",
+    detail=("vkey",),
+)
+WITNESS_REMOVED = Kind(
+    "witness.removed",
+    "broker audit witnesses remove: the log no longer accepts or serves its cosignatures",
+    "witness removed",
+    detail=("vkey",),
+)
 
 CATALOG: dict[str, Kind] = {
     k.name: k
@@ -269,6 +284,8 @@ CATALOG: dict[str, Kind] = {
         PRUNE_DELETED,
         STAGINGS_FORGOTTEN,
         AUDIT_MIGRATED,
+        WITNESS_ADDED,
+        WITNESS_REMOVED,
     )
 }
 """Every kind, in the order the docs and the page list them."""

@@ -36,6 +36,7 @@ from broker.audit.leaves import leaf_data
 from broker.audit.merkle import ProofError, leaf_hash, verify_inclusion
 from broker.audit.note import NoteError
 from broker.audit.verify import LogEvent, check_notes, verify_log
+from broker.audit.witnesses import WitnessPolicy
 from broker.errors import ExportError
 
 __all__ = ["Parsed", "export_lines", "parse_export", "verify_export", "verify_export_file"]
@@ -132,21 +133,33 @@ def parse_export(lines: Iterable[str]) -> Parsed:
     return parsed
 
 
-def verify_export_file(path: Path, identity: LogIdentity, trusted: Sequence[bytes] = ()) -> Report:
+def verify_export_file(
+    path: Path,
+    identity: LogIdentity,
+    trusted: Sequence[bytes] = (),
+    policy: WitnessPolicy | None = None,
+) -> Report:
     """:func:`verify_export` of the export in ``path``."""
     try:
         # Lines end at "\n" only: splitlines() would also split at U+2028 and others.
         lines = path.read_text().split("\n")
     except (OSError, UnicodeDecodeError) as exc:
         raise ExportError(f"cannot read {path}: {getattr(exc, 'strerror', exc)}") from None
-    return verify_export(lines, identity, trusted)
+    return verify_export(lines, identity, trusted, policy)
 
 
 def verify_export(
-    lines: Iterable[str], identity: LogIdentity, trusted: Sequence[bytes] = ()
+    lines: Iterable[str],
+    identity: LogIdentity,
+    trusted: Sequence[bytes] = (),
+    policy: WitnessPolicy | None = None,
 ) -> Report:
     """Check an export offline: its seal and checkpoints, its events against them, and
-    that the log only grew since each ``trusted`` checkpoint (notes the auditor kept)."""
+    that the log only grew since each ``trusted`` checkpoint (notes the auditor kept).
+
+    ``policy``: the cosignatures required. A complete export meets it with any of its
+    checkpoints whose root the events give (the newest such is reported); a filtered
+    one only with its seal, the one checkpoint its events are proven against."""
     parsed = parse_export(lines)
     size = parsed.header.get("size")
     if not isinstance(size, int) or size < 0:
@@ -168,7 +181,7 @@ def verify_export(
         kept.append(note)
     notes = [*parsed.notes, *kept]
     if parsed.header.get("complete"):
-        checked = verify_log((e for e, _ in parsed.events), notes, identity)
+        checked = verify_log((e for e, _ in parsed.events), notes, identity, policy=policy)
         checked.problems[:0] = report.problems
         report = checked
         for note in kept:
@@ -181,7 +194,7 @@ def verify_export(
                     f" first {old.size} events have its root)"
                 )
     else:
-        report = _verify_filtered(parsed, notes, identity, size, report)
+        report = _verify_filtered(parsed, notes, identity, size, report, policy)
         if kept:
             report.problems.append(
                 "a filtered export cannot prove the log only grew since a trusted checkpoint:"
@@ -200,11 +213,29 @@ def _size_of(note: bytes) -> int | None:
 
 
 def _verify_filtered(
-    parsed: Parsed, notes: list[bytes], identity: LogIdentity, size: int, report: Report
+    parsed: Parsed,
+    notes: list[bytes],
+    identity: LogIdentity,
+    size: int,
+    report: Report,
+    policy: WitnessPolicy | None,
 ) -> Report:
     good = {cp.size: cp for cp in check_notes(notes, identity, report)}
     report.checkpoints_valid = len(good)
     seal = good.get(size)
+    if policy is not None:
+        report.witnesses_required = policy.required
+        found = policy.count(seal.note, identity.verifiers) if seal is not None else 0
+        report.witnesses_found = found
+        if found >= policy.required:
+            report.witnessed_through = size
+        else:
+            report.problems.append(
+                f"witnesses: the seal is cosigned by {found} of the {len(policy.witnesses)}"
+                f" given witnesses, {policy.required} required (a filtered export proves its"
+                " events against its seal only: verify a complete export to count an earlier"
+                " cosigned checkpoint)"
+            )
     first_bad: int | None = None
     for index, (event, proof) in enumerate(parsed.events):
         problem = None

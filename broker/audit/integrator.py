@@ -126,10 +126,12 @@ def integrate(
 
 def _thin(tx: SqlTx, newest: dict[str, Any], keep_every: int) -> None:
     """A new checkpoint replaces the newest one, unless that one is ``keep_every``
-    seconds or more after the checkpoint before it: the store keeps one checkpoint per
-    ``keep_every`` besides the newest (each covers every event before it, so the
-    others add nothing a verifier needs)."""
-    if keep_every <= 0:
+    seconds or more after the checkpoint before it, or a witness cosigned it: the store
+    keeps one checkpoint per ``keep_every`` besides the newest (each covers every event
+    before it, so the others add nothing a verifier needs), and every cosigned one (the
+    witnesses' word is on it). Cosignatures are stored under the integrator's lock
+    (broker/audit/log.py), so none arrives for a checkpoint deleted here."""
+    if keep_every <= 0 or tx.has_cosignatures(int(newest["size"])):
         return
     before = tx.note_rows(to_size=int(newest["size"]) - 1, newest_first=True, limit=1)
     if before and int(newest["signed_at"]) - int(before[0]["signed_at"]) < keep_every:

@@ -27,7 +27,8 @@ verify refuses the whole note.
 
 Private keys (the log's, a witness's) are kept in files holding one unencrypted PKCS#8
 Ed25519 key in PEM (``-----BEGIN PRIVATE KEY-----``), mode 0600; a key file that its
-group or others may use is refused (:func:`read_private_key`).
+group or others may use is refused (:func:`read_private_key`). A witness's key file
+starts with one more line, ``witness-name: <key name>`` (:func:`write_cosigner`).
 
 Every failure is a :class:`NoteError` with a one-line message that never holds key
 material.
@@ -78,10 +79,12 @@ __all__ = [
     "parse_note",
     "parse_tlog_proof",
     "parse_verifier_key",
+    "read_cosigner",
     "read_private_key",
     "sign_note",
     "verifier_key",
     "verify_cosignature",
+    "write_cosigner",
     "write_private_key",
 ]
 
@@ -709,14 +712,16 @@ def new_key() -> Ed25519PrivateKey:
     return Ed25519PrivateKey.generate()
 
 
-def write_private_key(path: str | os.PathLike[str], key: Ed25519PrivateKey) -> None:
-    """Write ``key`` to a new file ``path``, mode 0600, as unencrypted PKCS#8 PEM.
-    Refuses to overwrite an existing file."""
-    pem = key.private_bytes(
+def _pem(key: Ed25519PrivateKey) -> bytes:
+    return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
+
+
+def _write_secret(path: str | os.PathLike[str], data: bytes) -> None:
+    """``data`` into a new file ``path``, mode 0600, synced. Refuses to overwrite."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     except FileExistsError:
@@ -725,14 +730,13 @@ def write_private_key(path: str | os.PathLike[str], key: Ed25519PrivateKey) -> N
         raise NoteError(f"{os.fspath(path)!s}: cannot create: {e.strerror}") from None
     with os.fdopen(fd, "wb") as out:
         os.fchmod(out.fileno(), 0o600)
-        out.write(pem)
+        out.write(data)
         out.flush()
         os.fsync(out.fileno())
 
 
-def read_private_key(path: str | os.PathLike[str]) -> Ed25519PrivateKey:
-    """The Ed25519 key in the PKCS#8 PEM file ``path``. Refuses a file that is not a
-    regular file or whose mode gives its group or others any access (chmod 600 it)."""
+def _read_secret(path: str | os.PathLike[str]) -> bytes:
+    """A key file's bytes: a regular file that its group and others may not use."""
     where = str(os.fspath(path))
     try:
         with open(path, "rb") as held:
@@ -745,11 +749,17 @@ def read_private_key(path: str | os.PathLike[str]) -> Ed25519PrivateKey:
                     f"{where} is open to its group or others (mode {mode:04o}); "
                     "a private key file must be mode 0600"
                 )
-            pem = held.read(_MAX_KEY_FILE_BYTES + 1)
+            data = held.read(_MAX_KEY_FILE_BYTES + 1)
     except OSError as e:
         raise NoteError(f"{where}: cannot read: {e.strerror}") from None
-    if len(pem) > _MAX_KEY_FILE_BYTES:
+    if len(data) > _MAX_KEY_FILE_BYTES:
         raise NoteError(f"{where} is too large for a key file")
+    return data
+
+
+def _load_key(pem: bytes, where: str) -> Ed25519PrivateKey:
+    if not pem.startswith(b"-----BEGIN PRIVATE KEY-----"):
+        raise NoteError(f"{where} does not hold an unencrypted PKCS#8 PEM private key")
     try:
         key = serialization.load_pem_private_key(pem, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm):
@@ -757,3 +767,40 @@ def read_private_key(path: str | os.PathLike[str]) -> Ed25519PrivateKey:
     if not isinstance(key, Ed25519PrivateKey):
         raise NoteError(f"{where} does not hold an Ed25519 key")
     return key
+
+
+def write_private_key(path: str | os.PathLike[str], key: Ed25519PrivateKey) -> None:
+    """Write ``key`` to a new file ``path``, mode 0600, as unencrypted PKCS#8 PEM.
+    Refuses to overwrite an existing file."""
+    _write_secret(path, _pem(key))
+
+
+def read_private_key(path: str | os.PathLike[str]) -> Ed25519PrivateKey:
+    """The Ed25519 key in the PKCS#8 PEM file ``path``. Refuses a file that is not a
+    regular file or whose mode gives its group or others any access (chmod 600 it)."""
+    return _load_key(_read_secret(path), str(os.fspath(path)))
+
+
+_COSIGNER_NAME = b"witness-name: "
+
+
+def write_cosigner(path: str | os.PathLike[str], cosigner: Cosigner) -> None:
+    """A witness's key file: the line ``witness-name: <name>``, then its key as
+    :func:`write_private_key` writes it (unencrypted PKCS#8 PEM); a new file, mode 0600."""
+    _write_secret(path, _COSIGNER_NAME + cosigner.name.encode() + b"\n" + _pem(cosigner.key))
+
+
+def read_cosigner(path: str | os.PathLike[str]) -> Cosigner:
+    """The witness in a key file :func:`write_cosigner` wrote (the same checks as
+    :func:`read_private_key`, and a valid key name)."""
+    where = str(os.fspath(path))
+    data = _read_secret(path)
+    first, newline, pem = data.partition(b"\n")
+    if not first.startswith(_COSIGNER_NAME) or not newline:
+        raise NoteError(f"{where} is not a witness key file (no 'witness-name:' line first)")
+    try:
+        name = first[len(_COSIGNER_NAME) :].decode("utf-8")
+    except UnicodeDecodeError:
+        raise NoteError(f"{where}: the witness name is not valid UTF-8") from None
+    _check_name(name, f"{where}: the witness name")
+    return Cosigner(name, _load_key(pem, where))

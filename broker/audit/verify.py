@@ -22,8 +22,9 @@ from broker.audit.checkpoints import LogIdentity, SignedCheckpoint
 from broker.audit.leaves import leaf_data
 from broker.audit.merkle import RootBuilder, leaf_hash
 from broker.audit.note import NoteError
+from broker.audit.witnesses import WitnessPolicy
 
-__all__ = ["LogEvent", "check_notes", "verify_log"]
+__all__ = ["LogEvent", "check_notes", "verify_log", "witnessed"]
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,35 @@ def check_notes(
     return [good[size] for size in sorted(good)]
 
 
+def witnessed(
+    report: Report,
+    checkpoints: Iterable[SignedCheckpoint],
+    identity: LogIdentity,
+    policy: WitnessPolicy,
+) -> None:
+    """Apply the witness policy to the ``checkpoints`` (valid ones, whose roots the
+    verification checked): the newest with enough cosignatures is the one witnessed;
+    when there is none, a problem that says how many were found."""
+    report.witnesses_required = policy.required
+    most, most_at = 0, 0
+    for cp in sorted(checkpoints, key=lambda c: c.size, reverse=True):  # the newest first
+        found = policy.count(cp.note, identity.verifiers)
+        if found >= policy.required:
+            report.witnessed_through, report.witnesses_found = cp.size, found
+            return
+        if found > most:
+            most, most_at = found, cp.size
+    report.witnesses_found = most
+    if most:
+        found_text = f"at most {most}, on checkpoint {most_at}"
+    else:
+        found_text = "none found"
+    report.problems.append(
+        f"witnesses: no checkpoint is cosigned by {policy.required} of the"
+        f" {len(policy.witnesses)} given witnesses ({found_text})"
+    )
+
+
 def verify_log(
     events: Iterable[LogEvent],
     notes: Iterable[bytes],
@@ -67,13 +97,16 @@ def verify_log(
     expected: tuple[int, bytes] | None = None,
     stored_root: Callable[[int], bytes] | None = None,
     first_seq: int = 1,
+    policy: WitnessPolicy | None = None,
 ) -> Report:
     """Check every event from ``first_seq`` = 1 on, and every checkpoint note.
 
     ``expected``: a (size, root) the log must reach (what the running broker last
     integrated). ``stored_root(size)``: the root the stored tree gives, which must be
-    the events' (the tree serves the proofs)."""
+    the events' (the tree serves the proofs). ``policy``: the cosignatures a checkpoint
+    whose root matches must carry (the newest such one is reported as witnessed)."""
     report = Report()
+    matched: list[SignedCheckpoint] = []
     checkpoints = check_notes(notes, identity, report)
     at_size: dict[int, list[SignedCheckpoint]] = {}
     for cp in checkpoints:
@@ -100,6 +133,7 @@ def verify_log(
                 report.checkpoints_valid += 1
                 report.signed_through = max(report.signed_through, size)
                 report.proved.append(f"checkpoint {size}: events 1-{size} are the ones it signed")
+                matched.append(cp)
 
     settle(0)
     for index, ev in enumerate(events):
@@ -148,4 +182,6 @@ def verify_log(
                 )
         except LookupError as exc:
             report.problems.append(f"the stored tree is incomplete: {exc}")
+    if policy is not None:
+        witnessed(report, matched, identity, policy)
     return report

@@ -1,4 +1,4 @@
-"""`broker audit list|export|verify|log-key|receipt|fingerprint|login`."""
+"""`broker audit list|export|verify|log-key|receipt|fingerprint|login|witness|witnesses`."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from broker.audit.checkpoints import LogIdentity
 from broker.audit.export import verify_export_file
 from broker.audit.note import NoteError
 from broker.audit.receipts import receipt, verify_receipt, write_receipt
+from broker.audit.witnesses import WitnessPolicy
 from broker.errors import ExportError, KeyFileError, SetupError
 from broker.keys import audit_kid, load_keys
 from broker.service import Service, open_reader, open_service
@@ -41,6 +42,10 @@ def _filter(args: argparse.Namespace) -> AuditFilter:
 
 def run(args: argparse.Namespace) -> int:
     action = args.action
+    if action in ("witness", "witnesses"):
+        from broker.cli import witness
+
+        return witness.witness(args) if action == "witness" else witness.witnesses(args)
     if action == "fingerprint":
         return _fingerprint()
     if action == "log-key":
@@ -66,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
     if action == "verify" and args.file:
         trusted = [_read(path) for path in args.trusted_checkpoint]
         origin = _export_origin(args.file)
-        return _print(verify_export_file(args.file, _identity(args, origin), trusted))
+        identity = _identity(args, origin)
+        return _print(verify_export_file(args.file, identity, trusted, _policy(args)))
     settings = get_settings()
     if action in ("list", "verify"):
         # Read only: an auditor with database access needs no key material.
@@ -75,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
                 return _list(reader.audit, args)
             if args.trusted_checkpoint:
                 raise SetupError("--trusted-checkpoint checks an export: give --file")
-            return _print(reader.audit.verify(_identity(args, settings.log_origin())))
+            identity = _identity(args, settings.log_origin())
+            return _print(reader.audit.verify(identity, _policy(args)))
     service = open_service(settings, migrate=False)  # signs (an export's seal, a ticket)
     try:
         if action == "login":
@@ -170,6 +177,22 @@ def _identity(args: argparse.Namespace, origin: str) -> LogIdentity:
         return LogIdentity(origin, keys)
     except (NoteError, UnicodeDecodeError) as exc:
         raise KeyFileError(f"bad log key: {exc}") from None
+
+
+def _policy(args: argparse.Namespace) -> WitnessPolicy | None:
+    """``--witness`` keys (or files of them) and ``--min-witnesses``: what must cosign."""
+    if not args.witness:
+        if args.min_witnesses is not None:
+            raise SetupError("--min-witnesses needs the witnesses' keys: give --witness VKEY")
+        return None
+    vkeys: list[str] = []
+    for given in args.witness:
+        path = Path(given)
+        vkeys += _read(path).decode(errors="replace").split("\n") if path.is_file() else [given]
+    try:
+        return WitnessPolicy.of(vkeys, 1 if args.min_witnesses is None else args.min_witnesses)
+    except NoteError as exc:
+        raise KeyFileError(f"bad witness key: {exc}") from None
 
 
 def _read(path: Path) -> bytes:

@@ -11,6 +11,7 @@
 | ``pullersessions`` | a puller's assertion traded for a reusable, short-lived pull session |
 | ``retention`` | forgetting closed stagings whose repositories prune found gone |
 | ``auditors`` | the audit page's sessions |
+| ``witnesses`` | the witnesses whose cosignatures the audit log accepts |
 
 Routes (``broker/api``) reach keys, the store and the audit log only through this;
 the CLI (``broker/cli``) opens it for every command that touches the database
@@ -42,6 +43,7 @@ from broker.service.registry import RegistryGrants
 from broker.service.retention import Retention
 from broker.service.stagings import Stagings
 from broker.service.unit import Unit, Units
+from broker.service.witnesses import Witnesses
 from broker.settings import Settings
 from broker.store import Store, open_store
 from broker.store.model import ClientRow
@@ -119,6 +121,7 @@ class Service:
             keys.fingerprint_key, self.units, self.clients.get, settings, clock
         )
         self.auditors = AuditorSessions(keys, self.clients)
+        self.witnesses = Witnesses(self.units, clock)
         self.egress = EgressProbes(settings)
         self._probing = threading.Lock()
         self._ready: tuple[float, str | None] = (-READY_CACHE_SECONDS, None)

@@ -69,7 +69,12 @@ class PostgresStore:
                 conn.transaction(force_rollback=rollback),
                 conn.cursor() as cur,
             ):
-                yield SqlTx(cur, _placeholders, f"SELECT pg_try_advisory_xact_lock({_AUDIT_LOCK})")
+                yield SqlTx(
+                    cur,
+                    _placeholders,
+                    f"SELECT pg_try_advisory_xact_lock({_AUDIT_LOCK})",
+                    f"SELECT pg_advisory_xact_lock({_AUDIT_LOCK})",
+                )
                 # The body is done: leaving these blocks sends COMMIT, and from here on a
                 # failure may come after PostgreSQL has committed (a read, or a probe
                 # rolled back, has nothing that could have been done).

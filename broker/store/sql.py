@@ -119,6 +119,15 @@ MIGRATIONS: list[list[Migration]] = [
         "CREATE TABLE audit_notes ("
         " size BIGINT PRIMARY KEY, root BYTEA NOT NULL, note TEXT NOT NULL,"
         " signed_at BIGINT NOT NULL)",
+        # Witnesses (broker/audit/witnesses.py): the registered cosigners (their verifier
+        # keys, signature type 0x04), and the cosignatures they posted, one per witness per
+        # checkpoint (the newest timestamp wins). A checkpoint with cosignatures is never
+        # thinned away (broker/audit/integrator.py).
+        "CREATE TABLE audit_witnesses ("
+        " vkey TEXT PRIMARY KEY, name TEXT NOT NULL, added_at BIGINT NOT NULL)",
+        "CREATE TABLE audit_cosignatures ("
+        " size BIGINT NOT NULL, witness TEXT NOT NULL, cosigned_at BIGINT NOT NULL,"
+        " line TEXT NOT NULL, received_at BIGINT NOT NULL, PRIMARY KEY (size, witness))",
     ],
 ]
 
@@ -153,11 +162,16 @@ class SqlTx:
     """The store's operations on one open transaction (a DB-API cursor)."""
 
     def __init__(
-        self, cursor: Any, placeholder: Callable[[str], str], audit_lock: str | None = None
+        self,
+        cursor: Any,
+        placeholder: Callable[[str], str],
+        audit_lock: str | None = None,
+        audit_lock_wait: str | None = None,
     ) -> None:
         self._cur = cursor
         self._sql = placeholder
         self._audit_lock = audit_lock
+        self._audit_lock_wait = audit_lock_wait
         self.shredded = False
         """Sealed credentials were deleted: the backend may have more to do to make them
         leave its files (SQLite: zeroed pages are written, the WAL truncated)."""
@@ -492,6 +506,13 @@ class SqlTx:
         row = self._one(self._audit_lock)
         return bool(row and row[0])
 
+    def wait_integrator_lock(self) -> None:
+        """Wait for the integrator's lock and hold it until this transaction ends, so that
+        no integration (and no thinning of checkpoints) runs meanwhile (PostgreSQL; SQLite's
+        writer already holds the database)."""
+        if self._audit_lock_wait:
+            self._exec(self._audit_lock_wait)
+
     def tree_hashes(self, indexes: Sequence[int]) -> list[bytes]:
         """The stored tree hashes at ``indexes``, in that order (one query)."""
         if not indexes:
@@ -550,6 +571,75 @@ class SqlTx:
 
     def delete_note(self, size: int) -> None:
         self._exec("DELETE FROM audit_notes WHERE size = ?", (size,))
+
+    def note_at(self, size: int) -> dict[str, Any] | None:
+        rows = self._dicts("SELECT * FROM audit_notes WHERE size = ?", (size,))
+        return rows[0] if rows else None
+
+    # -- witnesses and their cosignatures -------------------------------------------------
+
+    def add_witness(self, vkey: str, name: str, added_at: int) -> bool:
+        sql = (
+            "INSERT INTO audit_witnesses (vkey, name, added_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (vkey) DO NOTHING"
+        )
+        return bool(self._exec(sql, (vkey, name, added_at)).rowcount == 1)
+
+    def remove_witness(self, vkey: str) -> bool:
+        return bool(self._exec("DELETE FROM audit_witnesses WHERE vkey = ?", (vkey,)).rowcount == 1)
+
+    def witness_rows(self) -> list[dict[str, Any]]:
+        """The registered witnesses (vkey, name, added_at), by name."""
+        return self._dicts("SELECT * FROM audit_witnesses ORDER BY name, vkey", ())
+
+    def put_cosignature(
+        self, size: int, witness: str, cosigned_at: int, line: str, received_at: int
+    ) -> bool:
+        """Keep a witness's cosignature of checkpoint ``size``, unless one it dated as late
+        or later is kept already (False)."""
+        sql = (
+            "INSERT INTO audit_cosignatures (size, witness, cosigned_at, line, received_at)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (size, witness) DO UPDATE SET"
+            " cosigned_at = excluded.cosigned_at, line = excluded.line,"
+            " received_at = excluded.received_at"
+            " WHERE excluded.cosigned_at > audit_cosignatures.cosigned_at"
+        )
+        params = (size, witness, cosigned_at, line, received_at)
+        return bool(self._exec(sql, params).rowcount == 1)
+
+    def cosignature_rows(
+        self, from_size: int = 0, to_size: int | None = None
+    ) -> list[dict[str, Any]]:
+        """The cosignatures of checkpoints ``from_size`` to ``to_size`` by the witnesses
+        registered now, by size and then witness name."""
+        sql = (
+            "SELECT c.size, c.witness, w.name, c.cosigned_at, c.line FROM audit_cosignatures c"
+            " JOIN audit_witnesses w ON w.vkey = c.witness WHERE c.size >= ?"
+        )
+        params: list[Any] = [from_size]
+        if to_size is not None:
+            sql += " AND c.size <= ?"
+            params.append(to_size)
+        return self._dicts(sql + " ORDER BY c.size, w.name, c.witness", params)
+
+    def cosignature_times(self, size: int) -> dict[str, int]:
+        """The timestamp of each witness's cosignature of checkpoint ``size`` kept."""
+        rows = self._exec(
+            "SELECT witness, cosigned_at FROM audit_cosignatures WHERE size = ?", (size,)
+        ).fetchall()
+        return {str(r[0]): int(r[1]) for r in rows}
+
+    def has_cosignatures(self, size: int) -> bool:
+        row = self._one("SELECT 1 FROM audit_cosignatures WHERE size = ? LIMIT 1", (size,))
+        return row is not None
+
+    def witness_activity(self) -> dict[str, tuple[int, int]]:
+        """For each witness that ever cosigned: (the largest checkpoint it cosigned, its
+        newest cosignature's timestamp)."""
+        rows = self._exec(
+            "SELECT witness, MAX(size), MAX(cosigned_at) FROM audit_cosignatures GROUP BY witness"
+        ).fetchall()
+        return {str(r[0]): (int(r[1]), int(r[2])) for r in rows}
 
     def _dicts(self, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
         cur = self._exec(sql, params)

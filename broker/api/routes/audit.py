@@ -6,14 +6,15 @@ from __future__ import annotations
 import base64
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import PlainTextResponse
 
 from broker.api.deps import AsAuditor, AsCCOrAuditor, Svc, offload
-from broker.api.errors import problem_responses
-from broker.api.models import MAX_SEQ, AuditPage, VerifyResult
+from broker.api.errors import problem, problem_responses
+from broker.api.models import MAX_SEQ, AuditPage, CosignaturesKept, VerifyResult
 from broker.audit import make_filter
 from broker.audit.receipts import receipt
+from broker.audit.witnesses import MAX_COSIGNED_BYTES
 from broker.errors import Invalid, NotFound
 from broker.service import Authenticated
 
@@ -76,11 +77,59 @@ def _lines(hashes: list[bytes]) -> PlainTextResponse:
     responses={**problem_responses(404, 503), 200: {"content": {_TEXT: {}}}},
 )
 async def checkpoint(service: Svc) -> PlainTextResponse:
-    """The newest signed checkpoint (C2SP tlog-checkpoint, a signed note), verbatim."""
-    latest = await offload(service, service.audit.latest)
-    if latest is None:
+    """The newest signed checkpoint (C2SP tlog-checkpoint, a signed note) with the
+    cosignatures of the registered witnesses that cosigned it (c2sp.org/tlog-cosignature)."""
+    note = await offload(service, service.audit.cosigned)
+    if note is None:
         raise NotFound("the audit log has no checkpoint yet")
-    return PlainTextResponse(latest.note.decode(), media_type=_TEXT, headers=_NO_CACHE)
+    return PlainTextResponse(note.decode(), media_type=_TEXT, headers=_NO_CACHE)
+
+
+@router.get(
+    "/audit/checkpoints/{size}",
+    response_class=PlainTextResponse,
+    responses={**problem_responses(404, 422), 200: {"content": {_TEXT: {}}}},
+)
+async def checkpoint_of_size(
+    service: Svc, size: Annotated[int, Path(ge=1, le=MAX_SEQ)]
+) -> PlainTextResponse:
+    """The checkpoint of ``size`` with its witnesses' cosignatures, if the log keeps it
+    (every cosigned one, the newest, and one an hour besides: docs/audit.md)."""
+    note = await offload(service, lambda: service.audit.cosigned(size))
+    if note is None:
+        raise NotFound(f"the log keeps no checkpoint of size {size}")
+    return PlainTextResponse(note.decode(), media_type=_TEXT, headers=_NO_CACHE)
+
+
+@router.post(
+    "/audit/cosignatures",
+    response_model=CosignaturesKept,
+    responses=problem_responses(409, 413, 422, 503),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {_TEXT: {"schema": {"type": "string", "maxLength": MAX_COSIGNED_BYTES}}},
+        }
+    },
+)
+async def cosignatures(request: Request, service: Svc) -> Any:
+    """A witness's cosignature of a checkpoint: the checkpoint's note text, a blank line
+    and the cosignature line(s) (the log's own lines may stay). Anyone may post: only a
+    valid cosignature by a registered witness of a checkpoint the log signed and keeps is
+    kept (422 otherwise; 409: the log has replaced that checkpoint, cosign the newest)."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_COSIGNED_BYTES:
+            return problem("too-large", f"at most {MAX_COSIGNED_BYTES} bytes")
+    done = await offload(service, lambda: service.audit.accept_cosignatures(body))
+    return {
+        "size": done.size,
+        "cosignatures": [
+            {"witness": c.witness.vkey(), "timestamp": c.timestamp, "kept": kept}
+            for c, kept in done.accepted
+        ],
+    }
 
 
 @router.get(

@@ -20,6 +20,7 @@ from broker.api.deps import AsAuditorByForm, Svc, offload
 from broker.api.models import MAX_SEQ
 from broker.audit import CATALOG, FILTERS, Record, Verification, events, make_filter
 from broker.audit.checkpoints import SignedCheckpoint
+from broker.audit.log import WitnessStatus
 from broker.errors import Forbidden, Unauthenticated
 from broker.service import Service
 
@@ -50,6 +51,7 @@ ol.timeline{list-style:none;padding:0;display:flex;flex-wrap:wrap;gap:6px;margin
 ol.timeline li{background:#fff;border:1px solid #cdd3dd;border-radius:16px;padding:4px 12px}
 ol.timeline li.refused{border-color:#e6a3a3;background:#fbe5e5}
 ol.timeline li.done{border-color:#9fd5ae;background:#e3f4e8}
+#witnesses table{width:auto;margin-bottom:14px}
 """
 
 
@@ -199,6 +201,45 @@ def _checkpoint(latest: SignedCheckpoint | None) -> str:
     )
 
 
+def _utc(ts: int) -> str:
+    try:
+        return f"{datetime.datetime.fromtimestamp(ts, datetime.UTC):%Y-%m-%d %H:%M:%S} UTC"
+    except (OverflowError, OSError, ValueError):
+        return str(ts)
+
+
+def _witnesses(latest: SignedCheckpoint | None, witnesses: list[WitnessStatus]) -> str:
+    """The registered witnesses: which cosigned the newest checkpoint, and when each last
+    cosigned one."""
+    if not witnesses:
+        return (
+            "<p id=witnesses>No witnesses registered: the checkpoints carry the log's"
+            " signature alone (<code>broker audit witnesses add</code>).</p>"
+        )
+    size = latest.size if latest is not None else 0
+    on_newest = [w for w in witnesses if w.last_size == size]
+    rows = []
+    for w in witnesses:
+        if w.last_size is None or w.last_cosigned_at is None:
+            last, when = "never", ""
+        else:
+            last = f"checkpoint {w.last_size}" + (" (the newest)" if w.last_size == size else "")
+            when = _utc(w.last_cosigned_at)
+        label = w.vkey.rsplit("+", 1)[0]
+        rows.append(
+            f'<tr><td>{_cell(w.name)}</td><td class=mono title="{_cell(w.vkey)}">'
+            f"{_cell(label)}</td><td>{_cell(last)}</td><td class='mono time'>{_cell(when)}"
+            "</td></tr>"
+        )
+    return (
+        f"<div id=witnesses><p>Witnesses: the newest checkpoint is cosigned by"
+        f" <strong>{len(on_newest)}</strong> of {len(witnesses)} registered"
+        f"{': ' + _cell(', '.join(w.name for w in on_newest)) if on_newest else ''}.</p>"
+        "<table><thead><tr><th>Witness</th><th>Key</th><th>Last cosigned</th>"
+        "<th>When (its clock)</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table></div>"
+    )
+
+
 @router.get("/audit")
 async def audit_page(request: Request, service: Svc) -> Response:
     cookie = request.cookies.get(COOKIE)
@@ -211,21 +252,26 @@ async def audit_page(request: Request, service: Svc) -> Response:
     except ValueError:
         after = 0
 
-    def work() -> tuple[Verification, SignedCheckpoint | None, list[Record], list[Record], str]:
+    Work = tuple[
+        Verification, SignedCheckpoint | None, list[WitnessStatus], list[Record], list[Record], str
+    ]
+
+    def work() -> Work:
         # Always the whole log, now: a cached result would not cover the newest events.
         done = service.audit.check()
         latest = service.audit.latest()
+        witnesses = service.audit.witnesses()
         try:
             filters = make_filter(**params)
         except ValueError as exc:
-            return done, latest, [], [], str(exc)
+            return done, latest, witnesses, [], [], str(exc)
         rows = service.audit.page(after, PAGE_SIZE + 1, filters)
         timeline = []
         if params["staging"]:
             timeline = service.audit.page(0, 500, make_filter(staging=params["staging"]))
-        return done, latest, rows, timeline, ""
+        return done, latest, witnesses, rows, timeline, ""
 
-    done, latest, rows, timeline, error = await offload(service, work, slow=True)
+    done, latest, witnesses, rows, timeline, error = await offload(service, work, slow=True)
     more = len(rows) > PAGE_SIZE
     rows = rows[:PAGE_SIZE]
     report = done.report
@@ -256,6 +302,7 @@ async def audit_page(request: Request, service: Svc) -> Response:
         f'<div class="status {status_cls}" id=status>{html.escape(status_text)}'
         f"<br><small id=verified>{status_when}</small></div>",
         _checkpoint(latest),
+        _witnesses(latest, witnesses),
         form,
     ]
     if error:
