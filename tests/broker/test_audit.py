@@ -438,6 +438,15 @@ def _swap(lines: list[str]) -> list[str]:
     return lines
 
 
+def _insert_old(lines: list[str]) -> list[str]:
+    """An old event inserted again later (a replayed line)."""
+    return [
+        *lines[: _event_line(lines, 6) + 1],
+        lines[_event_line(lines, 3)],
+        *lines[_event_line(lines, 7) :],
+    ]
+
+
 def _forge_checkpoint(lines: list[str]) -> list[str]:
     note = _note(ed25519.Ed25519PrivateKey.generate(), 11, b"a" * 32)
     return [*lines, json.dumps({"type": "checkpoint", "note": note})]
@@ -471,6 +480,7 @@ def _drop_events_after(seq: int):
             "log truncated after event 7: signed checkpoint 8 covers events that are gone",
         ),
         (_swap, "events reordered: 4 comes after 5"),
+        (_insert_old, "events reordered: 3 comes after 6"),
         (_forge_checkpoint, "checkpoint: signature invalid or by an unknown key"),
     ],
 )
