@@ -12,6 +12,8 @@ checked, read and exported.
 - ``export``: the offline export format and its verification
 - ``witnesses``: witnesses' keys, the cosignatures they post, the K-of-N policy an auditor
   verifies with (pure; the witness itself is ``broker/witness.py``)
+- ``cosignatures``: :class:`Cosignatures`, the witnesses' cosignatures the log keeps:
+  accepted when posted, served appended to the checkpoints, each witness's newest
 
 The store only keeps the rows (``broker/store/sql.py``).
 """

@@ -7,7 +7,9 @@ integrator (:meth:`AuditLog.integrate`, broker/audit/integrator.py) gives it its
 place in the Merkle tree and signs a checkpoint, on a timer (the ``audit-integrate``
 job, every ``BROKER_AUDIT_CHECKPOINT_SECONDS``), before every read of the log, and
 at shutdown. The chain's events of an older broker are adopted once
-(:meth:`AuditLog.upgrade`). Verification streams the log a page at a time.
+(:meth:`AuditLog.upgrade`). Verification streams the log a page at a time. The
+witnesses' cosignatures are kept and served by broker/audit/cosignatures.py; the
+verification and the export read the checkpoints with them.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 
 from broker.audit.chain import ChainEvent, Report, verify_chain
 from broker.audit.checkpoints import LogIdentity, SignedCheckpoint
+from broker.audit.cosignatures import cosigned_notes
 from broker.audit.events import AUDIT_MIGRATED, AuditEvent, Record, timestamp
 from broker.audit.export import export_lines
 from broker.audit.integrator import Integrated, integrate
@@ -34,21 +37,14 @@ from broker.audit.merkle import (
     verify_consistency,
     verify_inclusion,
 )
-from broker.audit.note import NoteError, add_signatures, parse_note
 from broker.audit.query import AuditFilter
 from broker.audit.verify import LogEvent, verify_log
-from broker.audit.witnesses import (
-    Cosignature,
-    WitnessPolicy,
-    check_cosignatures,
-    parse_posted,
-    witness_key,
-)
-from broker.errors import AuditTampered, Conflict, Invalid, SetupError
+from broker.audit.witnesses import WitnessPolicy
+from broker.errors import AuditTampered, Invalid, SetupError
 from broker.keys import KeyMaterial
 from broker.store import SqlTx, Store
 
-__all__ = ["AuditLog", "AuditWriter", "Cosigned", "Verification", "WitnessStatus"]
+__all__ = ["AuditLog", "AuditWriter", "Verification"]
 
 log = logging.getLogger("broker.audit")
 _PAGE = 5000  # events per read transaction when the whole log is read
@@ -62,28 +58,6 @@ class Verification:
     report: Report
     finished_at: float
     seconds: float
-
-
-@dataclass(frozen=True)
-class WitnessStatus:
-    """A registered witness, and its newest cosignature the log kept (if any)."""
-
-    vkey: str
-    name: str
-    added_at: int
-    last_size: int | None
-    """The largest checkpoint it cosigned."""
-    last_cosigned_at: int | None
-    """Its newest cosignature's timestamp (the witness's clock)."""
-
-
-@dataclass(frozen=True)
-class Cosigned:
-    """What a posted cosigned checkpoint added: its size, and per cosignature whether it
-    was kept (False: the witness's cosignature of that size kept already is as new)."""
-
-    size: int
-    accepted: list[tuple[Cosignature, bool]]
 
 
 class AuditWriter:
@@ -277,115 +251,6 @@ class AuditLog:
         with self._store.transaction(write=False) as tx:
             return tx.log_size()
 
-    # -- witnesses ------------------------------------------------------------------------
-
-    @staticmethod
-    def _cosigned_notes(tx: SqlTx, rows: list[dict[str, Any]]) -> list[bytes]:
-        """The stored notes, each with its registered witnesses' cosignatures appended."""
-        if not rows:
-            return []
-        lines: dict[int, list[str]] = {}
-        sizes = [int(r["size"]) for r in rows]
-        for c in tx.cosignature_rows(min(sizes), max(sizes)):
-            lines.setdefault(int(c["size"]), []).append(str(c["line"]))
-        out = []
-        for row, size in zip(rows, sizes, strict=True):
-            note = str(row["note"]).encode()
-            out.append(add_signatures(note, lines[size]) if size in lines else note)
-        return out
-
-    def cosigned(self, size: int | None = None) -> bytes | None:
-        """The newest checkpoint note (or the one of ``size``, if the store kept it) with
-        its registered witnesses' cosignatures appended; None when there is none."""
-        with self._store.transaction(write=False) as tx:
-            row = tx.latest_note() if size is None else tx.note_at(size)
-            return self._cosigned_notes(tx, [row])[0] if row is not None else None
-
-    def witnesses(self) -> list[WitnessStatus]:
-        """The registered witnesses, by name, with their newest cosignatures."""
-        with self._store.transaction(write=False) as tx:
-            rows = tx.witness_rows()
-            activity = tx.witness_activity()
-        out = []
-        for row in rows:
-            last = activity.get(str(row["vkey"]))
-            out.append(
-                WitnessStatus(
-                    str(row["vkey"]),
-                    str(row["name"]),
-                    int(row["added_at"]),
-                    last[0] if last else None,
-                    last[1] if last else None,
-                )
-            )
-        return out
-
-    def accept_cosignatures(self, body: bytes) -> Cosigned:
-        """Keep the cosignatures a witness posted (see broker/audit/witnesses.py): valid,
-        by registered witnesses, of a checkpoint this log signed and keeps. All or none:
-        Invalid names the first problem; Conflict when the log signed that checkpoint
-        but has since replaced it with a newer one (cosign the newest).
-
-        Everything is checked in a read transaction first, the signatures outside any:
-        only a cosignature newer than the one kept takes the integrator's lock to be
-        stored, so a flood of garbage or of replayed cosignatures cannot hold up the
-        integrator (or the store's one writer, with SQLite)."""
-        identity = self._signing()
-        try:
-            posted = parse_posted(body)
-        except NoteError as exc:
-            raise Invalid(f"not a cosigned checkpoint: {exc}") from None
-        checkpoint = posted.checkpoint
-        if checkpoint.origin != self.origin:
-            raise Invalid(f"a checkpoint of another log ({checkpoint.origin[:100]})")
-        with self._store.transaction(write=False) as tx:
-            signed_text = self._signed_text(tx, checkpoint.size, checkpoint.root)
-            witnesses = [witness_key(str(w["vkey"])) for w in tx.witness_rows()]
-            kept = tx.cosignature_times(checkpoint.size)
-        now = int(self._clock())
-        try:
-            found = check_cosignatures(posted, signed_text, identity.verifiers, witnesses, now)
-        except NoteError as exc:
-            raise Invalid(str(exc)) from None
-        new = [c for c in found if c.timestamp > kept.get(c.witness.vkey(), -1)]
-        stored: set[str] = set()
-        if new:
-            with self._store.transaction() as tx:
-                # Under the integrator's lock: no thinning deletes the note meanwhile, and
-                # none after this commits (it keeps every cosigned checkpoint).
-                tx.wait_integrator_lock()
-                if self._signed_text(tx, checkpoint.size, checkpoint.root) != signed_text:
-                    raise Invalid(f"the log's checkpoint {checkpoint.size} changed meanwhile")
-                for c in new:
-                    line = c.line.removesuffix("\n")
-                    vkey = c.witness.vkey()
-                    if tx.put_cosignature(checkpoint.size, vkey, c.timestamp, line, now):
-                        stored.add(vkey)
-        return Cosigned(checkpoint.size, [(c, c.witness.vkey() in stored) for c in found])
-
-    def _signed_text(self, tx: SqlTx, size: int, root: bytes) -> str:
-        """The text of the stored note of ``size``; Conflict or Invalid if there is none."""
-        row = tx.note_at(size)
-        if row is None:
-            raise self._not_kept(tx, size, root)
-        return parse_note(str(row["note"]).encode())[0]
-
-    @staticmethod
-    def _not_kept(tx: SqlTx, size: int, root: bytes) -> Exception:
-        """Why there is no stored note of ``size``: replaced by a newer one (the tree of
-        ``size`` has that root), or this log never signed such a checkpoint."""
-        if size <= tx.log_size():
-            try:
-                replaced = tree_hash(size, tx.tree_hashes) == root
-            except LookupError:
-                replaced = False
-            if replaced:
-                return Conflict(
-                    f"the log no longer keeps checkpoint {size}: it signed a newer one;"
-                    " cosign the newest (GET /v1/audit/checkpoint)"
-                )
-        return Invalid(f"this log signed no checkpoint of size {size} with that root")
-
     def inclusion(self, index: int, size: int) -> list[bytes]:
         """The inclusion proof of leaf ``index`` (seq - 1) in the tree of ``size``, checked
         before it is served against the stored leaf and root (a damaged stored tree is an
@@ -449,7 +314,7 @@ class AuditLog:
         if identity is None:
             raise SetupError("no audit log verifier key given")
         with self._store.transaction(write=False) as tx:
-            notes = self._cosigned_notes(tx, tx.note_rows())
+            notes = cosigned_notes(tx, tx.note_rows())
             size = tx.log_size()
 
         def events() -> Iterator[LogEvent]:
@@ -502,7 +367,7 @@ class AuditLog:
             if not rows or rows[-1]["size"] != latest["size"]:
                 rows.append(latest)  # thinned meanwhile (another replica integrated)
             # With their cosignatures: an auditor can require witnesses offline.
-            notes = self._cosigned_notes(tx, rows)
+            notes = cosigned_notes(tx, rows)
         seal = identity.open(notes[-1])
         f = filters
         everything = f == AuditFilter()

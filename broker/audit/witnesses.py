@@ -6,8 +6,9 @@ fetches the log's newest checkpoint, checks that it extends the one it cosigned 
 (a consistency proof), and cosigns it: "as of time T, this is the largest tree of this
 log I have seen, and it is consistent with everything I saw before". The broker keeps
 the cosignatures of the witnesses the operator registered and serves them appended to
-the checkpoint; an auditor who requires K of them knows that the history the log showed
-them is the one those witnesses saw, not one made up for them alone.
+the checkpoint (broker/audit/cosignatures.py, with these checks); an auditor who
+requires K of them knows that the history the log showed them is the one those
+witnesses saw, not one made up for them alone.
 
 A witness posts a *cosigned checkpoint*: the checkpoint's note text, a blank line and
 its cosignature line (a signed note whose signature is the cosignature). It may keep the

@@ -107,7 +107,7 @@ def witness(args: argparse.Namespace) -> int:
 def witnesses(args: argparse.Namespace) -> int:
     if args.witnesses_action == "list":
         with open_reader(get_settings()) as reader:
-            rows = reader.audit.witnesses()
+            rows = reader.cosignatures.witnesses()
         for w in rows:
             if w.last_cosigned_at is None:
                 last = "never cosigned"

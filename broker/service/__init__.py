@@ -13,6 +13,10 @@
 | ``auditors`` | the audit page's sessions |
 | ``witnesses`` | the witnesses whose cosignatures the audit log accepts |
 
+Besides these, the service holds the audit log (``audit``, ``broker/audit/log.py``) and
+the witnesses' cosignatures of its checkpoints (``cosignatures``,
+``broker/audit/cosignatures.py``): accepted, served, each witness's newest.
+
 Routes (``broker/api``) reach keys, the store and the audit log only through this;
 the CLI (``broker/cli``) opens it for every command that touches the database
 (:func:`open_service`, or :func:`open_reader` for those that only read and need
@@ -30,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from broker.audit import AuditEvent, AuditLog, Verification
+from broker.audit.cosignatures import Cosignatures
 from broker.audit.integrator import Integrated
 from broker.auth import Authenticated
 from broker.errors import StoreError
@@ -122,6 +127,9 @@ class Service:
         )
         self.auditors = AuditorSessions(keys, self.clients)
         self.witnesses = Witnesses(self.units, clock)
+        self.cosignatures = Cosignatures(
+            store, self.audit.identity, origin=self.audit.origin, clock=clock
+        )
         self.egress = EgressProbes(settings)
         self._probing = threading.Lock()
         self._ready: tuple[float, str | None] = (-READY_CACHE_SECONDS, None)
@@ -205,6 +213,7 @@ class Reader:
     """What can be read with database access alone: no key material, no schema change."""
 
     audit: AuditLog
+    cosignatures: Cosignatures
     _store: Store
 
     def clients(self) -> list[ClientRow]:
@@ -216,8 +225,11 @@ class Reader:
 def open_reader(settings: Settings) -> Iterator[Reader]:
     """The store, to read only (``broker audit list|verify``, ``broker clients list``)."""
     store = open_store(settings.database_url)
+    origin = settings.log_origin()
     try:
-        yield Reader(AuditLog(store, None, origin=settings.log_origin()), store)
+        yield Reader(
+            AuditLog(store, None, origin=origin), Cosignatures(store, None, origin=origin), store
+        )
     finally:
         store.close()
 

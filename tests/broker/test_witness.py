@@ -117,11 +117,11 @@ def test_witnesses_are_registered_and_removed_with_audit_events(api: Api) -> Non
     for junk in ["", "nonsense", W1.vkey()[:-4] + "AAA="]:
         with pytest.raises(Invalid, match="not a witness's verifier key"):
             witnesses.add(junk)
-    assert [w.vkey for w in api.service.audit.witnesses()] == [W1.vkey(), W2.vkey()]
+    assert [w.vkey for w in api.service.cosignatures.witnesses()] == [W1.vkey(), W2.vkey()]
     witnesses.remove(W2.vkey())
     with pytest.raises(NotFound):
         witnesses.remove(W2.vkey())
-    assert [w.name for w in api.service.audit.witnesses()] == [W1.name]
+    assert [w.name for w in api.service.cosignatures.witnesses()] == [W1.name]
     added = _events(api, events.WITNESS_ADDED.name)
     removed = _events(api, events.WITNESS_REMOVED.name)
     assert [e.detail for e in added] == [{"vkey": W1.vkey()}, {"vkey": W2.vkey()}]
@@ -328,11 +328,11 @@ def test_cosignatures_racing_the_integrator_on_postgresql(
 
         def witness(n: int) -> None:
             service = replicas[0]
-            note = service.audit.cosigned()
+            note = service.cosignatures.cosigned()
             assert note is not None
             text = _body(note.decode())
             try:
-                service.audit.accept_cosignatures((text + "\n" + cosign(text, W1, T + n)).encode())
+                service.cosignatures.accept((text + "\n" + cosign(text, W1, T + n)).encode())
                 outcomes["kept"] += 1
             except Replaced:
                 outcomes["replaced"] += 1
@@ -551,7 +551,7 @@ def test_the_witness_cosigns_only_what_extends_what_it_cosigned(api: Api, tmp_pa
     with pytest.raises(Misbehaved, match=rf"^fork: the log's checkpoint {second} has root"):
         witness.round()
     # A rollback: an older checkpoint, genuinely signed.
-    http.serve = api.service.audit.cosigned(first)
+    http.serve = api.service.cosignatures.cosigned(first)
     with pytest.raises(Misbehaved, match=rf"^rollback: .* {first} events, fewer than the {second}"):
         witness.round()
     # A larger tree that does not extend it: the proof fails.

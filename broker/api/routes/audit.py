@@ -79,7 +79,7 @@ def _lines(hashes: list[bytes]) -> PlainTextResponse:
 async def checkpoint(service: Svc) -> PlainTextResponse:
     """The newest signed checkpoint (C2SP tlog-checkpoint, a signed note) with the
     cosignatures of the registered witnesses that cosigned it (c2sp.org/tlog-cosignature)."""
-    note = await offload(service, service.audit.cosigned)
+    note = await offload(service, service.cosignatures.cosigned)
     if note is None:
         raise NotFound("the audit log has no checkpoint yet")
     return PlainTextResponse(note.decode(), media_type=_TEXT, headers=_NO_CACHE)
@@ -95,7 +95,7 @@ async def checkpoint_of_size(
 ) -> PlainTextResponse:
     """The checkpoint of ``size`` with its witnesses' cosignatures, if the log keeps it
     (every cosigned one, the newest, and one an hour besides: docs/audit.md)."""
-    note = await offload(service, lambda: service.audit.cosigned(size))
+    note = await offload(service, lambda: service.cosignatures.cosigned(size))
     if note is None:
         raise NotFound(f"the log keeps no checkpoint of size {size}")
     return PlainTextResponse(note.decode(), media_type=_TEXT, headers=_NO_CACHE)
@@ -122,7 +122,7 @@ async def cosignatures(request: Request, service: Svc) -> Any:
         body += chunk
         if len(body) > MAX_COSIGNED_BYTES:
             return problem("too-large", f"at most {MAX_COSIGNED_BYTES} bytes")
-    done = await offload(service, lambda: service.audit.accept_cosignatures(body))
+    done = await offload(service, lambda: service.cosignatures.accept(body))
     return {
         "size": done.size,
         "cosignatures": [

@@ -20,7 +20,7 @@ from broker.api.deps import AsAuditorByForm, Svc, offload
 from broker.api.models import MAX_SEQ
 from broker.audit import CATALOG, FILTERS, Record, Verification, events, make_filter
 from broker.audit.checkpoints import SignedCheckpoint
-from broker.audit.log import WitnessStatus
+from broker.audit.cosignatures import WitnessStatus
 from broker.errors import Forbidden, Unauthenticated
 from broker.service import Service
 
@@ -260,7 +260,7 @@ async def audit_page(request: Request, service: Svc) -> Response:
         # Always the whole log, now: a cached result would not cover the newest events.
         done = service.audit.check()
         latest = service.audit.latest()
-        witnesses = service.audit.witnesses()
+        witnesses = service.cosignatures.witnesses()
         try:
             filters = make_filter(**params)
         except ValueError as exc:
