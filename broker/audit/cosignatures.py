@@ -90,6 +90,12 @@ class Cosignatures:
             row = tx.latest_note() if size is None else tx.note_at(size)
             return cosigned_notes(tx, [row])[0] if row is not None else None
 
+    def newest_cosigned(self, at_least: int) -> int | None:
+        """The size of the newest kept checkpoint of at least ``at_least`` events that a
+        registered witness cosigned, if any."""
+        with self._store.transaction(write=False) as tx:
+            return tx.newest_cosigned_size(at_least)
+
     def witnesses(self) -> list[WitnessStatus]:
         """The registered witnesses, by name, with their newest cosignatures."""
         with self._store.transaction(write=False) as tx:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from broker.audit.checkpoints import LogIdentity, SignedCheckpoint
+from broker.audit.cosignatures import Cosignatures
 from broker.audit.leaves import leaf_data
 from broker.audit.log import AuditLog
 from broker.audit.merkle import ProofError, leaf_hash, verify_inclusion
@@ -45,21 +46,26 @@ class Receipt:
     entries: list[ReceiptEntry]
 
 
-def receipt(audit: AuditLog, staging_guid: str) -> Receipt:
-    """The staging's events, each with its inclusion proof in the newest checkpoint."""
+def receipt(audit: AuditLog, cosignatures: Cosignatures, staging_guid: str) -> Receipt:
+    """The staging's events, each with its inclusion proof in a checkpoint that covers
+    them all: the newest one a registered witness cosigned, else the newest one (the note
+    as served, cosignatures included), so an app team can require witnesses too."""
     records = audit.page(0, MAX_EVENTS, make_filter(staging=staging_guid))
     if not records:
         raise NotFound(f"no audit events for staging {staging_guid}")
     latest = audit.latest()
     if latest is None or latest.size < records[-1].seq:
         raise NotFound("the log has no checkpoint covering these events yet")
+    size = cosignatures.newest_cosigned(at_least=records[-1].seq) or latest.size
+    note = cosignatures.cosigned(size) or latest.note
+    checkpoint = SignedCheckpoint.unverified(note)
     entries = []
     for record in records:
         index = record.seq - 1
-        proof = audit.inclusion(index, latest.size)
+        proof = audit.inclusion(index, checkpoint.size)
         data = leaf_data(record.body(), record.prev_hash)
-        entries.append(ReceiptEntry(index, data, TlogProof(index, proof, latest.note)))
-    return Receipt(staging_guid, latest, entries)
+        entries.append(ReceiptEntry(index, data, TlogProof(index, proof, note)))
+    return Receipt(staging_guid, checkpoint, entries)
 
 
 def write_receipt(done: Receipt, out: Path) -> list[Path]:

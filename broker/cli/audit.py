@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         return _verify_receipt(args)
     if action == "receipt":
         with open_reader(get_settings()) as reader:
-            done = receipt(reader.audit, args.staging)
+            done = receipt(reader.audit, reader.cosignatures, args.staging)
         try:
             written = write_receipt(done, args.out)
         except OSError as exc:

@@ -22,6 +22,9 @@ __all__ = ["PostgresStore"]
 # Arbitrary constants naming the two advisory locks this broker takes.
 _MIGRATION_LOCK = 7_453_001
 _AUDIT_LOCK = 7_453_002  # the audit integrator's (one replica at a time)
+_THIS_SCHEMA = "hashtext(current_schema())"
+"""The integrator's lock is per schema: two logs in two schemas of one database (two
+deployments, or two tests) never wait for each other's integrator."""
 
 
 def _placeholders(sql: str) -> str:
@@ -72,8 +75,8 @@ class PostgresStore:
                 yield SqlTx(
                     cur,
                     _placeholders,
-                    f"SELECT pg_try_advisory_xact_lock({_AUDIT_LOCK})",
-                    f"SELECT pg_advisory_xact_lock({_AUDIT_LOCK})",
+                    f"SELECT pg_try_advisory_xact_lock({_AUDIT_LOCK}, {_THIS_SCHEMA})",
+                    f"SELECT pg_advisory_xact_lock({_AUDIT_LOCK}, {_THIS_SCHEMA})",
                 )
                 # The body is done: leaving these blocks sends COMMIT, and from here on a
                 # failure may come after PostgreSQL has committed (a read, or a probe

@@ -607,6 +607,15 @@ class SqlTx:
         params = (size, witness, cosigned_at, line, received_at)
         return bool(self._exec(sql, params).rowcount == 1)
 
+    def newest_cosigned_size(self, at_least: int) -> int | None:
+        """The largest checkpoint size ``>= at_least`` a registered witness cosigned."""
+        row = self._one(
+            "SELECT MAX(c.size) FROM audit_cosignatures c"
+            " JOIN audit_witnesses w ON w.vkey = c.witness WHERE c.size >= ?",
+            (at_least,),
+        )
+        return int(row[0]) if row and row[0] is not None else None
+
     def cosignature_rows(
         self, from_size: int = 0, to_size: int | None = None
     ) -> list[dict[str, Any]]:

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from broker.audit.checkpoints import LogIdentity
 from broker.audit.merkle import leaf_hash
 from broker.audit.note import Signer, parse_tlog_proof
-from broker.audit.receipts import receipt, verify_receipt, write_receipt
+from broker.audit.receipts import Receipt, receipt, verify_receipt, write_receipt
 from broker.settings import Settings
 from tests.support.brokerapp import AUD, Api
 from tests.support.brokerproc import broker_cli
@@ -38,7 +38,7 @@ def staged(api: Api) -> Api:
 def test_a_receipt_proves_each_event_and_go_agrees(
     staged: Api, tmp_path: Path, go_tlog: GoTlog
 ) -> None:
-    done = receipt(staged.service.audit, "stg-b")
+    done = receipt(staged.service.audit, staged.service.cosignatures, "stg-b")
     written = write_receipt(done, tmp_path / "r")
     assert len(written) == 8  # issued, redeemed, completed, purged: an entry and a proof each
     identity = staged.service.audit.identity
@@ -61,7 +61,7 @@ def test_a_changed_or_moved_entry_is_refused(staged: Api, tmp_path: Path) -> Non
     identity = staged.service.audit.identity
     assert identity is not None
     folder = tmp_path / "r"
-    write_receipt(receipt(staged.service.audit, "stg-a"), folder)
+    write_receipt(receipt(staged.service.audit, staged.service.cosignatures, "stg-a"), folder)
     first = sorted(folder.glob("*.entry"), key=lambda p: int(p.stem))[0]
     first.write_bytes(first.read_bytes().replace(b"stg-a", b"stg-z"))
     checked, problems = verify_receipt(folder, identity)
@@ -123,3 +123,40 @@ def test_the_cli_writes_and_checks_a_receipt_offline(
     assert again.returncode != 0 and "Traceback" not in again.stderr  # files are never replaced
     nobody = broker_cli(env, "audit", "receipt", "nope", "--out", str(tmp_path / "n"))
     assert nobody.returncode != 0 and "no audit events for staging nope" in nobody.stderr
+
+
+def test_a_receipt_carries_the_witnesses_cosignatures(staged: Api, tmp_path: Path) -> None:
+    """The checkpoint in each tlog-proof is the note as served: cosignatures included, so
+    an app team can require witnesses too."""
+    import time
+
+    from broker.audit.note import Cosigner, cosign, new_key, parse_note
+    from broker.audit.witnesses import WitnessPolicy
+
+    witness = Cosigner("witness.receipts.example", new_key())
+    staged.service.witnesses.add(witness.vkey())
+    text = parse_note(staged.http.get("/v1/audit/checkpoint").content)[0]
+    posted = staged.http.post(
+        "/v1/audit/cosignatures",
+        content=(text + "\n" + cosign(text, witness, int(time.time()) - 10)).encode(),
+        headers={"content-type": "text/plain"},
+    )
+    assert posted.status_code == 200, posted.text
+    _stage(staged, "stg-d")  # the log grows past the cosigned checkpoint
+    staged.service.audit.integrate()
+    done = receipt(staged.service.audit, staged.service.cosignatures, "stg-c")
+    identity = staged.service.audit.identity
+    assert identity is not None
+    policy = WitnessPolicy.of([witness.vkey()], 1)
+    cosigned_size = int(text.split("\n")[1])
+    assert done.checkpoint.size == cosigned_size < staged.service.audit.size()
+    assert all(policy.count(e.proof.checkpoint, identity.verifiers) == 1 for e in done.entries)
+    assert verify_receipt(_written(done, tmp_path), identity) == (4, [])
+    # A staging newer than every cosigned checkpoint gets the newest one, uncosigned.
+    newer = receipt(staged.service.audit, staged.service.cosignatures, "stg-d")
+    assert newer.checkpoint.size == staged.service.audit.size()
+
+
+def _written(done: Receipt, tmp_path: Path) -> Path:
+    write_receipt(done, tmp_path / "cosigned")
+    return tmp_path / "cosigned"

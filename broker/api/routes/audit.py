@@ -182,7 +182,7 @@ async def staging_receipt(call: AsCCOrAuditor, staging_guid: Guid) -> dict[str, 
     tlog-proof in the newest checkpoint, for the app team to verify offline."""
 
     def build(caller: Authenticated) -> dict[str, Any]:
-        done = receipt(call.service.audit, staging_guid)
+        done = receipt(call.service.audit, call.service.cosignatures, staging_guid)
         return {
             "staging_guid": done.staging_guid,
             "checkpoint": done.checkpoint.note.decode(),
