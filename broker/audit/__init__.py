@@ -11,7 +11,7 @@ checked, read and exported.
 - ``query``: filters as auditors give them
 - ``export``: the offline export format and its verification
 - ``witnesses``: witnesses' keys, the cosignatures they post, the K-of-N policy an auditor
-  verifies with (pure; the witness itself is ``broker/witness.py``)
+  verifies with (pure; the witness itself is ``broker/audit/witness.py``)
 - ``cosignatures``: :class:`Cosignatures`, the witnesses' cosignatures the log keeps:
   accepted when posted, served appended to the checkpoints, each witness's newest
 

@@ -3,7 +3,7 @@ served appended to the checkpoints they cosign, and each registered witness's ne
 
 What a posted cosignature must be, and the auditor's witness policy, are pure and live
 in broker/audit/witnesses.py; registering and removing witnesses (audit events) is
-broker/service/witnesses.py; the witness itself is broker/witness.py. The notes the
+broker/service/witnesses.py; the witness itself is broker/audit/witness.py. The notes the
 log's verification and export read carry the cosignatures too (:func:`cosigned_notes`).
 """
 

@@ -15,7 +15,7 @@ from broker.audit.note import Cosigner, NoteError, new_key, read_cosigner, write
 from broker.errors import SetupError
 from broker.service import open_reader, open_service
 from broker.settings import get_settings
-from broker.witness import BrokerHttp, Misbehaved, RoundFailed, StateFile, Witness
+from broker.audit.witness import BrokerHttp, Misbehaved, RoundFailed, StateFile, Witness
 
 __all__ = ["MISBEHAVED", "run_witness", "witness", "witnesses"]
 

@@ -1,7 +1,7 @@
 """Witnesses (c2sp.org/tlog-cosignature): the operator registers them, they post
 cosignatures of the log's checkpoints, the broker keeps the valid ones (and the
 checkpoints they cosign) and serves them, and an auditor can require K of them. The
-witness's own side (broker/witness.py) refuses a fork, a rollback and a bad proof.
+witness's own side (broker/audit/witness.py) refuses a fork, a rollback and a bad proof.
 
 The live witness command against a live `broker serve`: tests/integration/test_witness.py.
 """
@@ -42,7 +42,7 @@ from broker.audit.note import (
 from broker.audit.witnesses import MAX_COSIGNED_BYTES, WitnessPolicy
 from broker.errors import Conflict, Invalid, NotFound, SetupError
 from broker.settings import Settings
-from broker.witness import Misbehaved, RoundFailed, StateFile, Witness
+from broker.audit.witness import Misbehaved, RoundFailed, StateFile, Witness
 from tests.support.brokerapp import Api, serve
 from tests.support.clients import Clients
 from tests.support.gotlog import GoTlog
