@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 from broker.audit.note import Cosigner, NoteError, new_key, read_cosigner, write_cosigner
+from broker.audit.witness import BrokerHttp, Misbehaved, RoundFailed, StateFile, Witness
 from broker.errors import SetupError
 from broker.service import open_reader, open_service
 from broker.settings import get_settings
-from broker.audit.witness import BrokerHttp, Misbehaved, RoundFailed, StateFile, Witness
 
 __all__ = ["MISBEHAVED", "run_witness", "witness", "witnesses"]
 

@@ -39,10 +39,10 @@ from broker.audit.note import (
     write_cosigner,
     write_private_key,
 )
+from broker.audit.witness import Misbehaved, RoundFailed, StateFile, Witness
 from broker.audit.witnesses import MAX_COSIGNED_BYTES, WitnessPolicy
 from broker.errors import Conflict, Invalid, NotFound, SetupError
 from broker.settings import Settings
-from broker.audit.witness import Misbehaved, RoundFailed, StateFile, Witness
 from tests.support.brokerapp import Api, serve
 from tests.support.clients import Clients
 from tests.support.gotlog import GoTlog
