@@ -18,14 +18,14 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from broker.audit.chain import ChainEvent, Report, verify_chain
 from broker.audit.checkpoints import LogIdentity, SignedCheckpoint
 from broker.audit.cosignatures import cosigned_notes
-from broker.audit.events import AUDIT_MIGRATED, AuditEvent, Record, timestamp
+from broker.audit.events import AUDIT_MIGRATED, HASHED, AuditEvent, Record, timestamp
 from broker.audit.export import export_lines
 from broker.audit.integrator import Integrated, integrate
 from broker.audit.merkle import (
@@ -77,8 +77,18 @@ class AuditWriter:
         self._audit._committed(self.events)
 
 
-def _log_event(record: Record) -> LogEvent:
-    return LogEvent(record.seq, record.body(), record.prev_hash, record.hash)
+_LOG_COLUMNS = (*HASHED, "prev_hash", "hash")
+
+
+def _log_events(rows: Iterable[Sequence[Any]]) -> Iterator[LogEvent]:
+    """Rows of ``_LOG_COLUMNS`` as verification reads them: the body is what
+    ``Record.from_row(row).body()`` gives, without building the Record (the hot path)."""
+    for row in rows:
+        body = dict(zip(HASHED, row, strict=False))  # the first len(HASHED) columns
+        seq = body["seq"] = int(row[0])
+        detail = body["detail"]
+        body["detail"] = (json.loads(detail) if detail else None) or {}
+        yield LogEvent(seq, body, row[-2], row[-1])
 
 
 class AuditLog:
@@ -321,11 +331,11 @@ class AuditLog:
             after = 0
             while after < size:
                 with self._store.transaction(write=False) as tx:
-                    page = tx.audit_rows(after=after, limit=_PAGE, to_seq=size)
+                    page = tx.log_rows(_LOG_COLUMNS, after=after, limit=_PAGE, to_seq=size)
                 if not page:
                     return
-                yield from (_log_event(Record.from_row(r)) for r in page)
-                after = int(page[-1]["seq"])
+                yield from _log_events(page)
+                after = int(page[-1][0])
 
         def stored_root(at: int) -> bytes:
             with self._store.transaction(write=False) as tx:

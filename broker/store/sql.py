@@ -479,6 +479,13 @@ class SqlTx:
         sql = f"SELECT * FROM audit_events WHERE {' AND '.join(clauses)} ORDER BY seq LIMIT ?"
         return self._dicts(sql, [*params, limit])
 
+    def log_rows(self, columns: Sequence[str], *, after: int, limit: int, to_seq: int) -> list[Row]:
+        """Events in the log after ``after`` up to ``to_seq`` in seq order, each a tuple of
+        ``columns``: the whole log's read (verification), with no dict per row."""
+        names = ", ".join(_identifier(name) for name in columns)
+        sql = f"SELECT {names} FROM audit_events WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?"
+        return list(self._exec(sql, (after, to_seq, limit)).fetchall())
+
     def pending_audit(self, limit: int, *, after_id: int = 0) -> list[dict[str, Any]]:
         """Events waiting for their place, oldest first (by ``id``: write order)."""
         sql = "SELECT * FROM audit_events WHERE seq IS NULL AND id > ? ORDER BY id LIMIT ?"
