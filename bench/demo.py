@@ -195,7 +195,12 @@ def main() -> int:
 
             step("audit trail")
             store = open_store(f"sqlite:///{root / 'broker.sqlite'}")
-            for e in AuditLog(store, None).page(0, 1000):
+            for _ in range(300):  # the broker places new events in its log within a second
+                with store.transaction(write=False) as tx:
+                    if not tx.pending_count():
+                        break
+                time.sleep(0.05)
+            for e in AuditLog(store, None, origin="demo").page(0, 1000):
                 what = e.staging_guid or e.app_guid or e.detail.get("role", "")
                 reason = f" ({e.reason})" if e.reason else ""
                 print(f"    {e.seq:>3} {e.at} {e.event:<24} {e.client or '':<18} {what}{reason}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from broker.audit import CATALOG, AuditEvent, Verification, events
+from broker.audit.integrator import Integrated
 
 __all__ = ["Metrics"]
 
@@ -52,19 +53,36 @@ class Metrics:
 
         self.chain_intact = Gauge(
             "stager_audit_chain_intact",
-            "1 when the last full verification of the audit chain found it intact, else 0",
+            "1 when the last full verification of the audit log found it intact, else 0",
             registry=self.registry,
         )
         self.chain_verified_at = Gauge(
             "stager_audit_chain_verified_timestamp_seconds",
-            "When the last full verification of the audit chain finished (Unix time)",
+            "When the last full verification of the audit log finished (Unix time)",
             registry=self.registry,
         )
         self.chain_events = Gauge(
             "stager_audit_chain_events",
-            "Events the last full verification of the audit chain read",
+            "Events the last full verification of the audit log read",
             registry=self.registry,
         )
+
+        self.log_size = Gauge(
+            "stager_audit_log_size",
+            "Events in the audit log's tree (integrated) as this broker last integrated it",
+            registry=self.registry,
+        )
+        self.log_halted = Gauge(
+            "stager_audit_integration_halted",
+            "1 when this broker stopped integrating events because the stored tree no longer"
+            " matches the last signed checkpoint (the log was cut or rewritten), else 0",
+            registry=self.registry,
+        )
+
+    def on_integrated(self, done: Integrated | None, halted: str | None) -> None:
+        self.log_halted.set(1 if halted else 0)
+        if done is not None:
+            self.log_size.set(done.size)
 
     def on_verified(self, done: Verification) -> None:
         self.chain_intact.set(1 if done.report.intact else 0)

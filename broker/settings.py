@@ -6,6 +6,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -72,13 +73,19 @@ class Settings(BaseSettings):
     connection kept alive); else 408 and the connection is closed."""
     body_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
     """A request body must arrive within this of its head; else 408 and closed."""
-    audit_checkpoint_events: int = Field(default=100, ge=1)
-    """Sign a checkpoint every this many events..."""
-    audit_checkpoint_seconds: float = Field(default=60.0, gt=0)
-    """...and every this many seconds when events came since the last one."""
+    audit_origin: str = ""
+    """The audit log's name in its checkpoints (C2SP origin line, and the key name of its
+    verifier key); empty: the host and path of ``public_url`` followed by ``/audit``. A log
+    keeps its origin for life: another origin is another log to its auditors."""
+    audit_checkpoint_seconds: float = Field(default=1.0, gt=0, le=3600)
+    """Integrate pending events into the log and sign a checkpoint over them this often
+    (when events came since the last one)."""
+    audit_checkpoint_keep_seconds: int = Field(default=3600, ge=0)
+    """The store keeps the newest checkpoint and one per this many seconds before it (each
+    covers every event before it); 0 keeps every checkpoint signed."""
     audit_verify_seconds: float = Field(default=600.0, ge=0)
-    """Verify the whole stored chain in the background this often (0: never): the result
-    feeds the ``stager_audit_chain_*`` metrics, and a broken chain is an error log line."""
+    """Verify the whole stored log in the background this often (0: never): the result
+    feeds the ``stager_audit_chain_*`` metrics, and a broken log is an error log line."""
     audit_session_minutes: int = Field(default=30, ge=1, le=24 * 60)
     registry_service: str = "internal-registry"
     """The internal registry's ``auth.token.service`` (the token's audience)."""
@@ -110,6 +117,13 @@ class Settings(BaseSettings):
             return 0 if text in ("0", "off") else duration_seconds(text)
         return value
 
+    def log_origin(self) -> str:
+        """The audit log's origin (``audit_origin``, or derived from ``public_url``)."""
+        if self.audit_origin:
+            return self.audit_origin
+        parts = urlsplit(self.public_url)
+        return f"{parts.netloc}{parts.path.rstrip('/')}/audit"
+
     def outbound_policy(self) -> AddressPolicy:
         """Where the broker's own outbound requests (egress probes, upstream exchanges)
         may go: public addresses, and ``outbound_allow``."""
@@ -118,6 +132,13 @@ class Settings(BaseSettings):
     def insecure_hosts(self) -> list[str]:
         """``insecure_registries`` as hosts, each trimmed."""
         return [h.strip() for h in self.insecure_registries.split(",") if h.strip()]
+
+    @field_validator("audit_origin")
+    @classmethod
+    def _origin(cls, value: str) -> str:
+        if value and (not value.isprintable() or any(c.isspace() or c == "+" for c in value)):
+            raise ValueError("an origin has no spaces and no '+' (C2SP tlog-checkpoint)")
+        return value
 
     @field_validator("outbound_allow")
     @classmethod

@@ -94,7 +94,12 @@ def create_app(settings: Settings | None = None, *, sweep: bool = True) -> FastA
     """The broker's app. ``sweep=False`` runs no background jobs (tests drive them)."""
     settings = settings or get_settings()
     metrics = Metrics()
-    service = open_service(settings, on_event=metrics.on_event, on_verified=metrics.on_verified)
+    service = open_service(
+        settings,
+        on_event=metrics.on_event,
+        on_verified=metrics.on_verified,
+        on_integrated=metrics.on_integrated,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

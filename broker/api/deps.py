@@ -26,6 +26,7 @@ __all__ = [
     "AsAuditor",
     "AsAuditorByForm",
     "AsCC",
+    "AsCCOrAuditor",
     "AsCCOrTailor",
     "AsPuller",
     "AsRegistryClient",
@@ -151,6 +152,7 @@ AsCC = Annotated[Call, Depends(Caller("cc"))]
 AsTailor = Annotated[Call, Depends(Caller("tailor"))]
 AsCCOrTailor = Annotated[Call, Depends(Caller("cc", "tailor"))]
 AsAuditor = Annotated[Call, Depends(Caller("auditor"))]
+AsCCOrAuditor = Annotated[Call, Depends(Caller("cc", "auditor"))]
 AsPuller = Annotated[Call, Depends(Caller("puller"))]
 AsRegistryClient = Annotated[Call, Depends(Caller("tailor", "puller", basic=True))]
 AsRegistryClientByForm = Annotated[

@@ -153,6 +153,8 @@ class VerifyResult(BaseModel):
     events_unsigned: int
     """Events after ``signed_through``: chained, not yet covered by a signed checkpoint."""
     problems: list[str]
+    proved: list[str] = []
+    """What the newest valid checkpoints proved (at most 20, the newest last)."""
     summary: str
 
 
@@ -206,3 +208,18 @@ def upstream_result(token: UpstreamToken | None) -> UpstreamTokenResult | None:
         service=token.service,
         scope=token.scope,
     )
+
+
+class KeptCosignature(BaseModel):
+    witness: str
+    """The witness's verifier key."""
+    timestamp: int
+    """The cosignature's time (POSIX seconds, the witness's clock)."""
+    kept: bool
+    """False: a cosignature of this checkpoint by this witness as new or newer is kept."""
+
+
+class CosignaturesKept(BaseModel):
+    size: int
+    """The cosigned checkpoint's tree size."""
+    cosignatures: list[KeptCosignature]

@@ -4,10 +4,16 @@ checked, read and exported.
 - ``events``: the event catalog: every kind, the fields it carries, the stored record
 - ``canonical``: the canonical JSON that is hashed and signed
 - ``chain``: event hashes, signed checkpoints, verification (pure)
+- ``merkle``: RFC 6962 Merkle tree math over a stored-hash layout: roots, proofs and their
+  verification (pure; the transparency log's)
 - ``log``: :class:`AuditLog`, the only append path (lock, truncation check, checkpoint
   cadence), timed checkpoints, verification of the stored log, pages, the export
 - ``query``: filters as auditors give them
 - ``export``: the offline export format and its verification
+- ``witnesses``: witnesses' keys, the cosignatures they post, the K-of-N policy an auditor
+  verifies with (pure; the witness itself is ``broker/audit/witness.py``)
+- ``cosignatures``: :class:`Cosignatures`, the witnesses' cosignatures the log keeps:
+  accepted when posted, served appended to the checkpoints, each witness's newest
 
 The store only keeps the rows (``broker/store/sql.py``).
 """

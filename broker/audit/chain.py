@@ -121,7 +121,16 @@ class Report:
     (the newest events until the next checkpoint, or the tail a crash left unsigned).
     Their links and hashes verify, but anyone who can write the database could have
     rewritten them consistently: no signature vouches for them yet."""
+    witnesses_required: int = 0
+    """The cosignatures the auditor required on a checkpoint (0: no witness policy)."""
+    witnessed_through: int = 0
+    """The newest valid checkpoint that carries them (0: none)."""
+    witnesses_found: int = 0
+    """The given witnesses' valid cosignatures on it (or the most on any checkpoint, when
+    none carries enough)."""
     problems: list[str] = field(default_factory=list)
+    proved: list[str] = field(default_factory=list)
+    """What each valid checkpoint proved, in order (the newest last)."""
 
     @property
     def intact(self) -> bool:
@@ -135,6 +144,14 @@ class Report:
         )
         if self.events_unsigned:
             text += f" (after event {self.signed_through}, the last a signed checkpoint covers)"
+        if self.witnessed_through:
+            text += (
+                f"; witnessed: checkpoint {self.witnessed_through} cosigned by"
+                f" {self.witnesses_found} of the given witnesses ({self.witnesses_required}"
+                " required)"
+            )
+            if self.witnessed_through < self.signed_through:
+                text += f", the events after {self.witnessed_through} signed by the log alone"
         if self.problems:
             text += f"; first problem: {self.problems[0]}"
         return text
@@ -149,6 +166,7 @@ class Report:
             "signed_through": self.signed_through,
             "events_unsigned": self.events_unsigned,
             "problems": self.problems[:20],
+            "proved": self.proved[-20:],
             "summary": self.summary(),
         }
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 __all__ = [
+    "AUDIT_MIGRATED",
     "CATALOG",
     "CLIENT_ADDED",
     "CLIENT_REMOVED",
@@ -37,6 +38,8 @@ __all__ = [
     "TOKEN_LOOKUP",
     "TOKEN_REDEEMED",
     "TOKEN_REFUSED",
+    "WITNESS_ADDED",
+    "WITNESS_REMOVED",
     "AuditEvent",
     "Kind",
     "Record",
@@ -236,6 +239,26 @@ STAGINGS_FORGOTTEN = Kind(
     "stagings forgotten",
     detail=("count", "closed_from", "closed_until", "retention_seconds"),
 )
+AUDIT_MIGRATED = Kind(
+    "audit.migrated",
+    "the events of an older broker's hash chain were verified and adopted as the log's"
+    " first leaves; detail: the chain's head hash and its number of events",
+    "audit log adopted",
+    detail=("chain_head", "chain_events"),
+)
+WITNESS_ADDED = Kind(
+    "witness.added",
+    "broker audit witnesses add: the log accepts and serves this witness's cosignatures;"
+    " detail.vkey: its verifier key",
+    "witness added",
+    detail=("vkey",),
+)
+WITNESS_REMOVED = Kind(
+    "witness.removed",
+    "broker audit witnesses remove: the log no longer accepts or serves its cosignatures",
+    "witness removed",
+    detail=("vkey",),
+)
 
 CATALOG: dict[str, Kind] = {
     k.name: k
@@ -260,6 +283,9 @@ CATALOG: dict[str, Kind] = {
         PULLER_SESSION,
         PRUNE_DELETED,
         STAGINGS_FORGOTTEN,
+        AUDIT_MIGRATED,
+        WITNESS_ADDED,
+        WITNESS_REMOVED,
     )
 }
 """Every kind, in the order the docs and the page list them."""

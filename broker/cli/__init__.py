@@ -69,11 +69,93 @@ def _parser() -> argparse.ArgumentParser:
         if name == "list":
             sub_.add_argument("--format", choices=["table", "json"], default="table")
             sub_.add_argument("--limit", type=int, default=1000)
-    verify = ac.add_parser("verify", help="check every link and checkpoint; exit 0 only if intact")
+    verify = ac.add_parser(
+        "verify",
+        help="check every event against the tree and every signed checkpoint; exit 0 only if"
+        " intact",
+    )
     verify.add_argument("--file", type=Path, metavar="EXPORT", help="an export (offline)")
     keys_from = verify.add_mutually_exclusive_group()
+    keys_from.add_argument(
+        "--log-key",
+        action="append",
+        metavar="VKEY",
+        help="the log's verifier key (name+id+key, as `broker audit log-key` prints), or a file"
+        " of them",
+    )
     keys_from.add_argument("--public-key", type=Path, action="append", metavar="PEM")
     keys_from.add_argument("--jwks", metavar="URL")
+    verify.add_argument(
+        "--trusted-checkpoint",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a checkpoint kept from before (a signed note): prove the log only grew since",
+    )
+    verify.add_argument(
+        "--receipt",
+        type=Path,
+        metavar="DIR",
+        help="a staging's receipt (INDEX.entry + INDEX.tlog-proof files), offline",
+    )
+    verify.add_argument(
+        "--witness",
+        action="append",
+        default=[],
+        metavar="VKEY",
+        help="a witness's verifier key (name+id+key, signature type 0x04), or a file of them;"
+        " repeatable",
+    )
+    verify.add_argument(
+        "--min-witnesses",
+        type=int,
+        metavar="K",
+        help="require a checkpoint cosigned by K distinct given witnesses (default 1)",
+    )
+    ac.add_parser("log-key", help="print the log's verifier keys (current first)")
+    receipt = ac.add_parser(
+        "receipt", help="write a staging's events with their inclusion proofs, for offline checks"
+    )
+    receipt.add_argument("staging", metavar="STAGING")
+    receipt.add_argument("--out", type=Path, required=True, metavar="DIR")
+    witness = ac.add_parser(
+        "witness",
+        help="be a witness of a broker's log (someone other than its operator): check that"
+        " its checkpoints only grow, and cosign them",
+    )
+    witness.add_argument(
+        "--init", type=Path, metavar="KEYFILE", help="create a witness key; print its vkey"
+    )
+    witness.add_argument("--name", help="with --init: the witness's name (witness.<hostname>)")
+    witness.add_argument(
+        "--key", type=Path, metavar="KEYFILE", help="the witness key (alone: print its vkey)"
+    )
+    witness.add_argument("--broker", metavar="URL", help="the broker's public URL")
+    witness.add_argument(
+        "--state", type=Path, metavar="FILE", help="what the witness cosigned last (JSON)"
+    )
+    witness.add_argument(
+        "--log-key",
+        action="append",
+        default=[],
+        metavar="VKEY",
+        help="the log's verifier key, or a file of them (without it: fetched from the broker"
+        " on first use and kept, trust on first use)",
+    )
+    witness.add_argument("--once", action="store_true", help="one round, then exit")
+    witness.add_argument(
+        "--interval", type=float, default=60.0, metavar="S", help="seconds between rounds (60)"
+    )
+    witnesses = ac.add_parser(
+        "witnesses", help="the witnesses whose cosignatures the log accepts and serves"
+    )
+    wc = witnesses.add_subparsers(dest="witnesses_action", required=True, parser_class=_Parser)
+    wc.add_parser("add", help="register a witness (audited)").add_argument("vkey", metavar="VKEY")
+    wc.add_parser("list", help="registered witnesses and their last cosignatures")
+    wc.add_parser("remove", help="unregister a witness (audited)").add_argument(
+        "vkey", metavar="VKEY"
+    )
     ac.add_parser("fingerprint", help="a token's keyed fingerprint (token on stdin)")
     login = ac.add_parser("login", help="print a short-lived link to the auditor page")
     login.add_argument("--client", required=True, metavar="NAME", help="an auditor client")

@@ -1,4 +1,4 @@
-"""`broker audit list|export|verify|fingerprint|login`."""
+"""`broker audit list|export|verify|log-key|receipt|fingerprint|login|witness|witnesses`."""
 
 from __future__ import annotations
 
@@ -13,8 +13,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from broker.audit import FILTERS, AuditFilter, AuditLog, Report, make_filter
+from broker.audit.checkpoints import LogIdentity
 from broker.audit.export import verify_export_file
-from broker.errors import KeyFileError, SetupError
+from broker.audit.note import NoteError
+from broker.audit.receipts import receipt, verify_receipt, write_receipt
+from broker.audit.witnesses import WitnessPolicy
+from broker.errors import ExportError, KeyFileError, SetupError
 from broker.keys import audit_kid, load_keys
 from broker.service import Service, open_reader, open_service
 from broker.settings import get_settings
@@ -38,17 +42,47 @@ def _filter(args: argparse.Namespace) -> AuditFilter:
 
 def run(args: argparse.Namespace) -> int:
     action = args.action
+    if action in ("witness", "witnesses"):
+        from broker.cli import witness
+
+        return witness.witness(args) if action == "witness" else witness.witnesses(args)
     if action == "fingerprint":
         return _fingerprint()
+    if action == "log-key":
+        settings = get_settings()
+        keys = load_keys(settings.keys_dir)
+        identity = LogIdentity(settings.log_origin(), keys.audit_public, keys.audit_key)
+        print("\n".join(identity.vkeys()))
+        return 0
+    if action == "verify" and args.receipt:
+        return _verify_receipt(args)
+    if action == "receipt":
+        with open_reader(get_settings()) as reader:
+            done = receipt(reader.audit, reader.cosignatures, args.staging)
+        try:
+            written = write_receipt(done, args.out)
+        except OSError as exc:
+            raise SetupError(f"cannot write the receipt into {args.out}: {exc.strerror}") from None
+        print(
+            f"{len(written) // 2} events of staging {done.staging_guid}, proven in the log of"
+            f" {done.checkpoint.size} events: {args.out}"
+        )
+        return 0
     if action == "verify" and args.file:
-        return _print(verify_export_file(args.file, _verification_keys(args)))
+        trusted = [_read(path) for path in args.trusted_checkpoint]
+        origin = _export_origin(args.file)
+        identity = _identity(args, origin)
+        return _print(verify_export_file(args.file, identity, trusted, _policy(args)))
     settings = get_settings()
     if action in ("list", "verify"):
         # Read only: an auditor with database access needs no key material.
         with open_reader(settings) as reader:
             if action == "list":
                 return _list(reader.audit, args)
-            return _print(reader.audit.verify(_verification_keys(args)))
+            if args.trusted_checkpoint:
+                raise SetupError("--trusted-checkpoint checks an export: give --file")
+            identity = _identity(args, settings.log_origin())
+            return _print(reader.audit.verify(identity, _policy(args)))
     service = open_service(settings, migrate=False)  # signs (an export's seal, a ticket)
     try:
         if action == "login":
@@ -105,6 +139,11 @@ def _keys_from(args: argparse.Namespace) -> dict[str, ed25519.Ed25519PublicKey] 
 
 def _print(report: Report) -> int:
     print(report.summary())
+    shown = report.proved[-5:]
+    if len(report.proved) > len(shown):
+        print(f"  ({len(report.proved) - len(shown)} older checkpoints proved their events too)")
+    for line in shown:
+        print(f"  + {line}")
     for problem in report.problems[:20]:
         print(f"  - {problem}")
     if len(report.problems) > 20:
@@ -112,10 +151,65 @@ def _print(report: Report) -> int:
     return 0 if report.intact else 1
 
 
-def _verification_keys(args: argparse.Namespace) -> dict[str, ed25519.Ed25519PublicKey]:
-    """The keys the auditor named, else the broker's own (current and retired)."""
-    named = _keys_from(args)
-    return named if named is not None else load_keys(get_settings().keys_dir).audit_public
+def _verify_receipt(args: argparse.Namespace) -> int:
+    """``verify --receipt DIR --log-key VKEY``: every entry proven in the signed log."""
+    if not args.log_key:
+        raise SetupError("a receipt is checked against the log's verifier key: give --log-key")
+    checked, problems = verify_receipt(args.receipt, _identity(args, ""))
+    print(f"{checked - len(problems)}/{checked} entries proven in the signed log")
+    for problem in problems[:20]:
+        print(f"  - {problem}")
+    return 0 if not problems else 1
+
+
+def _identity(args: argparse.Namespace, origin: str) -> LogIdentity:
+    """The log as the auditor names it: verifier keys (``--log-key``), or public keys
+    (``--public-key``, ``--jwks``) under ``origin``, else the broker's own keys."""
+    try:
+        if args.log_key:
+            vkeys: list[str] = []
+            for given in args.log_key:
+                path = Path(given)
+                vkeys += _read(path).decode().split("\n") if path.is_file() else [given]
+            return LogIdentity.from_vkeys(vkeys)
+        named = _keys_from(args)
+        keys = named if named is not None else load_keys(get_settings().keys_dir).audit_public
+        return LogIdentity(origin, keys)
+    except (NoteError, UnicodeDecodeError) as exc:
+        raise KeyFileError(f"bad log key: {exc}") from None
+
+
+def _policy(args: argparse.Namespace) -> WitnessPolicy | None:
+    """``--witness`` keys (or files of them) and ``--min-witnesses``: what must cosign."""
+    if not args.witness:
+        if args.min_witnesses is not None:
+            raise SetupError("--min-witnesses needs the witnesses' keys: give --witness VKEY")
+        return None
+    vkeys: list[str] = []
+    for given in args.witness:
+        path = Path(given)
+        vkeys += _read(path).decode(errors="replace").split("\n") if path.is_file() else [given]
+    try:
+        return WitnessPolicy.of(vkeys, 1 if args.min_witnesses is None else args.min_witnesses)
+    except NoteError as exc:
+        raise KeyFileError(f"bad witness key: {exc}") from None
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise SetupError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _export_origin(path: Path) -> str:
+    """The origin an export's header names (for keys given without one)."""
+    try:
+        with path.open() as f:
+            header = json.loads(f.readline())
+        return str(header["origin"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ExportError(f"{path} is not an audit export (version 2)") from None
 
 
 def _fingerprint() -> int:

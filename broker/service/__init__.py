@@ -11,6 +11,11 @@
 | ``pullersessions`` | a puller's assertion traded for a reusable, short-lived pull session |
 | ``retention`` | forgetting closed stagings whose repositories prune found gone |
 | ``auditors`` | the audit page's sessions |
+| ``witnesses`` | the witnesses whose cosignatures the audit log accepts |
+
+Besides these, the service holds the audit log (``audit``, ``broker/audit/log.py``) and
+the witnesses' cosignatures of its checkpoints (``cosignatures``,
+``broker/audit/cosignatures.py``): accepted, served, each witness's newest.
 
 Routes (``broker/api``) reach keys, the store and the audit log only through this;
 the CLI (``broker/cli``) opens it for every command that touches the database
@@ -29,6 +34,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from broker.audit import AuditEvent, AuditLog, Verification
+from broker.audit.cosignatures import Cosignatures
+from broker.audit.integrator import Integrated
 from broker.auth import Authenticated
 from broker.errors import StoreError
 from broker.keys import RingWatcher, jwks, load_keys
@@ -41,6 +48,7 @@ from broker.service.registry import RegistryGrants
 from broker.service.retention import Retention
 from broker.service.stagings import Stagings
 from broker.service.unit import Unit, Units
+from broker.service.witnesses import Witnesses
 from broker.settings import Settings
 from broker.store import Store, open_store
 from broker.store.model import ClientRow
@@ -84,6 +92,7 @@ class Service:
         clock: Callable[[], float] = time.time,
         on_event: Callable[[AuditEvent], None] = lambda event: None,
         on_verified: Callable[[Verification], None] = lambda done: None,
+        on_integrated: Callable[[Integrated | None, str | None], None] = lambda done, why: None,
     ) -> None:
         keys = load_keys(settings.keys_dir)
         self.clock = clock
@@ -99,10 +108,12 @@ class Service:
         self.audit = AuditLog(
             store,
             keys,
-            checkpoint_every=settings.audit_checkpoint_events,
+            origin=settings.log_origin(),
+            keep_every=settings.audit_checkpoint_keep_seconds,
             clock=clock,
             on_event=on_event,
             on_verified=on_verified,
+            on_integrated=on_integrated,
         )
         self.units = Units(store, self.audit)
         self.clients = Clients(store, self.units, settings, clock)
@@ -115,6 +126,10 @@ class Service:
             keys.fingerprint_key, self.units, self.clients.get, settings, clock
         )
         self.auditors = AuditorSessions(keys, self.clients)
+        self.witnesses = Witnesses(self.units, clock)
+        self.cosignatures = Cosignatures(
+            store, self.audit.identity, origin=self.audit.origin, clock=clock
+        )
         self.egress = EgressProbes(settings)
         self._probing = threading.Lock()
         self._ready: tuple[float, str | None] = (-READY_CACHE_SECONDS, None)
@@ -164,10 +179,10 @@ class Service:
                 "retention sweep failed",
             ),
             Job(
-                "audit-checkpoint",
+                "audit-integrate",
                 s.audit_checkpoint_seconds,
-                self.audit.checkpoint,
-                "audit checkpoint failed",
+                self.audit.integrate,
+                "audit log integration failed",
             ),
             Job(
                 "audit-verify",
@@ -198,6 +213,7 @@ class Reader:
     """What can be read with database access alone: no key material, no schema change."""
 
     audit: AuditLog
+    cosignatures: Cosignatures
     _store: Store
 
     def clients(self) -> list[ClientRow]:
@@ -209,8 +225,11 @@ class Reader:
 def open_reader(settings: Settings) -> Iterator[Reader]:
     """The store, to read only (``broker audit list|verify``, ``broker clients list``)."""
     store = open_store(settings.database_url)
+    origin = settings.log_origin()
     try:
-        yield Reader(AuditLog(store, None), store)
+        yield Reader(
+            AuditLog(store, None, origin=origin), Cosignatures(store, None, origin=origin), store
+        )
     finally:
         store.close()
 
@@ -221,12 +240,19 @@ def open_service(
     migrate: bool = True,
     on_event: Callable[[AuditEvent], None] = lambda event: None,
     on_verified: Callable[[Verification], None] = lambda done: None,
+    on_integrated: Callable[[Integrated | None, str | None], None] = lambda done, why: None,
 ) -> Service:
     """Keys loaded and the store opened (and migrated, unless ``migrate`` is False: commands
     that only read or only sign): a misconfiguration fails here, as one BrokerError."""
     store = open_store(settings.database_url)
     try:
-        service = Service(settings, store, on_event=on_event, on_verified=on_verified)
+        service = Service(
+            settings,
+            store,
+            on_event=on_event,
+            on_verified=on_verified,
+            on_integrated=on_integrated,
+        )
         if migrate:
             store.migrate()
             service.audit.upgrade()

@@ -15,13 +15,16 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from broker.errors import OutcomeUnknown, StoreError, StoreFull
-from broker.store.sql import MIGRATIONS, PROBE_ROWS, SqlTx
+from broker.store.sql import MIGRATIONS, PROBE_ROWS, SqlTx, statements
 
 __all__ = ["PostgresStore"]
 
 # Arbitrary constants naming the two advisory locks this broker takes.
 _MIGRATION_LOCK = 7_453_001
-_AUDIT_LOCK = 7_453_002
+_AUDIT_LOCK = 7_453_002  # the audit integrator's (one replica at a time)
+_THIS_SCHEMA = "hashtext(current_schema())"
+"""The integrator's lock is per schema: two logs in two schemas of one database (two
+deployments, or two tests) never wait for each other's integrator."""
 
 
 def _placeholders(sql: str) -> str:
@@ -69,7 +72,12 @@ class PostgresStore:
                 conn.transaction(force_rollback=rollback),
                 conn.cursor() as cur,
             ):
-                yield SqlTx(cur, _placeholders, f"SELECT pg_advisory_xact_lock({_AUDIT_LOCK})")
+                yield SqlTx(
+                    cur,
+                    _placeholders,
+                    f"SELECT pg_try_advisory_xact_lock({_AUDIT_LOCK}, {_THIS_SCHEMA})",
+                    f"SELECT pg_advisory_xact_lock({_AUDIT_LOCK}, {_THIS_SCHEMA})",
+                )
                 # The body is done: leaving these blocks sends COMMIT, and from here on a
                 # failure may come after PostgreSQL has committed (a read, or a probe
                 # rolled back, has nothing that could have been done).
@@ -116,7 +124,7 @@ class PostgresStore:
             if current > len(MIGRATIONS):
                 raise StoreError(f"database schema version {current} is newer than this broker")
             for version in range(current + 1, len(MIGRATIONS) + 1):
-                for statement in MIGRATIONS[version - 1]:
+                for statement in statements(version, "postgresql"):
                     cur.execute(statement)
                 cur.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
         return len(MIGRATIONS)

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from broker.errors import StoreError, StoreFull
-from broker.store.sql import MIGRATIONS, PROBE_ROWS, SqlTx
+from broker.store.sql import IDENTITY, MIGRATIONS, PROBE_ROWS, SqlTx, statements
 
 __all__ = ["SqliteStore"]
 
@@ -36,7 +36,7 @@ _IDLE_TRUNCATE = 5.0  # seconds without a write after which the WAL file is empt
 
 
 def _portable(sql: str) -> str:
-    return sql.replace("BYTEA", "BLOB")
+    return sql.replace("BYTEA", "BLOB").replace(IDENTITY, "INTEGER PRIMARY KEY")
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
@@ -212,7 +212,7 @@ class SqliteStore:
                     f"{self.path} has schema version {current}, newer than this broker knows"
                 )
             for version in range(current + 1, len(MIGRATIONS) + 1):
-                for statement in MIGRATIONS[version - 1]:
+                for statement in statements(version, "sqlite"):
                     conn.execute(_portable(statement))
                 conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
             conn.execute("COMMIT")

@@ -549,6 +549,7 @@ ACTING: dict[tuple[str, str], tuple[Role, dict[str, object]]] = {
     ("POST", "/v1/stagings/{staging_guid}/upstream-token"): ("tailor", {"json": TOKEN_BODY}),
     ("DELETE", "/v1/stagings/{staging_guid}"): ("cc", {}),
     ("GET", "/v1/stagings/{staging_guid}/egress-rules"): ("cc", {}),
+    ("GET", "/v1/stagings/{staging_guid}/receipt"): ("cc", {}),
     ("GET", "/v1/registry-token"): ("puller", {"params": {"service": "internal-registry"}}),
     ("POST", "/v1/registry-token"): ("puller", {"data": OAUTH_FORM}),  # the form, below
     ("POST", "/v1/puller-sessions"): ("puller", {}),

@@ -1,7 +1,9 @@
-"""The audit chain: canonical form, tamper detection on the stored log and on exports."""
+"""The audit log as a Merkle tree: canonical form, tamper detection on the stored log and
+on exports, online and offline."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sqlite3
@@ -17,23 +19,23 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from broker.audit import CATALOG, AuditEvent, AuditFilter, events
+from broker.audit import CATALOG, AuditEvent, AuditFilter, Record, events
 from broker.audit.canonical import canonical, canonical_reference
-from broker.audit.chain import (
-    GENESIS,
-    Checkpoint,
-    chain_event,
-    event_hash,
-    sign_checkpoint,
-    verify_chain,
-)
+from broker.audit.chain import GENESIS, event_hash
+from broker.audit.checkpoints import LogIdentity
 from broker.audit.export import parse_export, verify_export_file
+from broker.audit.leaves import leaf_data
+from broker.audit.merkle import Appender, leaf_hash
+from broker.audit.note import Checkpoint, Signer, sign_note
+from broker.errors import AuditTampered
 from broker.keys import load_keys, rotate_audit_key
 from broker.settings import Settings
 from tests.support import ROOT, markers
 from tests.support.brokerapp import AUD, Api, serve
 from tests.support.brokerproc import broker_cli
 from tests.support.clients import Clients
+
+ORIGIN = "broker.test/audit"
 
 
 def test_canonical_form() -> None:
@@ -64,6 +66,16 @@ def test_the_catalog_is_the_one_definition_of_events() -> None:
         events.CLIENT_ADDED(client="c", detail={"password": "x"})
 
 
+def test_a_leaf_covers_every_field_and_its_place() -> None:
+    body = {"seq": 1, "at": "t", "event": "token.issued", "detail": {"k": 1}}
+    base = leaf_data(body)
+    assert base == leaf_data(dict(body)) and b'"prev"' not in base
+    for changed in ({"client": "x"}, {"detail": {"k": 2}}, {"seq": 2}, {"at": "u"}):
+        assert leaf_data({**body, **changed}) != base
+    # An event of the old chain: its leaf is exactly what its chain hash covered.
+    assert event_hash(body, GENESIS) == hashlib.sha256(leaf_data(body, GENESIS)).hexdigest()
+
+
 def test_event_hash_covers_every_field_and_the_link() -> None:
     body = {"seq": 1, "at": "t", "event": "token.issued", "detail": {"k": 1}}
     base = event_hash(body, GENESIS)
@@ -74,15 +86,18 @@ def test_event_hash_covers_every_field_and_the_link() -> None:
 
 
 @pytest.fixture
-def chained(settings: Settings, clients: Clients) -> Iterator[Api]:
-    """12 events with a checkpoint every 5: checkpoints at 5 and 10."""
-    s = settings.model_copy(update={"audit_checkpoint_events": 5})
-    with serve(s, clients, sweep=False) as api:
-        for n in range(4):  # each: issued, redeemed, completed, purged
+def logged(settings: Settings, clients: Clients) -> Iterator[Api]:
+    """12 events, integrated with a checkpoint after 4, 8 and 12: each staging is issued,
+    redeemed, then (the first two) completed and purged. Every checkpoint is kept."""
+    every = settings.model_copy(update={"audit_checkpoint_keep_seconds": 0})
+    with serve(every, clients, sweep=False) as api:
+        for n in range(4):
             token = api.mint(f"stg-{n}").json()["token"]
             api.redeem(token)
             if n < 2:
                 api.complete(f"stg-{n}", "succeeded")
+            if n != 2:
+                api.service.audit.integrate()
         yield api
 
 
@@ -96,40 +111,6 @@ def db(settings: Settings) -> sqlite3.Connection:
     return sqlite3.connect(settings.database_url.removeprefix("sqlite:///"))
 
 
-def test_events_no_checkpoint_covers_are_counted_as_unsigned(
-    settings: Settings, clients: Clients
-) -> None:
-    """As after a crash between checkpoints: events chained but not yet signed are said
-    to be, not counted as valid and left at that."""
-    s = settings.model_copy(update={"audit_checkpoint_events": 5})
-    with serve(s, clients, sweep=False) as api:
-        for n in range(4):  # 2 events each: issued, redeemed
-            api.redeem(api.mint(f"stg-{n}").json()["token"])
-        report = verify(api)
-        signed_in = api.http.post(
-            "/audit/login",
-            data={"assertion": api.clients.auditor.assertion(AUD)},
-            headers={"Origin": AUD},
-        )
-        assert signed_in.status_code == 200, signed_in.text
-        page = api.http.get("/audit")
-    assert report["intact"] and report["events_total"] == 8
-    assert (report["signed_through"], report["events_unsigned"]) == (5, 3)
-    assert report["summary"] == (
-        "8/8 events valid, 1/1 checkpoints valid, 3 events unsigned "
-        "(after event 5, the last a signed checkpoint covers)"
-    )
-    assert report["summary"] in page.text
-
-
-def test_an_untouched_log_verifies(chained: Api) -> None:
-    report = verify(chained)
-    assert report["intact"] and report["summary"] == (
-        "12/12 events valid, 2/2 checkpoints valid, 2 events unsigned "
-        "(after event 10, the last a signed checkpoint covers)"
-    )
-
-
 def tamper(settings: Settings, *statements: str) -> None:
     conn = db(settings)
     for statement in statements:
@@ -138,18 +119,47 @@ def tamper(settings: Settings, *statements: str) -> None:
     conn.close()
 
 
+def note_sizes(api: Api) -> list[int]:
+    with api.store.transaction(write=False) as tx:
+        return [int(r["size"]) for r in tx.note_rows()]
+
+
+def test_an_untouched_log_verifies(logged: Api) -> None:
+    assert note_sizes(logged) == [4, 8, 12]
+    report = verify(logged)
+    assert report["intact"] and report["summary"] == (
+        "12/12 events valid, 3/3 checkpoints valid, 0 events unsigned"
+    )
+
+
+def test_events_no_checkpoint_covers_are_counted_as_unsigned(logged: Api) -> None:
+    """Placed in the tree but not signed yet (a checkpoint deleted, or an integration
+    without one): said to be, not counted as vouched for."""
+    logged.redeem(logged.mint("stg-9").json()["token"])
+    logged.service.audit.integrate(sign=False)
+    report = logged.service.audit.verify()
+    assert report.intact and (report.signed_through, report.events_unsigned) == (12, 2)
+    assert report.summary() == (
+        "14/14 events valid, 3/3 checkpoints valid, 2 events unsigned "
+        "(after event 12, the last a signed checkpoint covers)"
+    )
+
+
 @pytest.mark.parametrize(
     ("statements", "expected"),
     [
-        (["UPDATE audit_events SET reason='nothing to see' WHERE seq=3"], "event 3 changed"),
+        (
+            ["UPDATE audit_events SET reason='nothing to see' WHERE seq=3"],
+            "event 3 changed (its content does not match its hash)",
+        ),
         (["DELETE FROM audit_events WHERE seq=7"], "event 7 missing (between 6 and 8)"),
         (
             ["DELETE FROM audit_events WHERE seq > 10"],
-            "log truncated after event 10: the broker appended up to 12",
+            "log truncated after event 10: signed checkpoint 12 covers events that are gone",
         ),
         (
-            ["DELETE FROM audit_events WHERE seq >= 8"],
-            "log truncated after event 7: signed checkpoint 10 covers events that are gone",
+            ["DELETE FROM audit_events WHERE seq >= 7"],
+            "log truncated after event 6: signed checkpoint 8 covers events that are gone",
         ),
         (
             [
@@ -157,52 +167,25 @@ def tamper(settings: Settings, *statements: str) -> None:
                 "UPDATE audit_events SET seq=4 WHERE seq=6",
                 "UPDATE audit_events SET seq=6 WHERE seq=-4",
             ],
-            "events reordered",
+            "event 4 changed (its content does not match its hash)",
+        ),
+        (
+            # The stored hash of leaves 1-8 (level 3, the first node): the root reads it.
+            ["UPDATE audit_tree SET hash=zeroblob(32) WHERE idx=14"],
+            "the stored tree does not match the events (the proofs it serves are wrong)",
         ),
     ],
 )
 def test_tampering_with_the_stored_log_is_named(
-    chained: Api, settings: Settings, statements: list[str], expected: str
+    logged: Api, settings: Settings, statements: list[str], expected: str
 ) -> None:
     tamper(settings, *statements)
-    report = verify(chained)
+    report = verify(logged)
     assert not report["intact"]
-    assert any(expected in p for p in report["problems"]), report["problems"]
-    assert expected in report["summary"] or report["problems"][0] in report["summary"]
-
-
-TAMPERINGS = [
-    ["UPDATE audit_events SET reason='nothing to see' WHERE seq=3"],
-    ["DELETE FROM audit_events WHERE seq=7"],
-    ["DELETE FROM audit_events WHERE seq >= 8"],
-    [
-        "UPDATE audit_events SET seq=-4 WHERE seq=4",
-        "UPDATE audit_events SET seq=4 WHERE seq=6",
-        "UPDATE audit_events SET seq=6 WHERE seq=-4",
-    ],
-    ["UPDATE audit_checkpoints SET head='" + "f" * 64 + "' WHERE seq=5"],
-    [],
-]
-
-
-@pytest.mark.parametrize("statements", TAMPERINGS)
-def test_a_streamed_verification_says_what_the_list_one_says(
-    chained: Api, settings: Settings, statements: list[str]
-) -> None:
-    tamper(settings, *statements)
-    keys = load_keys(settings.keys_dir).audit_public
-    head = chained.service.audit.head
-    events = [chain_event(r) for r in chained.service.audit.page(0, 1000)]
-    with chained.store.transaction(write=False) as tx:
-        checkpoints = [Checkpoint.from_row(r) for r in tx.checkpoint_rows()]
-        listed = verify_chain(events, checkpoints, keys, expected_head=head)
-        streamed = verify_chain(
-            iter(events), checkpoints, keys, expected_head=head, locate=tx.seq_of_hash
-        )
-    assert streamed == listed
-    assert (not listed.intact) == bool(statements)
-    api = verify(chained)  # the endpoint streams from the store, page by page
-    assert api["problems"] == listed.problems[:20] and api["summary"] == listed.summary()
+    assert expected in report["problems"], report["problems"]
+    assert report["problems"][0] in report["summary"]
+    direct = logged.service.audit.verify()  # the endpoint says what the log says
+    assert report["problems"] == direct.problems[:20] and report["summary"] == direct.summary()
 
 
 def _gauge(api: Api, name: str) -> float | None:
@@ -226,78 +209,111 @@ def test_the_background_verifier_raises_the_alarm(
             time.sleep(0.05)
         assert _gauge(api, "stager_audit_chain_events") == 3
         assert _gauge(api, "stager_audit_chain_intact") == 1
+        assert _gauge(api, "stager_audit_log_size") == 3
         assert (_gauge(api, "stager_audit_chain_verified_timestamp_seconds") or 0) > 0
         tamper(settings, "UPDATE audit_events SET reason='nothing to see' WHERE seq=2")
         while _gauge(api, "stager_audit_chain_intact") != 0 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert _gauge(api, "stager_audit_chain_intact") == 0
-    alarms = [r for r in caplog.records if r.getMessage() == "audit chain verification failed"]
+    alarms = [r for r in caplog.records if r.getMessage() == "audit log verification failed"]
     assert alarms and alarms[0].levelname == "ERROR"
     assert "event 2 changed" in alarms[0].first_problem  # type: ignore[attr-defined]
 
 
-def test_a_truncated_log_stops_the_broker_from_appending(chained: Api, settings: Settings) -> None:
+def test_a_cut_log_stops_integration_and_raises_the_alarm(
+    logged: Api, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Events cut after the newest checkpoint: the broker adds nothing more to the log
+    (requests still record their events, pending) and says why, once, as an ERROR, and in
+    its metrics."""
     tamper(settings, "DELETE FROM audit_events WHERE seq > 10")
-    r = chained.mint("stg-new")
-    assert r.status_code == 503 and "audit log is not intact" in r.json()["detail"]
-    with chained.store.transaction(write=False) as tx:
-        assert tx.get_staging("stg-new") is None
-
-
-def test_a_forged_checkpoint_is_named(chained: Api, settings: Settings) -> None:
-    with chained.store.transaction() as tx:
-        seq, head = tx.audit_head()
-        forged = sign_checkpoint(
-            ed25519.Ed25519PrivateKey.generate(), "as-forged", seq, str(head), "2026-01-01"
-        )
-        tx.insert_checkpoint(forged.row())
-    report = verify(chained)
-    assert "checkpoint 12: signature invalid or by an unknown key (as-forged)" in report["problems"]
-    # A checkpoint re-signed with the right kid but another key fails the same way.
-    kid = load_keys(settings.keys_dir).audit_kid
-    tamper(settings, "DELETE FROM audit_checkpoints WHERE seq=10")
-    with chained.store.transaction() as tx:
-        forged = sign_checkpoint(ed25519.Ed25519PrivateKey.generate(), kid, 10, "f" * 64, "x")
-        tx.insert_checkpoint(forged.row())
-    assert any(
-        p.startswith("checkpoint 10: signature invalid") for p in verify(chained)["problems"]
+    assert logged.mint("stg-new").status_code == 201  # its event waits, recorded
+    with pytest.raises(AuditTampered, match="log truncated after event 10"):
+        logged.service.audit.integrate()
+    assert logged.service.audit.halted is not None
+    with pytest.raises(AuditTampered):
+        logged.service.audit.integrate()
+    with logged.store.transaction(write=False) as tx:
+        assert tx.log_size() == 10 and tx.pending_count() == 1
+    halted = [r for r in caplog.records if r.getMessage() == "audit log integration halted"]
+    assert len(halted) == 1 and halted[0].levelname == "ERROR"
+    assert _gauge(logged, "stager_audit_integration_halted") == 1
+    report = verify(logged)
+    assert (
+        "log truncated after event 10: signed checkpoint 12 covers events that are gone"
+        in (report["problems"])
     )
 
 
-def test_rewriting_the_chain_is_caught_by_checkpoints(chained: Api, settings: Settings) -> None:
-    """An attacker who recomputes every hash after changing an event still fails a checkpoint."""
-    tamper(settings, "UPDATE audit_events SET reason='rewritten' WHERE seq=2")
-    prev = GENESIS
-    with chained.store.transaction() as tx:
-        for record in chained.service.audit.page(0, 1000):
-            digest = event_hash(record.body(), prev)
-            tx.set_audit_hashes(record.seq, prev, digest)
-            prev = digest
-    problems = verify(chained)["problems"]
-    assert "checkpoint 5: head does not match; events up to 5 were changed" in problems
+def _note(key: ed25519.Ed25519PrivateKey, size: int, root: bytes, name: str = ORIGIN) -> str:
+    return sign_note(Checkpoint(name, size, root).body(), [Signer(name, key)]).decode()
 
 
-def test_the_api_filters_and_pages(chained: Api) -> None:
-    c = chained.clients
-    r = chained.call("GET", "/v1/audit?event=token.redeemed", c.auditor)
+def test_a_forged_checkpoint_is_named(logged: Api) -> None:
+    with logged.store.transaction() as tx:
+        tx.insert_note(
+            13, b"\x00" * 32, _note(ed25519.Ed25519PrivateKey.generate(), 13, b"x" * 32), 0
+        )
+    problems = verify(logged)["problems"]
+    assert any(p.startswith("checkpoint: signature invalid or by an unknown key") for p in problems)
+
+
+def test_rewriting_the_log_is_caught_by_its_checkpoints(logged: Api, settings: Settings) -> None:
+    """An attacker who changes an event and recomputes every hash and the whole stored
+    tree still fails the signed roots."""
+    tamper(
+        settings, "UPDATE audit_events SET reason='rewritten' WHERE seq=2", "DELETE FROM audit_tree"
+    )
+    appender = Appender()
+    with logged.store.transaction(write=False) as tx:  # as stored: no integration first
+        records = [Record.from_row(r) for r in tx.audit_rows(limit=1000)]
+    with logged.store.transaction() as tx:
+        hashes: list[bytes] = []
+        for record in records:
+            leaf = leaf_hash(leaf_data(record.body()))
+            hashes += appender.append(leaf)
+            tx._cur.execute("UPDATE audit_events SET hash=? WHERE seq=?", (leaf.hex(), record.seq))
+        tx.insert_tree_hashes(0, hashes)
+    problems = verify(logged)["problems"]
+    assert problems == [
+        "checkpoint 4: root does not match; events up to 4 were changed",
+        "checkpoint 8: root does not match; events up to 8 were changed",
+        "the log up to event 12 is not the log this broker integrated",
+        "checkpoint 12: root does not match; events up to 12 were changed",
+    ]
+
+
+def test_two_checkpoints_of_one_size_are_a_fork(logged: Api, settings: Settings) -> None:
+    key = load_keys(settings.keys_dir).audit_key
+    forked = _note(key, 8, b"\x07" * 32)  # the log's own key, another root
+    tamper(settings, "DELETE FROM audit_notes WHERE size=8")
+    with logged.store.transaction() as tx:
+        tx.insert_note(8, b"\x07" * 32, forked, 0)
+    problems = verify(logged)["problems"]
+    assert "checkpoint 8: root does not match; events up to 8 were changed" in problems
+
+
+def test_the_api_filters_and_pages(logged: Api) -> None:
+    c = logged.clients
+    r = logged.call("GET", "/v1/audit?event=token.redeemed", c.auditor)
     events = r.json()["events"]
     assert [e["staging_guid"] for e in events] == ["stg-0", "stg-1", "stg-2", "stg-3"]
-    page1 = chained.call("GET", "/v1/audit?limit=5", c.auditor).json()
+    page1 = logged.call("GET", "/v1/audit?limit=5", c.auditor).json()
     assert [e["seq"] for e in page1["events"]] == [1, 2, 3, 4, 5] and page1["next_after"] == 5
-    page3 = chained.call("GET", "/v1/audit?limit=5&after=10", c.auditor).json()
+    page3 = logged.call("GET", "/v1/audit?limit=5&after=10", c.auditor).json()
     assert [e["seq"] for e in page3["events"]] == [11, 12] and page3["next_after"] is None
-    staging = chained.call("GET", "/v1/audit?staging=stg-1", c.auditor).json()["events"]
+    staging = logged.call("GET", "/v1/audit?staging=stg-1", c.auditor).json()["events"]
     assert [e["event"] for e in staging] == [
         "token.issued",
         "token.redeemed",
         "staging.completed",
         "credentials.purged",
     ]
-    assert chained.call("GET", "/v1/audit?since=2000-01-01", c.auditor).json()["events"]
-    assert chained.call("GET", "/v1/audit?until=2000-01-01", c.auditor).json()["events"] == []
-    assert chained.call("GET", "/v1/audit?since=yesterday", c.auditor).status_code == 422
-    assert chained.call("GET", "/v1/audit", c.cc).status_code == 403
-    assert chained.http.get("/v1/audit").status_code == 401
+    assert logged.call("GET", "/v1/audit?since=2000-01-01", c.auditor).json()["events"]
+    assert logged.call("GET", "/v1/audit?until=2000-01-01", c.auditor).json()["events"] == []
+    assert logged.call("GET", "/v1/audit?since=yesterday", c.auditor).status_code == 422
+    assert logged.call("GET", "/v1/audit", c.cc).status_code == 403
+    assert logged.http.get("/v1/audit").status_code == 401
 
 
 # -- the command line, online and offline --------------------------------------------------
@@ -328,7 +344,7 @@ def public_key_file(settings: Settings, tmp_path: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_cli_list_verify_and_fingerprint(chained: Api, settings: Settings) -> None:
+def test_cli_list_verify_and_fingerprint(logged: Api, settings: Settings) -> None:
     table = cli(settings, "list", "--event", "token.issued")
     assert table.returncode == 0 and table.stdout.count("token.issued") == 4
     rows = [
@@ -340,47 +356,56 @@ def test_cli_list_verify_and_fingerprint(chained: Api, settings: Settings) -> No
     assert [r["event"] for r in rows][:2] == ["token.issued", "token.redeemed"]
     ok = cli(settings, "verify")
     assert ok.returncode == 0 and ok.stdout.startswith(
-        "12/12 events valid, 2/2 checkpoints valid, 2 events unsigned (after event 10"
+        "12/12 events valid, 3/3 checkpoints valid, 0 events unsigned"
+    ), ok.stdout
+    vkey = cli(settings, "log-key").stdout.strip()
+    assert (
+        vkey.startswith(ORIGIN + "+") and vkey == logged.http.get("/v1/audit/log-key").text.strip()
     )
-    token = chained.mint("stg-fp").json()["token"]
+    with_key = cli(settings, "verify", "--log-key", vkey)
+    assert with_key.returncode == 0 and with_key.stdout == ok.stdout
+    token = logged.mint("stg-fp").json()["token"]
+    logged.service.audit.integrate()
     fp = cli(settings, "fingerprint", stdin=token + "\n").stdout.strip()
     issued = [
-        r
-        for r in json.loads(
-            "["
-            + ",".join(
-                cli(settings, "list", "--staging", "stg-fp", "--format", "json").stdout.splitlines()
-            )
-            + "]"
-        )
+        json.loads(line)
+        for line in cli(
+            settings, "list", "--staging", "stg-fp", "--format", "json"
+        ).stdout.splitlines()
     ]
     assert issued[0]["token_fp"] == fp and token not in json.dumps(issued)
     tamper(settings, "UPDATE audit_events SET client='mallory' WHERE seq=9")
     bad = cli(settings, "verify")
     assert bad.returncode == 1
     assert bad.stdout.splitlines()[0] == (
-        "8/13 events valid, 2/2 checkpoints valid, 3 events unsigned (after event 10, the last "
-        "a signed checkpoint covers); first problem: event 9 changed "
-        "(its content does not match its hash)"
+        "8/13 events valid, 2/4 checkpoints valid, 5 events unsigned (after event 8, the last a"
+        " signed checkpoint covers); first problem: event 9 changed (its content does not match"
+        " its hash)"
+    ), bad.stdout
+    wrong = cli(settings, "verify", "--log-key", "not a key")
+    assert (
+        wrong.returncode != 0 and "bad log key" in wrong.stderr and "Traceback" not in wrong.stderr
     )
 
 
 @pytest.fixture
 @markers.applies("slow")
-def export(chained: Api, settings: Settings, tmp_path: Path) -> tuple[Path, Path]:
+def export(logged: Api, settings: Settings, tmp_path: Path) -> tuple[Path, str]:
     out = cli(settings, "export")
     assert out.returncode == 0, out.stderr
     path = tmp_path / "audit.jsonl"
     path.write_text(out.stdout)
-    return path, public_key_file(settings, tmp_path)
+    return path, cli(settings, "log-key").stdout.strip()
 
 
-def offline(settings: Settings, path: Path, key: Path) -> subprocess.CompletedProcess[str]:
-    # No database, no keys folder: only the file and the public key.
+def offline(
+    settings: Settings, path: Path, vkey: str, *more: str
+) -> subprocess.CompletedProcess[str]:
+    # No database, no keys folder: only the file and the log's verifier key.
     env_settings = settings.model_copy(
         update={"database_url": "sqlite:////nonexistent/x.db", "keys_dir": Path("/nonexistent")}
     )
-    return cli(env_settings, "verify", "--file", str(path), "--public-key", str(key))
+    return cli(env_settings, "verify", "--file", str(path), "--log-key", vkey, *more)
 
 
 def edit(path: Path, change) -> Path:
@@ -413,15 +438,29 @@ def _swap(lines: list[str]) -> list[str]:
     return lines
 
 
+def _insert_old(lines: list[str]) -> list[str]:
+    """An old event inserted again later (a replayed line)."""
+    return [
+        *lines[: _event_line(lines, 6) + 1],
+        lines[_event_line(lines, 3)],
+        *lines[_event_line(lines, 7) :],
+    ]
+
+
 def _forge_checkpoint(lines: list[str]) -> list[str]:
-    cp = sign_checkpoint(
-        ed25519.Ed25519PrivateKey.generate(),
-        "as-mallory",
-        11,
-        "a" * 64,
-        "2026-01-01T00:00:00.000+00:00",
-    )
-    return [*lines, json.dumps({"type": "checkpoint", **cp.row()})]
+    note = _note(ed25519.Ed25519PrivateKey.generate(), 11, b"a" * 32)
+    return [*lines, json.dumps({"type": "checkpoint", "note": note})]
+
+
+def _drop_events_after(seq: int):
+    def change(lines: list[str]) -> list[str]:
+        return [
+            x
+            for x in lines
+            if not (json.loads(x).get("type") == "event" and json.loads(x)["seq"] > seq)
+        ]
+
+    return change
 
 
 @pytest.mark.parametrize(
@@ -433,72 +472,120 @@ def _forge_checkpoint(lines: list[str]) -> list[str]:
             "event 6 missing (between 5 and 7)",
         ),
         (
-            lambda ls: [
-                x
-                for x in ls
-                if not (json.loads(x).get("type") == "event" and json.loads(x)["seq"] > 10)
-            ],
+            _drop_events_after(10),
             "log truncated after event 10: signed checkpoint 12 covers events that are gone",
         ),
         (
-            lambda ls: [
-                x
-                for x in ls
-                if not (json.loads(x).get("type") == "event" and json.loads(x)["seq"] > 7)
-            ],
-            "log truncated after event 7: signed checkpoint 10 covers events that are gone",
+            _drop_events_after(7),
+            "log truncated after event 7: signed checkpoint 8 covers events that are gone",
         ),
         (_swap, "events reordered: 4 comes after 5"),
-        (_forge_checkpoint, "checkpoint 11: signature invalid or by an unknown key (as-mallory)"),
+        (_insert_old, "events reordered: 3 comes after 6"),
+        (_forge_checkpoint, "checkpoint: signature invalid or by an unknown key"),
     ],
 )
 def test_tampering_with_an_export_is_named_offline(
-    export: tuple[Path, Path],
+    export: tuple[Path, str],
     settings: Settings,
     change,
     expected: str,
 ) -> None:
-    path, key = export
-    clean = offline(settings, path, key)
+    path, vkey = export
+    clean = offline(settings, path, vkey)
     assert clean.returncode == 0, clean.stdout + clean.stderr
-    assert clean.stdout.startswith("12/12 events valid, 3/3 checkpoints valid")
-    result = offline(settings, edit(path, change), key)
+    assert clean.stdout.startswith("12/12 events valid, 3/3 checkpoints valid"), clean.stdout
+    result = offline(settings, edit(path, change), vkey)
     assert result.returncode == 1
     assert expected in result.stdout, result.stdout
 
 
 @pytest.mark.slow
-def test_a_filtered_export_redacts_but_still_verifies(
-    chained: Api, settings: Settings, tmp_path: Path
+def test_a_kept_checkpoint_proves_the_log_only_grew(
+    logged: Api, settings: Settings, tmp_path: Path
+) -> None:
+    """An auditor keeps a checkpoint; later exports must extend it. A log cut back or
+    rewritten before it is caught offline, even when the new export is internally
+    consistent (re-signed by the operator's own key)."""
+    kept = tmp_path / "kept.note"
+    kept.write_bytes(logged.http.get("/v1/audit/checkpoint").content)  # size 12
+    vkey = logged.http.get("/v1/audit/log-key").text.strip()
+    logged.redeem(logged.mint("stg-later").json()["token"])
+    later = tmp_path / "later.jsonl"
+    later.write_text(cli(settings, "export").stdout)
+    ok = offline(settings, later, vkey, "--trusted-checkpoint", str(kept))
+    assert ok.returncode == 0, ok.stdout
+    assert "+ trusted checkpoint 12: the log only grew since" in ok.stdout, ok.stdout
+    assert ok.stdout.rstrip().endswith("the export's first 12 events have its root)")
+    # The operator rewrites event 3 and re-signs a whole new history with the log key.
+    identity = logged.service.audit.identity
+    assert identity is not None
+    lines = later.read_text().splitlines()
+    events_ = [json.loads(x) for x in lines if json.loads(x)["type"] == "event"]
+    events_[2]["body"]["reason"] = "rewritten"
+    appender = Appender()
+    for e in events_:
+        appender.append(leaf_hash(leaf_data(e["body"])))
+        e["hash"] = None
+    seal = identity.sign(appender.size, appender.root())
+    header = json.loads(lines[0])
+    forged = [json.dumps(header), *map(json.dumps, events_),
+              json.dumps({"type": "checkpoint", "note": seal.note.decode()})]  # fmt: skip
+    rewritten = tmp_path / "rewritten.jsonl"
+    rewritten.write_text("\n".join(forged) + "\n")
+    alone = offline(settings, rewritten, vkey)
+    assert alone.returncode == 0, alone.stdout  # consistent on its own
+    caught = offline(settings, rewritten, vkey, "--trusted-checkpoint", str(kept))
+    assert caught.returncode == 1
+    assert "checkpoint 12: root does not match; events up to 12 were changed" in caught.stdout
+    # Cut back before the kept checkpoint: named as such.
+    cut = edit(later, _drop_events_after(8))
+    short = offline(settings, cut, vkey, "--trusted-checkpoint", str(kept))
+    assert short.returncode == 1 and "log truncated after event 8" in short.stdout, short.stdout
+
+
+@pytest.mark.slow
+def test_a_filtered_export_proves_its_events_and_shows_no_other(
+    logged: Api, settings: Settings, tmp_path: Path
 ) -> None:
     out = cli(settings, "export", "--staging", "stg-2")
     lines = [json.loads(x) for x in out.stdout.splitlines()]
-    events = [x for x in lines if x["type"] == "event"]
-    shown = [x for x in events if "body" in x]
-    assert {x["body"]["staging_guid"] for x in shown} == {"stg-2"}
-    assert any(x.get("redacted") for x in events)
-    assert "stg-3" not in out.stdout
+    events_ = [x for x in lines if x["type"] == "event"]
+    assert {x["body"]["staging_guid"] for x in events_} == {"stg-2"} and len(events_) == 2
+    assert all(x["proof"] for x in events_)
+    assert "stg-3" not in out.stdout and lines[0]["complete"] is False
     path = tmp_path / "f.jsonl"
     path.write_text(out.stdout)
-    result = offline(settings, path, public_key_file(settings, tmp_path))
-    assert result.returncode == 0, result.stdout
+    vkey = cli(settings, "log-key").stdout.strip()
+    result = offline(settings, path, vkey)
+    assert result.returncode == 0 and result.stdout.startswith("2/2 events valid"), result.stdout
+    assert "+ checkpoint 12 (the seal): each of the 2 events is in the log it signed" in (
+        result.stdout
+    )
+    changed = edit(path, lambda ls: [x.replace("stg-2", "stg-7") for x in ls])
+    bad = offline(settings, changed, vkey)
+    assert bad.returncode == 1 and "is not in the log the seal signs" in bad.stdout
 
 
 def test_audit_key_rotation_keeps_old_checkpoints_verifiable(
     settings: Settings, clients: Clients
 ) -> None:
-    s = settings.model_copy(update={"audit_checkpoint_events": 2})
-    with serve(s, clients, sweep=False) as api:
+    with serve(settings, clients, sweep=False) as api:
         api.mint("a")
+        api.service.audit.integrate()
     old, new = rotate_audit_key(settings.keys_dir)
-    with serve(s, clients, sweep=False) as api:
+    with serve(settings, clients, sweep=False) as api:
         api.mint("b")
+        api.service.audit.integrate()
         kids = {k["kid"] for k in api.http.get("/.well-known/jwks.json").json()["keys"]}
         assert {old, new} <= kids
+        vkeys = api.http.get("/v1/audit/log-key").text.split()
+        assert len(vkeys) == 2
         report = verify(api)
+        identity = LogIdentity.from_vkeys(vkeys)
         with api.store.transaction(write=False) as tx:
-            assert {row["kid"] for row in tx.checkpoint_rows()} == {old, new}
-    assert report["intact"], report
+            signers = {identity.open(str(r["note"]).encode()).size for r in tx.note_rows()}
+        assert signers == {1, 2}
+    assert report["intact"] and report["checkpoints_valid"] == 2, report
 
 
 _json = st.recursive(
@@ -541,9 +628,11 @@ def test_any_text_survives_export_and_offline_verification(
     assert api.complete(guid, "failed", error=error).status_code == 200
     path = tmp_path / f"{guid}.jsonl"
     path.write_text("".join(line + "\n" for line in api.service.audit.export(AuditFilter(), {})))
-    report = verify_export_file(path, load_keys(api.service.settings.keys_dir).audit_public)
+    identity = api.service.audit.identity
+    assert identity is not None
+    report = verify_export_file(path, identity)
     assert report.intact, report.problems
-    bodies = [b for b in parse_export(path.read_text().split("\n")).events if b.body]
-    ours = [e.body for e in bodies if e.body and e.body["staging_guid"] == guid]
+    bodies = [e for e, _ in parse_export(path.read_text().split("\n")).events]
+    ours = [e.body for e in bodies if e.body["staging_guid"] == guid]
     assert ours[0]["registry_username"] == username and ours[0]["detail"]["user"] == user
     assert any(e["detail"].get("error") == error[:500] for e in ours)

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 from playwright.sync_api import Browser
 
 from broker.audit import CATALOG
@@ -61,8 +62,12 @@ def test_auditor_page(
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     page.goto(login_link(env))
     assert page.url.endswith("/audit")
-    assert page.locator("#status").inner_text().startswith("Chain intact: 17/17 events valid")
+    assert page.locator("#status").inner_text().startswith("Log intact: 17/17 events valid")
     assert page.locator("#verified").inner_text().startswith("verified in full at ")
+    # The newest checkpoint, as anyone may fetch it: the same size and root.
+    note = requests.get(f"{broker.url}/v1/audit/checkpoint", timeout=10).text.split("\n")
+    shown = page.locator("#checkpoint").inner_text()
+    assert note[1] == "17" and f"Newest checkpoint: 17 events, root {note[2]}" in shown
     assert page.locator("#events tbody tr").count() == 17
     assert PASSWORD not in page.content()
 

@@ -17,7 +17,7 @@ import requests
 from tailor.assertion import load_client_key
 from tailor.broker_client import BrokerClient, BrokerError
 from tests.support.broker_api import staging_token_body
-from tests.support.brokerproc import BrokerProcess, broker_env, provision, start_broker
+from tests.support.brokerproc import BrokerProcess, broker_env, provision, settled, start_broker
 from tests.support.cli import Run, broker_settings, insecure, tailor_cli, tailor_env
 from tests.support.clients import Client, new_client
 from tests.support.credentials import UPSTREAM_PASSWORD, UPSTREAM_USER, files_holding
@@ -95,6 +95,7 @@ class Platform:
         return tailor_cli("push", *args, *self.insecure(), env=tailor_env(self.tmp, **env))
 
     def audit(self) -> list[tuple[str, str | None, str | None]]:
+        settled(f"sqlite:///{self.tmp / 'broker.sqlite'}")
         db = sqlite3.connect(self.tmp / "broker.sqlite")
         try:
             rows = db.execute("SELECT event, staging_guid, reason FROM audit_events ORDER BY seq")

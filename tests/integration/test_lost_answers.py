@@ -23,7 +23,14 @@ import requests
 
 from tailor.assertion import ClientKey
 from tailor.broker_client import BrokerClient, BrokerError
-from tests.support.brokerproc import BrokerProcess, broker_cli, broker_env, provision, start_broker
+from tests.support.brokerproc import (
+    BrokerProcess,
+    broker_cli,
+    broker_env,
+    provision,
+    settled,
+    start_broker,
+)
 from tests.support.clients import Client, Clients
 from tests.support.credentials import PASSWORD
 from tests.support.httpserver import reply, serve
@@ -79,6 +86,7 @@ class Setup:
         return BrokerClient(self.url, ClientKey(who.name, who.key))
 
     def events(self) -> list[tuple[str, str | None]]:
+        settled(self.env["BROKER_DATABASE_URL"])
         listed = broker_cli(self.env, "audit", "list", "--format", "json")
         assert listed.returncode == 0, listed.stderr
         rows = [json.loads(line) for line in listed.stdout.splitlines() if line.strip()]

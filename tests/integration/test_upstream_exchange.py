@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.brokerproc import BrokerProcess, broker_env, provision, start_broker
+from tests.support.brokerproc import BrokerProcess, broker_env, provision, settled, start_broker
 from tests.support.cli import TAILOR, Run, insecure, tailor_cli, tailor_env
 from tests.support.clients import Clients
 from tests.support.credentials import UPSTREAM_PASSWORD, UPSTREAM_USER
@@ -63,6 +63,7 @@ class Setup:
         ]  # fmt: skip
 
     def events(self) -> list[tuple[str, dict[str, object]]]:
+        settled(f"sqlite:///{self.tmp / 'broker.sqlite'}")
         conn = sqlite3.connect(self.tmp / "broker.sqlite")
         try:
             rows = conn.execute("SELECT event, detail FROM audit_events ORDER BY seq").fetchall()
@@ -278,6 +279,7 @@ def test_the_credentials_are_checked_at_mint(setup: Setup) -> None:
 
 
 def _issued(setup: Setup) -> list[tuple[str, dict[str, object]]]:
+    settled(f"sqlite:///{setup.tmp / 'broker.sqlite'}")
     conn = sqlite3.connect(setup.tmp / "broker.sqlite")
     try:
         rows = conn.execute(

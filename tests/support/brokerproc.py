@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,27 @@ from tests.support import markers
 from tests.support.clients import Client
 from tests.support.processes import free_port, spawn, stop, wait_http
 from tests.support.registry import run_registry
+
+
+def settled(database_url: str, timeout: float = 15.0) -> None:
+    """Wait until the running broker has placed every event written so far in its audit
+    log (its integrator runs every second): a test that reads the log right after an
+    answer would otherwise miss the newest events, still pending."""
+    from broker.store import open_store
+
+    store = open_store(database_url)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            with store.transaction(write=False) as tx:
+                pending = tx.pending_count()
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{pending} audit events still pending after {timeout} s")
+            time.sleep(0.05)
+    finally:
+        store.close()
 
 
 def broker_cli(

@@ -13,7 +13,7 @@ from pathlib import Path
 import requests
 
 from tests.support.broker_api import registry_token
-from tests.support.brokerproc import BrokerProcess
+from tests.support.brokerproc import BrokerProcess, settled
 from tests.support.cli import Run, insecure, tailor_cli, tailor_env
 from tests.support.clients import Client
 from tests.support.credentials import UPSTREAM_PASSWORD, UPSTREAM_USER
@@ -107,9 +107,11 @@ class Secured:
             conn.close()
 
     def audit_all(self) -> list[tuple]:
+        settled(f"sqlite:///{self.tmp / 'broker.sqlite'}")
         return self.sql("SELECT event, client, reason, detail FROM audit_events ORDER BY seq")
 
     def audit(self) -> list[tuple]:
+        settled(f"sqlite:///{self.tmp / 'broker.sqlite'}")
         return self.sql(
             "SELECT event, client, reason, detail FROM audit_events"
             " WHERE event='registry.token' ORDER BY seq"

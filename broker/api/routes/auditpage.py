@@ -7,6 +7,7 @@ single-use link `broker audit login` prints; either gives a short session cookie
 
 from __future__ import annotations
 
+import base64
 import datetime
 import html
 from typing import Any
@@ -18,6 +19,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from broker.api.deps import AsAuditorByForm, Svc, offload
 from broker.api.models import MAX_SEQ
 from broker.audit import CATALOG, FILTERS, Record, Verification, events, make_filter
+from broker.audit.checkpoints import SignedCheckpoint
+from broker.audit.cosignatures import WitnessStatus
 from broker.errors import Forbidden, Unauthenticated
 from broker.service import Service
 
@@ -48,6 +51,7 @@ ol.timeline{list-style:none;padding:0;display:flex;flex-wrap:wrap;gap:6px;margin
 ol.timeline li{background:#fff;border:1px solid #cdd3dd;border-radius:16px;padding:4px 12px}
 ol.timeline li.refused{border-color:#e6a3a3;background:#fbe5e5}
 ol.timeline li.done{border-color:#9fd5ae;background:#e3f4e8}
+#witnesses table{width:auto;margin-bottom:14px}
 """
 
 
@@ -184,6 +188,58 @@ def _timeline(rows: list[Record]) -> str:
     return '<ol class="timeline" id="timeline">' + "".join(items) + "</ol>"
 
 
+def _checkpoint(latest: SignedCheckpoint | None) -> str:
+    """The newest signed checkpoint, as anyone can fetch it from /v1/audit/checkpoint."""
+    if latest is None:
+        return "<p id=checkpoint>No signed checkpoint yet.</p>"
+    root = base64.b64encode(latest.root).decode()
+    return (
+        f"<p id=checkpoint>Newest checkpoint: <strong>{latest.size}</strong> events, root"
+        f" <code>{html.escape(root)}</code>, origin <code>{_cell(latest.checkpoint.origin)}</code>"
+        ' (<a href="/v1/audit/checkpoint">signed note</a>,'
+        ' <a href="/v1/audit/log-key">verifier key</a>)</p>'
+    )
+
+
+def _utc(ts: int) -> str:
+    try:
+        return f"{datetime.datetime.fromtimestamp(ts, datetime.UTC):%Y-%m-%d %H:%M:%S} UTC"
+    except (OverflowError, OSError, ValueError):
+        return str(ts)
+
+
+def _witnesses(latest: SignedCheckpoint | None, witnesses: list[WitnessStatus]) -> str:
+    """The registered witnesses: which cosigned the newest checkpoint, and when each last
+    cosigned one."""
+    if not witnesses:
+        return (
+            "<p id=witnesses>No witnesses registered: the checkpoints carry the log's"
+            " signature alone (<code>broker audit witnesses add</code>).</p>"
+        )
+    size = latest.size if latest is not None else 0
+    on_newest = [w for w in witnesses if w.last_size == size]
+    rows = []
+    for w in witnesses:
+        if w.last_size is None or w.last_cosigned_at is None:
+            last, when = "never", ""
+        else:
+            last = f"checkpoint {w.last_size}" + (" (the newest)" if w.last_size == size else "")
+            when = _utc(w.last_cosigned_at)
+        label = w.vkey.rsplit("+", 1)[0]
+        rows.append(
+            f'<tr><td>{_cell(w.name)}</td><td class=mono title="{_cell(w.vkey)}">'
+            f"{_cell(label)}</td><td>{_cell(last)}</td><td class='mono time'>{_cell(when)}"
+            "</td></tr>"
+        )
+    return (
+        f"<div id=witnesses><p>Witnesses: the newest checkpoint is cosigned by"
+        f" <strong>{len(on_newest)}</strong> of {len(witnesses)} registered"
+        f"{': ' + _cell(', '.join(w.name for w in on_newest)) if on_newest else ''}.</p>"
+        "<table><thead><tr><th>Witness</th><th>Key</th><th>Last cosigned</th>"
+        "<th>When (its clock)</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table></div>"
+    )
+
+
 @router.get("/audit")
 async def audit_page(request: Request, service: Svc) -> Response:
     cookie = request.cookies.get(COOKIE)
@@ -196,25 +252,31 @@ async def audit_page(request: Request, service: Svc) -> Response:
     except ValueError:
         after = 0
 
-    def work() -> tuple[Verification, list[Record], list[Record], str]:
-        # Always the whole chain, now: a cached result would not cover the newest events.
+    Work = tuple[
+        Verification, SignedCheckpoint | None, list[WitnessStatus], list[Record], list[Record], str
+    ]
+
+    def work() -> Work:
+        # Always the whole log, now: a cached result would not cover the newest events.
         done = service.audit.check()
+        latest = service.audit.latest()
+        witnesses = service.cosignatures.witnesses()
         try:
             filters = make_filter(**params)
         except ValueError as exc:
-            return done, [], [], str(exc)
+            return done, latest, witnesses, [], [], str(exc)
         rows = service.audit.page(after, PAGE_SIZE + 1, filters)
         timeline = []
         if params["staging"]:
             timeline = service.audit.page(0, 500, make_filter(staging=params["staging"]))
-        return done, rows, timeline, ""
+        return done, latest, witnesses, rows, timeline, ""
 
-    done, rows, timeline, error = await offload(service, work, slow=True)
+    done, latest, witnesses, rows, timeline, error = await offload(service, work, slow=True)
     more = len(rows) > PAGE_SIZE
     rows = rows[:PAGE_SIZE]
     report = done.report
     status_cls = "ok" if report.intact else "bad"
-    status_text = ("Chain intact: " if report.intact else "CHAIN BROKEN: ") + report.summary()
+    status_text = ("Log intact: " if report.intact else "LOG BROKEN: ") + report.summary()
     when = datetime.datetime.fromtimestamp(done.finished_at, datetime.UTC)
     status_when = f"verified in full at {when:%Y-%m-%d %H:%M:%S} UTC in {done.seconds:.1f} s"
     options = "".join(
@@ -239,6 +301,8 @@ async def audit_page(request: Request, service: Svc) -> Response:
         '<a href="/audit/logout">sign out</a></span></header><main>',
         f'<div class="status {status_cls}" id=status>{html.escape(status_text)}'
         f"<br><small id=verified>{status_when}</small></div>",
+        _checkpoint(latest),
+        _witnesses(latest, witnesses),
         form,
     ]
     if error:
