@@ -14,6 +14,7 @@ verification and the export read the checkpoints with them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -186,9 +187,12 @@ class AuditLog:
         return self.latest()
 
     def _caught_up(self) -> None:
-        """Before a read: what was written is in the log (when this side can integrate)."""
+        """Before a read: what was written is in the log (when this side can integrate).
+        A log whose integration halted is still read as it is: the alarm is raised (the
+        ERROR line, the metric, the verification), the auditor's reads are not refused."""
         if self.identity is not None:
-            self.integrate()
+            with contextlib.suppress(AuditTampered):
+                self.integrate()
 
     def upgrade(self) -> int:
         """Adopt the events an older broker's hash chain holds: verified as a chain

@@ -243,6 +243,9 @@ def test_a_cut_log_stops_integration_and_raises_the_alarm(
         "log truncated after event 10: signed checkpoint 12 covers events that are gone"
         in (report["problems"])
     )
+    # Auditors can still read what the log holds: the alarm is raised, not the reads refused.
+    listed = logged.call("GET", "/v1/audit", logged.clients.auditor)
+    assert listed.status_code == 200 and len(listed.json()["events"]) == 10
 
 
 def _note(key: ed25519.Ed25519PrivateKey, size: int, root: bytes, name: str = ORIGIN) -> str:
