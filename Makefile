@@ -25,7 +25,7 @@ typecheck: deps
 	$(BIN)/mypy
 
 unit: deps
-	BROKER_TEST_DATABASE_URL="$$(bash .ci/postgres.sh)" $(BIN)/pytest -q -p no:cacheprovider
+	BROKER_TEST_DATABASE_URL="$$(bash .ci/postgres.sh)" $(BIN)/pytest -q -p no:cacheprovider --durations=20
 
 test-fast: $(STAMP)
 	$(BIN)/pytest -q -p no:cacheprovider -m "not registry and not postgres and not browser and not slow"

@@ -34,8 +34,9 @@ from broker.audit.merkle import (
 )
 from tests.support.gotlog import GoTlog
 
-# The repository's parent holds the shared vectors (/work/shared beside /work/main).
-VECTORS = Path(__file__).resolve().parents[2].parent / "shared" / "vectors" / "rfc6962"
+# Known-answer vectors from transparency-dev/merkle's testdata (Apache-2.0; see the
+# README and LICENSE beside them), kept in the repository so a clean clone has them.
+VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "rfc6962"
 LARGEST = 1025  # the biggest tree built here
 SMALL = 70  # every pair of sizes up to this one is checked
 
