@@ -244,11 +244,15 @@ def _verify_filtered(
         elif event.body.get("seq") != event.seq:
             problem = f"event {event.seq} changed (its content does not match its place)"
         else:
-            leaf = leaf_hash(leaf_data(event.body, event.prev))
             try:
+                leaf = leaf_hash(leaf_data(event.body, event.prev))
                 verify_inclusion(event.seq - 1, size, leaf, proof or [], seal.root)
             except ProofError:
                 problem = f"event {event.seq} is not in the log the seal signs (or was changed)"
+            except ValueError as exc:  # a float, say: no event any broker wrote
+                problem = (
+                    f"event {event.seq} changed (its content cannot be read as an event: {exc})"
+                )
         if problem is not None:
             report.problems.append(problem)
             first_bad = index if first_bad is None else first_bad

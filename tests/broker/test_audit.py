@@ -170,6 +170,12 @@ def test_events_no_checkpoint_covers_are_counted_as_unsigned(logged: Api) -> Non
             "event 4 changed (its content does not match its hash)",
         ),
         (
+            # Bytes where text belongs (SQLite keeps whatever it is given).
+            ["UPDATE audit_events SET reason=X'00ff' WHERE seq=3"],
+            "event 3 changed (its content cannot be read as an event: cannot put a bytes in"
+            " the audit log)",
+        ),
+        (
             # The stored hash of leaves 1-8 (level 3, the first node): the root reads it.
             ["UPDATE audit_tree SET hash=zeroblob(32) WHERE idx=14"],
             "the stored tree does not match the events (the proofs it serves are wrong)",
@@ -567,6 +573,13 @@ def test_a_filtered_export_proves_its_events_and_shows_no_other(
     changed = edit(path, lambda ls: [x.replace("stg-2", "stg-7") for x in ls])
     bad = offline(settings, changed, vkey)
     assert bad.returncode == 1 and "is not in the log the seal signs" in bad.stdout
+    floated = edit(
+        path, lambda ls: [x.replace('"ttl_seconds": ', '"ttl_seconds": 0.5, "was": ') for x in ls]
+    )
+    odd = offline(settings, floated, vkey)
+    assert odd.returncode == 1 and "cannot be read as an event" in odd.stdout, (
+        odd.stdout + odd.stderr
+    )
 
 
 def test_audit_key_rotation_keeps_old_checkpoints_verifiable(
