@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from broker.audit.canonical import canonical
+
 __all__ = [
     "AUDIT_MIGRATED",
     "CATALOG",
@@ -88,9 +90,9 @@ class Record(AuditEvent):
         return {**self.body(), "prev_hash": self.prev_hash, "hash": self.hash}
 
     def row(self) -> dict[str, Any]:
-        """The store's columns: ``detail`` as JSON text (NULL when empty)."""
+        """The store's columns: ``detail`` as its canonical JSON text (NULL when empty)."""
         out = dict(vars(self))
-        out["detail"] = json.dumps(self.detail, sort_keys=True) if self.detail else None
+        out["detail"] = canonical(self.detail).decode() if self.detail else None
         return out
 
     @classmethod

@@ -15,20 +15,21 @@ verification and the export read the checkpoints with them.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from broker.audit.canonical import canonical
 from broker.audit.chain import ChainEvent, Report, verify_chain
 from broker.audit.checkpoints import LogIdentity, SignedCheckpoint
 from broker.audit.cosignatures import cosigned_notes
-from broker.audit.events import AUDIT_MIGRATED, HASHED, AuditEvent, Record, timestamp
+from broker.audit.events import AUDIT_MIGRATED, AuditEvent, Record, timestamp
 from broker.audit.export import export_lines
 from broker.audit.integrator import Integrated, integrate
+from broker.audit.leaves import COLUMNS
 from broker.audit.merkle import (
     ProofError,
     consistency_proof,
@@ -39,7 +40,7 @@ from broker.audit.merkle import (
     verify_inclusion,
 )
 from broker.audit.query import AuditFilter
-from broker.audit.verify import LogEvent, verify_log
+from broker.audit.verify import verify_rows
 from broker.audit.witnesses import WitnessPolicy
 from broker.errors import AuditTampered, Invalid, SetupError
 from broker.keys import KeyMaterial
@@ -78,18 +79,7 @@ class AuditWriter:
         self._audit._committed(self.events)
 
 
-_LOG_COLUMNS = (*HASHED, "prev_hash", "hash")
-
-
-def _log_events(rows: Iterable[Sequence[Any]]) -> Iterator[LogEvent]:
-    """Rows of ``_LOG_COLUMNS`` as verification reads them: the body is what
-    ``Record.from_row(row).body()`` gives, without building the Record (the hot path)."""
-    for row in rows:
-        body = dict(zip(HASHED, row, strict=False))  # the first len(HASHED) columns
-        seq = body["seq"] = int(row[0])
-        detail = body["detail"]
-        body["detail"] = (json.loads(detail) if detail else None) or {}
-        yield LogEvent(seq, body, row[-2], row[-1])
+_LOG_COLUMNS = (*COLUMNS, "prev_hash", "hash")
 
 
 class AuditLog:
@@ -131,7 +121,7 @@ class AuditLog:
 
     def _append(self, tx: SqlTx, event: AuditEvent) -> None:
         row = dict(vars(event))
-        row["detail"] = json.dumps(event.detail, sort_keys=True) if event.detail else None
+        row["detail"] = canonical(event.detail).decode() if event.detail else None
         tx.insert_audit({"at": timestamp(self._clock()), **row})
 
     def _committed(self, events: list[AuditEvent]) -> None:
@@ -331,22 +321,22 @@ class AuditLog:
             notes = cosigned_notes(tx, tx.note_rows())
             size = tx.log_size()
 
-        def events() -> Iterator[LogEvent]:
+        def pages() -> Iterator[Sequence[Sequence[Any]]]:
             after = 0
             while after < size:
                 with self._store.transaction(write=False) as tx:
                     page = tx.log_rows(_LOG_COLUMNS, after=after, limit=_PAGE, to_seq=size)
                 if not page:
                     return
-                yield from _log_events(page)
+                yield page
                 after = int(page[-1][0])
 
         def stored_root(at: int) -> bytes:
             with self._store.transaction(write=False) as tx:
                 return tree_hash(at, tx.tree_hashes)
 
-        return verify_log(
-            events(), notes, identity, expected=self.head, stored_root=stored_root, policy=policy
+        return verify_rows(
+            pages(), notes, identity, expected=self.head, stored_root=stored_root, policy=policy
         )
 
     def check(self) -> Verification:

@@ -11,6 +11,7 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -24,7 +25,7 @@ from broker.audit.canonical import canonical, canonical_reference
 from broker.audit.chain import GENESIS, event_hash
 from broker.audit.checkpoints import LogIdentity
 from broker.audit.export import parse_export, verify_export_file
-from broker.audit.leaves import leaf_data
+from broker.audit.leaves import COLUMNS, column_leaf, leaf_data
 from broker.audit.merkle import Appender, leaf_hash
 from broker.audit.note import Checkpoint, Signer, sign_note
 from broker.errors import AuditTampered
@@ -85,6 +86,36 @@ def test_event_hash_covers_every_field_and_the_link() -> None:
     assert event_hash(body, "1" * 64) != base
 
 
+_FIELD_TEXT = st.none() | st.text(max_size=12)  # any script, controls, U+2028 included
+_DETAIL = st.dictionaries(
+    st.text(max_size=6),
+    st.recursive(
+        st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=8),
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner),
+        max_leaves=8,
+    ),
+    max_size=4,
+)
+
+
+@given(
+    seq=st.integers(1, 2**62),
+    texts=st.lists(_FIELD_TEXT, min_size=len(COLUMNS) - 2, max_size=len(COLUMNS) - 2),
+    detail=_DETAIL,
+)
+@hsettings(max_examples=300)
+def test_a_leaf_made_from_the_stored_columns_is_the_leaf(
+    seq: int, texts: list[str | None], detail: dict
+) -> None:
+    """Full verification makes each leaf straight from the stored columns (the detail as
+    the canonical text the store keeps): the same bytes as the leaf of the event."""
+    body: dict[str, Any] = dict(zip(COLUMNS, [seq, *texts, detail], strict=True))
+    stored = Record(**body).row()  # what the store is given (columns; NULL detail when empty)
+    assert stored["detail"] == (canonical(detail).decode() if detail else None)
+    row = tuple(stored[name] for name in COLUMNS)
+    assert column_leaf(row) == leaf_data(body)
+
+
 @pytest.fixture
 def logged(settings: Settings, clients: Clients) -> Iterator[Api]:
     """12 events, integrated with a checkpoint after 4, 8 and 12: each staging is issued,
@@ -115,6 +146,15 @@ def tamper(settings: Settings, *statements: str) -> None:
     conn = db(settings)
     for statement in statements:
         conn.execute(statement)
+    conn.commit()
+    conn.close()
+
+
+def set_columns(settings: Settings, seq: int, **values: str) -> None:
+    """Rewrite stored columns of event ``seq`` (names from the test, values bound)."""
+    conn = db(settings)
+    assigned = ", ".join(f"{name}=?" for name in values)
+    conn.execute(f"UPDATE audit_events SET {assigned} WHERE seq=?", (*values.values(), seq))  # noqa: S608
     conn.commit()
     conn.close()
 
@@ -256,6 +296,49 @@ def test_a_cut_log_stops_integration_and_raises_the_alarm(
 
 def _note(key: ed25519.Ed25519PrivateKey, size: int, root: bytes, name: str = ORIGIN) -> str:
     return sign_note(Checkpoint(name, size, root).body(), [Signer(name, key)]).decode()
+
+
+def test_events_stored_before_the_detail_was_canonical_still_verify(
+    logged: Api, settings: Settings
+) -> None:
+    """A broker before this one stored ``detail`` as json.dumps(sort_keys=True) text: such
+    rows do not make their leaf from their columns, and are verified through the full
+    reading of the event instead, with the same verdicts."""
+    conn = db(settings)
+    rows = conn.execute("SELECT seq, detail FROM audit_events WHERE detail IS NOT NULL")
+    stored = dict(rows.fetchall())
+    old = {seq: json.dumps(json.loads(text), sort_keys=True) for seq, text in stored.items()}
+    assert len(old) == 4 and all(old[seq] != stored[seq] for seq in old)  # another text
+    conn.executemany(
+        "UPDATE audit_events SET detail=? WHERE seq=?", [(t, s) for s, t in old.items()]
+    )
+    conn.commit()
+    conn.close()
+    report = verify(logged)
+    assert report["summary"] == "12/12 events valid, 3/3 checkpoints valid, 0 events unsigned"
+    changed = old[5].replace("900", "901")
+    assert changed != old[5]
+    set_columns(settings, 5, detail=changed)
+    problems = verify(logged)["problems"]
+    assert problems[:2] == [
+        "event 5 changed (its content does not match its hash)",
+        "checkpoint 8: root does not match; events up to 8 were changed",
+    ], problems
+
+
+def test_a_changed_detail_with_its_hash_recomputed_fails_the_signed_root(
+    logged: Api, settings: Settings
+) -> None:
+    """The leaf made from the columns is trusted for nothing: a detail rewritten with the
+    stored hash recomputed over it fails the checkpoint that covers it."""
+    with logged.store.transaction(write=False) as tx:
+        (row,) = tx.log_rows(COLUMNS, after=4, limit=1, to_seq=5)
+    forged = list(row)
+    forged[COLUMNS.index("detail")] = canonical({"forged": True}).decode()
+    digest = leaf_hash(column_leaf(forged)).hex()
+    set_columns(settings, 5, detail=forged[COLUMNS.index("detail")], hash=digest)
+    problems = verify(logged)["problems"]
+    assert problems[0] == "checkpoint 8: root does not match; events up to 8 were changed"
 
 
 def test_a_forged_checkpoint_is_named(logged: Api) -> None:
