@@ -3,11 +3,13 @@ checked, read and exported.
 
 - ``events``: the event catalog: every kind, the fields it carries, the stored record
 - ``canonical``: the canonical JSON that is hashed and signed
-- ``chain``: event hashes, signed checkpoints, verification (pure)
+- ``chain``: the older broker's hash chain, checked before it is adopted (pure)
+- ``leaves``: an event's leaf bytes, from its fields or straight from its stored columns
+- ``verify``: the events against the tree and the signed checkpoints (pure)
 - ``merkle``: RFC 6962 Merkle tree math over a stored-hash layout: roots, proofs and their
   verification (pure; the transparency log's)
-- ``log``: :class:`AuditLog`, the only append path (lock, truncation check, checkpoint
-  cadence), timed checkpoints, verification of the stored log, pages, the export
+- ``log``: :class:`AuditLog`, the only append path (pending events, no lock), integration
+  (``integrator``), proofs, verification of the stored log, pages, the export
 - ``query``: filters as auditors give them
 - ``export``: the offline export format and its verification
 - ``witnesses``: witnesses' keys, the cosignatures they post, the K-of-N policy an auditor
@@ -19,10 +21,10 @@ The store only keeps the rows (``broker/store/sql.py``).
 """
 
 from broker.audit import events
-from broker.audit.chain import Checkpoint, Report
 from broker.audit.events import CATALOG, AuditEvent, Kind, Record, timestamp
 from broker.audit.log import AuditLog, AuditWriter, Verification
 from broker.audit.query import FILTERS, AuditFilter, make_filter
+from broker.audit.verify import Report
 
 __all__ = [
     "CATALOG",
@@ -31,7 +33,6 @@ __all__ = [
     "AuditFilter",
     "AuditLog",
     "AuditWriter",
-    "Checkpoint",
     "Kind",
     "Record",
     "Report",

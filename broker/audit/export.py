@@ -29,13 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from broker.audit.chain import Report
 from broker.audit.checkpoints import LogIdentity, SignedCheckpoint
 from broker.audit.events import Record
 from broker.audit.leaves import leaf_data
 from broker.audit.merkle import ProofError, leaf_hash, verify_inclusion
 from broker.audit.note import NoteError
-from broker.audit.verify import LogEvent, check_notes, verify_log
+from broker.audit.verify import LogEvent, Report, check_notes, verify_log
 from broker.audit.witnesses import WitnessPolicy
 from broker.errors import ExportError
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from broker.audit.canonical import canonical
-from broker.audit.chain import ChainEvent, Report, verify_chain
+from broker.audit.chain import ChainCheck, ChainEvent
 from broker.audit.checkpoints import LogIdentity, SignedCheckpoint
 from broker.audit.cosignatures import cosigned_notes
 from broker.audit.events import AUDIT_MIGRATED, AuditEvent, Record, timestamp
@@ -40,7 +40,7 @@ from broker.audit.merkle import (
     verify_inclusion,
 )
 from broker.audit.query import AuditFilter
-from broker.audit.verify import verify_rows
+from broker.audit.verify import Report, verify_rows
 from broker.audit.witnesses import WitnessPolicy
 from broker.errors import AuditTampered, Invalid, SetupError
 from broker.keys import KeyMaterial
@@ -193,30 +193,29 @@ class AuditLog:
         with self._lock, self._store.transaction() as tx:
             if not tx.try_integrator_lock():
                 return 0  # another replica adopts them
-            chained: list[ChainEvent] = []
+            chain = ChainCheck()  # read a page at a time, none kept
             after = 0
             while page := tx.pending_audit(_PAGE, after_id=after):
                 for row in page:
                     if row.get("prev_hash") is None:
                         break
                     record = Record.from_row({**row, "seq": row["id"]})
-                    chained.append(ChainEvent(record.seq, str(record.prev_hash),
-                                              str(record.hash), record.body()))  # fmt: skip
+                    chain.add(ChainEvent(record.seq, str(record.prev_hash),
+                                         str(record.hash), record.body()))  # fmt: skip
                 else:
                     after = int(page[-1]["id"])
                     continue
                 break
-            if not chained:
+            head = chain.head
+            if head is None:
                 return 0
-            report = verify_chain(chained, [], {}, anchor="0" * 64)
-            if not report.intact:
+            if chain.problem is not None:
                 raise AuditTampered(
                     f"the audit chain of the older broker does not verify, so it was not"
-                    f" adopted into the log: {report.problems[0]}"
+                    f" adopted into the log: {chain.problem}"
                 )
-            head = chained[-1]
             step = integrate(
-                tx, identity, now=int(self._clock()), limit=len(chained), sign=False,
+                tx, identity, now=int(self._clock()), limit=chain.count, sign=False,
                 adopting=True,
             )  # fmt: skip
             assert step is not None and step.size == head.seq
@@ -225,8 +224,8 @@ class AuditLog:
             step = integrate(tx, identity, now=int(self._clock()), limit=1)
             assert step is not None
             self.head = (step.size, step.root)
-        log.info("audit chain adopted into the log", extra={"events": len(chained)})
-        return len(chained)
+        log.info("audit chain adopted into the log", extra={"events": chain.count})
+        return chain.count
 
     # -- reading --------------------------------------------------------------------------
 

@@ -15,17 +15,87 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from broker.audit.chain import Report
 from broker.audit.checkpoints import LogIdentity, SignedCheckpoint
 from broker.audit.leaves import COLUMNS, column_leaf, leaf_data
 from broker.audit.merkle import RootBuilder, leaf_hash
 from broker.audit.note import NoteError
 from broker.audit.witnesses import WitnessPolicy
 
-__all__ = ["LogEvent", "check_notes", "log_event", "verify_log", "verify_rows", "witnessed"]
+__all__ = [
+    "LogEvent",
+    "Report",
+    "check_notes",
+    "log_event",
+    "verify_log",
+    "verify_rows",
+    "witnessed",
+]
+
+
+@dataclass
+class Report:
+    events_total: int = 0
+    events_valid: int = 0
+    checkpoints_total: int = 0
+    checkpoints_valid: int = 0
+    signed_through: int = 0
+    """The last event a valid signed checkpoint covers (0: none)."""
+    events_unsigned: int = 0
+    """Events after ``signed_through``: in the tree, but covered by no signed checkpoint yet
+    (the newest events until the next checkpoint, or the tail a crash left unsigned).
+    Their leaves are in the tree, but anyone who can write the database could have
+    rewritten them consistently: no signature vouches for them yet."""
+    witnesses_required: int = 0
+    """The cosignatures the auditor required on a checkpoint (0: no witness policy)."""
+    witnessed_through: int = 0
+    """The newest valid checkpoint that carries them (0: none)."""
+    witnesses_found: int = 0
+    """The given witnesses' valid cosignatures on it (or the most on any checkpoint, when
+    none carries enough)."""
+    problems: list[str] = field(default_factory=list)
+    proved: list[str] = field(default_factory=list)
+    """What each valid checkpoint proved, in order (the newest last)."""
+
+    @property
+    def intact(self) -> bool:
+        return not self.problems
+
+    def summary(self) -> str:
+        text = (
+            f"{self.events_valid}/{self.events_total} events valid, "
+            f"{self.checkpoints_valid}/{self.checkpoints_total} checkpoints valid, "
+            f"{self.events_unsigned} events unsigned"
+        )
+        if self.events_unsigned:
+            text += f" (after event {self.signed_through}, the last a signed checkpoint covers)"
+        if self.witnessed_through:
+            text += (
+                f"; witnessed: checkpoint {self.witnessed_through} cosigned by"
+                f" {self.witnesses_found} of the given witnesses ({self.witnesses_required}"
+                " required)"
+            )
+            if self.witnessed_through < self.signed_through:
+                text += f", the events after {self.witnessed_through} signed by the log alone"
+        if self.problems:
+            text += f"; first problem: {self.problems[0]}"
+        return text
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "intact": self.intact,
+            "events_total": self.events_total,
+            "events_valid": self.events_valid,
+            "checkpoints_total": self.checkpoints_total,
+            "checkpoints_valid": self.checkpoints_valid,
+            "signed_through": self.signed_through,
+            "events_unsigned": self.events_unsigned,
+            "problems": self.problems[:20],
+            "proved": self.proved[-20:],
+            "summary": self.summary(),
+        }
 
 
 @dataclass(frozen=True)

@@ -164,9 +164,12 @@ def test_a_damaged_stored_tree_serves_no_wrong_proof(
 # -- a log kept as a hash chain (schema version 5) is adopted ------------------------------
 
 
-def _chain_era_database(url: str, reasons: dict[int, str] | None = None) -> list[str]:
+def _chain_era_database(
+    url: str, reasons: dict[int, str] | None = None, then: str | None = None
+) -> list[str]:
     """A database as a version-5 broker left it: 7 chained events. Returns their hashes.
-    ``reasons`` rewrites events after they were hashed (a broken chain)."""
+    ``reasons`` rewrites events after they were hashed, ``then`` is run last (a broken
+    chain)."""
     import sqlite3
 
     import psycopg
@@ -195,6 +198,8 @@ def _chain_era_database(url: str, reasons: dict[int, str] | None = None) -> list
         conn.execute(f"INSERT INTO audit_events ({columns}) VALUES ({marks})", tuple(row.values()))  # noqa: S608
         prev = digest
         hashes.append(digest)
+    if then is not None:
+        conn.execute(then)
     conn.commit()
     conn.close()
     return hashes
@@ -232,12 +237,31 @@ def test_a_hash_chain_is_verified_and_adopted_as_the_first_leaves(
         service.close()
 
 
-def test_a_broken_chain_is_not_adopted(settings: Settings, database_url: str) -> None:
+@pytest.mark.parametrize(
+    ("reasons", "then", "problem"),
+    [
+        ({3: "rewritten after it was hashed"}, None, "event 3 changed"),
+        ({}, "DELETE FROM audit_events WHERE seq=4", "event 5 follows event 3"),
+        (
+            {},
+            "UPDATE audit_events SET prev_hash='" + "1" * 64 + "' WHERE seq=4",
+            "event 4: link to event 3 broken",
+        ),
+        ({}, "DELETE FROM audit_events WHERE seq=1", "event 2: the chain does not start"),
+    ],
+)
+def test_a_broken_chain_is_not_adopted(
+    settings: Settings,
+    database_url: str,
+    reasons: dict[int, str],
+    then: str | None,
+    problem: str,
+) -> None:
     from broker.errors import AuditTampered
     from broker.service import open_service
 
-    _chain_era_database(database_url, reasons={3: "rewritten after it was hashed"})
-    with pytest.raises(AuditTampered, match=r"does not verify.*event 3 changed"):
+    _chain_era_database(database_url, reasons, then)
+    with pytest.raises(AuditTampered, match=rf"does not verify.*{problem}"):
         open_service(settings.model_copy(update={"database_url": database_url}))
 
 
