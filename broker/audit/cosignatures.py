@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from broker.audit.checkpoints import LogIdentity
+from broker.audit.integrator import thin_cosigned
 from broker.audit.merkle import tree_hash
 from broker.audit.note import NoteError, add_signatures, parse_note
 from broker.audit.witnesses import Cosignature, check_cosignatures, parse_posted, witness_key
@@ -71,11 +72,13 @@ class Cosignatures:
         identity: LogIdentity | None,
         *,
         origin: str,
+        keep_every: int = 0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
         self._identity = identity
         self._origin = origin
+        self._keep_every = keep_every
         self._clock = clock
 
     def _signing(self) -> LogIdentity:
@@ -147,7 +150,7 @@ class Cosignatures:
         if new:
             with self._store.transaction() as tx:
                 # Under the integrator's lock: no thinning deletes the note meanwhile, and
-                # none after this commits (it keeps every cosigned checkpoint).
+                # none after this commits (it keeps each witness's newest cosigned one).
                 tx.wait_integrator_lock()
                 if _signed_text(tx, checkpoint.size, checkpoint.root) != signed_text:
                     raise Invalid(f"the log's checkpoint {checkpoint.size} changed meanwhile")
@@ -156,6 +159,10 @@ class Cosignatures:
                     vkey = c.witness.vkey()
                     if tx.put_cosignature(checkpoint.size, vkey, c.timestamp, line, now):
                         stored.add(vkey)
+                for vkey in stored:  # the checkpoint each cosigned before may go now
+                    before = tx.previous_cosigned(vkey, checkpoint.size)
+                    if before is not None:
+                        thin_cosigned(tx, before, self._keep_every)
         return Cosigned(checkpoint.size, [(c, c.witness.vkey() in stored) for c in found])
 
 

@@ -25,7 +25,7 @@ from broker.audit.merkle import Appender, leaf_hash, stored_count, tree_hash
 from broker.errors import AuditTampered
 from broker.store import SqlTx
 
-__all__ = ["Integrated", "check_tree", "integrate"]
+__all__ = ["Integrated", "check_tree", "integrate", "thin_cosigned"]
 
 
 @dataclass(frozen=True)
@@ -128,11 +128,33 @@ def _thin(tx: SqlTx, newest: dict[str, Any], keep_every: int) -> None:
     """A new checkpoint replaces the newest one, unless that one is ``keep_every``
     seconds or more after the checkpoint before it, or a witness cosigned it: the store
     keeps one checkpoint per ``keep_every`` besides the newest (each covers every event
-    before it, so the others add nothing a verifier needs), and every cosigned one (the
-    witnesses' word is on it). Cosignatures are stored under the integrator's lock
-    (broker/audit/log.py), so none arrives for a checkpoint deleted here."""
+    before it, so the others add nothing a verifier needs), and each witness's newest
+    cosigned one (:func:`thin_cosigned` drops the older ones). Cosignatures are stored
+    under the integrator's lock (broker/audit/log.py), so none arrives for a checkpoint
+    deleted here."""
     if keep_every <= 0 or tx.has_cosignatures(int(newest["size"])):
         return
     before = tx.note_rows(to_size=int(newest["size"]) - 1, newest_first=True, limit=1)
     if before and int(newest["signed_at"]) - int(before[0]["signed_at"]) < keep_every:
         tx.delete_note(int(newest["size"]))
+
+
+def thin_cosigned(tx: SqlTx, size: int, keep_every: int) -> bool:
+    """Checkpoint ``size`` was cosigned, and a witness has just cosigned a newer one: it
+    goes, with its cosignatures, unless it is still some witness's newest, or the store
+    keeps it anyway (the first, the newest, or ``keep_every`` seconds or more after the
+    checkpoint kept before it). So a witness that cosigns every minute leaves one
+    checkpoint per ``keep_every`` behind it, not one a minute; its newer cosignature
+    vouches for everything the dropped one did (it checked that the log only grew).
+    Called under the integrator's lock. True when it went."""
+    if keep_every <= 0 or tx.newest_of_a_witness(size):
+        return False
+    latest, note = tx.latest_note(), tx.note_at(size)
+    if note is None or latest is None or int(latest["size"]) == size:
+        return False
+    before = tx.note_rows(to_size=size - 1, newest_first=True, limit=1)
+    if not before or int(note["signed_at"]) - int(before[0]["signed_at"]) >= keep_every:
+        return False
+    tx.delete_cosignatures(size)
+    tx.delete_note(size)
+    return True

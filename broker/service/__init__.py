@@ -128,7 +128,11 @@ class Service:
         self.auditors = AuditorSessions(keys, self.clients)
         self.witnesses = Witnesses(self.units, clock)
         self.cosignatures = Cosignatures(
-            store, self.audit.identity, origin=self.audit.origin, clock=clock
+            store,
+            self.audit.identity,
+            origin=self.audit.origin,
+            keep_every=settings.audit_checkpoint_keep_seconds,
+            clock=clock,
         )
         self.egress = EgressProbes(settings)
         self._probing = threading.Lock()

@@ -645,6 +645,27 @@ class SqlTx:
         ).fetchall()
         return {str(r[0]): int(r[1]) for r in rows}
 
+    def previous_cosigned(self, witness: str, size: int) -> int | None:
+        """The largest checkpoint smaller than ``size`` that ``witness`` cosigned."""
+        row = self._one(
+            "SELECT MAX(size) FROM audit_cosignatures WHERE witness = ? AND size < ?",
+            (witness, size),
+        )
+        return int(row[0]) if row and row[0] is not None else None
+
+    def newest_of_a_witness(self, size: int) -> bool:
+        """Whether checkpoint ``size`` is the newest one some witness cosigned."""
+        row = self._one(
+            "SELECT 1 FROM audit_cosignatures c WHERE c.size = ? AND NOT EXISTS"
+            " (SELECT 1 FROM audit_cosignatures d WHERE d.witness = c.witness"
+            " AND d.size > c.size) LIMIT 1",
+            (size,),
+        )
+        return row is not None
+
+    def delete_cosignatures(self, size: int) -> None:
+        self._exec("DELETE FROM audit_cosignatures WHERE size = ?", (size,))
+
     def has_cosignatures(self, size: int) -> bool:
         row = self._one("SELECT 1 FROM audit_cosignatures WHERE size = ? LIMIT 1", (size,))
         return row is not None

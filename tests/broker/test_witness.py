@@ -299,6 +299,47 @@ def test_a_checkpoint_replaced_meanwhile_is_409_and_thinning_keeps_cosigned_ones
     assert api.service.audit.verify().intact
 
 
+def test_a_witness_cosigning_every_ten_minutes_leaves_one_checkpoint_an_hour(
+    api_each_store: Api,
+) -> None:
+    """W1 cosigns the newest checkpoint every 10 minutes for 2.5 hours, W2 only once at
+    the start: the store keeps the first checkpoint, one an hour, each witness's newest
+    cosigned one and the newest, not every checkpoint W1 ever cosigned; what it keeps
+    verifies, with the cosignatures, and W1's newest word is served."""
+    import functools
+
+    api = api_each_store
+    for w in (W1, W2):
+        api.service.witnesses.add(w.vkey())
+    start = api.service.clock()
+    cosigned = {}
+    for minute in range(0, 150, 10):
+        api.service.clock = functools.partial(float.__add__, start + 60.0 * minute, 0.0)
+        with api.store.transaction() as tx:  # events of the moved clock, no client asked
+            api.service.audit.writer(tx).append(events.CLIENT_REMOVED(client=f"c-{minute}"))
+        done = api.service.audit.integrate()
+        assert done is not None and done.signed is not None
+        size = done.size
+        r = _post(api, _cosigned(api, W1, at=int(start) + 60 * minute))
+        assert r.status_code == 200, r.text
+        if minute == 0:
+            assert _post(api, _cosigned(api, W2, at=int(start))).status_code == 200
+        cosigned[minute] = size
+    with api.store.transaction(write=False) as tx:
+        kept = [(int(r["size"]), int(r["signed_at"]) - int(start)) for r in tx.note_rows()]
+    assert [at for _, at in kept] == [0, 3600, 7200, 8400], kept  # W2's is the first
+    assert [size for size, _ in kept] == [cosigned[m] for m in (0, 60, 120, 140)]
+    # Only cosignatures of kept checkpoints remain: W1's of the hourly ones, W2's first.
+    assert [(r["size"], r["witness"] == W1.vkey()) for r in _stored(api)] == [
+        (cosigned[0], True), (cosigned[0], False), (cosigned[60], True),
+        (cosigned[120], True), (cosigned[140], True),
+    ]  # fmt: skip
+    newest = open_note(api.http.get("/v1/audit/checkpoint").content, _identity(api).verifiers)
+    assert cosignatures(newest, [W1.verifier(), W2.verifier()]) == {W1.vkey(): int(start) + 8400}
+    report = api.service.audit.verify(policy=WitnessPolicy.of([W1.vkey()], 1))
+    assert report.intact and report.witnessed_through == cosigned[140], report.problems
+
+
 def test_cosignatures_racing_the_integrator_on_postgresql(
     settings: Settings, pg_schema_url: str
 ) -> None:
