@@ -24,7 +24,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,6 +84,14 @@ class Parsed:
     notes: list[bytes] = field(default_factory=list)
 
 
+Proved = tuple[LogEvent, list[bytes] | None]
+"""An event of an export, with its inclusion proof (a filtered export's) or None."""
+
+_EVENT_LINE = '{"body":'
+"""How every event line begins (written with sorted keys), and no other line: the two
+passes of a verification tell the lines apart by it without reading them."""
+
+
 def _proof(value: object) -> list[bytes] | None:
     if value is None:
         return None
@@ -92,44 +100,96 @@ def _proof(value: object) -> list[bytes] | None:
     return [base64.b64decode(str(h), validate=True) for h in value]
 
 
-def parse_export(lines: Iterable[str]) -> Parsed:
-    parsed: Parsed | None = None
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-            kind = item["type"]
-            if kind == "header":
-                if item.get("version") != VERSION:
-                    raise ExportError(
-                        f"an audit export of version {item.get('version')}; this broker reads"
-                        f" version {VERSION}"
-                    )
-                parsed = Parsed(item)
-            elif parsed is None:
-                raise ExportError("not an audit export (no header first)")
-            elif kind == "event":
-                body = item["body"]
-                if not isinstance(body, dict):
-                    raise ValueError
-                prev = item.get("prev")
-                event = LogEvent(
-                    int(item["seq"]),
-                    body,
-                    str(prev) if prev is not None else None,
-                    str(item["hash"]) if item.get("hash") is not None else None,
-                )
-                parsed.events.append((event, _proof(item.get("proof"))))
-            elif kind == "checkpoint":
-                parsed.notes.append(str(item["note"]).encode())
-            else:
-                raise ValueError
-        except (ValueError, KeyError, TypeError, binascii.Error):
-            raise ExportError(f"line {number} is not an audit export record") from None
-    if parsed is None:
+def _record(item: dict[str, Any]) -> tuple[str, Any]:
+    """One line's record: ("header", dict), ("event", Proved) or ("checkpoint", bytes).
+    Raises ValueError, KeyError or TypeError for anything else."""
+    kind = item["type"]
+    if kind == "header":
+        if item.get("version") != VERSION:
+            raise ExportError(
+                f"an audit export of version {item.get('version')}; this broker reads"
+                f" version {VERSION}"
+            )
+        return kind, item
+    if kind == "event":
+        body = item["body"]
+        if not isinstance(body, dict):
+            raise ValueError
+        prev = item.get("prev")
+        event = LogEvent(
+            int(item["seq"]),
+            body,
+            str(prev) if prev is not None else None,
+            str(item["hash"]) if item.get("hash") is not None else None,
+        )
+        return kind, (event, _proof(item.get("proof")))
+    if kind == "checkpoint":
+        return kind, str(item["note"]).encode()
+    raise ValueError
+
+
+def _records(lines: Iterable[str], events: bool | None = None) -> Iterator[tuple[str, Any]]:
+    """The records of an export's lines, in order, the header first. ``events`` True:
+    only the event lines are read (the others skipped unread, the header checked and not
+    given); False: only the others; None: all."""
+    first = True
+    try:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            is_event = line.startswith(_EVENT_LINE)
+            if not first and events is not None and is_event != events:
+                continue
+            try:
+                kind, value = _record(json.loads(line))
+                if (kind == "event") != is_event:
+                    raise ValueError  # not a line as the broker writes it
+            except (ValueError, KeyError, TypeError, binascii.Error):
+                if first:
+                    raise ExportError("not an audit export (no header first)") from None
+                raise ExportError(f"line {number} is not an audit export record") from None
+            if first != (kind == "header"):
+                if first:
+                    raise ExportError("not an audit export (no header first)")
+                raise ExportError(f"line {number} is not an audit export record")
+            if first:
+                first = False
+                if events:
+                    continue
+            yield kind, value
+    except UnicodeDecodeError as exc:
+        raise ExportError(f"the export is not UTF-8 text: {exc.reason}") from None
+    if first:
         raise ExportError("not an audit export (no header)")
+
+
+def parse_export(lines: Iterable[str]) -> Parsed:
+    """The whole export in memory (verification streams it: :func:`verify_export`)."""
+    parsed: Parsed | None = None
+    for kind, value in _records(lines):
+        if kind == "header":
+            parsed = Parsed(value)
+        elif parsed is not None:
+            (parsed.events if kind == "event" else parsed.notes).append(value)
+    assert parsed is not None  # _records raised otherwise
     return parsed
+
+
+Lines = Iterable[str] | Callable[[], Iterable[str]]
+"""An export's lines, or what reads them afresh (a verification reads them twice)."""
+
+
+def _file_lines(path: Path) -> Callable[[], Iterator[str]]:
+    def read() -> Iterator[str]:
+        try:
+            # Lines end at "\n" only: U+2028 and friends are not line ends here.
+            with path.open(encoding="utf-8", newline="\n") as f:
+                for line in f:
+                    yield line.removesuffix("\n")
+        except OSError as exc:
+            raise ExportError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+    return read
 
 
 def verify_export_file(
@@ -138,17 +198,15 @@ def verify_export_file(
     trusted: Sequence[bytes] = (),
     policy: WitnessPolicy | None = None,
 ) -> Report:
-    """:func:`verify_export` of the export in ``path``."""
-    try:
-        # Lines end at "\n" only: splitlines() would also split at U+2028 and others.
-        lines = path.read_text().split("\n")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ExportError(f"cannot read {path}: {getattr(exc, 'strerror', exc)}") from None
-    return verify_export(lines, identity, trusted, policy)
+    """:func:`verify_export` of the export in ``path``, read twice, a line at a time:
+    memory does not grow with the export."""
+    if not path.is_file():
+        raise ExportError(f"cannot read {path}: no such file")
+    return verify_export(_file_lines(path), identity, trusted, policy)
 
 
 def verify_export(
-    lines: Iterable[str],
+    lines: Lines,
     identity: LogIdentity,
     trusted: Sequence[bytes] = (),
     policy: WitnessPolicy | None = None,
@@ -158,9 +216,28 @@ def verify_export(
 
     ``policy``: the cosignatures required. A complete export meets it with any of its
     checkpoints whose root the events give (the newest such is reported); a filtered
-    one only with its seal, the one checkpoint its events are proven against."""
-    parsed = parse_export(lines)
-    size = parsed.header.get("size")
+    one only with its seal, the one checkpoint its events are proven against.
+
+    Two passes: the header and the checkpoints first (the checks need the notes before
+    the events), then the events, streamed into the verification, none kept."""
+    if callable(lines):
+        read = lines
+    else:
+        kept_lines = lines if isinstance(lines, list | tuple) else list(lines)
+        read = lambda: kept_lines  # noqa: E731
+    header: dict[str, Any] = {}
+    found: list[bytes] = []
+    for kind, value in _records(read(), events=False):
+        if kind == "header":
+            header = value
+        else:
+            found.append(value)
+
+    def events() -> Iterator[Proved]:
+        for _, value in _records(read(), events=True):
+            yield value
+
+    size = header.get("size")
     if not isinstance(size, int) or size < 0:
         raise ExportError("the export's header names no size")
     kept: list[bytes] = []
@@ -178,9 +255,9 @@ def verify_export(
             )
             continue
         kept.append(note)
-    notes = [*parsed.notes, *kept]
-    if parsed.header.get("complete"):
-        checked = verify_log((e for e, _ in parsed.events), notes, identity, policy=policy)
+    notes = [*found, *kept]
+    if header.get("complete"):
+        checked = verify_log((e for e, _ in events()), notes, identity, policy=policy)
         checked.problems[:0] = report.problems
         report = checked
         for note in kept:
@@ -193,13 +270,13 @@ def verify_export(
                     f" first {old.size} events have its root)"
                 )
     else:
-        report = _verify_filtered(parsed, notes, identity, size, report, policy)
+        report = _verify_filtered(events(), notes, identity, size, report, policy)
         if kept:
             report.problems.append(
                 "a filtered export cannot prove the log only grew since a trusted checkpoint:"
                 " verify a complete export"
             )
-    if not any(_size_of(n) == size for n in parsed.notes):
+    if not any(_size_of(n) == size for n in found):
         report.problems.append(f"the export's seal (a checkpoint of size {size}) is missing")
     return report
 
@@ -212,7 +289,7 @@ def _size_of(note: bytes) -> int | None:
 
 
 def _verify_filtered(
-    parsed: Parsed,
+    events: Iterable[Proved],
     notes: list[bytes],
     identity: LogIdentity,
     size: int,
@@ -236,7 +313,8 @@ def _verify_filtered(
                 " cosigned checkpoint)"
             )
     first_bad: int | None = None
-    for index, (event, proof) in enumerate(parsed.events):
+    index = -1
+    for index, (event, proof) in enumerate(events):
         problem = None
         if seal is None:
             problem = f"event {event.seq}: no valid seal to prove it against"
@@ -255,13 +333,13 @@ def _verify_filtered(
         if problem is not None:
             report.problems.append(problem)
             first_bad = index if first_bad is None else first_bad
-    report.events_total = len(parsed.events)
+    report.events_total = index + 1
     report.events_valid = first_bad if first_bad is not None else report.events_total
     if seal is not None:
         report.signed_through = size
         if first_bad is None:
             report.proved.append(
-                f"checkpoint {size} (the seal): each of the {len(parsed.events)} events is in"
-                " the log it signed"
+                f"checkpoint {size} (the seal): each of the {report.events_total} events is"
+                " in the log it signed"
             )
     return report

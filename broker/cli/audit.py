@@ -205,10 +205,12 @@ def _read(path: Path) -> bytes:
 def _export_origin(path: Path) -> str:
     """The origin an export's header names (for keys given without one)."""
     try:
-        with path.open() as f:
+        with path.open(encoding="utf-8", newline="\n") as f:
             header = json.loads(f.readline())
         return str(header["origin"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except OSError as exc:
+        raise ExportError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except (ValueError, KeyError, TypeError):
         raise ExportError(f"{path} is not an audit export (version 2)") from None
 
 

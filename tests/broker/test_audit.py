@@ -28,7 +28,7 @@ from broker.audit.export import parse_export, verify_export_file
 from broker.audit.leaves import COLUMNS, column_leaf, leaf_data
 from broker.audit.merkle import Appender, leaf_hash
 from broker.audit.note import Checkpoint, Signer, sign_note
-from broker.errors import AuditTampered
+from broker.errors import AuditTampered, ExportError
 from broker.keys import load_keys, rotate_audit_key
 from broker.settings import Settings
 from tests.support import ROOT, markers
@@ -506,6 +506,60 @@ def edit(path: Path, change) -> Path:
     target = path.with_name("tampered.jsonl")
     target.write_text("\n".join(changed) + "\n")
     return target
+
+
+def _version_1(lines: list[str]) -> list[str]:
+    return [lines[0].replace('"version": 2', '"version": 1'), *lines[1:]]
+
+
+def _keys_reordered(lines: list[str]) -> list[str]:
+    """The first event written with its keys in another order: not a line the broker
+    writes (its lines are told apart by how they begin)."""
+    return [lines[0], json.dumps(dict(reversed(json.loads(lines[1]).items()))), *lines[2:]]
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda lines: [], r"not an audit export \(no header\)"),
+        (lambda lines: lines[1:], r"not an audit export \(no header first\)"),
+        (_version_1, "an audit export of version 1; this broker reads version 2"),
+        (lambda lines: [*lines[:3], "{nope", *lines[3:]], "line 4 is not"),
+        (lambda lines: [*lines[:3], lines[0], *lines[3:]], "line 4 is not"),  # a second header
+        (_keys_reordered, "line 2 is not an audit export record"),
+    ],
+)
+def test_a_file_that_is_not_an_export_is_named(
+    export: tuple[Path, str], settings: Settings, make, message: str
+) -> None:
+    path, vkey = export
+    bad = path.with_name("bad.jsonl")
+    bad.write_text("\n".join(make(path.read_text().split("\n"))))
+    identity = LogIdentity.from_vkeys([vkey])
+    with pytest.raises(ExportError, match=message):
+        verify_export_file(bad, identity)
+
+
+def test_an_export_that_is_not_text_or_not_there_gets_one_line(
+    export: tuple[Path, str], settings: Settings
+) -> None:
+    path, vkey = export
+    identity = LogIdentity.from_vkeys([vkey])
+    bad = path.with_name("bad.jsonl")
+    bad.write_bytes(path.read_bytes() + b"\xff\xfe\n")
+    with pytest.raises(ExportError, match="the export is not UTF-8 text"):
+        verify_export_file(bad, identity)
+    for where, message in (
+        (path.with_name("absent.jsonl"), "No such file or directory"),
+        (path.parent, "Is a directory"),
+        (bad, "is not an audit export"),  # the command reads the header first
+    ):
+        if where == bad:
+            bad.write_bytes(b"\xff\xfe\n")
+        out = offline(settings, where, vkey)
+        assert out.returncode != 0 and out.stdout == "", out
+        assert f"{where}" in out.stderr and message in out.stderr, out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
 
 
 def _event_line(lines: list[str], seq: int) -> int:
