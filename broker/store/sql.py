@@ -56,7 +56,8 @@ MIGRATIONS: list[list[Migration]] = [
         "CREATE INDEX audit_staging ON audit_events (staging_guid)",
     ],
     [
-        # The hash chain and its signed checkpoints (see broker/audit/chain.py).
+        # The hash chain and its signed checkpoints, before the tree (AuditLog.upgrade
+        # adopts the chain into the tree once broker/audit/chain.py has checked it).
         "ALTER TABLE audit_events ADD COLUMN prev_hash TEXT",
         "ALTER TABLE audit_events ADD COLUMN hash TEXT",
         "CREATE TABLE audit_checkpoints ("
