@@ -18,6 +18,7 @@ import urllib3
 
 from tailor.assertion import ClientKey
 from tailor.errors import TailorError
+from tailor.neterrors import classify
 from tailor.retry import RetryPolicy, parse_retry_after
 
 __all__ = ["BrokerClient", "BrokerError", "Redemption", "UpstreamGrant"]
@@ -165,8 +166,7 @@ class BrokerClient:
                 wait = RETRY.delay(attempt)
                 if wait is None:
                     raise BrokerError(
-                        f"cannot reach the broker for {what}: {lost.name}"
-                        f" after {attempt} attempt(s)"
+                        f"cannot reach the broker for {what}: {lost.name} ({attempt} attempts)"
                     ) from None
             else:
                 wait = RETRY.delay(attempt, retry_after) if status in _LOST else None
@@ -197,11 +197,15 @@ class BrokerClient:
             # Not a lost answer but a broken set-up (a bad certificate, a bad URL): asking
             # again changes nothing.
             self._last_used = None
-            raise BrokerError(f"cannot reach the broker: {type(exc).__name__}") from None
+            what = classify(exc).what if isinstance(exc, requests.ConnectionError) else None
+            raise BrokerError(f"cannot reach the broker: {what or type(exc).__name__}") from None
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
             self._last_used = None
             self._session.close()  # the next try goes on a new connection
-            raise _Lost(type(exc).__name__) from None
+            failure = classify(exc)
+            if not failure.transient:  # a name that does not resolve, say
+                raise BrokerError(f"cannot reach the broker: {failure.what}") from None
+            raise _Lost(failure.what) from None
         self._last_used = time.monotonic()
         try:
             data = json.loads(raw) if raw else {}

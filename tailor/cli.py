@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import functools
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,7 +18,7 @@ from tailor.authn import ANONYMOUS, Authenticator, PlatformAssertion, resolve
 from tailor.blobcache import BlobLocations, MemoryLocations, SqliteLocations, default_cache_path
 from tailor.copy import CopyOptions, copy_image
 from tailor.errors import ConfigError, TailorError
-from tailor.manifest import parse_platform
+from tailor.manifest import Platform, parse_platform
 from tailor.progress import for_stream
 from tailor.reference import Reference, parse_reference
 from tailor.registry import Repository
@@ -28,12 +30,77 @@ __all__ = ["main"]
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         # One line, not argparse's usage dump: the exit code says "usage" (2).
-        sys.stderr.write(f"tailor: error: {message} (see 'tailor {self.prog.split()[-1]} -h')\n")
+        text, prog = _suggest(self, message)
+        sys.stderr.write(f"tailor: error: {text} (see '{prog} -h')\n")
         raise SystemExit(2)
 
 
+def _suggest(parser: argparse.ArgumentParser, message: str) -> tuple[str, str]:
+    """argparse's message, with the nearest command for a typo (as skopeo and git do):
+    ``unknown command 'cpy'; did you mean 'copy'?``; and whose help to see."""
+    choice = re.fullmatch(r"argument command: invalid choice: '(.*?)' \(choose from .*\)", message)
+    if choice:
+        typed = choice.group(1)
+        near = difflib.get_close_matches(typed, _COMMANDS, n=1, cutoff=0.5)
+        hint = f"did you mean {near[0]!r}?" if near else f"the commands are {', '.join(_COMMANDS)}"
+        return f"unknown command {typed!r}; {hint}", parser.prog
+    return message, parser.prog
+
+
+_COMMANDS = ("copy", "stage", "egress-rules", "push")
+
+
+def _unknown(parser: argparse.ArgumentParser, words: Sequence[str]) -> str:
+    """What to say of arguments ``parser`` (one command's) does not know: the nearest of
+    its options for the first unknown option (a typo), else argparse's words."""
+    options = [o for action in parser._actions for o in action.option_strings]
+    for word in words:
+        name = word.split("=")[0]
+        if name.startswith("--"):
+            near = difflib.get_close_matches(name, options, n=1, cutoff=0.6)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            return f"unknown option {name!r}{hint}"
+    return f"unrecognized arguments: {' '.join(words)}"
+
+
+def _jobs(text: str) -> int:
+    """``--jobs``: a usage error (exit 2) unless 1 to 64."""
+    try:
+        jobs = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"takes a number, not {text!r}") from None
+    if not 1 <= jobs <= 64:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 64, not {jobs}")
+    return jobs
+
+
+def _platform(text: str) -> Platform:
+    """``--platform``: a usage error (exit 2) for what is not os/arch[/variant]."""
+    try:
+        return parse_platform(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+_ENVIRONMENT = """environment:
+  TAILOR_SRC_PASSWORD, TAILOR_DEST_PASSWORD
+                        the password for --src-username, --dest-username (never an argument)
+  DOCKER_CONFIG         the folder of the Docker config.json read for credentials
+                        (default ~/.docker)
+  TAILOR_BROKER_URL, TAILOR_CLIENT_ID, TAILOR_CLIENT_KEY
+                        the platform identity: the broker, this client's id and the PEM
+                        file of its private key
+  TAILOR_CACHE_DIR      where the record of pushed blobs is kept (default
+                        $XDG_CACHE_HOME/tailor, else ~/.cache/tailor)"""
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="tailor", description="Copy and stage container images.")
+    parser = _Parser(
+        prog="tailor",
+        description="Copy and stage container images.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_ENVIRONMENT + "\n\nSee 'tailor COMMAND -h' for a command's options and examples.",
+    )
     parser.add_argument("--version", action="version", version=f"tailor {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -44,6 +111,15 @@ def _parser() -> argparse.ArgumentParser:
         "from TAILOR_SRC_PASSWORD / TAILOR_DEST_PASSWORD or the Docker config.json; for a "
         "registry given neither, the platform identity (TAILOR_BROKER_URL, TAILOR_CLIENT_ID, "
         "TAILOR_CLIENT_KEY) when that registry's token realm is the broker's.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_ENVIRONMENT
+        + """
+
+examples:
+  tailor copy registry.example.com/team/app:v1 internal.example:5000/team/app:v1
+  TAILOR_SRC_PASSWORD=... tailor copy --src-username robot src.example/app:1 dst.example/app:1
+  tailor copy --platform linux/arm64 --insecure-registry 127.0.0.1:5000 \\
+      docker.io/library/alpine:3.20 127.0.0.1:5000/alpine:3.20""",
     )
     copy.add_argument("src", metavar="SRC", help="source image reference")
     copy.add_argument("dst", metavar="DST", help="destination image reference")
@@ -54,10 +130,22 @@ def _parser() -> argparse.ArgumentParser:
         metavar="HOST[:PORT]",
         help="speak plain HTTP to this registry or token server (repeatable)",
     )
-    copy.add_argument("--src-username", metavar="USER")
-    copy.add_argument("--dest-username", metavar="USER")
-    copy.add_argument("--jobs", type=int, default=4, metavar="N", help="blobs copied at once")
-    copy.add_argument("--platform", metavar="OS/ARCH[/VARIANT]", help="copy only this platform")
+    copy.add_argument(
+        "--src-username",
+        metavar="USER",
+        help="log in to SRC as USER, with the password in TAILOR_SRC_PASSWORD",
+    )
+    copy.add_argument(
+        "--dest-username",
+        metavar="USER",
+        help="log in to DST as USER, with the password in TAILOR_DEST_PASSWORD",
+    )
+    copy.add_argument(
+        "--jobs", type=_jobs, default=4, metavar="N", help="blobs copied at once (1-64, 4)"
+    )
+    copy.add_argument(
+        "--platform", type=_platform, metavar="OS/ARCH[/VARIANT]", help="copy only this platform"
+    )
     copy.add_argument(
         "--no-blob-cache",
         action="store_true",
@@ -69,20 +157,50 @@ def _parser() -> argparse.ArgumentParser:
         help="stage an image for the platform (redeem, copy, describe, report)",
         description="Run one staging. With STAGING_TOKEN set, redeem it at TAILOR_BROKER_URL "
         "as TAILOR_CLIENT_ID (key: the PEM file named by TAILOR_CLIENT_KEY).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="""environment:
+  STAGING_TOKEN         the staging token cf push minted (redeemed once, at the broker)
+  TAILOR_BROKER_URL, TAILOR_CLIENT_ID, TAILOR_CLIENT_KEY
+                        the broker, this task's client id and the PEM file of its key
+  DOCKER_CONFIG         the folder of the Docker config.json, for a run without a token
+
+example:
+  STAGING_TOKEN=... tailor stage --image registry.example.com/team/app:v1 \\
+      --staging-guid 6c1e... --internal-registry registry.internal:5000 \\
+      --result-file /tmp/result.json""",
     )
-    stage.add_argument("--image", required=True, metavar="REF")
-    stage.add_argument("--staging-guid", required=True, metavar="GUID")
+    stage.add_argument("--image", required=True, metavar="REF", help="the image cf push names")
+    stage.add_argument(
+        "--staging-guid", required=True, metavar="GUID", help="the staging (its token's)"
+    )
     stage.add_argument(
         "--app-guid", metavar="GUID", help="the app (default: the one the staging token names)"
     )
-    stage.add_argument("--result-file", required=True, metavar="FILE", type=Path)
+    stage.add_argument(
+        "--result-file",
+        required=True,
+        metavar="FILE",
+        type=Path,
+        help="where the staging result (the lifecycle's JSON) is written",
+    )
     stage.add_argument(
         "--internal-registry",
         metavar="HOST[:PORT]",
         help="copy into this registry (the app opted in)",
     )
-    stage.add_argument("--repository-prefix", default="staging", metavar="PREFIX")
-    stage.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]")
+    stage.add_argument(
+        "--repository-prefix",
+        default="staging",
+        metavar="PREFIX",
+        help="internal repositories are PREFIX/APP/STAGING (staging)",
+    )
+    stage.add_argument(
+        "--insecure-registry",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]",
+        help="speak plain HTTP to this registry or token server (repeatable)",
+    )
     stage.add_argument(
         "--mount-from",
         action="append",
@@ -90,16 +208,37 @@ def _parser() -> argparse.ArgumentParser:
         metavar="REPO",
         help="internal repository likely to hold the blobs (e.g. the app's previous image)",
     )
-    stage.add_argument("--jobs", type=int, default=4, metavar="N")
+    stage.add_argument(
+        "--jobs", type=_jobs, default=4, metavar="N", help="blobs copied at once (1-64, 4)"
+    )
 
     egress = commands.add_parser(
         "egress-rules",
         help="the egress holes one staging of an image needs (BBS SecurityGroupRule JSON)",
+        description="The egress holes one staging of an image needs: the registry, its token"
+        " realm and its blob storage, probed from here, as BBS SecurityGroupRule JSON.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="""example:
+  tailor egress-rules --image registry.example.com/team/app:v1 \\
+      --broker https://broker.example --explain""",
     )
-    egress.add_argument("--image", required=True, metavar="REF")
-    egress.add_argument("--broker", metavar="URL", default=os.environ.get("TAILOR_BROKER_URL"))
-    egress.add_argument("--internal-registry", metavar="HOST[:PORT]")
-    egress.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]")
+    egress.add_argument("--image", required=True, metavar="REF", help="the image to stage")
+    egress.add_argument(
+        "--broker",
+        metavar="URL",
+        default=os.environ.get("TAILOR_BROKER_URL"),
+        help="the broker the staging redeems at (default: TAILOR_BROKER_URL)",
+    )
+    egress.add_argument(
+        "--internal-registry", metavar="HOST[:PORT]", help="the registry the copy goes to"
+    )
+    egress.add_argument(
+        "--insecure-registry",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]",
+        help="speak plain HTTP to this registry or token server (repeatable)",
+    )
     egress.add_argument(
         "--outbound-allow",
         action="append",
@@ -115,27 +254,63 @@ def _parser() -> argparse.ArgumentParser:
         help="what cf push does for a docker image: mint a token, run the staging",
         description="Stage a (private) docker image as the platform does at cf push. The "
         "registry password comes from CF_DOCKER_PASSWORD only.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="""environment:
+  CF_DOCKER_PASSWORD    the registry password for --docker-username (never an argument)
+  TAILOR_BROKER_URL     the broker (or --broker-url)
+
+example:
+  CF_DOCKER_PASSWORD=... tailor push --docker-image registry.example.com/team/app:v1 \\
+      --docker-username robot --app-guid 3f2a... --broker-url https://broker.example \\
+      --cc-key cc.pem --tailor-key tailor.pem""",
     )
-    push.add_argument("--docker-image", required=True, metavar="REF")
-    push.add_argument("--docker-username", metavar="USER")
+    push.add_argument("--docker-image", required=True, metavar="REF", help="the image to run")
+    push.add_argument(
+        "--docker-username",
+        metavar="USER",
+        help="the private registry's user, with the password in CF_DOCKER_PASSWORD",
+    )
     push.add_argument("--docker-password", help=argparse.SUPPRESS)
-    push.add_argument("--app-guid", required=True, metavar="GUID")
+    push.add_argument("--app-guid", required=True, metavar="GUID", help="the app")
     push.add_argument("--staging-guid", metavar="GUID", help="default: a new UUID")
-    push.add_argument("--space-guid", metavar="GUID")
+    push.add_argument("--space-guid", metavar="GUID", help="the app's space (for the audit log)")
     push.add_argument("--user", metavar="NAME", help="who pushed (for the audit log)")
     push.add_argument(
         "--internal-registry",
         metavar="HOST[:PORT]",
         help="opt in: run from a copy in this registry",
     )
-    push.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]")
-    push.add_argument("--mount-from", action="append", default=[], metavar="REPO")
-    push.add_argument("--broker-url", default=os.environ.get("TAILOR_BROKER_URL"), metavar="URL")
-    push.add_argument("--cc-client", default="cloud-controller", metavar="NAME")
+    push.add_argument(
+        "--insecure-registry",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]",
+        help="speak plain HTTP to this registry or token server (repeatable)",
+    )
+    push.add_argument(
+        "--mount-from",
+        action="append",
+        default=[],
+        metavar="REPO",
+        help="internal repository likely to hold the blobs (e.g. the app's previous image)",
+    )
+    push.add_argument(
+        "--broker-url",
+        default=os.environ.get("TAILOR_BROKER_URL"),
+        metavar="URL",
+        help="the broker (default: TAILOR_BROKER_URL)",
+    )
+    push.add_argument(
+        "--cc-client", default="cloud-controller", metavar="NAME", help="cc's client id"
+    )
     push.add_argument("--cc-key", metavar="PEMFILE", help="the cc client's private key")
-    push.add_argument("--tailor-client", default="tailor", metavar="NAME")
+    push.add_argument(
+        "--tailor-client", default="tailor", metavar="NAME", help="the staging task's client id"
+    )
     push.add_argument("--tailor-key", metavar="PEMFILE", help="the staging task's private key")
-    push.add_argument("--ttl-seconds", type=int, metavar="N")
+    push.add_argument(
+        "--ttl-seconds", type=int, metavar="N", help="the staging token's lifetime (the broker's)"
+    )
     return parser
 
 
@@ -208,8 +383,6 @@ def _warn(text: str) -> None:
 def _stage(args: argparse.Namespace) -> int:
     from tailor.staging import StageRequest, stage
 
-    if args.jobs < 1 or args.jobs > 64:
-        raise ConfigError("--jobs must be between 1 and 64")
     token = os.environ.get("STAGING_TOKEN") or None
     broker = None
     identity = _platform_identity()
@@ -351,11 +524,9 @@ def _locations(disabled: bool) -> BlobLocations:
 
 
 def _copy(args: argparse.Namespace) -> int:
-    if args.jobs < 1 or args.jobs > 64:
-        raise ConfigError("--jobs must be between 1 and 64")
     src_ref = parse_reference(args.src)
     dst_ref: Reference = parse_reference(args.dst)
-    platform = parse_platform(args.platform) if args.platform else None
+    platform = args.platform
     insecure = InsecureHosts(args.insecure_registry)
     # A registry secured by the broker, on either side: the platform identity, when the
     # environment names one and the user gave no credentials for that registry.
@@ -408,7 +579,12 @@ def _copy(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        command = commands.choices[args.command]
+        command.error(_unknown(command, extra))
     try:
         if args.command == "copy":
             return _copy(args)

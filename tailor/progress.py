@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Protocol, TextIO
 
 __all__ = ["LineProgress", "Progress", "SilentProgress", "TerminalProgress", "for_stream"]
@@ -54,11 +56,27 @@ class LineProgress:
             self._out.flush()
 
 
-class TerminalProgress:
-    """A live line per blob in flight, redrawn at most ten times a second."""
+def _columns(out: TextIO) -> Callable[[], int]:
+    """The terminal's width, asked at each redraw (it may be resized), 80 when unknown."""
 
-    def __init__(self, out: TextIO) -> None:
+    def columns() -> int:
+        try:
+            return os.get_terminal_size(out.fileno()).columns
+        except (OSError, ValueError, AttributeError):
+            return 80
+
+    return columns
+
+
+class TerminalProgress:
+    """A live line per blob in flight, redrawn at most ten times a second.
+
+    Each live line is cut to the terminal's width: a line that wrapped would take two
+    rows, and moving up one row per line to redraw would leave stale rows behind."""
+
+    def __init__(self, out: TextIO, columns: Callable[[], int] | None = None) -> None:
         self._out = out
+        self._columns = columns or _columns(out)
         self._active: dict[str, list[int]] = {}
         self._drawn = 0
         self._last = 0.0
@@ -93,9 +111,11 @@ class TerminalProgress:
             return
         self._last = now
         self._clear()
+        width = max(self._columns() - 1, 1)  # never the last column: some terminals wrap
         for digest, (done, size) in self._active.items():
             pct = 100 * done // size if size else 100
-            self._out.write(f" copying {digest[:19]} {_mib(done)} / {_mib(size)} {pct:3d}%\n")
+            line = f" copying {digest[:19]} {_mib(done)} / {_mib(size)} {pct:3d}%"
+            self._out.write(line[:width] + "\n")
         self._drawn = len(self._active)
         self._out.flush()
 

@@ -9,6 +9,7 @@ Security decisions kept here, in one place:
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import threading
 import time
@@ -33,6 +34,7 @@ from tailor.errors import (
     TransportError,
     Unauthorized,
 )
+from tailor.neterrors import classify
 from tailor.retry import RETRYABLE_STATUS, RetryPolicy, parse_retry_after
 
 __all__ = [
@@ -70,16 +72,36 @@ def delete_scope(repository: str) -> str:
 CATALOG_SCOPE = "registry:catalog:*"
 
 
+def _host_port(text: str) -> tuple[str, str | None]:
+    """``host[:port]`` as (host, port or None): the host lower-cased, an IP address in its
+    canonical form, IPv6 in brackets whether it came with them or not (``::1``,
+    ``[0::1]:5000``)."""
+    text = text.strip().lower().removeprefix("http://").removeprefix("https://").rstrip("/")
+    if text.startswith("["):
+        inside, _, after = text[1:].partition("]")
+        host, port = inside, after.removeprefix(":") or None
+    elif text.count(":") > 1:
+        host, port = text, None  # a bare IPv6 address: it has no port
+    else:
+        host, _, port_text = text.partition(":")
+        port = port_text or None
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host, port
+    return (f"[{address.compressed}]" if address.version == 6 else str(address)), port
+
+
 class InsecureHosts:
-    """The ``--insecure-registry`` list: ``host`` matches every port, ``host:port`` one."""
+    """The ``--insecure-registry`` list: ``host`` matches every port, ``host:port`` one.
+    An IPv6 address matches with or without brackets, in any of its spellings."""
 
     def __init__(self, hosts: Iterable[str] = ()) -> None:
-        self._hosts = {h.strip().lower().rstrip("/") for h in hosts if h.strip()}
+        self._hosts = {_host_port(h) for h in hosts if h.strip()}
 
     def __call__(self, netloc: str) -> bool:
-        netloc = netloc.lower()
-        host = netloc.rsplit(":", 1)[0] if not netloc.endswith("]") else netloc
-        return netloc in self._hosts or host in self._hosts
+        host, port = _host_port(netloc)
+        return (host, port) in self._hosts or (host, None) in self._hosts
 
 
 _NO_INSECURE = InsecureHosts()
@@ -191,20 +213,15 @@ class Transport:
             attempt += 1
             try:
                 response = self.session().request(method, url, **kwargs)
-            except requests.exceptions.SSLError:
-                # Not transient: retrying a TLS failure only delays the same answer.
-                host = urlsplit(url).netloc
-                raise TransportError(
-                    f"cannot reach {host}: TLS handshake failed (a plain-HTTP registry needs "
-                    "--insecure-registry)"
-                ) from None
             except _NETWORK_ERRORS as exc:
-                delay = self._policy.delay(attempt) if retry else None
+                # A name that does not resolve or a TLS failure is not retried: asking
+                # again only delays the same answer (tailor/neterrors.py).
+                failure = classify(exc)
+                delay = self._policy.delay(attempt) if retry and failure.transient else None
                 if delay is None:
                     host = urlsplit(url).netloc
-                    raise TransportError(
-                        f"cannot reach {host}: {type(exc).__name__} after {attempt} attempt(s)"
-                    ) from None
+                    tried = f" ({attempt} attempts)" if attempt > 1 else ""
+                    raise TransportError(f"cannot reach {host}: {failure.what}{tried}") from None
                 self._sleep(delay)
                 continue
             if response.status_code not in RETRYABLE_STATUS or not retry:

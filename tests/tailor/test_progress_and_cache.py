@@ -3,6 +3,9 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import pyte
+import pytest
+
 from tailor.blobcache import MemoryLocations, SqliteLocations
 from tailor.progress import LineProgress, TerminalProgress, for_stream
 
@@ -34,6 +37,30 @@ def test_terminal_progress_draws_live_lines() -> None:
     assert " copying sha256:bbbbbbbbbbbb" in text
     assert "\x1b[1F\x1b[J" in text  # the live line is cleared before the final one
     assert text.endswith("  copied sha256:bbbbbbbbbbbb 1.0 MiB\n")
+
+
+@pytest.mark.parametrize("columns", [40, 24, 80])
+def test_live_lines_leave_no_stale_rows_on_a_narrow_terminal(columns: int) -> None:
+    """Reported: a 40-column terminal kept stale progress rows (each live line wrapped
+    into two rows, and the redraw moved up one). The output is played on a VT100
+    emulator (pyte) of that width: at the end the screen holds the finished lines only."""
+    out = Tty()
+    progress = TerminalProgress(out, columns=lambda: columns)
+    digests = [f"sha256:{c * 64}" for c in "abc"]
+    for i, digest in enumerate(digests):
+        progress.start(digest, (i + 1) * 1048576)
+    for _ in range(3):
+        for digest in digests:
+            progress.advance(digest, 300_000)
+            progress._last = 0.0  # draw every time, as a slow copy would over seconds
+    for digest in digests:
+        progress.finish(digest, "copied")
+    screen = pyte.Screen(columns, 12)
+    pyte.Stream(screen).feed(out.getvalue().replace("\n", "\r\n"))
+    rows = [row.rstrip() for row in screen.display if row.strip()]
+    finished = [f"  copied {d[:19]} {n}.0 MiB" for n, d in enumerate(digests, 1)]
+    wrapped = [line[i : i + columns] for line in finished for i in range(0, len(line), columns)]
+    assert rows == wrapped, rows  # a finished line may wrap: it stays, nothing is redrawn
 
 
 def test_sqlite_locations_rank_by_recency_and_forget(tmp_path: Path) -> None:

@@ -36,6 +36,22 @@ def test_insecure_hosts_match_host_or_host_port() -> None:
     assert not insecure("other.local")
 
 
+@pytest.mark.parametrize("given", ["::1", "[::1]", "[0::1]", "0:0:0:0:0:0:0:1", "[::1]:5000"])
+def test_an_insecure_ipv6_host_matches_however_it_is_written(given: str) -> None:
+    """Reported: ``--insecure-registry ::1`` (no brackets) did not match ``[::1]:5000``,
+    and the copy then blamed TLS although the flag was given."""
+    insecure = InsecureHosts([given])
+    assert insecure("[::1]:5000") and insecure("[0:0::1]:5000")
+    assert insecure("[::1]:5001") == (not given.endswith(":5000"))
+    assert not insecure("[::2]:5000") and not insecure("127.0.0.1:5000")
+
+
+def test_insecure_hosts_ignore_case_scheme_and_slash() -> None:
+    insecure = InsecureHosts(["Reg.Local:5000/", "http://other.local"])
+    assert insecure("reg.local:5000") and insecure("OTHER.local:443")
+    assert not insecure("reg.local:5001")
+
+
 @pytest.mark.parametrize(
     ("realm", "ok"),
     [
