@@ -1,4 +1,5 @@
-"""Authenticators for one registry: given by the caller, or read from Docker's config.json.
+"""Authenticators for one registry: given by the caller, or read from the credential files
+(Docker's config.json, containers' auth.json: :mod:`tailor.authfiles`).
 
 An authenticator only says what it offers for one exchange (:class:`AuthConfig`);
 the transport and the token source decide where that may be sent.
@@ -6,11 +7,6 @@ the transport and the token source decide where that may be sent.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
-import os
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -18,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from tailor import authfiles
+from tailor.authfiles import AuthFile, Found
 from tailor.errors import ConfigError
 
 __all__ = [
@@ -30,11 +28,10 @@ __all__ = [
     "IdentityToken",
     "PlatformAssertion",
     "TokenProvider",
+    "from_auth_files",
     "from_docker_config",
     "resolve",
 ]
-
-_HUB_KEYS = ("https://index.docker.io/v1/", "index.docker.io", "docker.io", "registry-1.docker.io")
 
 
 @dataclass(frozen=True)
@@ -200,102 +197,45 @@ class BrokerToken:
         )
 
 
-def _config_path() -> Path:
-    base = os.environ.get("DOCKER_CONFIG") or str(Path.home() / ".docker")
-    return Path(base) / "config.json"
-
-
-def _keys_for(registry: str) -> list[str]:
-    if registry == "docker.io":
-        return list(_HUB_KEYS)
-    return [registry, f"https://{registry}", f"http://{registry}", f"https://{registry}/v1/"]
-
-
-def _basic(username: str, password: str) -> Authenticator:
-    return Basic(username, password) if username or password else ANONYMOUS
-
-
-def _from_helper(helper: str, server: str) -> Authenticator:
-    # The helper protocol: server URL on stdin, JSON {Username, Secret} on stdout.
-    try:
-        out = subprocess.run(
-            [f"docker-credential-{helper}", "get"],
-            input=server.encode(),
-            capture_output=True,
-            timeout=30,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise ConfigError(
-            f"credential helper {helper!r} could not run: {type(exc).__name__}"
-        ) from None
-    if out.returncode != 0:
+def _authenticator(found: Found | None) -> Authenticator:
+    if not found:
         return ANONYMOUS
-    try:
-        data = json.loads(out.stdout)
-        username, secret = str(data.get("Username", "")), str(data.get("Secret", ""))
-    except (ValueError, AttributeError):
-        raise ConfigError(f"credential helper {helper!r} gave an unreadable answer") from None
-    if username == "<token>":
-        return IdentityToken(secret) if secret else ANONYMOUS
-    return _basic(username, secret)
+    # A Basic pair to fall back on only when there is one: a user without a password,
+    # or a password without a user, is not a credential to send.
+    pair = Basic(found.username, found.password) if found.username and found.password else None
+    if found.identity_token:
+        return IdentityToken(found.identity_token, pair)
+    return pair or ANONYMOUS
 
 
-def from_docker_config(registry: str, path: Path | None = None) -> Authenticator:
-    """The authenticator config.json gives ``registry`` (normalized host[:port]), else anonymous."""
-    path = path or _config_path()
-    try:
-        raw = path.read_text()
-    except FileNotFoundError:
-        return ANONYMOUS
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
-    try:
-        config = json.loads(raw)
-        if not isinstance(config, dict):
-            raise ValueError
-    except ValueError:
-        raise ConfigError(f"{path} is not a JSON object") from None
-
-    keys = _keys_for(registry)
-    helpers = config.get("credHelpers") or {}
-    for key in keys:
-        if isinstance(helpers, dict) and isinstance(helpers.get(key), str):
-            return _from_helper(helpers[key], key)
-    auths = config.get("auths") or {}
-    entry = next((auths[k] for k in keys if isinstance(auths, dict) and k in auths), None)
-    if isinstance(entry, dict):
-        return _entry_auth(entry, path)
-    store = config.get("credsStore")
-    if isinstance(store, str) and store:
-        return _from_helper(store, keys[0])
-    return ANONYMOUS
+def from_auth_files(
+    registry: str,
+    repository: str | None = None,
+    files: Sequence[AuthFile] | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> Authenticator:
+    """What the credential files (:mod:`tailor.authfiles`; by default those of this
+    process's environment, in their order) give an image of ``repository`` on ``registry``
+    (normalized host[:port]), else anonymous."""
+    return _authenticator(authfiles.find(registry, repository, files, warn))
 
 
-def _entry_auth(entry: dict[str, object], path: Path) -> Authenticator:
-    username = str(entry.get("username") or "")
-    password = str(entry.get("password") or "")
-    auth = entry.get("auth")
-    if isinstance(auth, str) and auth:
-        try:
-            decoded = base64.b64decode(auth, validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
-            raise ConfigError(f"{path}: an 'auth' entry is not base64 of user:password") from None
-        username, sep, password = decoded.partition(":")
-        if not sep:
-            raise ConfigError(f"{path}: an 'auth' entry is not base64 of user:password")
-    identity = str(entry.get("identitytoken") or "")
-    if identity:
-        # A Basic pair to fall back on only when there is one: a user without a password,
-        # or a password without a user, is not a credential to send.
-        return IdentityToken(identity, Basic(username, password) if username and password else None)
-    return _basic(username, password)
+def from_docker_config(registry: str, path: Path) -> Authenticator:
+    """What one Docker ``config.json`` gives ``registry``, else anonymous."""
+    return from_auth_files(registry, files=[AuthFile(path)])
 
 
-def resolve(registry: str, username: str | None, password: str | None) -> Authenticator:
-    """Explicit credentials win; a username without a password is an error; else config.json."""
+def resolve(
+    registry: str,
+    username: str | None,
+    password: str | None,
+    repository: str | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> Authenticator:
+    """Explicit credentials win; a username without a password is an error; else what the
+    credential files give an image of ``repository`` on ``registry``."""
     if username or password:
         if not (username and password):
             raise ConfigError(f"credentials for {registry} need both a username and a password")
         return Basic(username, password)
-    return from_docker_config(registry)
+    return from_auth_files(registry, repository, warn=warn)

@@ -108,8 +108,11 @@ def _parser() -> argparse.ArgumentParser:
         "copy",
         help="copy an image (all platforms by default) from SRC to DST",
         description="Copy an image between registries, digest-preserving. Passwords come "
-        "from TAILOR_SRC_PASSWORD / TAILOR_DEST_PASSWORD or the Docker config.json; for a "
-        "registry given neither, the platform identity (TAILOR_BROKER_URL, TAILOR_CLIENT_ID, "
+        "from TAILOR_SRC_PASSWORD / TAILOR_DEST_PASSWORD or the credential files podman, "
+        "skopeo and docker login write, first found: $REGISTRY_AUTH_FILE (alone, when set), "
+        "$XDG_RUNTIME_DIR/containers/auth.json, ~/.config/containers/auth.json, "
+        "$DOCKER_CONFIG/config.json (~/.docker/config.json), ~/.dockercfg; for a registry "
+        "given neither, the platform identity (TAILOR_BROKER_URL, TAILOR_CLIENT_ID, "
         "TAILOR_CLIENT_KEY) when that registry's token realm is the broker's.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=_ENVIRONMENT
@@ -478,23 +481,31 @@ def _push(args: argparse.Namespace) -> int:
     return 0
 
 
-def _auth(registry: str, username: str | None, env: str, flag: str) -> Authenticator:
+def _auth(
+    registry: str, username: str | None, env: str, flag: str, repository: str | None = None
+) -> Authenticator:
     password = os.environ.get(env) or None
     if password and not username:
         raise ConfigError(f"{env} is set but {flag} is not")
     if username and not password:
         raise ConfigError(f"{flag} needs the password in the environment variable {env}")
-    return resolve(registry, username, password)
+    return resolve(registry, username, password, repository, warn=_warn)
 
 
 def _side_auth(
-    registry: str, username: str | None, env: str, flag: str, identity: Authenticator | None
+    registry: str,
+    username: str | None,
+    env: str,
+    flag: str,
+    identity: Authenticator | None,
+    repository: str | None = None,
 ) -> Authenticator:
     """One side of a copy, source or destination alike: the credentials the user gave win
-    (``flag`` with its password variable ``env``, else config.json's entry for the
-    registry); without any, the platform identity, which offers itself only to the broker's
-    token realm (any other registry gets an anonymous request); else anonymous."""
-    given = _auth(registry, username, env, flag)
+    (``flag`` with its password variable ``env``, else the credential files' entry for the
+    image's repository or registry); without any, the platform identity, which offers itself
+    only to the broker's token realm (any other registry gets an anonymous request); else
+    anonymous."""
+    given = _auth(registry, username, env, flag, repository)
     if given == ANONYMOUS and identity is not None:
         return identity
     return given
@@ -532,10 +543,20 @@ def _copy(args: argparse.Namespace) -> int:
     # environment names one and the user gave no credentials for that registry.
     identity = _copy_identity()
     src_auth = _side_auth(
-        src_ref.registry, args.src_username, "TAILOR_SRC_PASSWORD", "--src-username", identity
+        src_ref.registry,
+        args.src_username,
+        "TAILOR_SRC_PASSWORD",
+        "--src-username",
+        identity,
+        src_ref.repository,
     )
     dst_auth = _side_auth(
-        dst_ref.registry, args.dest_username, "TAILOR_DEST_PASSWORD", "--dest-username", identity
+        dst_ref.registry,
+        args.dest_username,
+        "TAILOR_DEST_PASSWORD",
+        "--dest-username",
+        identity,
+        dst_ref.repository,
     )
     pool = args.jobs + 4
     if dst_ref.endpoint == src_ref.endpoint and dst_auth == src_auth:

@@ -29,13 +29,13 @@ from typing import TextIO
 from tailor.assertion import load_client_key
 from tailor.broker_client import BrokerClient, insecure_broker_allowed
 from tailor.errors import ConfigError, TailorError
+from tailor.helperclient import NOT_FOUND
 
 __all__ = ["NOT_FOUND", "main"]
 
 _MAX_INPUT = 4096
-NOT_FOUND = "credentials not found in native keychain"
-"""The protocol's answer for a registry the helper has nothing for (clients then go on
-without credentials, or to their next source)."""
+# NOT_FOUND: the protocol's answer for a registry the helper has nothing for (clients then
+# go on without credentials, or to their next source).
 
 
 class NotFound(TailorError):

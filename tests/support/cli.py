@@ -32,13 +32,15 @@ def tailor_cli(*args: str, env: dict[str, str], timeout: float = 300) -> Run:
 
 
 def tailor_env(tmp: Path, cache: str = "tailor-cache", **extra: str) -> dict[str, str]:
-    """This environment less what a tailor reads (TAILOR_*, DOCKER_*, CF_*, STAGING_*), with
-    its cache, DOCKER_CONFIG and HOME under ``tmp``, and ``extra``."""
-    prefixes = ("TAILOR_", "DOCKER_", "CF_", "STAGING_")
+    """This environment less what a tailor reads (TAILOR_*, DOCKER_*, CF_*, STAGING_*, the
+    credential files' REGISTRY_AUTH_FILE and XDG_*), with its cache, DOCKER_CONFIG, HOME and
+    XDG_RUNTIME_DIR under ``tmp``, and ``extra``."""
+    prefixes = ("TAILOR_", "DOCKER_", "CF_", "STAGING_", "XDG_", "REGISTRY_AUTH_FILE")
     env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
     env["TAILOR_CACHE_DIR"] = str(tmp / cache)
     env["DOCKER_CONFIG"] = str(tmp / "docker-config")
     env["HOME"] = str(tmp / "home")
+    env["XDG_RUNTIME_DIR"] = str(tmp / "xdg-runtime")
     env.update(extra)
     return env
 

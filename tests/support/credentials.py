@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shlex
 from pathlib import Path
 from typing import Protocol
 
@@ -47,4 +48,36 @@ def write_authfile(path: Path, entries: dict[str, tuple[str, str]]) -> Path:
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"auths": auths}))
+    return path
+
+
+NOT_FOUND = "credentials not found in native keychain"  # the helper protocol's answer
+
+
+def write_helper(
+    bin_dir: Path, name: str, answers: dict[str, tuple[str, str]], log: Path | None = None
+) -> Path:
+    """A real ``docker-credential-NAME`` in ``bin_dir`` (put it on PATH): ``get`` answers
+    ``server -> (Username, Secret)`` from ``answers`` and "credentials not found" for any
+    other server; every server it is asked for is appended to ``log`` (if given)."""
+    cases = "".join(
+        f"  {shlex.quote(server)}) printf '%s\\n' "
+        f"{shlex.quote(json.dumps({'ServerURL': server, 'Username': u, 'Secret': p}))} ;;\n"
+        for server, (u, p) in answers.items()
+    )
+    logging = f"printf '%s\\n' \"$server\" >> {shlex.quote(str(log))}\n" if log else ""
+    script = (
+        "#!/bin/sh\n"
+        '[ "$1" = get ] || { echo "only get"; exit 1; }\n'
+        "read -r server\n"
+        f"{logging}"
+        'case "$server" in\n'
+        f"{cases}"
+        f"  *) echo {shlex.quote(NOT_FOUND)}; exit 1 ;;\n"
+        "esac\n"
+    )
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    path = bin_dir / f"docker-credential-{name}"
+    path.write_text(script)
+    path.chmod(0o755)
     return path

@@ -22,9 +22,11 @@ class Skopeo:
         if registry.username:
             self.creds[registry.host] = (registry.username, registry.password)
 
-    def run(self, *args: str) -> str:
+    def run(self, *args: str, authfile: Path | None = None) -> str:
+        """``skopeo ARGS`` with the logins' auth file, or with ``authfile`` (its only one)."""
         markers.require("registry", "skopeo")
-        authfile = write_authfile(self.workdir / "skopeo-auth.json", self.creds)
+        if authfile is None:
+            authfile = write_authfile(self.workdir / "skopeo-auth.json", self.creds)
         out = subprocess.run(
             ["skopeo", *args[:1], "--authfile", str(authfile), *args[1:]],
             capture_output=True,
@@ -52,8 +54,9 @@ class Skopeo:
             args += ["--format", "v2s2"]
         self.run(*args, f"oci:{layout.path}:{tag}", f"docker://{dest}")
 
-    def raw(self, ref: str) -> bytes:
-        return self.run("inspect", "--raw", "--tls-verify=false", f"docker://{ref}").encode()
+    def raw(self, ref: str, authfile: Path | None = None) -> bytes:
+        args = ("inspect", "--raw", "--tls-verify=false", f"docker://{ref}")
+        return self.run(*args, authfile=authfile).encode()
 
     def pull(self, ref: str, into: Path) -> Path:
         self.run(

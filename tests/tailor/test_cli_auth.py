@@ -25,9 +25,13 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         "TAILOR_BROKER_URL",
         "TAILOR_CLIENT_ID",
         "TAILOR_CLIENT_KEY",
+        "REGISTRY_AUTH_FILE",
+        "XDG_CONFIG_HOME",
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
 
 
 def test_the_users_credentials_win_then_the_platform_identity_then_none(
@@ -47,6 +51,30 @@ def test_the_users_credentials_win_then_the_platform_identity_then_none(
     assert _side_auth("reg.local:5000", "alice", *SRC, identity) == Basic("alice", "from-env")
     with pytest.raises(ConfigError, match="TAILOR_SRC_PASSWORD is set but --src-username"):
         _side_auth("reg.local:5000", None, *SRC, identity)
+
+
+def test_each_side_gets_the_entry_for_its_own_repository(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # podman login reg.local:5000/team writes a repository-scoped key; the copy's source and
+    # destination on one registry may then get different credentials.
+    def pair(text: str) -> dict[str, str]:
+        return {"auth": base64.b64encode(text.encode()).decode()}
+
+    auth = tmp_path / "run" / "containers" / "auth.json"
+    auth.parent.mkdir(parents=True)
+    auth.write_text(
+        json.dumps(
+            {"auths": {"reg.local:5000/team": pair("team:t"), "reg.local:5000": pair("all:a")}}
+        )
+    )
+    assert _side_auth("reg.local:5000", None, *SRC, None, "team/app") == Basic("team", "t")
+    assert _side_auth("reg.local:5000", None, *SRC, None, "apps/app") == Basic("all", "a")
+    # REGISTRY_AUTH_FILE, when set, is the only file read.
+    named = tmp_path / "named.json"
+    named.write_text(json.dumps({"auths": {}}))
+    monkeypatch.setenv("REGISTRY_AUTH_FILE", str(named))
+    assert _side_auth("reg.local:5000", None, *SRC, None, "team/app") == ANONYMOUS
 
 
 def test_the_copy_identity_reads_its_key_only_when_the_brokers_realm_asks(
