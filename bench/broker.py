@@ -6,6 +6,21 @@ assertions signed before the clock starts so client CPU is not measured.
 
     python -m bench.broker [--seconds 4] [--levels 1,8,32] [--database-url URL]
 
+``--replicas N`` (N >= 2; needs ``--database-url postgresql://...``) runs the same load
+against N ``broker serve`` replicas (one keys folder, one PostgreSQL, a fresh schema of the
+run's own, dropped after) behind Debian's HAProxy (roundrobin, keep-alive), instead of the
+bare endpoint. At each level it measures one replica direct, one replica through HAProxy
+(the proxy's own cost) and N replicas through HAProxy, and prints the ratio N replicas /
+one replica through HAProxy (issue #17's target: >= 1.5), met or missed, with where the
+CPU went (brokers, HAProxy, this schema's PostgreSQL backends, all of PostgreSQL, the load
+generator, the whole machine):
+
+    python -m bench.broker --replicas 2 --levels 8,32 --database-url postgresql://...
+
+The load generator, HAProxy, PostgreSQL and every broker share this machine's cores (two
+where the figures in docs/performance.md were taken): more replicas only add throughput
+while there is CPU left for them.
+
 ``--compare-http`` instead serves the broker's app once per HTTP protocol and prints the
 median server CPU per request of each, from alternating batches of small POSTs (a 1 KB
 head, refused at the assertion), each batch on one keep-alive connection:
@@ -24,19 +39,22 @@ import contextlib
 import importlib
 import multiprocessing as mp
 import os
+import secrets
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
-from tests.support.brokerproc import broker_cli, broker_env, start_broker
-from tests.support.clients import new_client
-from tests.support.processes import free_port, wait_http
+from tests.support.brokerproc import BrokerProcess, broker_cli, broker_env, start_broker
+from tests.support.clients import Client, new_client
+from tests.support.haproxy import run_haproxy
+from tests.support.processes import free_port, stop, wait_http
 
 PUBLIC = "https://broker.bench"
 BARE_APP = """
@@ -103,9 +121,10 @@ Round = Callable[["Conn", int, int], tuple[float, float]]
 
 def timed_threads(
     url: str, threads: int, per_thread: int, start_at: float, one_round: Round
-) -> list[tuple[float, float]]:
+) -> tuple[list[tuple[float, float]], float]:
     """``threads`` keep-alive clients, all starting at ``start_at``, each running
-    ``one_round(conn, thread, i)`` until ``per_thread`` rounds or the time is up."""
+    ``one_round(conn, thread, i)`` until ``per_thread`` rounds or the time is up; the
+    rounds' times, and this process's CPU seconds from ``start_at`` to the end."""
     results: list[tuple[float, float]] = []
     lock = threading.Lock()
     stop_at = start_at + BENCH_SECONDS.value
@@ -125,9 +144,12 @@ def timed_threads(
     workers = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
     for w in workers:
         w.start()
+    while time.time() < start_at:
+        time.sleep(0.001)
+    cpu0 = time.process_time()
     for w in workers:
         w.join()
-    return results
+    return results, time.process_time() - cpu0
 
 
 def broker_worker(args: tuple[str, int, int, float, bytes, bytes, int, mp.Queue]) -> None:
@@ -291,9 +313,16 @@ def compare_http(
         logs.close()
 
 
+CpuProbe = Callable[[], dict[str, float]]
+
+
 def drive(
-    kind: str, url: str, level: int, keys: tuple[bytes, bytes], seed: int, server_pid: int
-) -> dict[str, float]:
+    kind: str, url: str, level: int, keys: tuple[bytes, bytes], seed: int, cpu: CpuProbe
+) -> dict[str, Any]:
+    """One run at ``level`` clients. ``cpu()`` returns CPU seconds by name, ``"server"`` the
+    server's; each name's difference over the run is returned in ``"cpu"`` (a name only
+    the second reading has counts from zero: a process that started during the run), with
+    the load generator's own as ``"load generator"``."""
     procs_n = min(2, level)
     per_proc = [level // procs_n + (1 if i < level % procs_n else 0) for i in range(procs_n)]
     per_thread = int(4000 * BENCH_SECONDS.value / 4 / max(1, level)) + 50
@@ -312,10 +341,15 @@ def drive(
     results: list[tuple[float, float]] = []
     while time.time() < start_at:
         time.sleep(0.001)
-    cpu0 = cpu_seconds(server_pid)
+    cpu0 = cpu()
+    generator = 0.0
     for _ in procs:
-        results.extend(out.get(timeout=120))
-    cpu = cpu_seconds(server_pid) - cpu0
+        rounds, spent = out.get(timeout=120)
+        results.extend(rounds)
+        generator += spent
+    cpu1 = cpu()
+    used = {name: cpu1[name] - cpu0.get(name, 0.0) for name in cpu1}
+    used["load generator"] = generator
     for p in procs:
         p.join()
         if p.exitcode != 0:
@@ -330,8 +364,246 @@ def drive(
         "p99_first": pct(first, 0.99),
         "p50_second": pct(second, 0.50),
         "p99_second": pct(second, 0.99),
-        "cpu_ms": 1000 * cpu / max(1, 2 * len(results)),
+        "cpu_ms": 1000 * used["server"] / max(1, 2 * len(results)),
+        "cpu": used,
     }
+
+
+def bench_env(env: dict[str, str]) -> None:
+    env["BROKER_LOG_LEVEL"] = "WARNING"
+    # The broker's own cost, not the upstream registry's: with the exchange on (the
+    # default) every mint and redemption also asks the image's registry, network I/O
+    # this benchmark's made-up registry cannot answer (a DNS lookup each, some of which
+    # a busy resolver answers only after its 5 s retry).
+    env["BROKER_UPSTREAM_EXCHANGE"] = "false"
+
+
+def provision_clients(env: dict[str, str], root: Path) -> tuple[Client, Client]:
+    """`broker keys init`, and the two clients the load generator signs as."""
+    cc, tailor = new_client("cc", "cc"), new_client("tailor", "tailor")
+    broker_cli(env, "keys", "init")
+    for c in (cc, tailor):
+        r = broker_cli(
+            env,
+            "clients",
+            "add",
+            c.name,
+            "--role",
+            c.role,
+            "--public-key",
+            str(c.write_public(root)),
+        )
+        if r.returncode != 0:
+            raise SystemExit(r.stderr)
+    return cc, tailor
+
+
+def server_cpu(pid: int) -> CpuProbe:
+    return lambda: {"server": cpu_seconds(pid)}
+
+
+def postgres_cpu() -> float:
+    """CPU seconds of every PostgreSQL process on this machine (whoever they serve), and of
+    the backends their postmaster has reaped."""
+    stats: dict[int, list[str]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            head, _, rest = (entry / "stat").read_text().rpartition(")")
+        except OSError:
+            continue  # ended meanwhile
+        if head.partition("(")[2] == "postgres":
+            stats[int(entry.name)] = rest.split()
+    total = 0
+    for fields in stats.values():
+        total += int(fields[11]) + int(fields[12])
+        if int(fields[1]) not in stats:  # the postmaster: its reaped children's time too
+            total += int(fields[13]) + int(fields[14])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy() -> float:
+    """Core-seconds this machine's CPUs have spent not idle (``/proc/stat``)."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def fresh_schema(url: str) -> Iterator[tuple[str, str]]:
+    """A schema of this run's own on the PostgreSQL at ``url``, dropped after: the URL that
+    uses it (its connections named after it too), and its name."""
+    import psycopg
+
+    schema = "bench_" + secrets.token_hex(6)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        sep = "&" if "?" in url else "?"
+        options = quote(f"-csearch_path={schema}")
+        yield f"{url}{sep}application_name={schema}&options={options}", schema
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+HAPROXY = """
+global
+    maxconn 1024
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 60s
+    timeout server 60s
+frontend one_in
+    bind 127.0.0.1:{one}
+    default_backend one
+frontend all_in
+    bind 127.0.0.1:{all}
+    default_backend all
+backend one
+    server b0 {first}
+backend all
+    balance roundrobin
+{servers}
+"""
+
+
+def replicas_bench(database_url: str, replicas: int, levels: list[int], seconds: float) -> None:
+    """Mint+redeem pairs at each level against one replica direct, one through HAProxy, and
+    ``replicas`` through HAProxy (see the module's docstring)."""
+    import psycopg
+
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-broker-") as tmp,
+        fresh_schema(database_url) as (url, schema),
+    ):
+        root = Path(tmp)
+        env = broker_env(root, url, PUBLIC)
+        bench_env(env)
+        cc, tailor = provision_clients(env, root)
+        keys = (cc.private_pem, tailor.private_pem)
+        brokers: list[BrokerProcess] = []
+        haproxy: subprocess.Popen[bytes] | None = None
+        try:
+            # One after the other: the first one migrates the fresh schema.
+            for i in range(replicas):
+                brokers.append(start_broker(env, root / f"broker-{i}.log"))
+            addrs = [b.url.removeprefix("http://") for b in brokers]
+            one, every = free_port(), free_port()
+            config = HAPROXY.format(
+                one=one,
+                all=every,
+                first=addrs[0],
+                servers="\n".join(f"    server b{i} {a}" for i, a in enumerate(addrs)),
+            )
+            haproxy = run_haproxy(root, "bench", config, f"http://127.0.0.1:{every}/healthz")
+            haproxy_pid = haproxy.pid
+            for b in brokers:
+                warm_up(b.url, cc, tailor)
+
+            def probe() -> dict[str, float]:
+                cpu = {f"broker {i}": cpu_seconds(b.proc.pid) for i, b in enumerate(brokers)}
+                cpu["server"] = sum(cpu.values())
+                cpu["haproxy"] = cpu_seconds(haproxy_pid)
+                with psycopg.connect(database_url, autocommit=True) as conn:
+                    rows = conn.execute(
+                        "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (schema,)
+                    ).fetchall()
+                for (pid,) in rows:
+                    with contextlib.suppress(OSError):
+                        cpu[f"pg {pid}"] = cpu_seconds(pid)
+                cpu["postgres"] = postgres_cpu()
+                cpu["machine"] = machine_busy()
+                return cpu
+
+            targets = [
+                ("1 direct", brokers[0].url),
+                ("1 proxy", f"http://127.0.0.1:{one}"),
+                (f"{replicas} proxy", f"http://127.0.0.1:{every}"),
+            ]
+            print(
+                f"store: {database_url.split('@')[-1]}, schema {schema}; {replicas} replicas;"
+                f" {seconds:.0f} s per run; {os.cpu_count()} cores shared by the load"
+                " generator, HAProxy, PostgreSQL and the brokers"
+            )
+            columns = ["clients", "target", "req/s", "pairs/s", "p50 mint", "p99 mint"]
+            columns += ["p50 redeem", "p99 redeem", "cpu/req"]
+            print(" ".join(f"{c:>10}" for c in columns))
+            for n, level in enumerate(levels):
+                got: dict[str, dict[str, Any]] = {}
+                for j, (name, target) in enumerate(targets):
+                    m = got[name] = drive("broker", target, level, keys, n * 3 + j, probe)
+                    cells = [f"{level}", name, f"{m['requests_s']:.0f}"]
+                    cells.append(f"{m['round_trips_s']:.0f}")
+                    cells += [f"{m[k]:.1f}ms" for k in ("p50_first", "p99_first")]
+                    cells += [f"{m[k]:.1f}ms" for k in ("p50_second", "p99_second")]
+                    cells.append(f"{m['cpu_ms']:.2f}ms")
+                    print(" ".join(f"{c:>10}" for c in cells))
+                    print(f"{'':>21} {cpu_line(m, replicas, seconds)}", flush=True)
+                pairs = {name: got[name]["round_trips_s"] for name, _ in targets}
+                ratio = pairs[targets[2][0]] / pairs["1 proxy"]
+                verdict = "met" if ratio >= 1.5 else "MISSED"
+                print(
+                    f"{'':>7} {replicas} replicas / 1 replica, both through HAProxy ="
+                    f" {ratio:.2f} (target >= 1.5: {verdict}); 1 through HAProxy / 1 direct ="
+                    f" {pairs['1 proxy'] / pairs['1 direct']:.2f}"
+                )
+            print(
+                "(ms; pairs/s: mint+redeem round trips a second; cpu/req: all the brokers'"
+                " CPU per request; cpu s: CPU seconds over the run, 'machine' is every"
+                " process's, 'other' what none of those named used)"
+            )
+        finally:
+            if haproxy is not None:
+                stop(haproxy)
+            for b in brokers:
+                b.stop()
+
+
+def warm_up(url: str, cc: Client, tailor: Client, pairs: int = 20) -> None:
+    """A few mint+redeem pairs, unmeasured: a replica's first requests (caches, its first
+    connections) are not counted against whichever target reaches it first."""
+    conn = Conn(url)
+    for i in range(pairs):
+        body = {
+            "app_guid": "app",
+            "staging_guid": f"warm-{url.rsplit(':', 1)[-1]}-{i}",
+            "image": "registry.bench/app:1",
+            "username": "u",
+            "password": "bench-password",
+            "tailor": "tailor",
+        }
+        status, minted = conn.post("/v1/staging-tokens", body, cc.headers(PUBLIC))
+        if status != 201:
+            raise SystemExit(f"warm-up mint failed: {status} {minted}")
+        status, got = conn.post(
+            "/v1/redemptions", {"token": minted["token"]}, tailor.headers(PUBLIC)
+        )
+        if status != 200:
+            raise SystemExit(f"warm-up redeem failed: {status} {got.get('type')}")
+
+
+def cpu_line(m: dict[str, Any], replicas: int, seconds: float) -> str:
+    """Where the CPU went in run ``m``; ``per pair``: the brokers', HAProxy's, this schema's
+    backends' and the load generator's CPU per mint+redeem pair, and the most pairs a
+    second that cost allows on this machine's cores with nothing else running."""
+    cpu = m["cpu"]
+    brokers = [cpu[f"broker {i}"] for i in range(replicas)]
+    backends = sum(v for k, v in cpu.items() if k.startswith("pg "))
+    named = cpu["server"] + cpu["haproxy"] + cpu["postgres"] + cpu["load generator"]
+    ours = cpu["server"] + cpu["haproxy"] + backends + cpu["load generator"]
+    per_pair = ours / max(1.0, m["round_trips_s"] * seconds)
+    cores = os.cpu_count() or 1
+    return (
+        f"cpu s: brokers {cpu['server']:.2f} ("
+        + "+".join(f"{b:.2f}" for b in brokers)
+        + f"), haproxy {cpu['haproxy']:.2f}, postgres {cpu['postgres']:.2f} (this schema's"
+        f" backends {backends:.2f}), load generator {cpu['load generator']:.2f};"
+        f" machine {cpu['machine']:.2f} of {cores * seconds:.1f}, other"
+        f" {cpu['machine'] - named:.2f}; per pair {1000 * per_pair:.1f}ms (at most"
+        f" {cores / per_pair:.0f} pairs/s on {cores} idle cores)"
+    )
 
 
 def main() -> int:
@@ -342,35 +614,24 @@ def main() -> int:
     parser.add_argument("--compare-http", default="", help="protocols: httptools,serve,h11")
     parser.add_argument("--batches", type=int, default=12, help="with --compare-http")
     parser.add_argument("--batch", type=int, default=1000, help="with --compare-http")
+    parser.add_argument(
+        "--replicas", type=int, default=1, help="N >= 2: N replicas behind HAProxy (PostgreSQL)"
+    )
     args = parser.parse_args()
     BENCH_SECONDS.value = args.seconds
     levels = [int(x) for x in args.levels.split(",")]
+    if args.replicas > 1:
+        if not args.database_url.startswith(("postgresql://", "postgres://")):
+            parser.error("--replicas needs --database-url postgresql://...")
+        replicas_bench(args.database_url, args.replicas, levels, args.seconds)
+        return 0
 
     with tempfile.TemporaryDirectory(prefix="bench-broker-") as tmp:
         root = Path(tmp)
         db = args.database_url or f"sqlite:///{root / 'broker.sqlite'}"
         env = broker_env(root, db, PUBLIC)
-        env["BROKER_LOG_LEVEL"] = "WARNING"
-        # The broker's own cost, not the upstream registry's: with the exchange on (the
-        # default) every mint and redemption also asks the image's registry, network I/O
-        # this benchmark's made-up registry cannot answer (a DNS lookup each, some of which
-        # a busy resolver answers only after its 5 s retry).
-        env["BROKER_UPSTREAM_EXCHANGE"] = "false"
-        cc, tailor = new_client("cc", "cc"), new_client("tailor", "tailor")
-        broker_cli(env, "keys", "init")
-        for c in (cc, tailor):
-            r = broker_cli(
-                env,
-                "clients",
-                "add",
-                c.name,
-                "--role",
-                c.role,
-                "--public-key",
-                str(c.write_public(root)),
-            )
-            if r.returncode != 0:
-                raise SystemExit(r.stderr)
+        bench_env(env)
+        cc, tailor = provision_clients(env, root)
         if args.compare_http:
             names = args.compare_http.split(",")
             compare_http(env, root, names, args.batches, args.batch)
@@ -411,11 +672,11 @@ def main() -> int:
             ]
             print(" ".join(f"{c:>10}" for c in columns))
             for n, level in enumerate(levels):
-                got: dict[str, dict[str, float]] = {}
+                got: dict[str, dict[str, Any]] = {}
                 for kind in ("bare", "broker"):
                     url = bare_url if kind == "bare" else broker.url
-                    pid = bare.pid if kind == "bare" else broker.proc.pid
-                    got[kind] = drive(kind, url, level, keys, n * 2 + (kind == "broker"), pid)
+                    probe = server_cpu(bare.pid if kind == "bare" else broker.proc.pid)
+                    got[kind] = drive(kind, url, level, keys, n * 2 + (kind == "broker"), probe)
                     m = got[kind]
                     cells = [
                         f"{level}",
