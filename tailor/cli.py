@@ -16,7 +16,7 @@ from tailor.authn import ANONYMOUS, Authenticator, PlatformAssertion, resolve
 from tailor.blobcache import BlobLocations, MemoryLocations, SqliteLocations, default_cache_path
 from tailor.copy import CopyOptions, copy_image
 from tailor.errors import ConfigError, TailorError
-from tailor.manifest import parse_platform
+from tailor.platforms import parse_platform
 from tailor.progress import for_stream
 from tailor.reference import Reference, parse_reference
 from tailor.registry import Repository
@@ -91,6 +91,13 @@ def _parser() -> argparse.ArgumentParser:
         help="internal repository likely to hold the blobs (e.g. the app's previous image)",
     )
     stage.add_argument("--jobs", type=int, default=4, metavar="N")
+    stage.add_argument(
+        "--run-platform",
+        default=os.environ.get("TAILOR_RUN_PLATFORM") or "linux/amd64",
+        metavar="OS/ARCH[/VARIANT]",
+        help="the platform the cells run: an image with nothing for it is refused "
+        "(default: TAILOR_RUN_PLATFORM, else linux/amd64)",
+    )
 
     egress = commands.add_parser(
         "egress-rules",
@@ -210,6 +217,7 @@ def _stage(args: argparse.Namespace) -> int:
 
     if args.jobs < 1 or args.jobs > 64:
         raise ConfigError("--jobs must be between 1 and 64")
+    run_platform = parse_platform(args.run_platform)
     token = os.environ.get("STAGING_TOKEN") or None
     broker = None
     identity = _platform_identity()
@@ -237,6 +245,7 @@ def _stage(args: argparse.Namespace) -> int:
         locations=_locations(False),
         progress=for_stream(sys.stderr),
         warn=_warn,
+        run_platform=run_platform,
     )
     result = stage(request)
     tmp = args.result_file.with_name(args.result_file.name + ".tmp")
