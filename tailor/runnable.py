@@ -23,6 +23,7 @@ _DOCKER_LAYERS = frozenset(
     {
         "application/vnd.docker.image.rootfs.diff.tar",
         "application/vnd.docker.image.rootfs.diff.tar.gzip",
+        "application/vnd.docker.image.rootfs.diff.tar.zstd",
         "application/vnd.docker.image.rootfs.foreign.diff.tar",
         "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
     }

@@ -148,6 +148,7 @@ def test_artifacts_are_not_runnable(body: dict, why: str) -> None:
         "application/vnd.oci.image.layer.v1.tar+zstd",
         "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
         "application/vnd.docker.image.rootfs.diff.tar.gzip",
+        "application/vnd.docker.image.rootfs.diff.tar.zstd",
         "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
     ],
 )
