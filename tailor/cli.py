@@ -18,7 +18,7 @@ from tailor.authn import ANONYMOUS, Authenticator, PlatformAssertion, resolve
 from tailor.blobcache import BlobLocations, MemoryLocations, SqliteLocations, default_cache_path
 from tailor.copy import CopyOptions, copy_image
 from tailor.errors import ConfigError, TailorError
-from tailor.manifest import Platform, parse_platform
+from tailor.platforms import Platform, parse_platform
 from tailor.progress import for_stream
 from tailor.reference import Reference, parse_reference
 from tailor.registry import Repository
@@ -166,6 +166,7 @@ examples:
   TAILOR_BROKER_URL, TAILOR_CLIENT_ID, TAILOR_CLIENT_KEY
                         the broker, this task's client id and the PEM file of its key
   DOCKER_CONFIG         the folder of the Docker config.json, for a run without a token
+  TAILOR_RUN_PLATFORM   the platform the cells run (default linux/amd64)
 
 example:
   STAGING_TOKEN=... tailor stage --image registry.example.com/team/app:v1 \\
@@ -213,6 +214,14 @@ example:
     )
     stage.add_argument(
         "--jobs", type=_jobs, default=4, metavar="N", help="blobs copied at once (1-64, 4)"
+    )
+    stage.add_argument(
+        "--run-platform",
+        type=_platform,
+        default=os.environ.get("TAILOR_RUN_PLATFORM") or "linux/amd64",
+        metavar="OS/ARCH[/VARIANT]",
+        help="the platform the cells run: an image with nothing for it is refused "
+        "(default: TAILOR_RUN_PLATFORM, else linux/amd64)",
     )
 
     egress = commands.add_parser(
@@ -386,6 +395,7 @@ def _warn(text: str) -> None:
 def _stage(args: argparse.Namespace) -> int:
     from tailor.staging import StageRequest, stage
 
+    run_platform = args.run_platform
     token = os.environ.get("STAGING_TOKEN") or None
     broker = None
     identity = _platform_identity()
@@ -413,6 +423,7 @@ def _stage(args: argparse.Namespace) -> int:
         locations=_locations(False),
         progress=for_stream(sys.stderr),
         warn=_warn,
+        run_platform=run_platform,
     )
     result = stage(request)
     tmp = args.result_file.with_name(args.result_file.name + ".tmp")

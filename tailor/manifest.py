@@ -7,12 +7,14 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from tailor.errors import ConfigError, ManifestError
+from tailor.errors import ManifestError
+from tailor.platforms import Platform, best, only, parse_platform
 
 __all__ = [
     "ACCEPT",
     "DOCKER_LIST",
     "DOCKER_MANIFEST",
+    "IMAGE_CONFIG_TYPES",
     "INDEX_TYPES",
     "MANIFEST_TYPES",
     "OCI_INDEX",
@@ -23,6 +25,7 @@ __all__ = [
     "digest_of",
     "parse_manifest",
     "parse_platform",
+    "platform_of",
 ]
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -34,6 +37,9 @@ DOCKER_SCHEMA1 = (
     "application/vnd.docker.distribution.manifest.v1+prettyjws",
 )
 MANIFEST_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
+IMAGE_CONFIG_TYPES = frozenset(
+    {"application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json"}
+)
 INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_LIST})
 ACCEPT = ", ".join([OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST])
 
@@ -52,31 +58,6 @@ MAX_MANIFEST = 4 * 1024 * 1024  # Distribution's own limit is 4 MiB
 
 def digest_of(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-@dataclass(frozen=True)
-class Platform:
-    os: str
-    architecture: str
-    variant: str = ""
-
-    def matches(self, other: Platform) -> bool:
-        return (
-            self.os == other.os
-            and self.architecture == other.architecture
-            and (not self.variant or self.variant == other.variant)
-        )
-
-    def __str__(self) -> str:
-        return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
-
-
-def parse_platform(text: str) -> Platform:
-    """``os/arch[/variant]``, e.g. ``linux/arm64/v8``."""
-    parts = text.split("/")
-    if not 2 <= len(parts) <= 3 or not all(parts):
-        raise ConfigError(f"invalid platform {text!r}: expected os/arch[/variant]")
-    return Platform(parts[0], parts[1], parts[2] if len(parts) == 3 else "")
 
 
 @dataclass(frozen=True)
@@ -102,6 +83,8 @@ class Manifest:
     config: Descriptor | None = None
     layers: tuple[Descriptor, ...] = ()
     children: tuple[Descriptor, ...] = field(default=())
+    artifact_type: str = ""
+    """OCI 1.1 ``artifactType``: set, the manifest says it is an artifact, not an image."""
 
     @property
     def is_index(self) -> bool:
@@ -112,12 +95,19 @@ class Manifest:
         out = [self.config] if self.config else []
         return out + [d for d in self.layers if d.distributable]
 
+    def platforms(self) -> str:
+        """The platforms an index's entries declare, for a message: ``a, b`` or ``none``."""
+        return ", ".join(str(c.platform) for c in self.children if c.platform) or "none"
+
     def select(self, platform: Platform) -> Descriptor:
-        for child in self.children:
-            if child.platform and platform.matches(child.platform):
-                return child
-        have = ", ".join(str(c.platform) for c in self.children if c.platform) or "none"
-        raise ManifestError(f"no image for platform {platform} in the index (it has: {have})")
+        """The entry containerd would pick for ``platform``: the best match, the first of
+        equals (see tailor.platforms); entries that declare no platform are never picked."""
+        chosen = best(only(platform), [c.platform for c in self.children])
+        if chosen is None:
+            raise ManifestError(
+                f"no image for platform {platform} in the index (it has: {self.platforms()})"
+            )
+        return self.children[chosen]
 
 
 def _descriptor(value: Any, where: str) -> Descriptor:
@@ -130,15 +120,24 @@ def _descriptor(value: Any, where: str) -> Descriptor:
         raise ManifestError(f"{where} has no valid size")
     if not isinstance(media, str):
         raise ManifestError(f"{where} has an invalid mediaType")
-    platform = None
-    plat = value.get("platform")
-    if isinstance(plat, dict) and isinstance(plat.get("os"), str):
-        platform = Platform(
-            str(plat.get("os", "")), str(plat.get("architecture", "")), str(plat.get("variant", ""))
-        )
+    platform = platform_of(value.get("platform"))
     urls = value.get("urls")
     url_tuple = tuple(u for u in urls if isinstance(u, str)) if isinstance(urls, list) else ()
     return Descriptor(media, digest, size, platform, url_tuple)
+
+
+def platform_of(value: object) -> Platform | None:
+    """An index entry's ``platform`` object, or an image config's top level (same fields)."""
+    if not isinstance(value, dict) or not isinstance(value.get("os"), str):
+        return None
+    features = value.get("os.features")
+    return Platform(
+        str(value.get("os", "")),
+        str(value.get("architecture", "")),
+        str(value.get("variant") or ""),
+        str(value.get("os.version") or ""),
+        tuple(str(f) for f in features) if isinstance(features, list) else (),
+    )
 
 
 def parse_manifest(raw: bytes, content_type: str | None) -> Manifest:
@@ -170,7 +169,17 @@ def parse_manifest(raw: bytes, content_type: str | None) -> Manifest:
         layers = data.get("layers")
         if not isinstance(layers, list):
             raise ManifestError("manifest has no 'layers' list")
+        if data.get("config") is None:
+            raise ManifestError("manifest has no config")
         config = _descriptor(data.get("config"), "config")
         descs = tuple(_descriptor(d, f"layers[{i}]") for i, d in enumerate(layers))
-        return Manifest(media, raw, digest, config=config, layers=descs)
+        artifact = data.get("artifactType")
+        return Manifest(
+            media,
+            raw,
+            digest,
+            config=config,
+            layers=descs,
+            artifact_type=artifact if isinstance(artifact, str) else "",
+        )
     raise ManifestError(f"unsupported manifest media type {media!r}")

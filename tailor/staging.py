@@ -1,4 +1,4 @@
-"""`tailor stage`: redeem, copy (or resolve), describe, report. One staging, start to end.
+"""`tailor stage`: redeem, check, copy (or resolve), describe, report. One staging, start to end.
 
 The docker lifecycle's staging result is built by pure functions
 (:func:`staging_result`); :func:`stage` does the I/O around them. Whatever happens
@@ -14,13 +14,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from tailor import runnable
 from tailor.authn import ANONYMOUS, Authenticator, Basic, BrokerToken
 from tailor.blobcache import BlobLocations, MemoryLocations
 from tailor.broker_client import BrokerClient, Redemption
-from tailor.copy import CopyOptions, copy_image, resolve_image
+from tailor.copy import CopyOptions, copy_image
 from tailor.errors import ConfigError, DigestMismatch, ManifestError, TailorError
-from tailor.manifest import Manifest, Platform, digest_of
+from tailor.manifest import Manifest, digest_of
 from tailor.naming import checked_staging_repository
+from tailor.platforms import Platform
 from tailor.progress import Progress, SilentProgress
 from tailor.reference import Reference, parse_reference
 from tailor.registry import Repository
@@ -36,6 +38,7 @@ __all__ = [
 
 _MAX_CONFIG = 8 * 1024 * 1024
 RUN_PLATFORM = Platform("linux", "amd64")
+"""The cells' platform unless the staging names another (``--run-platform``)."""
 
 
 # -- the staging result (pure) ----------------------------------------------------------------
@@ -106,18 +109,22 @@ class StageRequest:
     locations: BlobLocations = field(default_factory=MemoryLocations)
     progress: Progress = field(default_factory=SilentProgress)
     warn: Callable[[str], None] = field(default=lambda text: None)
+    run_platform: Platform = RUN_PLATFORM
+    """The platform the cells run: an image with nothing for it is refused."""
 
 
-def _config_of(repo: Repository, manifest: Manifest) -> dict[str, Any]:
-    """The image config (for the platform the cells run), digest-checked."""
-    image = manifest
-    if manifest.is_index:
-        try:
-            image = repo.get_manifest(manifest.select(RUN_PLATFORM).digest)
-        except ManifestError:
-            image = repo.get_manifest(manifest.children[0].digest)
-    if image.config is None:
-        raise ManifestError("the image has no config")
+def _runnable_config(repo: Repository, top: Manifest, platform: Platform) -> dict[str, Any]:
+    """The config of what the cells would run (the manifest for ``platform``), digest-checked;
+    an image with no manifest for it, or an artifact that is no runnable image, is refused."""
+    image, path = runnable.image_for(top, repo.get_manifest, platform)
+    runnable.check_manifest(image, path)
+    config = _read_config(repo, image)
+    runnable.check_config(config, platform, path)
+    return config
+
+
+def _read_config(repo: Repository, image: Manifest) -> dict[str, Any]:
+    assert image.config is not None
     if image.config.size > _MAX_CONFIG:
         raise ManifestError("the image config is larger than 8 MiB")
     response = repo.open_blob(image.config.digest)
@@ -204,6 +211,10 @@ def _run(req: StageRequest, requested: Reference, auth: Authenticator) -> dict[s
     insecure = InsecureHosts(req.insecure)
     upstream = Transport(requested.endpoint, auth, insecure, pool_size=req.jobs + 4)
     src = Repository(upstream, requested.repository)
+    # Checked before anything is published; the copy then takes this very digest, so a tag
+    # moved meanwhile cannot swap in an image that was not checked.
+    top = src.get_manifest(requested.identifier)
+    config = _runnable_config(src, top, req.run_platform)
     if req.internal_registry:
         repository = checked_staging_repository(
             req.repository_prefix, req.app_guid, req.staging_guid
@@ -218,14 +229,10 @@ def _run(req: StageRequest, requested: Reference, auth: Authenticator) -> dict[s
             progress=req.progress,
             mount_from=list(req.mount_from),
         )
-        copied = copy_image(src, requested.identifier, dst, req.staging_guid.lower(), options)
-        manifest = copied.manifest
+        copied = copy_image(src, top.digest, dst, req.staging_guid.lower(), options)
         docker_image = f"{req.internal_registry}/{repository}@{copied.digest}"
-        config = _config_of(dst, manifest)
     else:
-        manifest = resolve_image(src, requested.identifier)
-        docker_image = str(requested.with_digest(manifest.digest))
-        config = _config_of(src, manifest)
+        docker_image = str(requested.with_digest(top.digest))
     return staging_result(docker_image, config)
 
 

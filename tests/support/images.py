@@ -11,6 +11,9 @@ import random
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urljoin
+
+import requests
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -78,18 +81,25 @@ def image(
     layer_size: int = 64 * 1024,
     os_name: str = "linux",
     arch: str = "amd64",
+    variant: str = "",
+    os_version: str = "",
     config: dict | None = None,
 ) -> dict:
-    """Add an image manifest (and its blobs) to ``layout``; return its descriptor."""
+    """Add an image manifest (and its blobs) to ``layout``; return its descriptor (its
+    ``platform`` says what the config says: os, architecture, variant, os.version)."""
     layer_descs = []
     diff_ids = []
     for i in range(layers):
         data = layer(seed * 1000 + i, layer_size, name=f"layer{i}.bin")
         layer_descs.append(layout.descriptor(OCI_LAYER, data))
         diff_ids.append(sha256(gzip.decompress(data)))
+    platform = {"os": os_name, "architecture": arch}
+    if variant:
+        platform["variant"] = variant
+    if os_version:
+        platform["os.version"] = os_version
     cfg = {
-        "architecture": arch,
-        "os": os_name,
+        **platform,
         "config": config or {"Cmd": ["/bin/app"], "WorkingDir": "/"},
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
     }
@@ -100,13 +110,58 @@ def image(
         "config": config_desc,
         "layers": layer_descs,
     }
-    return layout.descriptor(
-        OCI_MANIFEST,
-        json.dumps(manifest).encode(),
-        platform={"os": os_name, "architecture": arch},
-    )
+    return layout.descriptor(OCI_MANIFEST, json.dumps(manifest).encode(), platform=platform)
 
 
 def index(layout: Layout, children: list[dict]) -> dict:
     body = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": children}
     return layout.descriptor(OCI_INDEX, json.dumps(body).encode())
+
+
+def artifact(
+    layout: Layout,
+    *,
+    config_type: str,
+    config: bytes,
+    layer_type: str,
+    payload: bytes,
+    artifact_type: str | None = None,
+) -> dict:
+    """An OCI manifest that is no runnable image (a signature, a chart, an SBOM): its config
+    and one layer of the given media types; its descriptor has no platform."""
+    manifest: dict = {"schemaVersion": 2, "mediaType": OCI_MANIFEST}
+    if artifact_type:
+        manifest["artifactType"] = artifact_type
+    manifest["config"] = layout.descriptor(config_type, config)
+    manifest["layers"] = [layout.descriptor(layer_type, payload)]
+    return layout.descriptor(OCI_MANIFEST, json.dumps(manifest).encode())
+
+
+def push_raw(registry_url: str, repository: str, layout: Layout, top: dict, ref: str) -> None:
+    """Push ``top`` and all below it with plain Distribution API calls to a registry without
+    auth: for shapes skopeo does not copy (an index of indexes)."""
+    body = json.loads(layout.blobs[top["digest"]])
+    for child in body.get("manifests", []):
+        push_raw(registry_url, repository, layout, child, child["digest"])
+    base = f"{registry_url}/v2/{repository}"
+    for blob in [body.get("config"), *body.get("layers", [])]:
+        if blob is None:
+            continue
+        started = requests.post(f"{base}/blobs/uploads/", timeout=10)
+        started.raise_for_status()
+        location = urljoin(registry_url, started.headers["Location"])
+        joiner = "&" if "?" in location else "?"
+        done = requests.put(
+            f"{location}{joiner}digest={blob['digest']}",
+            data=layout.blobs[blob["digest"]],
+            headers={"Content-Type": "application/octet-stream"},
+            timeout=10,
+        )
+        done.raise_for_status()
+    put = requests.put(
+        f"{base}/manifests/{ref}",
+        data=layout.blobs[top["digest"]],
+        headers={"Content-Type": top["mediaType"]},
+        timeout=10,
+    )
+    put.raise_for_status()
