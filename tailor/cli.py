@@ -1,4 +1,4 @@
-"""The ``tailor`` command. Passwords come from the environment or config.json, never argv."""
+"""The ``tailor`` command. Passwords come from the environment or auth files, never argv."""
 
 from __future__ import annotations
 
@@ -85,8 +85,9 @@ def _platform(text: str) -> Platform:
 _ENVIRONMENT = """environment:
   TAILOR_SRC_PASSWORD, TAILOR_DEST_PASSWORD
                         the password for --src-username, --dest-username (never an argument)
-  DOCKER_CONFIG         the folder of the Docker config.json read for credentials
-                        (default ~/.docker)
+  REGISTRY_AUTH_FILE, XDG_RUNTIME_DIR, XDG_CONFIG_HOME, DOCKER_CONFIG
+                        where the auth files are (containers auth.json, Docker
+                        config.json; 'tailor copy -h' gives the order)
   TAILOR_BROKER_URL, TAILOR_CLIENT_ID, TAILOR_CLIENT_KEY
                         the platform identity: the broker, this client's id and the PEM
                         file of its private key
@@ -526,11 +527,11 @@ def _hint(flags: str, passwords: str, identity: bool) -> str:
     """Where credentials could have come from, for a registry that refused anonymous access."""
     if identity:
         return (
-            f"use {flags} with {passwords} or a config.json entry; "
+            f"use {flags} with {passwords} or an auth file entry; "
             "the platform identity goes only to the broker's token realm"
         )
     return (
-        f"use {flags} with {passwords}, a config.json entry, "
+        f"use {flags} with {passwords}, an auth file entry, "
         f"or the platform identity: {_IDENTITY_VARIABLES}"
     )
 

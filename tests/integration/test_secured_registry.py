@@ -222,7 +222,7 @@ def test_tailor_copy_reads_a_staged_image_with_the_platform_identity(
         assert anonymous.stderr.strip().splitlines() == [
             f"tailor: error: unauthorized: token server {broker_host} refused anonymous access "
             f"to manifest {staged}: no credentials were given (use --src-username with "
-            "TAILOR_SRC_PASSWORD, a config.json entry, or the platform identity: "
+            "TAILOR_SRC_PASSWORD, an auth file entry, or the platform identity: "
             "TAILOR_BROKER_URL, TAILOR_CLIENT_ID, TAILOR_CLIENT_KEY)"
         ]
         assert requests.get(f"{elsewhere.url}/v2/_catalog", timeout=5).json()["repositories"] == [

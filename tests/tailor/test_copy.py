@@ -210,7 +210,7 @@ def test_wrong_password_is_one_clear_line(pushed: Registry, internal: Registry, 
 
 
 SRC_HINT = (
-    "use --src-username with TAILOR_SRC_PASSWORD, a config.json entry, "
+    "use --src-username with TAILOR_SRC_PASSWORD, an auth file entry, "
     "or the platform identity: TAILOR_BROKER_URL, TAILOR_CLIENT_ID, TAILOR_CLIENT_KEY"
 )
 
@@ -235,8 +235,8 @@ def test_no_credentials_for_a_private_source_says_none_were_given(
     run = tailor(*copy_args(src, dst, pushed.host, internal.host, user=None), env=identity)
     assert run.returncode == 1
     assert one_error(run).endswith(
-        "no credentials were given (use --src-username with TAILOR_SRC_PASSWORD or a "
-        "config.json entry; the platform identity goes only to the broker's token realm)"
+        "no credentials were given (use --src-username with TAILOR_SRC_PASSWORD or an "
+        "auth file entry; the platform identity goes only to the broker's token realm)"
     )
     assert catalog(internal) == []
 
@@ -253,8 +253,8 @@ def test_no_credentials_for_a_private_destination_says_none_were_given(
         f"blob {pushed.host}/copies/app@sha256:"
     )
     assert line.endswith(
-        "no credentials were given (use --dest-username with TAILOR_DEST_PASSWORD, a "
-        "config.json entry, or the platform identity: TAILOR_BROKER_URL, TAILOR_CLIENT_ID, "
+        "no credentials were given (use --dest-username with TAILOR_DEST_PASSWORD, an "
+        "auth file entry, or the platform identity: TAILOR_BROKER_URL, TAILOR_CLIENT_ID, "
         "TAILOR_CLIENT_KEY)"
     )
     assert_no_secret(run, UPSTREAM_PASSWORD)
