@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import datetime
 import functools
-import ipaddress
 import re
 import subprocess
 import sys
@@ -15,10 +13,6 @@ from pathlib import Path
 import psycopg
 import pytest
 import requests
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from broker.audit import AuditEvent, AuditLog
 from broker.keys import load_keys
@@ -29,6 +23,7 @@ from tests.support.clients import Clients
 from tests.support.concurrency import together
 from tests.support.credentials import PASSWORD
 from tests.support.processes import free_port, spawn
+from tests.support.tls import loopback_certificate
 
 pytestmark = pytest.mark.slow
 
@@ -187,28 +182,7 @@ def test_serve_misconfiguration_is_one_line(
 
 
 def test_serve_over_tls(tmp_path: Path, clients: Clients) -> None:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    loopback = x509.IPAddress(ipaddress.ip_address("127.0.0.1"))
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([loopback]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    (tmp_path / "tls.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    (tmp_path / "tls.key").write_bytes(pem)
+    loopback_certificate(tmp_path)
     env = setup_broker(tmp_path, f"sqlite:///{tmp_path / 'b.sqlite'}", clients)
     port = free_port()
     log = (tmp_path / "tls.log").open("wb")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,8 +24,11 @@ def reply(
 
 
 @contextmanager
-def serve(handler: Handler, host: str = "127.0.0.1") -> Iterator[str]:
-    """Yield ``host:port`` of a server calling ``handler`` for every request."""
+def serve(
+    handler: Handler, host: str = "127.0.0.1", tls: ssl.SSLContext | None = None
+) -> Iterator[str]:
+    """Yield ``host:port`` of a server calling ``handler`` for every request (over TLS
+    with ``tls``, a server context)."""
 
     class H(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -41,6 +45,8 @@ def serve(handler: Handler, host: str = "127.0.0.1") -> Iterator[str]:
         do_DELETE = do_GET
 
     httpd = ThreadingHTTPServer((host, 0), H)
+    if tls is not None:
+        httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
     httpd.daemon_threads = True
     thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
     thread.start()

@@ -8,22 +8,15 @@ ConnectionError after 5 attempt(s)" after 3.5 s of retries."""
 
 from __future__ import annotations
 
-import datetime
 import socket
 import ssl
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import requests
 import urllib3.exceptions
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from tailor.authn import ANONYMOUS
 from tailor.errors import TransportError
@@ -31,6 +24,7 @@ from tailor.neterrors import Failure, classify
 from tailor.retry import RetryPolicy
 from tailor.transport import Transport
 from tests.support.httpserver import reply, serve
+from tests.support.tls import loopback_certificate
 
 FOUR_TRIES = RetryPolicy(attempts=4, base=0.001, cap=0.002, max_retry_after=0.01)
 
@@ -59,49 +53,11 @@ def _silent() -> Iterator[str]:
         yield f"127.0.0.1:{s.getsockname()[1]}"
 
 
-@contextmanager
-def _untrusted_tls(tmp_path: Path) -> Iterator[str]:
-    """An HTTPS server whose certificate (self-signed, for 127.0.0.1) nobody trusts."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .sign(key, hashes.SHA256())
-    )
-    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (tmp_path / "key.pem").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+def _untrusted_tls(tmp_path: Path) -> ssl.SSLContext:
+    """A server context with a self-signed certificate for 127.0.0.1 nobody trusts."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
-
-    class H(BaseHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            pass
-
-        def do_GET(self) -> None:
-            reply(self, 200, b"{}")
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
-    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield f"127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    context.load_cert_chain(*loopback_certificate(tmp_path))
+    return context
 
 
 def test_a_name_that_does_not_resolve_is_said_and_not_retried() -> None:
@@ -136,7 +92,7 @@ def test_plain_http_where_tls_was_expected_says_insecure_registry() -> None:
 
 
 def test_an_untrusted_certificate_is_said_without_suggesting_plain_http(tmp_path: Path) -> None:
-    with _untrusted_tls(tmp_path) as host:
+    with serve(lambda h: reply(h, 200, b"{}"), tls=_untrusted_tls(tmp_path)) as host:
         error, waits = _attempt(host)
     assert error.startswith(f"cannot reach {host}: TLS handshake failed: its certificate is not")
     assert "self-signed certificate" in error and "--insecure-registry" not in error
