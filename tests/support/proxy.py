@@ -10,7 +10,9 @@ sent several times (as containers/image sends ``Accept``) is forwarded as many t
 With ``referrers_api`` set it also answers the OCI 1.1 Referrers API, ``GET
 /v2/NAME/referrers/DIGEST[?artifactType=T]``, which Debian's Distribution 2.8.2 lacks (it
 answers 404): from the registry's own referrers tag ``sha256-HEX`` (200 with an empty index
-when there is none, as the API must), so a test can have a source that has the API.
+when there is none, as the API must), so a test can have a source that has the API. With
+``oci_subject`` set it answers the PUT of a manifest that has a ``subject`` with the
+``OCI-Subject`` header, as a registry that processed the subject does.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ class Proxy:
         self.answered: list[tuple[str, str, int]] = []  # method, path, the registry's status
         self.referrers_api = False  # answer GET .../referrers/DIGEST (see the docstring)
         self.referrer_gets: list[str] = []  # the paths of the Referrers API requests answered
+        self.oci_subject = False  # say OCI-Subject on a manifest PUT with a subject
         self._lock = threading.Lock()
         proxy = self
 
@@ -147,6 +150,9 @@ class Proxy:
         for k, v in resp.getheaders():
             if k.lower() not in _HOP:
                 h.send_header(k, v)
+        subject = _subject(body) if self.oci_subject and h.command == "PUT" else None
+        if subject and "/manifests/" in path and resp.status == 201:
+            h.send_header("OCI-Subject", subject)
         if resp.getheader("Content-Length") is None and h.command != "HEAD":
             h.send_header("Connection", "close")
             h.close_connection = True
@@ -246,6 +252,16 @@ class Proxy:
             if digest:
                 with self._lock:
                     self.blob_bytes += len(chunk)
+
+
+def _subject(body: bytes | None) -> str | None:
+    """The digest a manifest body's ``subject`` names, if it is one with a subject."""
+    try:
+        subject = json.loads(body or b"").get("subject")
+    except (ValueError, AttributeError):
+        return None
+    digest = subject.get("digest") if isinstance(subject, dict) else None
+    return digest if isinstance(digest, str) else None
 
 
 def _send(

@@ -293,6 +293,41 @@ def test_an_index_brings_the_referrers_of_what_is_copied(
     assert fetch(internal, "arm/app", s.multi_note["digest"]).status_code == 404
 
 
+@pytest.mark.parametrize("says", ["oci-subject", "referrers-api"])
+def test_a_destination_that_processes_subjects_gets_no_referrers_tag(
+    upstream: Registry, internal: Registry, signed: Signed, tailor, says: str
+) -> None:
+    """A destination that says it processed a subject (the ``OCI-Subject`` header on the
+    PUT), or that has the Referrers API, keeps its own list: the Tailor writes no referrers
+    tag there. A proxy in front of the real registry plays that registry (Debian's
+    Distribution 2.8.2 does neither)."""
+    s = signed
+    front = Proxy(internal.host)
+    front.oci_subject = says == "oci-subject"
+    front.referrers_api = says == "referrers-api"
+    try:
+        run = copy(
+            tailor,
+            f"{upstream.host}/team/app:v1",
+            f"{front.host}/modern/app:v1",
+            hosts=(upstream.host, front.host),
+        )
+    finally:
+        front.stop()
+    assert run.returncode == 0, run.stderr
+    assert summary(run).endswith("; 5 referrer(s)")
+    image_tag = referrers_tag(s.image["digest"])
+    # The referrers and cosign's tags are there; no referrers tag was written.
+    assert tags(internal, "modern/app") == sorted(["v1", image_tag + ".sig", image_tag + ".att"])
+    for desc in (s.sbom, s.sig, s.sbom_sig):
+        assert (
+            fetch(internal, "modern/app", desc["digest"]).content == s.layout.blobs[desc["digest"]]
+        )
+    asked = [p for m, p, _ in front.requests if m == "GET" and "/referrers/" in p]
+    # Told by the header, the Tailor does not even ask; otherwise it asks once per subject.
+    assert len(asked) == (0 if says == "oci-subject" else 2)
+
+
 def test_no_referrers_copies_none(
     upstream: Registry, internal: Registry, signed: Signed, tailor
 ) -> None:
