@@ -13,9 +13,9 @@ The copy (tailor.copy) copies them as it copies an image. A destination that did
 process a referrer's ``subject`` (no ``OCI-Subject`` header on its PUT, and no Referrers
 API) gets the referrers tag index written, merged with what it already lists.
 
-Not-found at the source means none (an absent tag or API, a stale listing); anything else
-that fails there, and any failure writing at the destination, is the copy's error: an
-image must not lose its signatures without a word.
+Not-found at the source means none (an absent tag or API, a stale listing, a manifest this
+copy cannot read); anything else that fails there, and any failure writing at the
+destination, is the copy's error: an image must not lose its signatures without a word.
 """
 
 from __future__ import annotations
@@ -196,9 +196,11 @@ class Finder:
         return digests
 
     def _get(self, identifier: str) -> Manifest | None:
+        """The manifest, or None when it is not there or is nothing this copy can read (a
+        withdrawn 1.1-rc artifact manifest, schema 1): that is no referrer to copy."""
         try:
             return self.src.get_manifest(identifier)
-        except NotFound:
+        except (NotFound, ManifestError):
             return None
 
 
