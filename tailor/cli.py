@@ -151,6 +151,12 @@ examples:
         "--platform", type=_platform, metavar="OS/ARCH[/VARIANT]", help="copy only this platform"
     )
     copy.add_argument(
+        "--no-referrers",
+        action="store_true",
+        help="do not copy the image's signatures, attestations and SBOMs (OCI referrers "
+        "and cosign's sha256-HEX.sig/.att/.sbom tags)",
+    )
+    copy.add_argument(
         "--no-blob-cache",
         action="store_true",
         help="do not read or write the record of where blobs were pushed",
@@ -215,6 +221,11 @@ example:
     )
     stage.add_argument(
         "--jobs", type=_jobs, default=4, metavar="N", help="blobs copied at once (1-64, 4)"
+    )
+    stage.add_argument(
+        "--no-referrers",
+        action="store_true",
+        help="do not copy the image's signatures, attestations and SBOMs",
     )
     stage.add_argument(
         "--run-platform",
@@ -425,6 +436,7 @@ def _stage(args: argparse.Namespace) -> int:
         progress=for_stream(sys.stderr),
         warn=_warn,
         run_platform=run_platform,
+        referrers=not args.no_referrers,
     )
     result = stage(request)
     tmp = args.result_file.with_name(args.result_file.name + ".tmp")
@@ -593,6 +605,7 @@ def _copy(args: argparse.Namespace) -> int:
         platform=platform,
         locations=_locations(args.no_blob_cache),
         progress=for_stream(sys.stderr),
+        referrers=not args.no_referrers,
     )
     result = copy_image(
         Repository(src_transport, src_ref.repository),
@@ -605,7 +618,7 @@ def _copy(args: argparse.Namespace) -> int:
     sys.stderr.write(
         f"copied {s.blobs_copied}, mounted {s.blobs_mounted}, already present "
         f"{s.blobs_present} blob(s); {s.bytes_downloaded} bytes downloaded; "
-        f"{s.manifests} manifest(s)\n"
+        f"{s.manifests} manifest(s); {s.referrers} referrer(s)\n"
     )
     print(dst_ref.with_digest(result.digest))
     return 0

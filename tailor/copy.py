@@ -4,6 +4,11 @@ A blob the destination already has is never downloaded: it is found with HEAD in
 the target repository, or mounted from another repository of the same registry
 that is known to hold it, and only otherwise streamed GET -> PUT. Because the
 top manifest goes last, a copy that fails anywhere publishes no tag.
+
+The image's signatures, attestations and SBOMs (its referrers and cosign's tags: see
+tailor.referrers) come along unless ``CopyOptions.referrers`` is off: their blobs with the
+image's, their manifests after the image's (the top one pushed by digest first, so a
+subject is there before what refers to it), the tag last.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from tailor.errors import (
 )
 from tailor.manifest import Descriptor, Manifest, Platform
 from tailor.progress import Progress, SilentProgress
+from tailor.referrers import Finder, Referrer, publish
 from tailor.registry import Repository
 from tailor.retry import RETRYABLE_STATUS
 
@@ -44,6 +50,8 @@ class CopyOptions:
     progress: Progress = field(default_factory=SilentProgress)
     mount_from: Sequence[str] = ()
     """Repositories of the destination registry worth trying as mount sources first."""
+    referrers: bool = True
+    """Copy the referrers and cosign tags of every manifest copied (tailor.referrers)."""
 
 
 @dataclass
@@ -54,6 +62,8 @@ class CopyStats:
     bytes_downloaded: int = 0
     resumes: int = 0
     manifests: int = 0
+    referrers: int = 0
+    referrer_indexes: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, **counts: int) -> None:
@@ -185,6 +195,27 @@ class _BlobCopier:
                 self.stats.add(bytes_downloaded=stream.received, resumes=stream.resumed)
 
 
+def _push_referrers(
+    dst: Repository, followers: list[tuple[Referrer, list[Manifest]]], stats: CopyStats
+) -> None:
+    """Push the referrers (their blobs are there), parents first; then, for each subject
+    whose referrers the destination did not process, merge them into its referrers tag."""
+    unprocessed: dict[str, list[Manifest]] = {}
+    for ref, ref_manifests in followers:
+        for manifest in ref_manifests[:-1]:
+            dst.put_manifest(manifest.digest, manifest)
+        if ref.tag is not None:
+            dst.put_manifest(ref.tag, ref.manifest)
+        else:
+            _, processed = dst.put_referrer(ref.manifest.digest, ref.manifest)
+            if processed != ref.subject:
+                unprocessed.setdefault(ref.subject, []).append(ref.manifest)
+        stats.add(referrers=1)
+    for subject, listed in unprocessed.items():
+        if publish(dst, subject, listed):
+            stats.add(referrer_indexes=1)
+
+
 def copy_image(
     src: Repository,
     identifier: str,
@@ -201,6 +232,17 @@ def copy_image(
             f"digest mismatch: destination names {dst_identifier}, source is {top.digest}"
         )
     manifests, blobs = _plan(src, top)
+    followers: list[tuple[Referrer, list[Manifest]]] = []
+    if options.referrers:
+        with ThreadPoolExecutor(max_workers=max(1, options.jobs)) as lookups:
+            found = Finder(src, lookups.map).find([m.digest for m in manifests])
+        needed = {desc.digest: desc for desc in blobs}
+        for ref in found:
+            ref_manifests, ref_blobs = _plan(src, ref.manifest)
+            followers.append((ref, ref_manifests))
+            for desc in ref_blobs:
+                needed.setdefault(desc.digest, desc)
+        blobs = list(needed.values())
     copier = _BlobCopier(src, dst, options, stats)
     with ThreadPoolExecutor(max_workers=max(1, options.jobs)) as pool:
         # Largest first: the long transfers start at once and the small ones fill the gaps.
@@ -219,6 +261,10 @@ def copy_image(
     for manifest in manifests[:-1]:
         dst.put_manifest(manifest.digest, manifest)
         stats.add(manifests=1)
+    if followers:
+        if dst_identifier and dst_identifier != top.digest:
+            dst.put_manifest(top.digest, top)  # the subject first; the tag still comes last
+        _push_referrers(dst, followers, stats)
     dst.put_manifest(dst_identifier or top.digest, top)
     stats.add(manifests=1)
     reference = f"{dst}@{top.digest}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Sequence
+from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit, urlunsplit
 
 import requests
@@ -18,7 +19,7 @@ from tailor.errors import (
     RegistryError,
     TailorError,
 )
-from tailor.manifest import ACCEPT, MAX_MANIFEST, Manifest, digest_of, parse_manifest
+from tailor.manifest import ACCEPT, MAX_MANIFEST, OCI_INDEX, Manifest, digest_of, parse_manifest
 from tailor.transport import CATALOG_SCOPE, Transport, delete_scope, pull_scope, push_scope
 
 __all__ = ["Repository", "catalog"]
@@ -27,6 +28,7 @@ __all__ = ["Repository", "catalog"]
 _MAX_PAGE = 8 * 1024 * 1024
 # 10,000 pages of 100 names: far more than any registry we list, and a sure end.
 _MAX_PAGES = 10_000
+_MAX_REFERRER_PAGES = 100
 _LINK = re.compile(r"<([^>]*)>([^<]*)")
 _REL = re.compile(r';\s*rel\s*=\s*(?:"([^"]*)"|([^\s;,"]+))', re.IGNORECASE)
 
@@ -62,6 +64,19 @@ def _page(response: requests.Response, key: str, what: str) -> list[str]:
             raise ValueError
         entries = body.get(key) or []  # Distribution answers "tags": null for none
         if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
+            raise ValueError
+    except ValueError:
+        raise ProtocolError(f"{what}: an unreadable page") from None
+    return entries
+
+
+def _index_entries(raw: bytes, what: str) -> list[dict[str, Any]]:
+    """The ``manifests`` of an OCI index page, each a JSON object."""
+    try:
+        body = json.loads(raw)
+        entries = body.get("manifests") if isinstance(body, dict) else None
+        entries = entries or []
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
             raise ValueError
     except ValueError:
         raise ProtocolError(f"{what}: an unreadable page") from None
@@ -163,6 +178,15 @@ class Repository:
         return manifest
 
     def put_manifest(self, identifier: str, manifest: Manifest) -> str:
+        return self._put_manifest(identifier, manifest)[0]
+
+    def put_referrer(self, identifier: str, manifest: Manifest) -> tuple[str, str | None]:
+        """Push a manifest that has a ``subject``: its digest, and the registry's
+        ``OCI-Subject`` header (the subject it processed: it lists the manifest in its
+        Referrers API), or None when it sent none."""
+        return self._put_manifest(identifier, manifest)
+
+    def _put_manifest(self, identifier: str, manifest: Manifest) -> tuple[str, str | None]:
         what = f"push of manifest {self}:{identifier}"
         response = self.transport.request(
             "PUT",
@@ -177,7 +201,46 @@ class Repository:
         stored = response.headers.get("Docker-Content-Digest")
         if stored and stored != digest_of(manifest.raw):
             raise DigestMismatch(f"digest mismatch: registry stored {what} as {stored}")
-        return digest_of(manifest.raw)
+        return digest_of(manifest.raw), response.headers.get("OCI-Subject")
+
+    def referrers(self, digest: str) -> list[dict[str, Any]] | None:
+        """The descriptors the Referrers API lists for ``digest`` (``GET
+        .../referrers/DIGEST``, page by page), or None when the registry has no such API: any
+        answer but 200 with an OCI index (Distribution 2.8 answers 404, others 400, 405
+        or 406), as go-containerregistry reads it."""
+        what = f"referrers of {self}@{digest}"
+        url = self.transport.url(f"{self._path}/referrers/{quote(digest)}")
+        seen = {url}
+        out: list[dict[str, Any]] = []
+        for _ in range(_MAX_REFERRER_PAGES):
+            response = self.transport.request(
+                "GET",
+                url,
+                scopes=self.scopes,
+                what=what,
+                ok=(200, 400, 404, 405, 406),
+                headers={"Accept": OCI_INDEX},
+            )
+            with response:
+                kind = response.headers.get("Content-Type", "").split(";")[0].strip()
+                if response.status_code != 200 or kind != OCI_INDEX:
+                    if not out:
+                        return None
+                    raise ProtocolError(f"{what}: a next page that is no OCI index")
+                raw = response.raw.read(MAX_MANIFEST + 1, decode_content=True)
+            if len(raw) > MAX_MANIFEST:
+                raise ProtocolError(f"{what}: a page larger than 4 MiB")
+            out += _index_entries(raw, what)
+            target = _next_link(response.headers.get("Link"))
+            if target is None:
+                return out
+            url = urljoin(response.url or url, target)
+            if _origin(url) != _origin(self.transport.base_url):
+                raise ProtocolError(f"{what}: the next page is on another host")
+            if url in seen:
+                raise ProtocolError(f"{what}: the pages loop")
+            seen.add(url)
+        raise ProtocolError(f"{what}: more than {_MAX_REFERRER_PAGES} pages")
 
     def delete_manifest(self, digest: str) -> None:
         """Delete the manifest ``digest`` and its tags; one already gone (404) is fine."""

@@ -111,6 +111,8 @@ class StageRequest:
     warn: Callable[[str], None] = field(default=lambda text: None)
     run_platform: Platform = RUN_PLATFORM
     """The platform the cells run: an image with nothing for it is refused."""
+    referrers: bool = True
+    """Copy the image's signatures, attestations and SBOMs along (tailor.referrers)."""
 
 
 def _runnable_config(repo: Repository, top: Manifest, platform: Platform) -> dict[str, Any]:
@@ -228,6 +230,7 @@ def _run(req: StageRequest, requested: Reference, auth: Authenticator) -> dict[s
             locations=req.locations,
             progress=req.progress,
             mount_from=list(req.mount_from),
+            referrers=req.referrers,
         )
         copied = copy_image(src, top.digest, dst, req.staging_guid.lower(), options)
         docker_image = f"{req.internal_registry}/{repository}@{copied.digest}"

@@ -137,17 +137,25 @@ def artifact(
     return layout.descriptor(OCI_MANIFEST, json.dumps(manifest).encode())
 
 
-def push_raw(registry_url: str, repository: str, layout: Layout, top: dict, ref: str) -> None:
+def push_raw(
+    registry_url: str,
+    repository: str,
+    layout: Layout,
+    top: dict,
+    ref: str,
+    auth: tuple[str, str] | None = None,
+) -> None:
     """Push ``top`` and all below it with plain Distribution API calls to a registry without
-    auth: for shapes skopeo does not copy (an index of indexes)."""
+    auth, or with Basic ``auth``: for shapes skopeo does not copy (an index of indexes, a
+    manifest with a ``subject``)."""
     body = json.loads(layout.blobs[top["digest"]])
     for child in body.get("manifests", []):
-        push_raw(registry_url, repository, layout, child, child["digest"])
+        push_raw(registry_url, repository, layout, child, child["digest"], auth)
     base = f"{registry_url}/v2/{repository}"
     for blob in [body.get("config"), *body.get("layers", [])]:
         if blob is None:
             continue
-        started = requests.post(f"{base}/blobs/uploads/", timeout=10)
+        started = requests.post(f"{base}/blobs/uploads/", auth=auth, timeout=10)
         started.raise_for_status()
         location = urljoin(registry_url, started.headers["Location"])
         joiner = "&" if "?" in location else "?"
@@ -155,6 +163,7 @@ def push_raw(registry_url: str, repository: str, layout: Layout, top: dict, ref:
             f"{location}{joiner}digest={blob['digest']}",
             data=layout.blobs[blob["digest"]],
             headers={"Content-Type": "application/octet-stream"},
+            auth=auth,
             timeout=10,
         )
         done.raise_for_status()
@@ -162,6 +171,95 @@ def push_raw(registry_url: str, repository: str, layout: Layout, top: dict, ref:
         f"{base}/manifests/{ref}",
         data=layout.blobs[top["digest"]],
         headers={"Content-Type": top["mediaType"]},
+        auth=auth,
         timeout=10,
     )
     put.raise_for_status()
+
+
+OCI_EMPTY = "application/vnd.oci.empty.v1+json"
+
+
+def referrer(
+    layout: Layout,
+    subject: dict,
+    *,
+    payload: bytes,
+    layer_type: str,
+    artifact_type: str | None = None,
+    config_type: str = OCI_EMPTY,
+    config: bytes = b"{}",
+    annotations: dict[str, str] | None = None,
+) -> dict:
+    """An OCI 1.1 artifact whose ``subject`` is ``subject`` (a descriptor): one layer of
+    ``payload``. Returns its descriptor as a referrers index lists it: ``artifactType`` (the
+    config's media type when the manifest has none) and its annotations."""
+    manifest: dict = {"schemaVersion": 2, "mediaType": OCI_MANIFEST}
+    if artifact_type:
+        manifest["artifactType"] = artifact_type
+    manifest["config"] = layout.descriptor(config_type, config)
+    manifest["layers"] = [layout.descriptor(layer_type, payload)]
+    manifest["subject"] = {k: subject[k] for k in ("mediaType", "digest", "size")}
+    if annotations:
+        manifest["annotations"] = annotations
+    extra: dict = {"artifactType": artifact_type or config_type}
+    if annotations:
+        extra["annotations"] = annotations
+    return layout.descriptor(OCI_MANIFEST, json.dumps(manifest).encode(), **extra)
+
+
+def referrers_tag(digest: str) -> str:
+    """The distribution spec's referrers tag schema: ``sha256:HEX`` -> ``sha256-HEX``."""
+    return digest.replace(":", "-", 1)
+
+
+def attach(
+    registry_url: str,
+    repository: str,
+    layout: Layout,
+    ref: dict,
+    subject: str,
+    auth: tuple[str, str] | None = None,
+) -> None:
+    """Push the referrer ``ref`` of ``subject`` by digest, then add it to the referrers tag
+    index, as an OCI 1.1 client pushing to a registry without the Referrers API does (the
+    registry sent no ``OCI-Subject``): fetch the index (404: an empty one), append, push."""
+    push_raw(registry_url, repository, layout, ref, ref["digest"], auth)
+    url = f"{registry_url}/v2/{repository}/manifests/{referrers_tag(subject)}"
+    got = requests.get(url, headers={"Accept": OCI_INDEX}, auth=auth, timeout=10)
+    if got.status_code == 404:
+        index: dict = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
+    else:
+        got.raise_for_status()
+        index = got.json()
+    index["manifests"].append(ref)
+    put = requests.put(
+        url,
+        data=json.dumps(index).encode(),
+        headers={"Content-Type": OCI_INDEX},
+        auth=auth,
+        timeout=10,
+    )
+    put.raise_for_status()
+    assert "OCI-Subject" not in put.headers
+
+
+def cosign_like(layout: Layout, subject: str, kind: str) -> dict:
+    """A manifest as cosign pushes under ``sha256-HEX.sig`` (a simple-signing payload) or
+    ``.att`` (a DSSE envelope): no ``subject``, found by its tag alone."""
+    if kind == "sig":
+        layer_type = "application/vnd.dev.cosign.simplesigning.v1+json"
+        payload = json.dumps({"critical": {"image": {"docker-manifest-digest": subject}}})
+        annotations = {"dev.cosignproject.cosign/signature": "MEUCIQDfakesignature=="}
+    else:
+        layer_type = "application/vnd.dsse.envelope.v1+json"
+        payload = json.dumps({"payloadType": "application/vnd.in-toto+json", "payload": ""})
+        annotations = {"predicateType": "https://slsa.dev/provenance/v1"}
+    config = {"architecture": "", "os": "", "rootfs": {"type": "layers", "diff_ids": []}}
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": layout.descriptor(OCI_CONFIG, json.dumps(config).encode()),
+        "layers": [layout.descriptor(layer_type, payload.encode(), annotations=annotations)],
+    }
+    return layout.descriptor(OCI_MANIFEST, json.dumps(manifest).encode())

@@ -6,11 +6,19 @@ blob download half-way, flips a byte in one, answers with retryable errors, fail
 blob upload PUTs with a 502, redirects blob GETs to a separate "storage" host, or holds
 each successful answer for a manifest or blob back for a while (a slow pull). A header
 sent several times (as containers/image sends ``Accept``) is forwarded as many times.
+
+With ``referrers_api`` set it also answers the OCI 1.1 Referrers API, ``GET
+/v2/NAME/referrers/DIGEST[?artifactType=T]``, which Debian's Distribution 2.8.2 lacks (it
+answers 404): from the registry's own referrers tag ``sha256-HEX`` (200 with an empty index
+when there is none, as the API must), so a test can have a source that has the API. With
+``oci_subject`` set it answers the PUT of a manifest that has a ``subject`` with the
+``OCI-Subject`` header, as a registry that processed the subject does.
 """
 
 from __future__ import annotations
 
 import http.client
+import json
 import re
 import threading
 import time
@@ -19,8 +27,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
 
 _BLOB_GET = re.compile(r"^/v2/(.+)/blobs/(sha256:[a-f0-9]{64})$")
+_REFERRERS = re.compile(r"^/v2/(.+)/referrers/sha256:([a-f0-9]{64})$")
+_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 _SLOWED = re.compile(r"^/v2/.+/(blobs|manifests)/[^/]+$")
 _HOP = {"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "proxy-connection"}
 
@@ -47,6 +58,9 @@ class Proxy:
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self.ranges: list[str] = []
         self.answered: list[tuple[str, str, int]] = []  # method, path, the registry's status
+        self.referrers_api = False  # answer GET .../referrers/DIGEST (see the docstring)
+        self.referrer_gets: list[str] = []  # the paths of the Referrers API requests answered
+        self.oci_subject = False  # say OCI-Subject on a manifest PUT with a subject
         self._lock = threading.Lock()
         proxy = self
 
@@ -90,6 +104,10 @@ class Proxy:
             h.send_header("Content-Length", "0")
             h.end_headers()
             return
+        api = _REFERRERS.match(unquote(path)) if self.referrers_api and h.command == "GET" else None
+        if api:
+            self._referrers(h, headers, api.group(1), api.group(2))
+            return
         body = None
         length = h.headers.get("Content-Length")
         if length:
@@ -132,6 +150,9 @@ class Proxy:
         for k, v in resp.getheaders():
             if k.lower() not in _HOP:
                 h.send_header(k, v)
+        subject = _subject(body) if self.oci_subject and h.command == "PUT" else None
+        if subject and "/manifests/" in path and resp.status == 201:
+            h.send_header("OCI-Subject", subject)
         if resp.getheader("Content-Length") is None and h.command != "HEAD":
             h.send_header("Connection", "close")
             h.close_connection = True
@@ -146,6 +167,44 @@ class Proxy:
                 self.faults.cut_once.discard(digest)
         self._pipe(h, resp, digest, cut)
         conn.close()
+
+    def _referrers(
+        self, h: BaseHTTPRequestHandler, headers: list[tuple[str, str]], name: str, hexd: str
+    ) -> None:
+        """The Referrers API, from the registry's referrers tag (with the client's own
+        credentials, so a registry with auth answers as it would to the client)."""
+        with self._lock:
+            self.referrer_gets.append(h.path)
+        forwarded = [(k, v) for k, v in headers if k.lower() not in ("accept", "content-length")]
+        forwarded.append(("Accept", _OCI_INDEX))
+        conn = http.client.HTTPConnection(self.backend, timeout=60)
+        _send(conn, "GET", f"/v2/{name}/manifests/sha256-{hexd}", forwarded, None)
+        resp = conn.getresponse()
+        raw = resp.read()
+        conn.close()
+        if resp.status not in (200, 404):  # a 401 challenge and the like, as the registry said
+            h.send_response(resp.status)
+            for k, v in resp.getheaders():
+                if k.lower() not in _HOP and k.lower() != "content-length":
+                    h.send_header(k, v)
+            h.send_header("Content-Length", str(len(raw)))
+            h.end_headers()
+            h.wfile.write(raw)
+            return
+        entries = json.loads(raw).get("manifests", []) if resp.status == 200 else []
+        extra = {}
+        wanted = parse_qs(urlsplit(h.path).query).get("artifactType")
+        if wanted:
+            entries = [e for e in entries if e.get("artifactType") == wanted[0]]
+            extra["OCI-Filters-Applied"] = "artifactType"
+        body = json.dumps({"schemaVersion": 2, "mediaType": _OCI_INDEX, "manifests": entries})
+        h.send_response(200)
+        h.send_header("Content-Type", _OCI_INDEX)
+        for k, v in extra.items():
+            h.send_header(k, v)
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body.encode())
 
     def _take_slow_once(self, path: str) -> float:
         with self._lock:
@@ -193,6 +252,16 @@ class Proxy:
             if digest:
                 with self._lock:
                     self.blob_bytes += len(chunk)
+
+
+def _subject(body: bytes | None) -> str | None:
+    """The digest a manifest body's ``subject`` names, if it is one with a subject."""
+    try:
+        subject = json.loads(body or b"").get("subject")
+    except (ValueError, AttributeError):
+        return None
+    digest = subject.get("digest") if isinstance(subject, dict) else None
+    return digest if isinstance(digest, str) else None
 
 
 def _send(

@@ -1,0 +1,227 @@
+"""Signatures, attestations and SBOMs that travel with an image: OCI 1.1 referrers and
+cosign's tags, found at the source and made discoverable at the destination.
+
+Found, for each digest a copy takes (and, to a bounded depth, for each referrer found):
+- the manifests whose ``subject`` is that digest: listed by the Referrers API
+  (``GET /v2/NAME/referrers/DIGEST``) where the source answers it with an OCI index, else
+  by the index under the referrers tag schema's tag ``sha256-HEX``, which OCI 1.1 clients
+  write to a registry without the API; each listed manifest is fetched by digest and kept
+  only when its ``subject`` really is that digest;
+- cosign's tags ``sha256-HEX.sig``, ``.att`` and ``.sbom``, where they exist.
+
+The copy (tailor.copy) copies them as it copies an image. A destination that did not
+process a referrer's ``subject`` (no ``OCI-Subject`` header on its PUT, and no Referrers
+API) gets the referrers tag index written, merged with what it already lists.
+
+Not-found at the source means none (an absent tag or API, a stale listing, a manifest this
+copy cannot read); anything else that fails there, and any failure writing at the
+destination, is the copy's error: an image must not lose its signatures without a word.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tailor.errors import ManifestError, NotFound
+from tailor.manifest import OCI_INDEX, Manifest, parse_manifest
+from tailor.registry import Repository
+
+__all__ = [
+    "COSIGN_SUFFIXES",
+    "Finder",
+    "Referrer",
+    "cosign_tags",
+    "descriptor_of",
+    "fallback_tag",
+    "merged_index",
+    "publish",
+    "subject_of",
+]
+
+COSIGN_SUFFIXES = (".sig", ".att", ".sbom")
+MAX_DEPTH = 3
+"""Referrers of referrers: a signature of an attestation of the image is depth 2."""
+MAX_PER_SUBJECT = 1000
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+_NOT_TAG = re.compile(r"[^a-zA-Z0-9_.-]")
+
+Mapper = Callable[[Callable[[str], list["Referrer"]], Iterable[str]], Iterator[list["Referrer"]]]
+
+
+def fallback_tag(digest: str) -> str:
+    """The referrers tag schema's tag for ``digest``: ``ALG-HEX``, the algorithm cut to 32
+    characters and the encoded part to 64, what a tag may not hold replaced by ``-``."""
+    algorithm, _, encoded = digest.partition(":")
+    return f"{_NOT_TAG.sub('-', algorithm[:32])}-{_NOT_TAG.sub('-', encoded[:64])}"
+
+
+def cosign_tags(digest: str) -> list[str]:
+    """cosign's tags for the signatures, attestations and SBOMs of ``digest``."""
+    return [fallback_tag(digest) + suffix for suffix in COSIGN_SUFFIXES]
+
+
+def _body(manifest: Manifest) -> dict[str, Any]:
+    data = json.loads(manifest.raw)  # parse_manifest read it as a JSON object already
+    assert isinstance(data, dict)
+    return data
+
+
+def subject_of(manifest: Manifest) -> str | None:
+    """The digest a manifest's ``subject`` names, if it has one."""
+    subject = _body(manifest).get("subject")
+    digest = subject.get("digest") if isinstance(subject, dict) else None
+    return digest if isinstance(digest, str) else None
+
+
+def descriptor_of(manifest: Manifest) -> dict[str, Any]:
+    """A referrers index entry, as the distribution spec has a client write one: the
+    manifest's ``artifactType`` (an image manifest without one: its config's media type),
+    and its annotations."""
+    data = _body(manifest)
+    desc: dict[str, Any] = {
+        "mediaType": manifest.media_type,
+        "digest": manifest.digest,
+        "size": len(manifest.raw),
+    }
+    artifact = data.get("artifactType")
+    if isinstance(artifact, str) and artifact:
+        desc["artifactType"] = artifact
+    elif manifest.config is not None:
+        desc["artifactType"] = manifest.config.media_type
+    annotations = data.get("annotations")
+    if isinstance(annotations, dict) and annotations:
+        desc["annotations"] = annotations
+    return desc
+
+
+def merged_index(existing: bytes | None, additions: Sequence[dict[str, Any]]) -> bytes | None:
+    """The referrers index ``existing`` (None: an empty one) with the ``additions`` it does
+    not list yet (by digest) appended, its own entries and fields kept as they are; None
+    when it lists them all already (nothing to write)."""
+    index: dict[str, Any] = (
+        json.loads(existing)
+        if existing is not None
+        else {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
+    )
+    entries = list(index.get("manifests") or [])
+    listed = {entry.get("digest") for entry in entries if isinstance(entry, dict)}
+    added = False
+    for desc in additions:
+        if desc["digest"] not in listed:
+            entries.append(desc)
+            listed.add(desc["digest"])
+            added = True
+    if not added:
+        return None
+    index["manifests"] = entries
+    return json.dumps(index, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True)
+class Referrer:
+    """A manifest that travels with ``subject``: listed as its referrer (``tag`` None), or
+    under one of cosign's tags for it."""
+
+    subject: str
+    manifest: Manifest
+    tag: str | None = None
+
+
+class Finder:
+    """Finds the referrers of digests at a source; ``mapper`` runs the per-digest lookups
+    (``map``, or a thread pool's)."""
+
+    def __init__(self, src: Repository, mapper: Mapper = map) -> None:
+        self.src = src
+        self.mapper = mapper
+
+    def find(self, subjects: Sequence[str]) -> list[Referrer]:
+        """The referrers of ``subjects``, and theirs (to MAX_DEPTH), parents first."""
+        found: list[Referrer] = []
+        seen = set(subjects)
+        kept: set[tuple[str, str | None]] = set()
+        level = list(subjects)
+        for _ in range(MAX_DEPTH):
+            following: list[str] = []
+            for group in self.mapper(self._of, level):
+                for ref in group:
+                    key = (ref.manifest.digest, ref.tag)
+                    if key in kept or ref.manifest.digest in subjects:
+                        continue
+                    kept.add(key)
+                    found.append(ref)
+                    if ref.manifest.digest not in seen:
+                        seen.add(ref.manifest.digest)
+                        following.append(ref.manifest.digest)
+            if not following:
+                break
+            level = following
+        return found
+
+    def _of(self, subject: str) -> list[Referrer]:
+        out: list[Referrer] = []
+        for digest in self._listed(subject):
+            manifest = self._get(digest)
+            # A listing is anyone's word (a tag any client writes): keep only what says so.
+            if manifest is not None and subject_of(manifest) == subject:
+                out.append(Referrer(subject, manifest))
+        for tag in cosign_tags(subject):
+            manifest = self._get(tag)
+            if manifest is not None:
+                out.append(Referrer(subject, manifest, tag))
+        return out
+
+    def _listed(self, subject: str) -> list[str]:
+        """The digests listed as referrers of ``subject``: by the API, else the tag."""
+        entries = self.src.referrers(subject)
+        if entries is None:
+            index = self._get(fallback_tag(subject))
+            if index is None or index.media_type != OCI_INDEX:
+                return []  # no index there: no referrers (the distribution spec's reading)
+            entries = list(_body(index).get("manifests") or [])
+        digests: list[str] = []
+        for entry in entries:
+            digest = entry.get("digest") if isinstance(entry, dict) else None
+            if isinstance(digest, str) and _DIGEST.match(digest) and digest not in digests:
+                digests.append(digest)
+        if len(digests) > MAX_PER_SUBJECT:
+            raise ManifestError(
+                f"{self.src}@{subject} has {len(digests)} referrers, more than "
+                f"{MAX_PER_SUBJECT} (copy it with --no-referrers)"
+            )
+        return digests
+
+    def _get(self, identifier: str) -> Manifest | None:
+        """The manifest, or None when it is not there or is nothing this copy can read (a
+        withdrawn 1.1-rc artifact manifest, schema 1): that is no referrer to copy."""
+        try:
+            return self.src.get_manifest(identifier)
+        except (NotFound, ManifestError):
+            return None
+
+
+def publish(dst: Repository, subject: str, referrers: Sequence[Manifest]) -> bool:
+    """Make ``referrers`` (pushed already) discoverable as referrers of ``subject`` at a
+    destination that did not process their ``subject``: unless it has the Referrers API,
+    merge them into the index under its referrers tag. True when that tag was written."""
+    if dst.referrers(subject) is not None:
+        return False
+    tag = fallback_tag(subject)
+    try:
+        existing: Manifest | None = dst.get_manifest(tag)
+    except NotFound:
+        existing = None
+    if existing is not None and existing.media_type != OCI_INDEX:
+        raise ManifestError(
+            f"{dst}:{tag} holds a {existing.media_type}, not the OCI index of the referrers "
+            f"of {subject}: not overwritten"
+        )
+    merged = merged_index(existing.raw if existing else None, [descriptor_of(m) for m in referrers])
+    if merged is None:
+        return False
+    dst.put_manifest(tag, parse_manifest(merged, OCI_INDEX))
+    return True
