@@ -33,6 +33,7 @@ from tailor.manifest import Manifest
 from tailor.naming import staging_repository
 from tailor.outbound import AddressPolicy, fetch, parse_networks
 from tailor.reference import Reference, parse_reference, registry_identity
+from tailor.referrers import cosign_tags, fallback_tag
 from tailor.registry import Repository, catalog
 from tailor.transport import InsecureHosts, Transport
 
@@ -261,6 +262,27 @@ class Plan:
     so nothing can push into it again. Only those not marked so already."""
 
 
+def _attached(state: RepoState, kept: dict[str, str]) -> dict[str, str]:
+    """The tagged manifests that hang on what is ``kept`` in ``state`` (digest -> the
+    image it is kept for): its referrers' index (the ``sha256-HEX`` tag) and cosign's
+    ``.sig``/``.att``/``.sbom`` tags, and theirs for each referrer in turn (a signature
+    of an SBOM), each with why it stays. Without them a kept image would lose its
+    signatures and attestations (tailor/referrers.py puts them there)."""
+    out: dict[str, str] = {}
+    todo = list(kept.items())
+    seen = set(kept)
+    while todo:
+        digest, image = todo.pop()
+        for tag in [fallback_tag(digest), *cosign_tags(digest)]:
+            found = state.tags.get(tag)
+            if found is None or found in seen:
+                continue
+            seen.add(found)
+            out[found] = f"a signature or attestation of an image kept: {image}"
+            todo += [(d, image) for d in [found, *state.children.get(found, [])]]
+    return out
+
+
 def plan(
     states: Iterable[RepoState],
     *,
@@ -336,6 +358,10 @@ def plan(
         kept_here = {d for d in tops if (state.name, d) in keep_digests}
         if not kept_here:
             emptied.append(s)  # every tagged manifest goes (or there was none)
+        images = {d: why.split(": ", 1)[-1] for r, d, why in kept_images if r == state.name}
+        for digest, why in _attached(state, {d: images.get(d, d) for d in kept_here}).items():
+            kept_here.add(digest)
+            kept_images.add((state.name, digest, why))
         still_needed = {c for d in kept_here for c in state.children.get(d, [])}
         for digest in tops:
             if digest in kept_here:

@@ -83,6 +83,63 @@ def test_an_index_goes_with_its_platform_manifests_and_bytes_are_unique() -> Non
     ]
 
 
+def test_a_kept_image_keeps_its_signatures_and_attestations() -> None:
+    """A staged image's referrers travel with it (the sha256-HEX referrers tag, cosign's
+    .sig/.att/.sbom tags, a referrer's own referrers): pruning around an image an LRP
+    runs keeps them all, or a cosign verification against the internal registry would
+    fail after the first prune. An image no LRP runs loses them with it."""
+    hexa, hexb = D["a"].split(":")[1], D["b"].split(":")[1]
+    sbom, sig, sbom_sig, other = (
+        "sha256:" + "1" * 64,
+        "sha256:" + "2" * 64,
+        "sha256:" + "3" * 64,
+        "sha256:" + "4" * 64,
+    )
+    attached = {
+        "v1": D["a"],  # the image an LRP runs
+        f"sha256-{hexa}": D["c"],  # its referrers index: the SBOM and the signature
+        f"sha256-{hexa}.sig": D["d"],  # cosign's signature tag
+        f"sha256-{hexa}.att": D["e"],
+        "sha256-" + sbom.split(":")[1]: D["f"],  # the SBOM's own referrers (a signature)
+        "v0": D["b"],  # an older image, run by nobody
+        f"sha256-{hexb}.sig": other,
+    }
+    states = [
+        RepoState(
+            "staging/app/s1",
+            tags=attached,
+            blobs={d: {} for d in [*attached.values(), sbom, sig, sbom_sig]},
+            children={D["a"]: [], D["c"]: [sbom, sig], D["f"]: [sbom_sig], D["b"]: []},
+        )
+    ]
+    p = plan(
+        states,
+        target=Target.of("reg:5000"),
+        lrp_images=[f"reg:5000/staging/app/s1@{D['a']}"],
+        stagings=[staging("s1")],
+        prefix="staging",
+        grace=3600,
+        now=NOW,
+    )
+    assert p.delete == [  # by digest
+        ("staging/app/s1", other, [f"sha256-{hexb}.sig"]),
+        ("staging/app/s1", D["b"], ["v0"]),
+    ]
+    why = f"a signature or attestation of an image kept: reg:5000/staging/app/s1@{D['a']}"
+    assert ("staging/app/s1", D["c"], why) in p.kept_images
+    assert ("staging/app/s1", D["f"], why) in p.kept_images
+    nobody = plan(
+        states,
+        target=Target.of("reg:5000"),
+        lrp_images=[],
+        stagings=[staging("s1")],
+        prefix="staging",
+        grace=3600,
+        now=NOW,
+    )
+    assert {d for _, d, _ in nobody.delete} == {*attached.values(), sbom, sig, sbom_sig}
+
+
 def test_what_is_always_kept() -> None:
     states = [
         RepoState(f"staging/app/{g}", tags={g: D["e"]}, blobs={D["e"]: {}})

@@ -13,7 +13,8 @@ import requests
 
 from tests.support.broker_api import minted_token
 from tests.support.brokerproc import broker_cli
-from tests.support.images import Layout, image
+from tests.support.credentials import UPSTREAM_PASSWORD, UPSTREAM_USER
+from tests.support.images import Layout, attach, image, referrer, referrers_tag
 from tests.support.processes import stop
 from tests.support.proxy import Proxy
 from tests.support.registry import REGISTRY_BIN, run_registry
@@ -125,6 +126,52 @@ def test_prune_keeps_what_runs_and_gc_frees_the_rest(secured: Secured, skopeo: S
             for blob in [layers["config"], *layers["layers"]]:
                 data = s.blob("puller", repo, blob["digest"])
                 assert "sha256:" + hashlib.sha256(data).hexdigest() == blob["digest"]
+
+
+def test_prune_keeps_the_signatures_and_attestations_of_what_runs(
+    secured: Secured, skopeo: Skopeo
+) -> None:
+    """A staged image's referrers (an SBOM, found at the upstream through the referrers
+    tag, and the SBOM's signature) come with it into its staging repository; pruning
+    around it while an LRP runs it keeps them, fetchable by the cells' role."""
+    s = secured
+    layout = Layout(s.tmp / "signed-layout")
+    signed = image(layout, seed=72, layers=1, layer_size=64 * 1024)
+    layout.tag("v1", signed)
+    skopeo.push(layout, "v1", f"{s.upstream.host}/acme/signed:v1", all_platforms=False)
+    sbom = referrer(
+        layout,
+        signed,
+        artifact_type="application/spdx+json",
+        layer_type="application/spdx+json",
+        payload=b'{"spdxVersion":"SPDX-2.3"}',
+    )
+    sbom_sig = referrer(
+        layout,
+        sbom,
+        artifact_type="application/vnd.cncf.notary.signature",
+        layer_type="application/jose+json",
+        payload=b'{"payload":"e30","signatures":[]}',
+    )
+    upstream, auth = f"http://{s.upstream.host}", (UPSTREAM_USER, UPSTREAM_PASSWORD)
+    attach(upstream, "acme/signed", layout, sbom, signed["digest"], auth)
+    attach(upstream, "acme/signed", layout, sbom_sig, sbom["digest"], auth)
+    ran = push(s, f"{s.upstream.host}/acme/signed:v1", "app-1", "stg-signed")
+    old = push(s, f"{s.upstream.host}/acme/signed:v1", "app-1", "stg-old")
+    repo, digest = ran.split("/", 1)[1].split("@")
+    old_repo = old.split("/", 1)[1].split("@")[0]
+
+    applied = prune(s, lrps(ran), "--grace", "0s", "--apply")
+    assert applied.returncode == 0, applied.stderr
+    assert "a signature or attestation of an image kept" in applied.stdout
+    for gone in (digest, referrers_tag(digest), sbom["digest"]):
+        assert s.manifest("puller", old_repo, gone).status_code == 404, gone  # run by nobody
+    index = s.manifest("puller", repo, referrers_tag(digest))
+    assert index.status_code == 200
+    assert [m["digest"] for m in index.json()["manifests"]] == [sbom["digest"]]
+    assert s.manifest("puller", repo, referrers_tag(sbom["digest"])).status_code == 200
+    for kept in (digest, sbom["digest"], sbom_sig["digest"]):
+        assert s.manifest("puller", repo, kept).status_code == 200, kept
 
 
 def backdate_closings(s: Secured, seconds: int) -> None:
