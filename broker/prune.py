@@ -359,7 +359,13 @@ def plan(
         if not kept_here:
             emptied.append(s)  # every tagged manifest goes (or there was none)
         images = {d: why.split(": ", 1)[-1] for r, d, why in kept_images if r == state.name}
-        for digest, why in _attached(state, {d: images.get(d, d) for d in kept_here}).items():
+        # What hangs on a kept manifest and on each platform manifest of a kept index
+        # (the copy brings every copied manifest's referrers; cosign signs them all).
+        roots = {d: images.get(d, d) for d in kept_here}
+        for top in kept_here:
+            for child in state.children.get(top, []):
+                roots.setdefault(child, roots[top])
+        for digest, why in _attached(state, roots).items():
             kept_here.add(digest)
             kept_images.add((state.name, digest, why))
         still_needed = {c for d in kept_here for c in state.children.get(d, [])}

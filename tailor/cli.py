@@ -53,7 +53,12 @@ _COMMANDS = ("copy", "stage", "egress-rules", "push")
 def _unknown(parser: argparse.ArgumentParser, words: Sequence[str]) -> str:
     """What to say of arguments ``parser`` (one command's) does not know: the nearest of
     its options for the first unknown option (a typo), else argparse's words."""
-    options = [o for action in parser._actions for o in action.option_strings]
+    options = [
+        o
+        for action in parser._actions
+        if action.help != argparse.SUPPRESS  # never suggest an option that only refuses
+        for o in action.option_strings
+    ]
     for word in words:
         name = word.split("=")[0]
         if name.startswith("--"):
@@ -172,7 +177,6 @@ examples:
   STAGING_TOKEN         the staging token cf push minted (redeemed once, at the broker)
   TAILOR_BROKER_URL, TAILOR_CLIENT_ID, TAILOR_CLIENT_KEY
                         the broker, this task's client id and the PEM file of its key
-  DOCKER_CONFIG         the folder of the Docker config.json, for a run without a token
   TAILOR_RUN_PLATFORM   the platform the cells run (default linux/amd64)
 
 example:
@@ -643,6 +647,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise ConfigError(f"unknown command {args.command!r}")
     except TailorError as exc:
         sys.stderr.write(f"tailor: error: {exc}\n")
+        return 1
+    except RecursionError:
+        # JSON nested thousands deep (a manifest, a referrers page, a helper's answer).
+        sys.stderr.write("tailor: error: a document is nested too deeply to read\n")
         return 1
     except KeyboardInterrupt:
         sys.stderr.write("tailor: interrupted\n")

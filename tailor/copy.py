@@ -222,11 +222,18 @@ def copy_image(
     dst: Repository,
     dst_identifier: str | None,
     options: CopyOptions | None = None,
+    *,
+    fetched: Manifest | None = None,
 ) -> CopyResult:
-    """Copy ``src:identifier`` to ``dst``; tag it ``dst_identifier`` (or push by digest)."""
+    """Copy ``src:identifier`` to ``dst``; tag it ``dst_identifier`` (or push by digest).
+    ``fetched``: the manifest ``identifier`` names, when the caller has it already (the
+    staging checked it), so it is not fetched again."""
     options = options or CopyOptions()
     stats = CopyStats()
-    top = resolve_image(src, identifier, options.platform)
+    if fetched is not None and identifier in (fetched.digest, None):
+        top = _pick(src, fetched, options.platform)
+    else:
+        top = resolve_image(src, identifier, options.platform)
     if dst_identifier and dst_identifier.startswith("sha256:") and dst_identifier != top.digest:
         raise DigestMismatch(
             f"digest mismatch: destination names {dst_identifier}, source is {top.digest}"
@@ -261,11 +268,14 @@ def copy_image(
     for manifest in manifests[:-1]:
         dst.put_manifest(manifest.digest, manifest)
         stats.add(manifests=1)
+    tagged = bool(dst_identifier) and dst_identifier != top.digest
     if followers:
-        if dst_identifier and dst_identifier != top.digest:
-            dst.put_manifest(top.digest, top)  # the subject first; the tag still comes last
+        # The subject first, by digest, whatever the destination names: a referrer's
+        # tags (cosign's, the referrers tag) never point at an image not there yet.
+        dst.put_manifest(top.digest, top)
         _push_referrers(dst, followers, stats)
-    dst.put_manifest(dst_identifier or top.digest, top)
+    if tagged or not followers:
+        dst.put_manifest(dst_identifier or top.digest, top)  # the image's tag last
     stats.add(manifests=1)
     reference = f"{dst}@{top.digest}"
     return CopyResult(top.digest, reference, top, stats)

@@ -232,7 +232,7 @@ def _run(req: StageRequest, requested: Reference, auth: Authenticator) -> dict[s
             mount_from=list(req.mount_from),
             referrers=req.referrers,
         )
-        copied = copy_image(src, top.digest, dst, req.staging_guid.lower(), options)
+        copied = copy_image(src, top.digest, dst, req.staging_guid.lower(), options, fetched=top)
         docker_image = f"{req.internal_registry}/{repository}@{copied.digest}"
     else:
         docker_image = str(requested.with_digest(top.digest))

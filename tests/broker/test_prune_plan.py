@@ -140,6 +140,34 @@ def test_a_kept_image_keeps_its_signatures_and_attestations() -> None:
     assert {d for _, d, _ in nobody.delete} == {*attached.values(), sbom, sig, sbom_sig}
 
 
+def test_the_signatures_of_a_kept_index_s_platform_manifests_are_kept() -> None:
+    """cosign sign --recursive signs every platform manifest of an index: the copy brings
+    their .sig tags too, and pruning around the index (or around the one platform
+    manifest an LRP runs) keeps them."""
+    hexa, hexb = D["a"].split(":")[1], D["b"].split(":")[1]
+    tags = {"v1": D["a"], f"sha256-{hexa}.sig": D["c"], f"sha256-{hexb}.sig": D["d"]}
+    states = [
+        RepoState(
+            "staging/app/s1",
+            tags=tags,
+            blobs={d: {} for d in tags.values()},
+            children={D["a"]: [D["b"]], D["c"]: [], D["d"]: []},
+        )
+    ]
+    for runs in (D["a"], D["b"]):  # the index, or its platform manifest
+        p = plan(
+            states,
+            target=Target.of("reg:5000"),
+            lrp_images=[f"reg:5000/staging/app/s1@{runs}"],
+            stagings=[staging("s1")],
+            prefix="staging",
+            grace=3600,
+            now=NOW,
+        )
+        assert p.delete == [], (runs, p.delete)
+        assert {d for _, d, _ in p.kept_images} == {D["a"], D["c"], D["d"]} | {runs}
+
+
 def test_what_is_always_kept() -> None:
     states = [
         RepoState(f"staging/app/{g}", tags={g: D["e"]}, blobs={D["e"]: {}})

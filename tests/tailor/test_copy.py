@@ -568,6 +568,13 @@ def test_https_is_the_default(pushed: Registry, internal: Registry, tailor) -> N
             "unknown option '--platfrom'; did you mean '--platform'? (see 'tailor copy -h')",
         ),
         (["stage", "--jobs", "65"], {}, 2, "(see 'tailor stage -h')"),
+        # The hidden --docker-password only refuses: never suggested (the review found it).
+        (
+            ["push", "--docker-image", "a/b", "--app-guid", "g", "--docker-pasword=x"],
+            {},
+            2,
+            "unknown option '--docker-pasword'; did you mean '--docker-username'?",
+        ),
     ],
 )
 def test_bad_input_is_one_line(

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 import requests
@@ -16,6 +18,7 @@ import requests
 from tests.support import markers
 from tests.support.cli import Run, insecure
 from tests.support.images import Layout, artifact, image, index, push_raw
+from tests.support.proxy import Proxy
 from tests.support.registry import Registry, start_registry
 from tests.support.skopeo import Skopeo
 
@@ -338,3 +341,27 @@ def test_run_platform_stages_an_image_for_other_cells(
         "tailor: error: argument --run-platform: invalid platform 'arm64': expected"
         " os/arch[/variant] (see 'tailor stage -h')"
     )
+
+
+def test_a_staging_fetches_the_image_it_checked_once(
+    source: Registry, internal: Registry, images: Images, skopeo: Skopeo, tailor, tmp_path: Path
+) -> None:
+    """The staging checks the top manifest before anything is published and copies that
+    very digest: the top manifest is fetched from the upstream once, not again by the copy
+    (the review found two fetches)."""
+    skopeo.push(images.layout, "hub", f"{source.host}/lib/hub:1")
+    front = Proxy(source.host)
+    try:
+        run = tailor(
+            "stage",
+            *insecure(front.host, internal.host),
+            *["--image", f"{front.host}/lib/hub:1", "--staging-guid", "stg-1"],
+            *["--result-file", str(tmp_path / "r.json"), "--internal-registry", internal.host],
+        )
+    finally:
+        front.stop()
+    assert run.returncode == 0, run.stderr
+    fetched = Counter(unquote(p) for m, p, _ in front.requests if m == "GET" and "/manifests/" in p)
+    top = images.layout.tags["hub"]["digest"]
+    assert fetched["/v2/lib/hub/manifests/1"] == 1, fetched
+    assert fetched[f"/v2/lib/hub/manifests/{top}"] == 0, fetched
