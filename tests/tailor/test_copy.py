@@ -635,3 +635,16 @@ def test_same_registry_copy_mounts_under_token_auth(
     scopes = [sorted(c.scopes) for c in server.calls[start:]]
     assert ["repository:other/app:pull,push", "repository:team/app:pull"] in scopes
     assert sha(skopeo.raw(f"{reg.host}/other/app:v1")) == run.stdout.strip().split("@")[1]
+
+
+def test_json_nested_too_deep_is_one_line(tailor, tmp_path: Path) -> None:
+    """Python's JSON reader gives up on nesting thousands deep with RecursionError, which
+    is no ValueError: an auth file (or a manifest, a referrers page, a helper's answer)
+    built that way is one line, not a traceback (the review found it)."""
+    auth = tmp_path / "deep-auth.json"
+    auth.write_text("[" * 100_000 + "]" * 100_000)
+    run = tailor("copy", "a.example/b:1", "x.example/y:1", env={"REGISTRY_AUTH_FILE": str(auth)})
+    assert run.returncode == 1, run.stderr
+    assert run.stderr.strip().splitlines() == [
+        "tailor: error: a document is nested too deeply to read"
+    ]
