@@ -9,9 +9,16 @@ Found, for each digest a copy takes (and, to a bounded depth, for each referrer 
   only when its ``subject`` really is that digest;
 - cosign's tags ``sha256-HEX.sig``, ``.att`` and ``.sbom``, where they exist.
 
+A tag is asked for with ``HEAD`` first and fetched only when it is there: Docker Hub counts
+a manifest GET against its pull limit, a HEAD not; an image without referrers costs the
+Referrers API's GET and four HEADs. A copy finds at most ``MAX_REFERRERS`` referrers, of
+``MAX_REFERRER_BYTES`` in all (they are held in memory before any blob moves), and a subject
+may list at most ``MAX_PER_SUBJECT``; more fails the copy.
+
 The copy (tailor.copy) copies them as it copies an image. A destination that did not
 process a referrer's ``subject`` (no ``OCI-Subject`` header on its PUT, and no Referrers
-API) gets the referrers tag index written, merged with what it already lists.
+API) gets the referrers tag index written, merged with what it already lists, less the
+entries whose manifest the destination no longer holds.
 
 Not-found at the source means none (an absent tag or API, a stale listing, a manifest this
 copy cannot read); anything else that fails there, and any failure writing at the
@@ -22,16 +29,20 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tailor.errors import ManifestError, NotFound
+from tailor.errors import ManifestError, NotFound, TailorError
 from tailor.manifest import OCI_INDEX, Manifest, parse_manifest
 from tailor.registry import Repository
 
 __all__ = [
     "COSIGN_SUFFIXES",
+    "MAX_PER_SUBJECT",
+    "MAX_REFERRERS",
+    "MAX_REFERRER_BYTES",
     "Finder",
     "Referrer",
     "cosign_tags",
@@ -46,6 +57,11 @@ COSIGN_SUFFIXES = (".sig", ".att", ".sbom")
 MAX_DEPTH = 3
 """Referrers of referrers: a signature of an attestation of the image is depth 2."""
 MAX_PER_SUBJECT = 1000
+"""Referrers one digest may list (the Referrers API is read no further once it lists more)."""
+MAX_REFERRERS = 1000
+"""Referrers (and cosign tags) one copy may find, in all, at every depth."""
+MAX_REFERRER_BYTES = 64 * 1024 * 1024
+"""The sum of the sizes of the manifests of those referrers, held in memory together."""
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _NOT_TAG = re.compile(r"[^a-zA-Z0-9_.-]")
 
@@ -98,24 +114,37 @@ def descriptor_of(manifest: Manifest) -> dict[str, Any]:
     return desc
 
 
-def merged_index(existing: bytes | None, additions: Sequence[dict[str, Any]]) -> bytes | None:
+def merged_index(
+    existing: bytes | None,
+    additions: Sequence[dict[str, Any]],
+    held: Callable[[str], bool] = lambda digest: True,
+) -> bytes | None:
     """The referrers index ``existing`` (None: an empty one) with the ``additions`` it does
-    not list yet (by digest) appended, its own entries and fields kept as they are; None
-    when it lists them all already (nothing to write)."""
+    not list yet (by digest) appended, its own entries and fields kept as they are, except
+    the entries whose digest ``held`` says the registry no longer holds (asked only of the
+    entries that are no addition); None when that changes nothing (nothing to write)."""
     index: dict[str, Any] = (
         json.loads(existing)
         if existing is not None
         else {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
     )
-    entries = list(index.get("manifests") or [])
+    ours = {desc["digest"] for desc in additions}
+    entries = []
+    changed = False
+    for entry in index.get("manifests") or []:
+        digest = entry.get("digest") if isinstance(entry, dict) else None
+        # By digest only: a string without an algorithm would be asked about as a tag.
+        if isinstance(digest, str) and ":" in digest and digest not in ours and not held(digest):
+            changed = True  # a stale entry dropped: the index changes
+            continue
+        entries.append(entry)
     listed = {entry.get("digest") for entry in entries if isinstance(entry, dict)}
-    added = False
     for desc in additions:
         if desc["digest"] not in listed:
             entries.append(desc)
             listed.add(desc["digest"])
-            added = True
-    if not added:
+            changed = True
+    if not changed:
         return None
     index["manifests"] = entries
     return json.dumps(index, separators=(",", ":")).encode()
@@ -133,11 +162,25 @@ class Referrer:
 
 class Finder:
     """Finds the referrers of digests at a source; ``mapper`` runs the per-digest lookups
-    (``map``, or a thread pool's)."""
+    (``map``, or a thread pool's). The limits are the module's unless given (a test's)."""
 
-    def __init__(self, src: Repository, mapper: Mapper = map) -> None:
+    def __init__(
+        self,
+        src: Repository,
+        mapper: Mapper = map,
+        *,
+        max_per_subject: int = MAX_PER_SUBJECT,
+        max_referrers: int = MAX_REFERRERS,
+        max_bytes: int = MAX_REFERRER_BYTES,
+    ) -> None:
         self.src = src
         self.mapper = mapper
+        self.max_per_subject = max_per_subject
+        self.max_referrers = max_referrers
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._count = 0
+        self._bytes = 0
 
     def find(self, subjects: Sequence[str]) -> list[Referrer]:
         """The referrers of ``subjects``, and theirs (to MAX_DEPTH), parents first."""
@@ -165,21 +208,46 @@ class Finder:
     def _of(self, subject: str) -> list[Referrer]:
         out: list[Referrer] = []
         for digest in self._listed(subject):
+            self._check()
             manifest = self._get(digest)
             # A listing is anyone's word (a tag any client writes): keep only what says so.
             if manifest is not None and subject_of(manifest) == subject:
+                self._hold(manifest)
                 out.append(Referrer(subject, manifest))
         for tag in cosign_tags(subject):
-            manifest = self._get(tag)
+            self._check()
+            manifest = self._get_tag(tag)
             if manifest is not None:
+                self._hold(manifest)
                 out.append(Referrer(subject, manifest, tag))
         return out
 
+    def _hold(self, manifest: Manifest) -> None:
+        """Count a referrer found against the copy's limits (lookups run in parallel)."""
+        with self._lock:
+            self._count += 1
+            self._bytes += len(manifest.raw)
+        self._check()
+
+    def _check(self) -> None:
+        with self._lock:
+            count, size = self._count, self._bytes
+        if count > self.max_referrers:
+            raise ManifestError(
+                f"{self.src}: more than {self.max_referrers} referrers in all for this copy "
+                "(copy it with --no-referrers)"
+            )
+        if size > self.max_bytes:
+            raise ManifestError(
+                f"{self.src}: more than {_mib(self.max_bytes)} of referrer manifests in all "
+                "for this copy (copy it with --no-referrers)"
+            )
+
     def _listed(self, subject: str) -> list[str]:
         """The digests listed as referrers of ``subject``: by the API, else the tag."""
-        entries = self.src.referrers(subject)
+        entries = self.src.referrers(subject, limit=self.max_per_subject)
         if entries is None:
-            index = self._get(fallback_tag(subject))
+            index = self._get_tag(fallback_tag(subject))
             if index is None or index.media_type != OCI_INDEX:
                 return []  # no index there: no referrers (the distribution spec's reading)
             entries = list(_body(index).get("manifests") or [])
@@ -188,12 +256,16 @@ class Finder:
             digest = entry.get("digest") if isinstance(entry, dict) else None
             if isinstance(digest, str) and _DIGEST.match(digest) and digest not in digests:
                 digests.append(digest)
-        if len(digests) > MAX_PER_SUBJECT:
+        if len(digests) > self.max_per_subject:
             raise ManifestError(
-                f"{self.src}@{subject} has {len(digests)} referrers, more than "
-                f"{MAX_PER_SUBJECT} (copy it with --no-referrers)"
+                f"{self.src}@{subject} has more than {self.max_per_subject} referrers "
+                "(copy it with --no-referrers)"
             )
         return digests
+
+    def _get_tag(self, tag: str) -> Manifest | None:
+        """The manifest under ``tag``: HEAD first, GET only when it is there."""
+        return self._get(tag) if self.src.has_manifest(tag) else None
 
     def _get(self, identifier: str) -> Manifest | None:
         """The manifest, or None when it is not there or is nothing this copy can read (a
@@ -204,10 +276,16 @@ class Finder:
             return None
 
 
+def _mib(size: int) -> str:
+    return f"{size // (1024 * 1024)} MiB" if size % (1024 * 1024) == 0 else f"{size} bytes"
+
+
 def publish(dst: Repository, subject: str, referrers: Sequence[Manifest]) -> bool:
     """Make ``referrers`` (pushed already) discoverable as referrers of ``subject`` at a
     destination that did not process their ``subject``: unless it has the Referrers API,
-    merge them into the index under its referrers tag. True when that tag was written."""
+    merge them into the index under its referrers tag, dropping the entries whose manifest
+    it no longer holds (it would refuse the index: Distribution 2.8.2 answers 400). True
+    when that tag was written."""
     if dst.referrers(subject) is not None:
         return False
     tag = fallback_tag(subject)
@@ -220,7 +298,16 @@ def publish(dst: Repository, subject: str, referrers: Sequence[Manifest]) -> boo
             f"{dst}:{tag} holds a {existing.media_type}, not the OCI index of the referrers "
             f"of {subject}: not overwritten"
         )
-    merged = merged_index(existing.raw if existing else None, [descriptor_of(m) for m in referrers])
+
+    def held(digest: str) -> bool:
+        # Only a 404 drops an entry: on any other failure it stays (nothing lost on a blip).
+        try:
+            return dst.has_manifest(digest)
+        except TailorError:
+            return True
+
+    additions = [descriptor_of(m) for m in referrers]
+    merged = merged_index(existing.raw if existing else None, additions, held)
     if merged is None:
         return False
     dst.put_manifest(tag, parse_manifest(merged, OCI_INDEX))

@@ -83,6 +83,10 @@ def _index_entries(raw: bytes, what: str) -> list[dict[str, Any]]:
     return entries
 
 
+def _digests(entries: Sequence[dict[str, Any]]) -> set[Any]:
+    return {entry.get("digest") for entry in entries}
+
+
 def _paged(
     transport: Transport,
     path: str,
@@ -177,6 +181,20 @@ class Repository:
             raise DigestMismatch(f"digest mismatch: {what} has content {manifest.digest}")
         return manifest
 
+    def has_manifest(self, identifier: str) -> bool:
+        """Whether the manifest is there (``HEAD``, accepting the manifest types): a HEAD is
+        no pull on Docker Hub's count, a GET is. 404 is False; any other failure raises."""
+        response = self.transport.request(
+            "HEAD",
+            f"{self._path}/manifests/{quote(identifier)}",
+            scopes=self.scopes,
+            what=f"manifest {self}{'@' if ':' in identifier else ':'}{identifier}",
+            ok=(200, 404),
+            headers={"Accept": ACCEPT},
+        )
+        response.close()
+        return response.status_code == 200
+
     def put_manifest(self, identifier: str, manifest: Manifest) -> str:
         return self._put_manifest(identifier, manifest)[0]
 
@@ -203,11 +221,12 @@ class Repository:
             raise DigestMismatch(f"digest mismatch: registry stored {what} as {stored}")
         return digest_of(manifest.raw), response.headers.get("OCI-Subject")
 
-    def referrers(self, digest: str) -> list[dict[str, Any]] | None:
+    def referrers(self, digest: str, *, limit: int | None = None) -> list[dict[str, Any]] | None:
         """The descriptors the Referrers API lists for ``digest`` (``GET
         .../referrers/DIGEST``, page by page), or None when the registry has no such API: any
         answer but 200 with an OCI index (Distribution 2.8 answers 404, others 400, 405
-        or 406), as go-containerregistry reads it."""
+        or 406), as go-containerregistry reads it. With ``limit``, no further page is read
+        once more than ``limit`` distinct digests are listed (the caller refuses that many)."""
         what = f"referrers of {self}@{digest}"
         url = self.transport.url(f"{self._path}/referrers/{quote(digest)}")
         seen = {url}
@@ -232,7 +251,7 @@ class Repository:
                 raise ProtocolError(f"{what}: a page larger than 4 MiB")
             out += _index_entries(raw, what)
             target = _next_link(response.headers.get("Link"))
-            if target is None:
+            if target is None or (limit is not None and len(_digests(out)) > limit):
                 return out
             url = urljoin(response.url or url, target)
             if _origin(url) != _origin(self.transport.base_url):

@@ -21,6 +21,11 @@ from urllib.parse import unquote
 import pytest
 import requests
 
+from tailor.authn import Basic
+from tailor.errors import ManifestError
+from tailor.referrers import Finder
+from tailor.registry import Repository
+from tailor.transport import InsecureHosts, Transport
 from tests.support.cli import Run, insecure
 from tests.support.credentials import UPSTREAM_PASSWORD, UPSTREAM_USER, assert_no_secret
 from tests.support.images import (
@@ -433,3 +438,98 @@ def test_stage_brings_referrers_unless_told_not_to(
     bare = stage(tailor, public, internal, result, "stg-2", "--no-referrers")
     assert bare.returncode == 0, bare.stderr
     assert tags(internal, "staging/stg-2") == ["stg-2"]
+
+
+def test_an_image_without_referrers_costs_no_manifest_get_for_an_absent_tag(
+    upstream: Registry, internal: Registry, tmp_path: Path, tailor
+) -> None:
+    """Docker Hub counts every manifest GET against the pull limit, and no HEAD: the
+    referrers tag and cosign's tags are asked for with HEAD, and nothing that is not there
+    is fetched. What the source sees: the image's own GET, the Referrers API's GET (it is
+    no manifest), four HEADs."""
+    lay = Layout(tmp_path / "plain")
+    img = image(lay, seed=4, layers=1, layer_size=1024)
+    push_raw(upstream.url, "plain/app", lay, img, "v1", AUTH)
+    front = Proxy(upstream.host)
+    try:
+        run = copy(
+            tailor,
+            f"{front.host}/plain/app:v1",
+            f"{internal.host}/plain/app:v1",
+            hosts=(front.host, internal.host),
+        )
+        seen = [(m, unquote(p)) for m, p, _ in front.requests]
+    finally:
+        front.stop()
+    assert run.returncode == 0, run.stderr
+    assert summary(run).endswith("; 0 referrer(s)")
+    tag = referrers_tag(img["digest"])
+    probed = [tag, tag + ".sig", tag + ".att", tag + ".sbom"]
+    manifests = [(m, p) for m, p in seen if "/manifests/" in p]
+    assert sorted(manifests) == sorted(
+        [("GET", "/v2/plain/app/manifests/v1")]
+        + [("HEAD", f"/v2/plain/app/manifests/{t}") for t in probed]
+    )
+    assert ("GET", f"/v2/plain/app/referrers/{img['digest']}") in seen
+
+
+def test_a_stale_entry_of_the_destination_index_is_dropped(
+    upstream: Registry, internal: Registry, signed: Signed, tmp_path: Path, tailor
+) -> None:
+    """The destination's referrers index lists a referrer it no longer holds (deleted
+    there after it was listed): Distribution 2.8.2 refuses (400) an index naming a manifest
+    it lacks, so the merge drops that entry, and keeps the one still there."""
+    s = signed
+    mine = Layout(tmp_path / "theirs")
+    kept, stale = (
+        referrer(mine, s.image, artifact_type=kind, layer_type="text/plain", payload=kind.encode())
+        for kind in ("application/vnd.example.kept", "application/vnd.example.stale")
+    )
+    for ref in (kept, stale):
+        attach(internal.url, "stale/app", mine, ref, s.image["digest"])
+    gone = requests.delete(f"{internal.url}/v2/stale/app/manifests/{stale['digest']}", timeout=5)
+    assert gone.status_code == 202
+    assert listed(internal, "stale/app", s.image["digest"]) == [kept, stale]
+    run = copy(
+        tailor,
+        f"{upstream.host}/team/app:v1",
+        f"{internal.host}/stale/app:v1",
+        hosts=(upstream.host, internal.host),
+    )
+    assert run.returncode == 0, run.stderr
+    assert listed(internal, "stale/app", s.image["digest"]) == [kept, s.sbom, s.sig]
+    assert "v1" in tags(internal, "stale/app")
+
+
+def _finder(upstream: Registry, **limits: int) -> Finder:
+    transport = Transport(
+        upstream.host, Basic(UPSTREAM_USER, UPSTREAM_PASSWORD), InsecureHosts([upstream.host])
+    )
+    return Finder(Repository(transport, "team/app"), map, **limits)
+
+
+def test_a_copy_finds_at_most_so_many_referrers_of_so_many_bytes(
+    upstream: Registry, signed: Signed
+) -> None:
+    """One limit per copy, over every subject and level: the referrers' count and the sum
+    of their manifests' sizes (held in memory before any blob moves), and per subject the
+    number listed. The limits are the module's (1,000, 64 MiB, 1,000 per subject); a test
+    passes small ones. The image v1 has five: the SBOM, the signature, cosign's .sig and
+    .att (level 1), the SBOM's signature (level 2)."""
+    s = signed
+    five = [s.sbom, s.sig, *s.cosign.values(), s.sbom_sig]
+    size = sum(d["size"] for d in five)
+    subject = [s.image["digest"]]
+    assert len(_finder(upstream, max_referrers=5, max_bytes=size).find(subject)) == 5
+    src = f"{upstream.host}/team/app"
+    failures = [
+        ({"max_referrers": 4}, f"{src}: more than 4 referrers in all for this copy"),
+        ({"max_bytes": size - 1}, f"{src}: more than {size - 1} bytes of referrer manifests"),
+        ({"max_per_subject": 1}, f"{src}@{s.image['digest']} has more than 1 referrers"),
+    ]
+    for limits, says in failures:
+        with pytest.raises(ManifestError) as failed:
+            _finder(upstream, **limits).find(subject)
+        line = str(failed.value)
+        assert line.startswith(says) and line.endswith("(copy it with --no-referrers)")
+        assert "\n" not in line
