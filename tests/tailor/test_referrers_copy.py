@@ -533,3 +533,29 @@ def test_a_copy_finds_at_most_so_many_referrers_of_so_many_bytes(
         line = str(failed.value)
         assert line.startswith(says) and line.endswith("(copy it with --no-referrers)")
         assert "\n" not in line
+
+
+def test_a_copy_by_digest_pushes_the_image_before_its_referrers_tags(
+    upstream: Registry, internal: Registry, signed: Signed, tailor
+) -> None:
+    """A destination named by digest (no tag): the image still goes first, so cosign's
+    tags and the referrers tag never point at an image the destination does not hold
+    yet (the review found them pushed first)."""
+    s = signed
+    digest = s.image["digest"]
+    front = Proxy(internal.host)
+    try:
+        run = copy(
+            tailor,
+            f"{upstream.host}/team/app:v1",
+            f"{front.host}/bydigest/app@{digest}",
+            hosts=(upstream.host, front.host),
+        )
+    finally:
+        front.stop()
+    assert run.returncode == 0, run.stderr
+    puts = [unquote(p).rsplit("/", 1)[1] for m, p, _ in front.requests
+            if m == "PUT" and "/manifests/" in p]  # fmt: skip
+    tagged = [i for i, ref in enumerate(puts) if ref.startswith("sha256-")]
+    assert tagged and puts.index(digest) < min(tagged), puts
+    assert puts.count(digest) == 1, puts  # and only once
