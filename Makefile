@@ -24,8 +24,12 @@ lint: deps
 typecheck: deps
 	$(BIN)/mypy
 
+# Two pytest-xdist workers: the tests that mostly wait (a pull held 62 s, replicas killed,
+# deadlines) overlap with the others. `make unit XDIST=` runs the suite in one process.
+XDIST ?= -n 2 --dist loadgroup
+
 unit: deps
-	BROKER_TEST_DATABASE_URL="$$(bash .ci/postgres.sh)" $(BIN)/pytest -q -p no:cacheprovider --durations=20
+	BROKER_TEST_DATABASE_URL="$$(bash .ci/postgres.sh)" $(BIN)/pytest -q -p no:cacheprovider --durations=20 $(XDIST)
 
 test-fast: $(STAMP)
 	$(BIN)/pytest -q -p no:cacheprovider -m "not registry and not postgres and not browser and not slow"

@@ -22,6 +22,7 @@ from tests.support.cli import Run, broker_settings, insecure, tailor_cli, tailor
 from tests.support.clients import Client, new_client
 from tests.support.credentials import UPSTREAM_PASSWORD, UPSTREAM_USER, files_holding
 from tests.support.images import Layout, image, index
+from tests.support.processes import descends_from
 from tests.support.registry import Registry, start_registry
 from tests.support.skopeo import Skopeo
 
@@ -142,7 +143,8 @@ def platform(tmp_path: Path, skopeo: Skopeo) -> Iterator[Platform]:
 
 
 class CmdlineWatcher:
-    """Polls /proc/*/cmdline while a staging runs, keeping every tailor command line."""
+    """Polls /proc/*/cmdline while a staging runs, keeping every tailor command line of
+    this test's processes (another test may run tailor commands beside it)."""
 
     def __init__(self) -> None:
         self.seen: set[str] = set()
@@ -165,7 +167,7 @@ class CmdlineWatcher:
                         line = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
                     except OSError:
                         continue
-                    if "tailor" in line:
+                    if "tailor" in line and descends_from(int(entry.name)):
                         self.seen.add(line)
             time.sleep(0.005)
 

@@ -147,10 +147,8 @@ def cluster(tmp_path: Path, pg_schema_url: str, skopeo: Skopeo) -> Iterator[Clus
     upstream = start_registry(tmp_path / "upstream", htpasswd=(UPSTREAM_USER, UPSTREAM_PASSWORD))
     layout = Layout(tmp_path / "layout")
     layout.tag("web", image(layout, seed=41, layers=2, layer_size=16 * 1024))
-    layout.tag("big", image(layout, seed=42, layers=6, layer_size=6 * 1024 * 1024))
     skopeo.login(upstream)
     skopeo.push(layout, "web", f"{upstream.host}/acme/web:v1", all_platforms=False)
-    skopeo.push(layout, "big", f"{upstream.host}/acme/big:v1", all_platforms=False)
     yield Cluster(
         tmp_path,
         env,
@@ -172,8 +170,17 @@ def cluster(tmp_path: Path, pg_schema_url: str, skopeo: Skopeo) -> Iterator[Clus
     upstream.stop()
 
 
+def push_big(c: Cluster, skopeo: Skopeo) -> None:
+    """acme/big:v1 (six layers of 6 MiB) to the upstream: only the test that stages it
+    pays for building and pushing it."""
+    layout = Layout(c.tmp / "layout-big")
+    layout.tag("big", image(layout, seed=42, layers=6, layer_size=6 * 1024 * 1024))
+    skopeo.push(layout, "big", f"{c.upstream.host}/acme/big:v1", all_platforms=False)
+
+
 def test_a_registry_replica_dies_mid_stage(cluster: Cluster, skopeo: Skopeo) -> None:
     c = cluster
+    push_big(c, skopeo)
     token = c.mint("big", "stg-big")
     proc = spawn(
         [*TAILOR, *c.stage_args("big", "stg-big"), "--jobs", "2"],

@@ -24,6 +24,7 @@ from tests.support.cli import TAILOR, Run, insecure, tailor_cli, tailor_env
 from tests.support.clients import Clients
 from tests.support.credentials import UPSTREAM_PASSWORD, UPSTREAM_USER
 from tests.support.images import Layout, image
+from tests.support.processes import descends_from
 from tests.support.proxy import Proxy
 from tests.support.registry import Registry, start_registry
 from tests.support.skopeo import Skopeo
@@ -291,7 +292,8 @@ def _issued(setup: Setup) -> list[tuple[str, dict[str, object]]]:
 
 
 def _find_stage(staging: str) -> int | None:
-    """The pid of the running ``tailor stage`` for ``staging`` (the staging task)."""
+    """The pid of the running ``tailor stage`` for ``staging`` (the staging task) that
+    this test started."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -300,7 +302,8 @@ def _find_stage(staging: str) -> int | None:
         except OSError:
             continue
         if b"stage" in argv and staging.encode() in argv and b"tailor.cli" in argv:
-            return int(entry.name)
+            if descends_from(int(entry.name)):
+                return int(entry.name)
     return None
 
 
