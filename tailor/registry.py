@@ -142,6 +142,9 @@ class Repository:
         self.name = repository
         self.scopes = [push_scope(repository) if push else pull_scope(repository)]
         self._path = f"/v2/{repository}"
+        self._manifests: dict[str, Manifest] = {}
+        """Manifests read here, by digest: what a digest names never changes, so one that
+        was read is not read again (the staging's check, then the copy's plan)."""
 
     def __str__(self) -> str:
         return f"{self.transport.registry}/{self.name}"
@@ -163,6 +166,9 @@ class Repository:
         )
 
     def get_manifest(self, identifier: str) -> Manifest:
+        known = self._manifests.get(identifier)
+        if known is not None:
+            return known
         what = f"manifest {self}{'@' if ':' in identifier else ':'}{identifier}"
         response = self.transport.request(
             "GET",
@@ -179,6 +185,7 @@ class Repository:
         manifest = parse_manifest(raw, response.headers.get("Content-Type"))
         if identifier.startswith("sha256:") and manifest.digest != identifier:
             raise DigestMismatch(f"digest mismatch: {what} has content {manifest.digest}")
+        self._manifests[manifest.digest] = manifest  # a tag's is kept by its digest only
         return manifest
 
     def has_manifest(self, identifier: str) -> bool:

@@ -365,3 +365,5 @@ def test_a_staging_fetches_the_image_it_checked_once(
     top = images.layout.tags["hub"]["digest"]
     assert fetched["/v2/lib/hub/manifests/1"] == 1, fetched
     assert fetched[f"/v2/lib/hub/manifests/{top}"] == 0, fetched
+    # Each platform manifest once too: the check's and the plan's are one read.
+    assert all(n == 1 for n in fetched.values()), fetched
