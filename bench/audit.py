@@ -21,7 +21,6 @@ import argparse
 import contextlib
 import os
 import random
-import secrets
 import statistics
 import tempfile
 import time
@@ -29,8 +28,8 @@ import tracemalloc
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
 
+from bench.schema import fresh_schema
 from broker.audit import AuditLog, Record, Report, events
 from broker.audit.checkpoints import LogIdentity
 from broker.audit.leaves import leaf_data
@@ -60,22 +59,13 @@ def opened(kind: str, tmp: Path) -> Iterator[Store | None]:
     if not url:
         yield None
         return
-    import psycopg  # only for the PostgreSQL run
-
-    schema = "bench_" + secrets.token_hex(6)
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    try:
-        sep = "&" if "?" in url else "?"
-        store = open_store(f"{url}{sep}options={quote(f'-csearch_path={schema}')}")
+    with fresh_schema(url) as (schema_url, _):
+        store = open_store(schema_url)
         try:
             store.migrate()
             yield store
         finally:
             store.close()
-    finally:
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 @dataclass

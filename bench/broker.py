@@ -39,18 +39,17 @@ import contextlib
 import importlib
 import multiprocessing as mp
 import os
-import secrets
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
+from bench.schema import fresh_schema
 from tests.support.brokerproc import BrokerProcess, broker_cli, broker_env, start_broker
 from tests.support.clients import Client, new_client
 from tests.support.haproxy import run_haproxy
@@ -427,24 +426,6 @@ def machine_busy() -> float:
     """Core-seconds this machine's CPUs have spent not idle (``/proc/stat``)."""
     ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
     return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
-
-
-@contextlib.contextmanager
-def fresh_schema(url: str) -> Iterator[tuple[str, str]]:
-    """A schema of this run's own on the PostgreSQL at ``url``, dropped after: the URL that
-    uses it (its connections named after it too), and its name."""
-    import psycopg
-
-    schema = "bench_" + secrets.token_hex(6)
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    try:
-        sep = "&" if "?" in url else "?"
-        options = quote(f"-csearch_path={schema}")
-        yield f"{url}{sep}application_name={schema}&options={options}", schema
-    finally:
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 HAPROXY = """

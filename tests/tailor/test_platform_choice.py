@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
@@ -15,11 +15,10 @@ from urllib.parse import unquote
 import pytest
 import requests
 
-from tests.support import markers
 from tests.support.cli import Run, insecure
 from tests.support.images import Layout, artifact, image, index, push_raw
 from tests.support.proxy import Proxy
-from tests.support.registry import Registry, start_registry
+from tests.support.registry import Registry
 from tests.support.skopeo import Skopeo
 
 # Docker Hub's order (library/busybox): arm/v5 comes before arm/v7.
@@ -46,15 +45,6 @@ class Images:
     layout: Layout
     children: dict[str, dict]  # "os/arch[/variant]" -> its descriptor in the hub index
     configs: dict[str, str]  # config digest -> "os/arch[/variant]"
-
-
-@pytest.fixture
-@markers.applies("registry")
-def source(tmp_path: Path) -> Iterator[Registry]:
-    """A public upstream (no auth), so stagings need no token."""
-    reg = start_registry(tmp_path / "source")
-    yield reg
-    reg.stop()
 
 
 @pytest.fixture
@@ -108,7 +98,7 @@ def config_of(skopeo: Skopeo, ref: str) -> str:
     ],
 )
 def test_copy_platform_takes_containerds_choice(
-    source: Registry,
+    public: Registry,
     internal: Registry,
     skopeo: Skopeo,
     tailor: Callable[..., Run],
@@ -117,14 +107,14 @@ def test_copy_platform_takes_containerds_choice(
     expected: str,
     override: list[str],
 ) -> None:
-    skopeo.push(images.layout, "hub", f"{source.host}/lib/hub:1")
-    src = f"docker://{source.host}/lib/hub:1"
+    skopeo.push(images.layout, "hub", f"{public.host}/lib/hub:1")
+    src = f"docker://{public.host}/lib/hub:1"
     run = tailor(
         "copy",
-        *insecure(source.host, internal.host),
+        *insecure(public.host, internal.host),
         "--platform",
         request_,
-        f"{source.host}/lib/hub:1",
+        f"{public.host}/lib/hub:1",
         f"{internal.host}/one/hub:x",
     )
     assert run.returncode == 0, run.stderr
@@ -137,22 +127,22 @@ def test_copy_platform_takes_containerds_choice(
 
 
 def test_arm64_v8_matches_an_entry_without_variant_and_amd64_falls_back_to_386(
-    source: Registry, internal: Registry, skopeo: Skopeo, tailor: Callable[..., Run], images: Images
+    public: Registry, internal: Registry, skopeo: Skopeo, tailor: Callable[..., Run], images: Images
 ) -> None:
-    skopeo.push(images.layout, "plain-arm64", f"{source.host}/lib/plain:1")
-    skopeo.push(images.layout, "x86-only", f"{source.host}/lib/x86:1")
-    entries = json.loads(skopeo.raw(f"{source.host}/lib/plain:1"))["manifests"]
+    skopeo.push(images.layout, "plain-arm64", f"{public.host}/lib/plain:1")
+    skopeo.push(images.layout, "x86-only", f"{public.host}/lib/x86:1")
+    entries = json.loads(skopeo.raw(f"{public.host}/lib/plain:1"))["manifests"]
     assert entries[1]["platform"] == {"os": "linux", "architecture": "arm64"}
 
     def copy(src: str, platform: str) -> Run:
-        args = ["copy", *insecure(source.host, internal.host), "--platform", platform]
-        return tailor(*args, f"{source.host}/{src}", f"{internal.host}/two/img:x")
+        args = ["copy", *insecure(public.host, internal.host), "--platform", platform]
+        return tailor(*args, f"{public.host}/{src}", f"{internal.host}/two/img:x")
 
     run = copy("lib/plain:1", "linux/arm64/v8")
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip().endswith(f"@{entries[1]['digest']}")
     assert skopeo_choice(
-        skopeo, f"docker://{source.host}/lib/plain:1", "--override-arch", "arm64"
+        skopeo, f"docker://{public.host}/lib/plain:1", "--override-arch", "arm64"
     ) == config_of(skopeo, f"{internal.host}/two/img@{entries[1]['digest']}")
     # 386 is listed first, amd64 last: the best match wins, not the first.
     run = copy("lib/plain:1", "linux/amd64")
@@ -163,7 +153,7 @@ def test_arm64_v8_matches_an_entry_without_variant_and_amd64_falls_back_to_386(
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip().endswith(f"@{images.children['linux/386']['digest']}")
     with pytest.raises(AssertionError, match="no image found in image index for architecture"):
-        skopeo_choice(skopeo, f"docker://{source.host}/lib/x86:1", "--override-arch", "amd64")
+        skopeo_choice(skopeo, f"docker://{public.host}/lib/x86:1", "--override-arch", "amd64")
     # A platform the index lacks: one line naming what it has, exit 1.
     run = copy("lib/x86:1", "linux/riscv64")
     assert run.returncode == 1
@@ -280,7 +270,7 @@ def stage(
     ],
 )
 def test_stage_refuses_what_the_cells_cannot_run(
-    source: Registry,
+    public: Registry,
     internal: Registry,
     skopeo: Skopeo,
     tailor: Callable[..., Run],
@@ -290,13 +280,13 @@ def test_stage_refuses_what_the_cells_cannot_run(
     lay = Layout(tmp_path / "unrunnable")
     top, line = _unrunnable(lay, kind)
     if kind == "nested":  # an index of indexes: skopeo 1.9 does not copy one
-        push_raw(source.url, "lib/app", lay, top, "v1")
+        push_raw(public.url, "lib/app", lay, top, "v1")
     else:
         lay.tag("v1", top)
-        skopeo.push(lay, "v1", f"{source.host}/lib/app:v1")
-    assert sha(skopeo.raw(f"{source.host}/lib/app:v1")) == top["digest"]
+        skopeo.push(lay, "v1", f"{public.host}/lib/app:v1")
+    assert sha(skopeo.raw(f"{public.host}/lib/app:v1")) == top["digest"]
     result = tmp_path / "result.json"
-    run = stage(tailor, f"{source.host}/lib/app:v1", source, internal, result)
+    run = stage(tailor, f"{public.host}/lib/app:v1", public, internal, result)
     assert run.returncode == 1, run.stdout
     assert "Traceback" not in run.stderr
     assert run.stderr.strip().splitlines() == [f"tailor: error: {line}"]
@@ -309,33 +299,33 @@ def test_stage_refuses_what_the_cells_cannot_run(
 
 
 def test_run_platform_stages_an_image_for_other_cells(
-    source: Registry, internal: Registry, skopeo: Skopeo, tailor: Callable[..., Run], tmp_path: Path
+    public: Registry, internal: Registry, skopeo: Skopeo, tailor: Callable[..., Run], tmp_path: Path
 ) -> None:
     lay = Layout(tmp_path / "arm")
     arm = image(lay, seed=41, layers=1, layer_size=512, arch="arm64", config={"Cmd": ["/arm"]})
     amd = image(lay, seed=42, layers=1, layer_size=512, config={"Cmd": ["/amd"]})
     lay.tag("arm", index(lay, [arm]))
     lay.tag("both", index(lay, [amd, arm]))
-    skopeo.push(lay, "arm", f"{source.host}/lib/arm:v1")
-    skopeo.push(lay, "both", f"{source.host}/lib/both:v1")
+    skopeo.push(lay, "arm", f"{public.host}/lib/arm:v1")
+    skopeo.push(lay, "both", f"{public.host}/lib/both:v1")
     result = tmp_path / "result.json"
     # By option, then by TAILOR_RUN_PLATFORM: the arm64-only image stages for arm64 cells.
-    arm_only = f"{source.host}/lib/arm:v1"
-    run = stage(tailor, arm_only, source, internal, result, "--run-platform", "linux/arm64")
+    arm_only = f"{public.host}/lib/arm:v1"
+    run = stage(tailor, arm_only, public, internal, result, "--run-platform", "linux/arm64")
     assert run.returncode == 0, run.stderr
     assert json.loads(result.read_text())["process_types"] == {"web": "/arm"}
     assert catalog(internal) == ["staging/stg-1"]
     run = tailor(
         "stage",
-        *insecure(source.host, internal.host),
-        *["--image", f"{source.host}/lib/both:v1", "--staging-guid", "stg-2"],
+        *insecure(public.host, internal.host),
+        *["--image", f"{public.host}/lib/both:v1", "--staging-guid", "stg-2"],
         *["--result-file", str(result)],
         env={"TAILOR_RUN_PLATFORM": "linux/aarch64"},
     )
     assert run.returncode == 0, run.stderr
     # Not opted in: nothing copied; the web command is the arm64 image's, not the first entry's.
     assert json.loads(result.read_text())["process_types"] == {"web": "/arm"}
-    bad = stage(tailor, arm_only, source, internal, result, "--run-platform", "arm64")
+    bad = stage(tailor, arm_only, public, internal, result, "--run-platform", "arm64")
     assert bad.returncode == 2  # a usage error
     assert bad.stderr.strip().splitlines()[-1] == (
         "tailor: error: argument --run-platform: invalid platform 'arm64': expected"
@@ -344,22 +334,19 @@ def test_run_platform_stages_an_image_for_other_cells(
 
 
 def test_a_staging_fetches_the_image_it_checked_once(
-    source: Registry, internal: Registry, images: Images, skopeo: Skopeo, tailor, tmp_path: Path
+    public: Registry, internal: Registry, images: Images, skopeo: Skopeo, tailor, tmp_path: Path
 ) -> None:
     """The staging checks the top manifest before anything is published and copies that
     very digest: the top manifest is fetched from the upstream once, not again by the copy
     (the review found two fetches)."""
-    skopeo.push(images.layout, "hub", f"{source.host}/lib/hub:1")
-    front = Proxy(source.host)
-    try:
+    skopeo.push(images.layout, "hub", f"{public.host}/lib/hub:1")
+    with Proxy(public.host) as front:
         run = tailor(
             "stage",
             *insecure(front.host, internal.host),
             *["--image", f"{front.host}/lib/hub:1", "--staging-guid", "stg-1"],
             *["--result-file", str(tmp_path / "r.json"), "--internal-registry", internal.host],
         )
-    finally:
-        front.stop()
     assert run.returncode == 0, run.stderr
     fetched = Counter(unquote(p) for m, p, _ in front.requests if m == "GET" and "/manifests/" in p)
     top = images.layout.tags["hub"]["digest"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
@@ -41,7 +41,7 @@ from tests.support.images import (
     referrers_tag,
 )
 from tests.support.proxy import Proxy
-from tests.support.registry import Registry, start_registry
+from tests.support.registry import Registry
 from tests.support.skopeo import Skopeo
 
 AUTH = (UPSTREAM_USER, UPSTREAM_PASSWORD)
@@ -134,14 +134,6 @@ def _signed(url: str, lay: Layout, auth: tuple[str, str] | None) -> Signed:
 def signed(upstream: Registry, tmp_path: Path) -> Signed:
     """The signed images in ``upstream`` (Basic auth: the lookups need the credentials)."""
     return _signed(upstream.url, Layout(tmp_path / "signed"), AUTH)
-
-
-@pytest.fixture
-def public(tmp_path: Path, internal: Registry) -> Iterator[Registry]:
-    """A public upstream (no auth), for stagings without a token."""
-    reg = start_registry(tmp_path / "public")
-    yield reg
-    reg.stop()
 
 
 def copy(tailor: Callable[..., Run], src: str, dst: str, *args: str, hosts: tuple[str, ...]) -> Run:
@@ -245,9 +237,8 @@ def test_referrers_api_at_the_source_is_used(
     (Debian's Distribution 2.8.2 has no Referrers API), and the referrers tag is then not
     read."""
     s = signed
-    front = Proxy(upstream.host)
-    front.referrers_api = True
-    try:
+    with Proxy(upstream.host) as front:
+        front.referrers_api = True
         run = copy(
             tailor,
             f"{front.host}/team/app:v1",
@@ -264,8 +255,6 @@ def test_referrers_api_at_the_source_is_used(
         fetched = [unquote(p) for m, p, _ in front.requests if m == "GET" and "/manifests/" in p]
         assert f"/v2/team/app/manifests/sha256-{hexd}" not in fetched  # the API answered
         assert f"/v2/team/app/manifests/sha256-{hexd}.sig" in fetched  # cosign's: by tag
-    finally:
-        front.stop()
     assert summary(run).endswith("; 5 referrer(s)")
     assert listed(internal, "api/app", s.image["digest"]) == [s.sbom, s.sig]
     assert listed(internal, "api/app", s.sbom["digest"]) == [s.sbom_sig]
@@ -307,18 +296,15 @@ def test_a_destination_that_processes_subjects_gets_no_referrers_tag(
     tag there. A proxy in front of the real registry plays that registry (Debian's
     Distribution 2.8.2 does neither)."""
     s = signed
-    front = Proxy(internal.host)
-    front.oci_subject = says == "oci-subject"
-    front.referrers_api = says == "referrers-api"
-    try:
+    with Proxy(internal.host) as front:
+        front.oci_subject = says == "oci-subject"
+        front.referrers_api = says == "referrers-api"
         run = copy(
             tailor,
             f"{upstream.host}/team/app:v1",
             f"{front.host}/modern/app:v1",
             hosts=(upstream.host, front.host),
         )
-    finally:
-        front.stop()
     assert run.returncode == 0, run.stderr
     assert summary(run).endswith("; 5 referrer(s)")
     image_tag = referrers_tag(s.image["digest"])
@@ -450,8 +436,7 @@ def test_an_image_without_referrers_costs_no_manifest_get_for_an_absent_tag(
     lay = Layout(tmp_path / "plain")
     img = image(lay, seed=4, layers=1, layer_size=1024)
     push_raw(upstream.url, "plain/app", lay, img, "v1", AUTH)
-    front = Proxy(upstream.host)
-    try:
+    with Proxy(upstream.host) as front:
         run = copy(
             tailor,
             f"{front.host}/plain/app:v1",
@@ -459,8 +444,6 @@ def test_an_image_without_referrers_costs_no_manifest_get_for_an_absent_tag(
             hosts=(front.host, internal.host),
         )
         seen = [(m, unquote(p)) for m, p, _ in front.requests]
-    finally:
-        front.stop()
     assert run.returncode == 0, run.stderr
     assert summary(run).endswith("; 0 referrer(s)")
     tag = referrers_tag(img["digest"])
@@ -543,16 +526,13 @@ def test_a_copy_by_digest_pushes_the_image_before_its_referrers_tags(
     yet (the review found them pushed first)."""
     s = signed
     digest = s.image["digest"]
-    front = Proxy(internal.host)
-    try:
+    with Proxy(internal.host) as front:
         run = copy(
             tailor,
             f"{upstream.host}/team/app:v1",
             f"{front.host}/bydigest/app@{digest}",
             hosts=(upstream.host, front.host),
         )
-    finally:
-        front.stop()
     assert run.returncode == 0, run.stderr
     puts = [unquote(p).rsplit("/", 1)[1] for m, p, _ in front.requests
             if m == "PUT" and "/manifests/" in p]  # fmt: skip
