@@ -222,18 +222,11 @@ def copy_image(
     dst: Repository,
     dst_identifier: str | None,
     options: CopyOptions | None = None,
-    *,
-    fetched: Manifest | None = None,
 ) -> CopyResult:
-    """Copy ``src:identifier`` to ``dst``; tag it ``dst_identifier`` (or push by digest).
-    ``fetched``: the manifest ``identifier`` names, when the caller has it already (the
-    staging checked it), so it is not fetched again."""
+    """Copy ``src:identifier`` to ``dst``; tag it ``dst_identifier`` (or push by digest)."""
     options = options or CopyOptions()
     stats = CopyStats()
-    if fetched is not None and identifier in (fetched.digest, None):
-        top = _pick(src, fetched, options.platform)
-    else:
-        top = resolve_image(src, identifier, options.platform)
+    top = resolve_image(src, identifier, options.platform)
     if dst_identifier and dst_identifier.startswith("sha256:") and dst_identifier != top.digest:
         raise DigestMismatch(
             f"digest mismatch: destination names {dst_identifier}, source is {top.digest}"

@@ -232,7 +232,8 @@ def _run(req: StageRequest, requested: Reference, auth: Authenticator) -> dict[s
             mount_from=list(req.mount_from),
             referrers=req.referrers,
         )
-        copied = copy_image(src, top.digest, dst, req.staging_guid.lower(), options, fetched=top)
+        # The same repository: the manifests the check read are not read again.
+        copied = copy_image(src, top.digest, dst, req.staging_guid.lower(), options)
         docker_image = f"{req.internal_registry}/{repository}@{copied.digest}"
     else:
         docker_image = str(requested.with_digest(top.digest))
