@@ -29,7 +29,8 @@ typecheck: deps
 XDIST ?= -n 2 --dist loadgroup
 
 unit: deps
-	BROKER_TEST_DATABASE_URL="$$(bash .ci/postgres.sh)" $(BIN)/pytest -q -p no:cacheprovider --durations=20 $(XDIST)
+	BROKER_TEST_DATABASE_URL="$$(bash .ci/postgres.sh)" $(BIN)/pytest -q -p no:cacheprovider --durations=20 $(XDIST) -m "not alone"
+	BROKER_TEST_DATABASE_URL="$$(bash .ci/postgres.sh)" $(BIN)/pytest -q -p no:cacheprovider -m alone
 
 test-fast: $(STAMP)
 	$(BIN)/pytest -q -p no:cacheprovider -m "not registry and not postgres and not browser and not slow"
