@@ -607,9 +607,12 @@ def main() -> int:
         replicas_bench(args.database_url, args.replicas, levels, args.seconds)
         return 0
 
-    with tempfile.TemporaryDirectory(prefix="bench-broker-") as tmp:
-        root = Path(tmp)
-        db = args.database_url or f"sqlite:///{root / 'broker.sqlite'}"
+    with contextlib.ExitStack() as stack:
+        root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-broker-")))
+        db = f"sqlite:///{root / 'broker.sqlite'}"
+        if args.database_url:
+            # A schema of the run's own, dropped after: runs never see each other's clients.
+            db = stack.enter_context(fresh_schema(args.database_url))[0]
         env = broker_env(root, db, PUBLIC)
         bench_env(env)
         cc, tailor = provision_clients(env, root)
@@ -639,7 +642,8 @@ def main() -> int:
         try:
             wait_http(bare_url + "/docs", timeout=30, proc=bare)
             keys = (cc.private_pem, tailor.private_pem)
-            print(f"store: {db.split('@')[-1]}; {args.seconds:.0f} s per run, alternating")
+            store = db.split("@")[-1].split("?")[0]
+            print(f"store: {store}; {args.seconds:.0f} s per run, alternating")
             columns = [
                 "clients",
                 "target",
