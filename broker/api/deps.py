@@ -8,6 +8,7 @@ work, or on its own) by ``Clients.act``. A route cannot act without that.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 from collections.abc import Callable, Sequence
@@ -48,9 +49,13 @@ async def offload(service: Service, work: Callable[[], T], *, slow: bool = False
     than a thread hop, and the GIL allows no parallelism anyway), in the threadpool for
     PostgreSQL (network round trips must not stall the loop). ``slow`` work (reading the
     whole audit log, network probes) always goes to the threadpool."""
-    if service.inline and not slow:
+    if slow:
+        return await run_in_threadpool(work)
+    if service.inline:
         return work()
-    return await run_in_threadpool(work)
+    # The store's own threads, as many as its connections: a request's work waits for a
+    # thread, never for a connection inside one (cheaper than anyio's 40-thread pool).
+    return await asyncio.get_running_loop().run_in_executor(service.store_threads, work)
 
 
 class Call:

@@ -29,6 +29,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -101,6 +102,10 @@ class Service:
         self.settings = settings
         self.inline = store.inline
         """True when store calls are local and fast enough to run on the event loop."""
+        self.store_threads = ThreadPoolExecutor(
+            max_workers=store.connections, thread_name_prefix="store"
+        )
+        """Where a request's store work runs when it is not inline: one thread a connection."""
         self._store = store
         self._keys = keys
         self.store_name = store.url_for_humans
@@ -209,6 +214,7 @@ class Service:
 
     def close(self) -> None:
         self.egress.close()
+        self.store_threads.shutdown(wait=True)
         self._store.close()
 
 

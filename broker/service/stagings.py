@@ -260,17 +260,18 @@ class Stagings:
         bad: Exception | None = None
         minted = Minted(staging_guid, token, claims.expires_at)
         with self._units(caller) as unit:
-            bound = unit.tx.get_client(tailor)
-            if bound is None or bound.role != "tailor":
-                bad = Invalid(f"{tailor!r} is not a registered tailor client")
-            elif (seen := self._seen(unit, key, "mint", request)) or not unit.tx.insert_staging(
-                row
-            ):
+            seen = self._seen(unit, key, "mint", request)
+            # The insert checks that ``tailor`` is a registered tailor client (the common
+            # case costs one statement); why it inserted nothing is read only when it did.
+            if seen is not None or not unit.tx.insert_staging(row):
+                bound = unit.tx.get_client(tailor)
                 # A repeat (its first answer, sealed under its key), or the staging exists:
                 # maybe made just now by a concurrent first request with this key.
                 seen = seen or self._seen(unit, key, "mint", request)
                 first = unit.tx.get_staging(staging_guid)
-                if seen is None or seen.answer is None or first is None:
+                if bound is None or bound.role != "tailor":
+                    bad = Invalid(f"{tailor!r} is not a registered tailor client")
+                elif seen is None or seen.answer is None or first is None:
                     bad = Conflict(f"staging {staging_guid} exists already")
                 else:
                     minted = Minted(
@@ -359,14 +360,6 @@ class Stagings:
             raise outcome
         return outcome
 
-    @staticmethod
-    def _unseal(unit: Unit, s: StagingRow, claims: StagingClaims) -> tuple[str | None, str | None]:
-        """The credentials, opened with the data key the presented token carries."""
-        sealed = unit.tx.get_sealed(s.staging_guid)
-        if sealed is None:
-            raise TokenRefused("credentials purged")
-        return open_credentials(claims.data_key, sealed, staging_guid=s.staging_guid, image=s.image)
-
     def redeem(
         self, caller: Authenticated, token: str, *, idempotency_key: str | None = None
     ) -> Redeemed:
@@ -379,35 +372,33 @@ class Stagings:
         now = self._now()
         with self._units(caller) as unit:
             tx = unit.tx
-            s = tx.get_staging(claims.staging_guid)
             opened: tuple[str | None, str | None] | None = None
             repeat = False
-            if s is None or s.token_id != claims.token_id:
-                reason = "unknown staging"
+            # The conditional update is the single use: one winner, on any replica. It
+            # matches the token's staging and id only, so it wins only for this token.
+            won = tx.redeem(claims.staging_guid, claims.token_id, caller.name, now)
+            if won is not None:
+                s: StagingRow | None = won[0]
+                # A key already used for another request refuses the action (rolled back).
+                self._seen(unit, key, "redeem", request)
+                opened, reason = self._unseal(won[0], won[1], claims)
+                if opened is not None:
+                    self._remember(unit, key, "redeem", request, won[0].staging_guid)
             else:
-                repeat = self._seen(unit, key, "redeem", request) is not None
-                # The conditional update is the single use: one winner, on any replica.
-                won = not repeat and tx.redeem(
-                    claims.staging_guid, claims.token_id, caller.name, now
-                )
-                if not won:
-                    # A repeat, lost, or not redeemable: decide from the row as it is now.
-                    # The row read above may predate a concurrent winner's commit
-                    # (PostgreSQL, READ COMMITTED: the UPDATE waited for the winner and
-                    # changed nothing); a new statement in this transaction sees that
-                    # commit. A raced token is the sign of a stolen one, so it must be named
-                    # a replay, never "expired" -- unless the winner was this caller's own
-                    # first request with this key.
-                    s = tx.get_staging(claims.staging_guid) or s
-                    repeat = repeat or self._seen(unit, key, "redeem", request) is not None
-                reason = _not_redeemed(s, now)
-                if won or (repeat and s.state == "redeemed"):
-                    try:
-                        opened = self._unseal(unit, s, claims)
-                    except TokenRefused as exc:
-                        reason = exc.reason
-                    if won and opened is not None:
-                        self._remember(unit, key, "redeem", request, s.staging_guid)
+                # A repeat, lost, or not redeemable: decide from the row as it is now. This
+                # read is a new statement after the update: on PostgreSQL (READ COMMITTED)
+                # it sees a concurrent winner's commit, which the update waited for. A raced
+                # token is the sign of a stolen one, so it must be named a replay, never
+                # "expired" -- unless the winner was this caller's own first request with
+                # this key.
+                s = tx.get_staging(claims.staging_guid)
+                if s is None or s.token_id != claims.token_id:
+                    reason = "unknown staging"
+                else:
+                    repeat = self._seen(unit, key, "redeem", request) is not None
+                    reason = _not_redeemed(s, now)
+                    if repeat and s.state == "redeemed":
+                        opened, reason = self._unseal(s, tx.get_sealed(s.staging_guid), claims)
             if opened is not None and s is not None:
                 # No trade (the exchange off): the password, as before, with nothing to audit.
                 given = decision or Decision("password")
@@ -433,6 +424,22 @@ class Stagings:
         if isinstance(result, TokenRefused):
             raise result
         return result
+
+    @staticmethod
+    def _unseal(
+        s: StagingRow, sealed: bytes | None, claims: StagingClaims
+    ) -> tuple[tuple[str | None, str | None] | None, str]:
+        """The credentials, opened with the data key the presented token carries; or None
+        and why not."""
+        if sealed is None:
+            return None, "credentials purged"
+        try:
+            opened = open_credentials(
+                claims.data_key, sealed, staging_guid=s.staging_guid, image=s.image
+            )
+        except TokenRefused as exc:
+            return None, exc.reason
+        return opened, ""
 
     def _trade(self, claims: StagingClaims, key: Key | None) -> Decision | None:
         """What the Tailor should get for this staging's credentials (``Upstream.decide``),

@@ -30,6 +30,8 @@ class Store(Protocol):
     url_for_humans: str
     inline: bool
     """True when calls are local and fast enough to run on the event loop."""
+    connections: int
+    """How many transactions can be open at once (the pool's size)."""
 
     def migrate(self) -> int: ...
 

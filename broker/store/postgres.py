@@ -45,6 +45,7 @@ class PostgresStore:
     def __init__(self, url: str, max_size: int = 10) -> None:
         self.url_for_humans = url.split("@")[-1]  # never the password
         self.inline = False
+        self.connections = max_size
         self._full = False
         try:
             # One direct attempt first: a wrong URL fails now, not after the pool's retries.

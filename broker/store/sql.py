@@ -157,6 +157,20 @@ _FORGETTABLE = (
     f"repository_gone_at IS NOT NULL AND closed_at < ? AND state NOT IN {_OPEN}"
 )
 _CHUNK = 500  # parameters in one statement, well under either database's limit
+_INSERT_STAGING = (
+    # A mint's one statement for its staging: the bound tailor checked in the same trip.
+    f"INSERT INTO stagings ({_STAGING_COLUMNS})"
+    f" SELECT {','.join('?' for _ in _STAGING_FIELDS)}"
+    " WHERE EXISTS (SELECT 1 FROM clients WHERE name=? AND role='tailor')"
+    " ON CONFLICT (staging_guid) DO NOTHING"
+)
+_REDEEM = (
+    # A redemption's one statement: the single use, the row and its sealed credentials.
+    "UPDATE stagings SET state='redeemed', redeemed_at=?"
+    " WHERE staging_guid=? AND token_id=? AND tailor=? AND state='open' AND expires_at > ?"
+    f" RETURNING {_STAGING_COLUMNS}, (SELECT sealed FROM sealed_credentials"
+    " WHERE sealed_credentials.staging_guid = stagings.staging_guid)"
+)
 
 
 class SqlTx:
@@ -328,10 +342,9 @@ class SqlTx:
     # -- stagings -------------------------------------------------------------------------
 
     def insert_staging(self, s: StagingRow) -> bool:
-        cur = self._exec(
-            _insert("stagings", _STAGING_FIELDS) + " ON CONFLICT (staging_guid) DO NOTHING",
-            _staging_values(s),
-        )
+        """Insert the staging if ``s.tailor`` names a registered tailor client and no staging
+        has its guid; False otherwise (the caller reads which, off the success path)."""
+        cur = self._exec(_INSERT_STAGING, (*_staging_values(s), s.tailor))
         return bool(cur.rowcount == 1)
 
     def get_staging(self, staging_guid: str) -> StagingRow | None:
@@ -340,15 +353,17 @@ class SqlTx:
         )
         return StagingRow(*row) if row else None
 
-    def redeem(self, staging_guid: str, token_id: str, tailor: str, now: int) -> bool:
-        """The atomic single use: only one caller, on any replica, turns open into redeemed."""
-        cur = self._exec(
-            "UPDATE stagings SET state='redeemed', redeemed_at=?"
-            " WHERE staging_guid=? AND token_id=? AND tailor=? AND state='open'"
-            " AND expires_at > ?",
-            (now, staging_guid, token_id, tailor, now),
-        )
-        return bool(cur.rowcount == 1)
+    def redeem(
+        self, staging_guid: str, token_id: str, tailor: str, now: int
+    ) -> tuple[StagingRow, bytes | None] | None:
+        """The atomic single use: only one caller, on any replica, turns open into redeemed.
+        The winner gets the row as redeemed and its sealed credentials (None if purged) in
+        the same statement; anyone else None."""
+        row = self._one(_REDEEM, (now, staging_guid, token_id, tailor, now))
+        if row is None:
+            return None
+        *staging, sealed = row
+        return StagingRow(*staging), None if sealed is None else bytes(sealed)
 
     def close_staging(
         self,

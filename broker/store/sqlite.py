@@ -57,6 +57,7 @@ class SqliteStore:
         self.path = Path(path)
         self.url_for_humans = f"sqlite:///{path}"
         self.inline = True
+        self.connections = 1  # one writer at a time; reads run inline
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()

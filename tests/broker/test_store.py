@@ -39,6 +39,7 @@ ROW = StagingRow(
     closed_at=None,
     result=None,
 )
+TAILOR = ClientRow("t1", "tailor", "PEM", NOW)
 
 
 def test_migrate_is_idempotent(store: Store) -> None:
@@ -68,6 +69,7 @@ def test_assertion_ids_are_single_use(store: Store) -> None:
 
 def test_staging_life(store: Store) -> None:
     with store.transaction() as tx:
+        tx.add_client(TAILOR)  # the staging rows are bound to it
         assert tx.insert_staging(ROW)
         assert not tx.insert_staging(ROW)
         tx.put_sealed("s1", b"\x00sealed\xff")
@@ -77,7 +79,8 @@ def test_staging_life(store: Store) -> None:
         assert not tx.redeem("s1", "other-token", "t1", NOW)
         assert not tx.redeem("s1", "tid", "t2", NOW)
         assert not tx.redeem("s1", "tid", "t1", NOW + 900)  # expired
-        assert tx.redeem("s1", "tid", "t1", NOW)
+        won = tx.redeem("s1", "tid", "t1", NOW)
+        assert won == (replace(ROW, state="redeemed", redeemed_at=NOW), b"\x00sealed\xff")
         assert not tx.redeem("s1", "tid", "t1", NOW)
         assert tx.close_staging("s1", ("open", "redeemed"), "completed", NOW, '{"ok": 1}')
         assert not tx.close_staging("s1", ("open", "redeemed"), "cancelled", NOW, None)
@@ -86,8 +89,32 @@ def test_staging_life(store: Store) -> None:
     assert final is not None and final.state == "completed" and final.redeemed_at == NOW
 
 
+def test_a_staging_is_bound_to_a_registered_tailor_only(store: Store) -> None:
+    """The insert checks the bound tailor in the same statement: a name no client has, or a
+    client of another role, inserts nothing."""
+    with store.transaction() as tx:
+        tx.add_client(ClientRow("c1", "cc", "PEM", NOW))
+        assert not tx.insert_staging(ROW)  # no client t1
+        assert not tx.insert_staging(replace(ROW, tailor="c1"))  # c1 is a cc
+        tx.add_client(TAILOR)
+        assert tx.insert_staging(ROW)
+        assert tx.get_staging("s1") == ROW
+
+
+def test_a_redemption_of_purged_credentials_says_so(store: Store) -> None:
+    with store.transaction() as tx:
+        tx.add_client(TAILOR)
+        tx.insert_staging(ROW)
+    with store.transaction() as tx:
+        assert tx.redeem("s1", "tid", "t1", NOW) == (
+            replace(ROW, state="redeemed", redeemed_at=NOW),
+            None,
+        )
+
+
 def test_expired_stagings_are_found(store: Store) -> None:
     with store.transaction() as tx:
+        tx.add_client(TAILOR)  # the staging rows are bound to it
         tx.insert_staging(ROW)
         tx.insert_staging(replace(ROW, staging_guid="s2", expires_at=NOW + 10))
         tx.insert_staging(replace(ROW, staging_guid="s3", expires_at=NOW + 5, state="cancelled"))
@@ -103,6 +130,7 @@ def test_only_closed_stagings_with_their_repository_gone_are_forgotten(store: St
     """Prune's mark goes on closed stagings only, once; retention deletes marked rows closed
     before its cut-off, oldest first, at most as many as asked."""
     with store.transaction() as tx:
+        tx.add_client(TAILOR)  # the staging rows are bound to it
         for row in [
             replace(ROW, staging_guid="open"),
             replace(ROW, staging_guid="redeemed", state="redeemed", redeemed_at=NOW),
@@ -147,6 +175,7 @@ def test_replicas_forgetting_at_once_forget_each_row_once(database_url: str) -> 
     try:
         guids = [f"gone-{n:03}" for n in range(60)]
         with a.transaction() as tx:
+            tx.add_client(TAILOR)  # the staging rows are bound to it
             for n, guid in enumerate(guids):
                 tx.insert_staging(closed(guid, "completed", NOW - 1000 + n))
             tx.mark_repositories_gone(guids, NOW - 500)
@@ -191,6 +220,7 @@ def test_audit_sequence_and_detail(store: Store, audit: AuditLog) -> None:
 
 def test_a_failed_transaction_leaves_nothing(store: Store, audit: AuditLog) -> None:
     with pytest.raises(RuntimeError), store.transaction() as tx:
+        tx.add_client(TAILOR)  # the staging rows are bound to it
         tx.insert_staging(ROW)
         audit.writer(tx).append(AuditEvent("token.issued"))
         raise RuntimeError("boom")
@@ -207,11 +237,12 @@ def test_concurrent_redemptions_one_wins(database_url: str) -> None:
         for n in range(20):
             guid = f"race-{n}"
             with a.transaction() as tx:
+                tx.add_client(TAILOR)  # the staging rows are bound to it
                 tx.insert_staging(replace(ROW, staging_guid=guid))
 
             def redeem(store: Store, guid: str = guid) -> bool:
                 with store.transaction() as tx:
-                    return tx.redeem(guid, "tid", "t1", NOW)
+                    return tx.redeem(guid, "tid", "t1", NOW) is not None
 
             wins = together([functools.partial(redeem, s) for s in (a, b, a, b)])
             assert sorted(wins) == [False, False, False, True]
@@ -241,6 +272,7 @@ def test_audit_failure_means_the_action_does_not_happen(
                 " FOR EACH ROW EXECUTE FUNCTION no_audit()"
             )
     with pytest.raises(StoreError), store.transaction() as tx:
+        tx.add_client(TAILOR)  # the staging rows are bound to it
         tx.insert_staging(ROW)
         tx.put_sealed("s1", b"x")
         audit.writer(tx).append(AuditEvent("token.issued"))
@@ -263,10 +295,12 @@ def test_a_postgresql_commit_whose_answer_is_lost_is_outcome_unknown(pg_schema_u
             proxy.arm("INSERT INTO stagings")
             with pytest.raises(OutcomeUnknown, match="may have been done"):
                 with store.transaction() as tx:
+                    tx.add_client(TAILOR)  # the staging rows are bound to it
                     tx.insert_staging(ROW)
             assert proxy.withheld == [["C COMMIT"]]  # PostgreSQL did commit
             assert _staged(store, "s1")  # and a new connection of the pool sees it
             with store.transaction() as tx:
+                tx.add_client(TAILOR)  # the staging rows are bound to it
                 tx.insert_staging(replace(ROW, staging_guid="s2"))
             assert _staged(store, "s2")
         finally:
@@ -282,10 +316,12 @@ def test_a_postgresql_failure_before_commit_is_a_plain_store_error(pg_schema_url
             store.migrate()
             proxy.arm("INSERT INTO stagings", cut="statement")
             with pytest.raises(StoreError) as lost, store.transaction() as tx:
+                tx.add_client(TAILOR)  # the staging rows are bound to it
                 tx.insert_staging(ROW)
             assert not isinstance(lost.value, OutcomeUnknown) and proxy.cut.is_set()
             assert not _staged(store, "s1")
             with pytest.raises(StoreError) as refused, store.transaction() as tx:
+                tx.add_client(TAILOR)  # the staging rows are bound to it
                 tx.insert_staging(ROW)
                 # A deferred constraint is checked at COMMIT, which PostgreSQL refuses.
                 tx._cur.execute(
@@ -345,6 +381,7 @@ def test_shredded_credentials_leave_the_sqlite_files(tmp_path: Path) -> None:
     sealed = b"SEALED-" + bytes(range(256)) * 4  # recognisable, and incompressible enough
     try:
         with store.transaction() as tx:
+            tx.add_client(TAILOR)  # the staging rows are bound to it
             tx.insert_staging(ROW)
             tx.put_sealed("s1", sealed)
         with store.transaction() as tx:
