@@ -50,7 +50,13 @@ from pathlib import Path
 from typing import Any
 
 from bench.schema import fresh_schema
-from tests.support.brokerproc import BrokerProcess, broker_cli, broker_env, start_broker
+from tests.support.brokerproc import (
+    BrokerProcess,
+    broker_cli,
+    broker_env,
+    children,
+    start_broker,
+)
 from tests.support.clients import Client, new_client
 from tests.support.haproxy import run_haproxy
 from tests.support.processes import free_port, stop, wait_http
@@ -401,6 +407,20 @@ def server_cpu(pid: int) -> CpuProbe:
     return lambda: {"server": cpu_seconds(pid)}
 
 
+def tree_cpu(pid: int) -> CpuProbe:
+    """The CPU of process ``pid`` and its children (``broker serve --workers N``: the
+    supervising parent and its workers); a worker that ended meanwhile is not counted."""
+
+    def probe() -> dict[str, float]:
+        total = 0.0
+        for one in [pid, *children(pid)]:
+            with contextlib.suppress(OSError):
+                total += cpu_seconds(one)
+        return {"server": total}
+
+    return probe
+
+
 def postgres_cpu() -> float:
     """CPU seconds of every PostgreSQL process on this machine (whoever they serve), and of
     the backends their postmaster has reaped."""
@@ -596,6 +616,9 @@ def main() -> int:
     parser.add_argument("--batches", type=int, default=12, help="with --compare-http")
     parser.add_argument("--batch", type=int, default=1000, help="with --compare-http")
     parser.add_argument(
+        "--workers", type=int, default=1, help="the broker under test's worker processes"
+    )
+    parser.add_argument(
         "--replicas", type=int, default=1, help="N >= 2: N replicas behind HAProxy (PostgreSQL)"
     )
     args = parser.parse_args()
@@ -620,7 +643,7 @@ def main() -> int:
             names = args.compare_http.split(",")
             compare_http(env, root, names, args.batches, args.batch)
             return 0
-        broker = start_broker(env, root / "broker.log")
+        broker = start_broker(env, root / "broker.log", workers=args.workers)
         (root / "bare_app.py").write_text(BARE_APP)
         port = free_port()
         bare = subprocess.Popen(
@@ -643,7 +666,10 @@ def main() -> int:
             wait_http(bare_url + "/docs", timeout=30, proc=bare)
             keys = (cc.private_pem, tailor.private_pem)
             store = db.split("@")[-1].split("?")[0]
-            print(f"store: {store}; {args.seconds:.0f} s per run, alternating")
+            print(
+                f"store: {store}; broker: {args.workers} worker(s), bare: 1;"
+                f" {args.seconds:.0f} s per run, alternating"
+            )
             columns = [
                 "clients",
                 "target",
@@ -660,7 +686,7 @@ def main() -> int:
                 got: dict[str, dict[str, Any]] = {}
                 for kind in ("bare", "broker"):
                     url = bare_url if kind == "bare" else broker.url
-                    probe = server_cpu(bare.pid if kind == "bare" else broker.proc.pid)
+                    probe = server_cpu(bare.pid) if kind == "bare" else tree_cpu(broker.proc.pid)
                     got[kind] = drive(kind, url, level, keys, n * 2 + (kind == "broker"), probe)
                     m = got[kind]
                     cells = [
