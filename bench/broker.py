@@ -21,6 +21,16 @@ The load generator, HAProxy, PostgreSQL and every broker share this machine's co
 where the figures in docs/performance.md were taken): more replicas only add throughput
 while there is CPU left for them.
 
+``--preload`` instead compares two brokers (each with ``--workers`` workers), one on an
+empty store and one on a store filled first as a long-running broker's would be
+(bench/preload.py: 1,000,000 audit events, integrated, and 100,000 closed stagings with
+their history, by default), alternating runs at each level (8 clients by default) for
+``--rounds`` rounds, and prints the median p99 redeem of each and their ratio (issue #17's
+target: <= 1.2):
+
+    python -m bench.broker --preload [--preload-events N] [--preload-stagings N]
+        [--rounds 3] [--database-url postgresql://...]
+
 ``--compare-http`` instead serves the broker's app once per HTTP protocol and prints the
 median server CPU per request of each, from alternating batches of small POSTs (a 1 KB
 head, refused at the assertion), each batch on one keep-alive connection:
@@ -45,12 +55,18 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from bench.schema import fresh_schema
-from tests.support.brokerproc import BrokerProcess, broker_cli, broker_env, start_broker
+from tests.support.brokerproc import (
+    BrokerProcess,
+    broker_cli,
+    broker_env,
+    children,
+    start_broker,
+)
 from tests.support.clients import Client, new_client
 from tests.support.haproxy import run_haproxy
 from tests.support.processes import free_port, stop, wait_http
@@ -377,9 +393,12 @@ def bench_env(env: dict[str, str]) -> None:
     env["BROKER_UPSTREAM_EXCHANGE"] = "false"
 
 
-def provision_clients(env: dict[str, str], root: Path) -> tuple[Client, Client]:
-    """`broker keys init`, and the two clients the load generator signs as."""
-    cc, tailor = new_client("cc", "cc"), new_client("tailor", "tailor")
+def provision_clients(
+    env: dict[str, str], root: Path, given: tuple[Client, Client] | None = None
+) -> tuple[Client, Client]:
+    """`broker keys init`, and the two clients the load generator signs as (new ones, or
+    ``given``)."""
+    cc, tailor = given or (new_client("cc", "cc"), new_client("tailor", "tailor"))
     broker_cli(env, "keys", "init")
     for c in (cc, tailor):
         r = broker_cli(
@@ -399,6 +418,20 @@ def provision_clients(env: dict[str, str], root: Path) -> tuple[Client, Client]:
 
 def server_cpu(pid: int) -> CpuProbe:
     return lambda: {"server": cpu_seconds(pid)}
+
+
+def tree_cpu(pid: int) -> CpuProbe:
+    """The CPU of process ``pid`` and its children (``broker serve --workers N``: the
+    supervising parent and its workers); a worker that ended meanwhile is not counted."""
+
+    def probe() -> dict[str, float]:
+        total = 0.0
+        for one in [pid, *children(pid)]:
+            with contextlib.suppress(OSError):
+                total += cpu_seconds(one)
+        return {"server": total}
+
+    return probe
 
 
 def postgres_cpu() -> float:
@@ -542,6 +575,84 @@ def replicas_bench(database_url: str, replicas: int, levels: list[int], seconds:
                 b.stop()
 
 
+def preload_bench(args: argparse.Namespace, levels: list[int]) -> None:
+    """Empty store against preloaded store, same run (see the module's docstring)."""
+    from bench.preload import preload
+    from broker.settings import Settings
+
+    with contextlib.ExitStack() as stack:
+        root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-broker-")))
+        envs: dict[str, dict[str, str]] = {}
+        cc, tailor = new_client("cc", "cc"), new_client("tailor", "tailor")
+        for name in ("empty", "preloaded"):
+            db = f"sqlite:///{root / f'{name}.sqlite'}"
+            if args.database_url:
+                db = stack.enter_context(fresh_schema(args.database_url))[0]
+            envs[name] = env = broker_env(root, db, PUBLIC)
+            bench_env(env)
+            # The at-start verification of the whole log (and every 10 minutes after) would
+            # land in the measurement: it is off on both sides.
+            env["BROKER_AUDIT_VERIFY_SECONDS"] = "0"
+            provision_clients(env, root, (cc, tailor))  # one keys folder: the second init refuses
+        env = envs["preloaded"]
+        origin = Settings(public_url=PUBLIC).log_origin()
+        took = preload(
+            env["BROKER_DATABASE_URL"],
+            root / "keys",
+            origin,
+            events_total=args.preload_events,
+            stagings=args.preload_stagings,
+        )
+        store = env["BROKER_DATABASE_URL"].split("@")[-1].split("?")[0]
+        print(
+            f"store: {store}; preloaded {args.preload_events} audit events (integrated) and"
+            f" {args.preload_stagings} closed stagings in {took:.0f} s; {args.workers}"
+            f" worker(s) each; {args.seconds:.0f} s per run, alternating, {args.rounds} rounds"
+        )
+        brokers = {
+            name: stack.enter_context(_running(e, root / f"{name}.log", args.workers))
+            for name, e in envs.items()
+        }
+        keys = (cc.private_pem, tailor.private_pem)
+        for b in brokers.values():
+            warm_up(b.url, cc, tailor)
+        columns = ["clients", "store", "req/s", "rt/s", "p50 mint", "p99 mint"]
+        columns += ["p50 redeem", "p99 redeem", "cpu/req"]
+        print(" ".join(f"{c:>10}" for c in columns))
+        for n, level in enumerate(levels):
+            p99s: dict[str, list[float]] = {name: [] for name in brokers}
+            for r in range(args.rounds):
+                order = list(brokers) if r % 2 == 0 else list(reversed(brokers))
+                for j, name in enumerate(order):
+                    b = brokers[name]
+                    seed = 100 + (n * args.rounds + r) * 2 + j
+                    m = drive("broker", b.url, level, keys, seed, tree_cpu(b.proc.pid))
+                    p99s[name].append(m["p99_second"])
+                    cells = [f"{level}", name, f"{m['requests_s']:.0f}"]
+                    cells.append(f"{m['round_trips_s']:.0f}")
+                    cells += [f"{m[k]:.1f}ms" for k in ("p50_first", "p99_first")]
+                    cells += [f"{m[k]:.1f}ms" for k in ("p50_second", "p99_second")]
+                    cells.append(f"{m['cpu_ms']:.2f}ms")
+                    print(" ".join(f"{c:>10}" for c in cells), flush=True)
+            empty, full = (statistics.median(p99s[k]) for k in ("empty", "preloaded"))
+            ratio = full / empty
+            verdict = "met" if ratio <= 1.2 else "MISSED"
+            print(
+                f"{'':>7} median p99 redeem at {level}: preloaded {full:.1f} ms / empty"
+                f" {empty:.1f} ms = {ratio:.2f} (target <= 1.2: {verdict})"
+            )
+        print("(ms; rt/s: mint+redeem round trips a second; cpu/req: the broker's, all workers)")
+
+
+@contextlib.contextmanager
+def _running(env: dict[str, str], log: Path, workers: int) -> Iterator[BrokerProcess]:
+    b = start_broker(env, log, workers=workers)
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
 def warm_up(url: str, cc: Client, tailor: Client, pairs: int = 20) -> None:
     """A few mint+redeem pairs, unmeasured: a replica's first requests (caches, its first
     connections) are not counted against whichever target reaches it first."""
@@ -595,12 +706,22 @@ def main() -> int:
     parser.add_argument("--compare-http", default="", help="protocols: httptools,serve,h11")
     parser.add_argument("--batches", type=int, default=12, help="with --compare-http")
     parser.add_argument("--batch", type=int, default=1000, help="with --compare-http")
+    parser.add_argument("--preload", action="store_true", help="empty against preloaded store")
+    parser.add_argument("--preload-events", type=int, default=1_000_000)
+    parser.add_argument("--preload-stagings", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=3, help="with --preload")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="the broker under test's worker processes"
+    )
     parser.add_argument(
         "--replicas", type=int, default=1, help="N >= 2: N replicas behind HAProxy (PostgreSQL)"
     )
     args = parser.parse_args()
     BENCH_SECONDS.value = args.seconds
     levels = [int(x) for x in args.levels.split(",")]
+    if args.preload:
+        preload_bench(args, [8] if args.levels == "1,8,32" else levels)
+        return 0
     if args.replicas > 1:
         if not args.database_url.startswith(("postgresql://", "postgres://")):
             parser.error("--replicas needs --database-url postgresql://...")
@@ -620,7 +741,7 @@ def main() -> int:
             names = args.compare_http.split(",")
             compare_http(env, root, names, args.batches, args.batch)
             return 0
-        broker = start_broker(env, root / "broker.log")
+        broker = start_broker(env, root / "broker.log", workers=args.workers)
         (root / "bare_app.py").write_text(BARE_APP)
         port = free_port()
         bare = subprocess.Popen(
@@ -643,7 +764,10 @@ def main() -> int:
             wait_http(bare_url + "/docs", timeout=30, proc=bare)
             keys = (cc.private_pem, tailor.private_pem)
             store = db.split("@")[-1].split("?")[0]
-            print(f"store: {store}; {args.seconds:.0f} s per run, alternating")
+            print(
+                f"store: {store}; broker: {args.workers} worker(s), bare: 1;"
+                f" {args.seconds:.0f} s per run, alternating"
+            )
             columns = [
                 "clients",
                 "target",
@@ -660,7 +784,7 @@ def main() -> int:
                 got: dict[str, dict[str, Any]] = {}
                 for kind in ("bare", "broker"):
                     url = bare_url if kind == "bare" else broker.url
-                    probe = server_cpu(bare.pid if kind == "bare" else broker.proc.pid)
+                    probe = server_cpu(bare.pid) if kind == "bare" else tree_cpu(broker.proc.pid)
                     got[kind] = drive(kind, url, level, keys, n * 2 + (kind == "broker"), probe)
                     m = got[kind]
                     cells = [

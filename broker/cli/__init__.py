@@ -26,6 +26,16 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+def _workers(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= 256:
+        raise argparse.ArgumentTypeError(f"a number from 1 to 256, not {text!r}")
+    return n
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="broker", description="The image stager's credential broker.")
     p.add_argument("--version", action="version", version=f"broker {__version__}")
@@ -36,6 +46,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--tls-cert", type=Path)
     serve.add_argument("--tls-key", type=Path)
+    serve.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        metavar="N",
+        help="worker processes on the one port (default 1; docs/deployment.md)",
+    )
 
     keys = cmds.add_parser("keys", help="create and rotate key material in BROKER_KEYS_DIR")
     kc = keys.add_subparsers(dest="action", required=True, parser_class=_Parser)

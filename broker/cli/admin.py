@@ -151,23 +151,46 @@ def serve(args: argparse.Namespace) -> int:
     from broker.logs import configure
 
     settings = get_settings()
+    workers: int = args.workers
     if bool(args.tls_cert) != bool(args.tls_key):
         raise SetupError("--tls-cert and --tls-key go together")
+    if workers > 1 and settings.metrics_addr:
+        # Each worker counts its own requests: one address cannot serve N processes' counts.
+        raise SetupError("BROKER_METRICS_ADDR serves one process's metrics: not with --workers > 1")
     # JSON lines for every logger before the store opens (the pool logs while connecting).
     log_setup = configure(settings.log_level)
-    # Keys and the store load now, so a misconfiguration is one line, not a traceback.
-    app = create_app(settings)
+    common: dict[str, object] = {
+        "host": args.host,
+        "port": args.port,
+        "ssl_certfile": str(args.tls_cert) if args.tls_cert else None,
+        "ssl_keyfile": str(args.tls_key) if args.tls_key else None,
+        "server_header": False,
+        "timeout_graceful_shutdown": 5,
+        "proxy_headers": False,
+    }
+    if workers == 1:
+        # Keys and the store load now, so a misconfiguration is one line, not a traceback.
+        app = create_app(settings)
+        uvicorn.run(
+            app,
+            log_config=log_setup,
+            # httptools with the head cap and the head and body deadlines.
+            http=guarded_protocol(settings),
+            **common,  # type: ignore[arg-type]
+        )
+        return 0
+    # N workers: each builds its own app from the same settings (broker/cli/serving.py).
+    # Keys, store and migrations are checked here once, before any worker starts, so a
+    # misconfiguration is still one line from this process and no worker is spawned.
+    open_service(settings).close()
+    log_setup["filters"]["pid"] = {"()": "broker.cli.serving.WorkerPid"}
+    log_setup["handlers"]["stderr"]["filters"] = ["pid"]
     uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
+        "broker.cli.serving:app",
+        factory=True,
+        workers=workers,
         log_config=log_setup,
-        ssl_certfile=str(args.tls_cert) if args.tls_cert else None,
-        ssl_keyfile=str(args.tls_key) if args.tls_key else None,
-        server_header=False,
-        timeout_graceful_shutdown=5,
-        proxy_headers=False,
-        # httptools with the head cap and the head and body deadlines.
-        http=guarded_protocol(settings),
+        http="broker.cli.serving:Protocol",
+        **common,  # type: ignore[arg-type]
     )
     return 0

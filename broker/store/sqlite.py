@@ -13,11 +13,25 @@ stays at the backstop's size for good).
 Crypto-shredding reaches the files: ``secure_delete`` zeroes what a DELETE frees,
 and after a transaction that deleted sealed credentials the background thread
 truncates the WAL, whose older frames still held them.
+
+Several processes on one file (``broker serve --workers N``, a ``broker`` command beside a
+running broker): writers queue on the in-process lock and then on an advisory lock of
+the file ``<database>-writer`` (``flock``), which every store on the file takes for each
+write transaction and for the TRUNCATE checkpoint. The kernel hands it to the next
+waiter at once, where SQLite's busy handler would sleep up to 100 ms between tries; and
+a TRUNCATE checkpoint holding it has only readers to wait for (short, and none starts
+on an older snapshot meanwhile), so it neither fails nor starves behind another
+process's stream of writes. SQLite's own locking stays what makes writes exclusive: a
+process that does not take the file lock (the ``sqlite3`` shell, an older broker) meets
+the busy handler (30 s), as before. Each process runs its own background checkpointer;
+a checkpoint copies every process's frames, so any of them keeps the WAL bounded, and
+the one whose transaction deleted sealed credentials truncates it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import sqlite3
 import threading
@@ -52,6 +66,35 @@ def _full(exc: sqlite3.Error) -> bool:
     return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
 
 
+class _WriteLock:
+    """One writer at a time: the threads of this process (a lock), then every process on
+    the database file (``flock`` of ``<database>-writer``, see the module's docstring)."""
+
+    def __init__(self, path: Path) -> None:
+        self._threads = threading.Lock()
+        self._fd = os.open(f"{path}-writer", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+    def __enter__(self) -> None:
+        self._threads.acquire()
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._threads.release()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._threads.release()
+
+    def close(self) -> None:
+        with self._threads:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+
+
 class SqliteStore:
     def __init__(self, path: str) -> None:
         self.path = Path(path)
@@ -61,7 +104,7 @@ class SqliteStore:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        self._write_lock = threading.Lock()
+        self._write_lock: _WriteLock | None = None
         self._dirty = threading.Event()
         self._shred = threading.Event()
         self._stop = threading.Event()
@@ -71,8 +114,11 @@ class SqliteStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # The broker's alone; SQLite gives the -wal and -shm files the same mode.
             os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
+            self._write_lock = _WriteLock(self.path)
             self._connection()
         except (OSError, sqlite3.Error) as exc:
+            if self._write_lock is not None:
+                self._write_lock.close()
             raise StoreError(f"cannot open {self.path}: {exc}") from None
 
     def _connection(self) -> sqlite3.Connection:
@@ -97,9 +143,10 @@ class SqliteStore:
             with self._begin("BEGIN") as tx:
                 yield tx
             return
-        # Writers queue on a lock in this process instead of in SQLite's busy handler,
-        # which sleeps up to 100 ms between tries and ruins tail latency.
-        with self._write_lock, self._begin("BEGIN IMMEDIATE") as tx:
+        # Writers queue on our lock (this process's threads, then the file's: every process
+        # on it) instead of in SQLite's busy handler, which sleeps up to 100 ms between
+        # tries and ruins tail latency.
+        with self._writer(), self._begin("BEGIN IMMEDIATE") as tx:
             yield tx
         self._full = False  # a write went through: there was room for it
         if tx.shredded:
@@ -142,13 +189,18 @@ class SqliteStore:
 
     def _truncate(self, conn: sqlite3.Connection) -> None:
         """Copy every frame back and empty the WAL file: its older frames still hold what
-        was deleted (shredded credentials). Writers wait, briefly, on our own lock."""
-        with self._write_lock:
+        was deleted (shredded credentials). Writers of every process wait, briefly, on our
+        lock; only readers can hold it up (a busy round: again at the next)."""
+        with self._writer():
             busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
         if busy:
             self._dirty.set()  # a reader held an old snapshot: again next round
         else:
             self._shred.clear()
+
+    def _writer(self) -> _WriteLock:
+        assert self._write_lock is not None  # set in __init__, or __init__ raised
+        return self._write_lock
 
     @contextmanager
     def _begin(self, begin: str) -> Iterator[SqlTx]:
@@ -189,7 +241,7 @@ class SqliteStore:
         the last write failed for a full disk."""
         commit = self._full
         conn = self._connection()
-        with self._write_lock:
+        with self._writer():
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 SqlTx(conn.cursor(), _portable).probe_write(PROBE_ROWS if commit else 1)
@@ -203,6 +255,10 @@ class SqliteStore:
 
     def migrate(self) -> int:
         conn = self._connection()
+        with self._writer():
+            return self._migrate(conn)
+
+    def _migrate(self, conn: sqlite3.Connection) -> int:
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
@@ -232,3 +288,5 @@ class SqliteStore:
                 conn.close()
             self._all.clear()
         self._local = threading.local()
+        if self._write_lock is not None:
+            self._write_lock.close()

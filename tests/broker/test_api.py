@@ -763,3 +763,25 @@ def test_metrics_can_be_served_apart_from_the_api(settings: Settings, clients) -
         assert scraped.status_code == 200 and "stager_tokens_issued_total 1.0" in scraped.text
     with pytest.raises(requests.ConnectionError):
         requests.get(f"http://{addr}/metrics", timeout=2)  # stopped with the broker
+
+
+def test_the_sweeper_forgets_spent_assertion_ids(api_each_store: Api) -> None:
+    """Spent assertion ids are kept while their assertions could still be replayed, and the
+    sweeper deletes them after: the table stays as large as the assertions' lifetime holds,
+    not as the broker's history."""
+    api = api_each_store
+    for n in range(3):
+        assert api.mint(f"stg-{n}").status_code == 201
+
+    def spent() -> int:
+        with api.store.transaction(write=False) as tx:
+            row = tx._one("SELECT COUNT(*) FROM used_assertions")
+        return int(row[0]) if row else -1
+
+    assert spent() == 3
+    api.service.stagings.sweep()
+    assert spent() == 3  # still replayable: kept
+    real = time.time
+    api.service.clock = lambda: real() + 3600  # past every one's expiry and the margin
+    api.service.stagings.sweep()
+    assert spent() == 0

@@ -18,6 +18,17 @@ from tests.support.processes import free_port, spawn, stop, wait_http
 from tests.support.registry import run_registry
 
 
+def children(pid: int) -> list[int]:
+    """The direct children of process ``pid``."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass  # the thread ended meanwhile
+    return found
+
+
 def settled(database_url: str, timeout: float = 15.0) -> None:
     """Wait until the running broker has placed every event written so far in its audit
     log (its integrator runs every second): a test that reads the log right after an
@@ -64,21 +75,38 @@ class BrokerProcess:
     def stop(self) -> None:
         stop(self.proc)
 
+    def workers(self) -> list[int]:
+        """The pids of ``broker serve --workers N``'s worker processes (uvicorn's spawned
+        children, not multiprocessing's resource tracker)."""
+        found = []
+        for pid in children(self.proc.pid):
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if b"--multiprocessing-fork" in cmdline or any(b"spawn_main" in a for a in cmdline):
+                found.append(pid)
+        return found
+
     def post(self, path: str, headers: dict[str, str], json: object) -> requests.Response:
         return requests.post(self.url + path, headers=headers, json=json, timeout=30)
 
 
 def start_broker(
-    env: dict[str, str], log: Path, *, self_audience: bool = False, port: int | None = None
+    env: dict[str, str],
+    log: Path,
+    *,
+    self_audience: bool = False,
+    port: int | None = None,
+    workers: int = 1,
 ) -> BrokerProcess:
-    """Start ``broker serve`` (on ``port``, or a free one); with ``self_audience`` its public
-    URL is its own address."""
+    """Start ``broker serve`` (on ``port``, or a free one; ``workers`` worker processes);
+    with ``self_audience`` its public URL is its own address."""
     markers.require("slow", "broker serve")
     port = port or free_port()
     if self_audience:
         env = {**env, "BROKER_PUBLIC_URL": f"http://127.0.0.1:{port}"}
     out = log.open("ab")
     argv = [sys.executable, "-m", "broker.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    if workers != 1:
+        argv += ["--workers", str(workers)]
     proc = spawn(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
