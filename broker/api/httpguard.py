@@ -47,6 +47,36 @@ _TOO_LARGE = (
 )
 
 
+class _OneWritePerTurn:
+    """A request cycle's transport: what the cycle writes in one turn of the event loop
+    goes out in one write. uvicorn writes a response's head and its body apart, two
+    writes, so two TCP segments and two wake-ups of the reader for every small answer;
+    held until the end of the turn (the body follows its head in the same one), they
+    are one. Everything else is the transport's own; closing sends what is held first."""
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if not self._held:
+            self._loop.call_soon(self._send)
+        self._held.append(data)
+
+    def _send(self) -> None:
+        data, self._held = b"".join(self._held), []
+        if data and not self._transport.is_closing():
+            self._transport.write(data)
+
+    def close(self) -> None:
+        self._send()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """:class:`HttpToolsProtocol` with the cap and the deadlines of the module's docstring;
     they are class attributes (see :func:`guarded_protocol`).
@@ -103,6 +133,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._enter("body")
         super().on_headers_complete()
+        self.cycle.transport = _OneWritePerTurn(self.transport, self.loop)  # type: ignore[assignment]
 
     def on_message_complete(self) -> None:
         self._ended_in_read = True

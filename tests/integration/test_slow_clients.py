@@ -374,3 +374,32 @@ def test_haproxy_a_flood_on_one_frontend_leaves_the_other_answering(tmp_path: Pa
             assert probe.status_code == 503  # HAProxy's own: no registry behind it
             time.sleep(0.3)
         assert not any(s.ended for s in slows), "a slow client was cut: the test proves nothing"
+
+
+_DATA_SEGS_IN = 152  # offset of tcpi_data_segs_in in Linux's struct tcp_info (since 4.6)
+
+
+def _data_segments_in(sock: socket.socket) -> int:
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    return int.from_bytes(info[_DATA_SEGS_IN : _DATA_SEGS_IN + 4], "little")
+
+
+def test_an_answer_goes_out_in_one_write(broker: BrokerProcess) -> None:
+    """A small answer's head and body leave in one segment, where uvicorn writes them apart
+    (two segments, two wake-ups of the client for every answer): counted on the client's
+    socket over answers read one at a time on one keep-alive connection."""
+    host, port = broker.url.removeprefix("http://").split(":")
+    answers = 20
+    with socket.create_connection((host, int(port)), timeout=LIMIT) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        before = _data_segments_in(sock)
+        for _ in range(answers):
+            sock.sendall(HEAD + b"\r\n")
+            got = b""
+            while not (b"\r\n\r\n" in got and got.endswith(b"}")):  # /healthz: a JSON object
+                chunk = sock.recv(65536)
+                assert chunk, "the broker closed the connection"
+                got += chunk
+            assert got.startswith(b"HTTP/1.1 200") and got.count(b"HTTP/1.1") == 1
+        segments = _data_segments_in(sock) - before
+    assert segments == answers, f"{segments} data segments for {answers} answers"
