@@ -3,7 +3,7 @@ comes from upstream once (the claims of tailor.blobcache), against real registri
 
 from __future__ import annotations
 
-import threading
+import functools
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +16,7 @@ from tailor.blobcache import MemoryLocations, SqliteLocations
 from tailor.copy import CopyOptions, CopyResult, copy_image
 from tailor.registry import Repository
 from tailor.transport import InsecureHosts, Transport
+from tests.support.concurrency import together
 from tests.support.credentials import UPSTREAM_PASSWORD, UPSTREAM_USER
 from tests.support.images import Layout, image
 from tests.support.proxy import Proxy
@@ -46,29 +47,12 @@ def _copy(proxy: Proxy, internal: Registry, repo: str, record: Path) -> CopyResu
     return copy_image(src, "v1", dst, "v1", options)
 
 
-def _together(proxy: Proxy, internal: Registry, repos: list[str], record: Path) -> list:
-    results: list = [None] * len(repos)
-
-    def run(i: int) -> None:
-        try:
-            results[i] = _copy(proxy, internal, repos[i], record)
-        except Exception as exc:  # pragma: no cover - reported by the assertion below
-            results[i] = exc
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(repos))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    return results
-
-
 def test_concurrent_copies_fetch_each_blob_once(
     source: Proxy, internal: Registry, tmp_path: Path
 ) -> None:
     repos = [f"staging/app/s{i}" for i in range(3)]
-    results = _together(source, internal, repos, tmp_path / "record.sqlite")
-    assert all(isinstance(r, CopyResult) for r in results), results
+    record = tmp_path / "record.sqlite"
+    results = together([functools.partial(_copy, source, internal, r, record) for r in repos])
     blobs = 4  # the config and three layers
     # Without the claims all three start on the same blobs and each downloads all four.
     assert sorted(source.blob_gets.values()) == [1] * blobs, source.blob_gets
