@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tailor import helperclient
 from tailor.errors import ConfigError
 
 __all__ = ["AuthFile", "Found", "auth_files", "find", "find_in", "host_key", "server_url"]
@@ -181,6 +180,8 @@ def _candidates(table: Mapping[str, Any], wanted: str, legacy: bool) -> Iterator
 
 
 def _from_helper(name: str, registry: str, where: str) -> Found | None:
+    from tailor import helperclient  # subprocess: only for a file that names a helper
+
     if not helperclient.valid_name(name):
         raise ConfigError(f"{where}: credential helper name {name!r} is not a program name suffix")
     got = helperclient.get(name, server_url(registry))

@@ -5,6 +5,13 @@ repository is recorded as (registry, digest) -> repository. A later copy of the
 same digest into another repository of that registry tries a cross-repository
 mount from the most recently seen places before it downloads anything. The record
 is a hint: a failed mount only costs one request, and stale rows are dropped.
+
+It also holds *claims*: a copy about to download a blob into a registry claims it
+there, and a concurrent copy of the same blob into that registry (another repository,
+another process of this user) waits for the claimant to finish and mounts from it
+instead of downloading the blob a second time. A claim is kept fresh while its bytes
+flow and is dropped when the download ends, however it ends; one not refreshed for
+``CLAIM_STALE`` seconds (a killed process) no longer holds anyone back.
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ from typing import Protocol
 __all__ = ["BlobLocations", "MemoryLocations", "SqliteLocations", "default_cache_path"]
 
 _KEEP_PER_BLOB = 16
+CLAIM_STALE = 15.0
+"""Seconds after which a claim that was not refreshed is void (its holder is gone)."""
 
 
 class BlobLocations(Protocol):
@@ -30,6 +39,15 @@ class BlobLocations(Protocol):
     def record(self, registry: str, digest: str, repository: str) -> None: ...
 
     def forget(self, registry: str, digest: str, repository: str) -> None: ...
+
+    def claim(self, registry: str, digest: str, repository: str) -> str | None:
+        """Claim the download of ``digest`` into ``registry`` for ``repository``: None when
+        the claim is ours (taken, or refreshed), else the repository of the live claim."""
+        ...
+
+    def release(self, registry: str, digest: str, repository: str) -> None:
+        """Drop our claim (a no-op when it is not ours)."""
+        ...
 
 
 def default_cache_path() -> Path:
@@ -45,6 +63,7 @@ class MemoryLocations:
 
     def __init__(self) -> None:
         self._seen: dict[tuple[str, str], dict[str, int]] = {}
+        self._claims: dict[tuple[str, str], tuple[str, float]] = {}
         self._tick = itertools.count()
         self._lock = threading.Lock()
 
@@ -63,6 +82,20 @@ class MemoryLocations:
         with self._lock:
             self._seen.get((registry, digest), {}).pop(repository, None)
 
+    def claim(self, registry: str, digest: str, repository: str) -> str | None:
+        now = time.monotonic()
+        with self._lock:
+            holder, seen = self._claims.get((registry, digest), (repository, now))
+            if holder != repository and seen > now - CLAIM_STALE:
+                return holder
+            self._claims[(registry, digest)] = (repository, now)
+            return None
+
+    def release(self, registry: str, digest: str, repository: str) -> None:
+        with self._lock:
+            if self._claims.get((registry, digest), ("",))[0] == repository:
+                del self._claims[(registry, digest)]
+
 
 class SqliteLocations:
     """The record in a small SQLite file shared by every Tailor run of this user."""
@@ -76,6 +109,11 @@ class SqliteLocations:
                 "CREATE TABLE IF NOT EXISTS blob_locations ("
                 " registry TEXT NOT NULL, digest TEXT NOT NULL, repository TEXT NOT NULL,"
                 " seen REAL NOT NULL, PRIMARY KEY (registry, digest, repository))"
+            )
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS blob_claims ("
+                " registry TEXT NOT NULL, digest TEXT NOT NULL, repository TEXT NOT NULL,"
+                " seen REAL NOT NULL, PRIMARY KEY (registry, digest))"
             )
 
     def _connect(self) -> sqlite3.Connection:
@@ -102,5 +140,33 @@ class SqliteLocations:
         with self._lock, closing(self._connect()) as db:
             db.execute(
                 "DELETE FROM blob_locations WHERE registry=? AND digest=? AND repository=?",
+                (registry, digest, repository),
+            )
+
+    def claim(self, registry: str, digest: str, repository: str) -> str | None:
+        now = time.time()
+        with self._lock, closing(self._connect()) as db:
+            # A write transaction from the start: of two processes claiming at once, the
+            # second reads what the first wrote.
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                held = db.execute(
+                    "SELECT repository, seen FROM blob_claims WHERE registry=? AND digest=?",
+                    (registry, digest),
+                ).fetchone()
+                if held and held[0] != repository and held[1] >= now - CLAIM_STALE:
+                    return str(held[0])
+                db.execute(
+                    "INSERT OR REPLACE INTO blob_claims VALUES (?,?,?,?)",
+                    (registry, digest, repository, now),
+                )
+                return None
+            finally:
+                db.execute("COMMIT")
+
+    def release(self, registry: str, digest: str, repository: str) -> None:
+        with self._lock, closing(self._connect()) as db:
+            db.execute(
+                "DELETE FROM blob_claims WHERE registry=? AND digest=? AND repository=?",
                 (registry, digest, repository),
             )

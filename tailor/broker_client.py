@@ -10,16 +10,18 @@ import os
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import requests
 import urllib3
 
-from tailor.assertion import ClientKey
 from tailor.errors import TailorError
 from tailor.neterrors import classify
 from tailor.retry import RetryPolicy, parse_retry_after
+
+if TYPE_CHECKING:
+    from tailor.assertion import ClientKey
 
 __all__ = ["BrokerClient", "BrokerError", "Redemption", "UpstreamGrant"]
 

@@ -1,28 +1,27 @@
-"""The ``tailor`` command. Passwords come from the environment or auth files, never argv."""
+"""The ``tailor`` command. Passwords come from the environment or auth files, never argv.
+
+Start-up matters (a warm re-stage is a fraction of a second of work): this module imports
+only argparse at load time; each command imports what it needs when it runs (requests,
+the copy engine, SQLite, the signing code), and usage errors and ``-h`` need none of it.
+tests/tailor/test_startup.py keeps it so.
+"""
 
 from __future__ import annotations
 
 import argparse
-import difflib
-import functools
-import json
 import os
-import re
 import sys
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tailor import __version__
-from tailor.authn import ANONYMOUS, Authenticator, PlatformAssertion, resolve
-from tailor.blobcache import BlobLocations, MemoryLocations, SqliteLocations, default_cache_path
-from tailor.copy import CopyOptions, copy_image
-from tailor.errors import ConfigError, TailorError
-from tailor.platforms import Platform, parse_platform
-from tailor.progress import for_stream
-from tailor.reference import Reference, parse_reference
-from tailor.registry import Repository
-from tailor.transport import InsecureHosts, Transport
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from tailor.authn import Authenticator, PlatformAssertion
+    from tailor.blobcache import BlobLocations
+    from tailor.platforms import Platform
 
 __all__ = ["main"]
 
@@ -38,6 +37,9 @@ class _Parser(argparse.ArgumentParser):
 def _suggest(parser: argparse.ArgumentParser, message: str) -> tuple[str, str]:
     """argparse's message, with the nearest command for a typo (as skopeo and git do):
     ``unknown command 'cpy'; did you mean 'copy'?``; and whose help to see."""
+    import difflib
+    import re
+
     choice = re.fullmatch(r"argument command: invalid choice: '(.*?)' \(choose from .*\)", message)
     if choice:
         typed = choice.group(1)
@@ -53,6 +55,8 @@ _COMMANDS = ("copy", "stage", "egress-rules", "push")
 def _unknown(parser: argparse.ArgumentParser, words: Sequence[str]) -> str:
     """What to say of arguments ``parser`` (one command's) does not know: the nearest of
     its options for the first unknown option (a typo), else argparse's words."""
+    import difflib
+
     options = [
         o
         for action in parser._actions
@@ -81,10 +85,19 @@ def _jobs(text: str) -> int:
 
 def _platform(text: str) -> Platform:
     """``--platform``: a usage error (exit 2) for what is not os/arch[/variant]."""
+    from tailor.errors import ConfigError
+    from tailor.platforms import parse_platform
+
     try:
         return parse_platform(text)
     except ConfigError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _path(text: str) -> Path:
+    from pathlib import Path
+
+    return Path(text)
 
 
 _ENVIRONMENT = """environment:
@@ -195,7 +208,7 @@ example:
         "--result-file",
         required=True,
         metavar="FILE",
-        type=Path,
+        type=_path,
         help="where the staging result (the lifecycle's JSON) is written",
     )
     stage.add_argument(
@@ -374,6 +387,8 @@ def _broker_realm(url: str) -> str:
 def _broker_auth(identity: tuple[str, Any] | None) -> Authenticator:
     """For an internal registry whose token realm is the broker: fresh assertions as the
     Basic password, presented only to the broker's realm (no flag needed)."""
+    from tailor.authn import ANONYMOUS, PlatformAssertion
+
     if identity is None:
         return ANONYMOUS
     url, key = identity
@@ -388,6 +403,10 @@ def _copy_identity() -> PlatformAssertion | None:
     """The platform identity for `tailor copy`, its key read only when the broker's realm
     first asks for it: a copy that never meets that realm neither reads the key nor loads
     the signing code."""
+    import functools
+
+    from tailor.authn import PlatformAssertion
+
     settings = _identity_settings()
     if settings is None:
         return None
@@ -409,6 +428,10 @@ def _warn(text: str) -> None:
 
 
 def _stage(args: argparse.Namespace) -> int:
+    import json
+
+    from tailor.errors import ConfigError
+    from tailor.progress import for_stream
     from tailor.staging import StageRequest, stage
 
     run_platform = args.run_platform
@@ -454,8 +477,12 @@ def _stage(args: argparse.Namespace) -> int:
 
 
 def _egress(args: argparse.Namespace) -> int:
+    import json
+
     from tailor.egress import discover, security_group_rules
     from tailor.outbound import AddressPolicy, parse_networks
+    from tailor.reference import parse_reference
+    from tailor.transport import InsecureHosts
 
     endpoints = discover(
         parse_reference(args.image),
@@ -474,6 +501,7 @@ def _egress(args: argparse.Namespace) -> int:
 
 
 def _push(args: argparse.Namespace) -> int:
+    from tailor.errors import ConfigError
     from tailor.push import PushRequest, push
 
     if args.docker_password is not None:
@@ -512,6 +540,9 @@ def _push(args: argparse.Namespace) -> int:
 def _auth(
     registry: str, username: str | None, env: str, flag: str, repository: str | None = None
 ) -> Authenticator:
+    from tailor.authn import resolve
+    from tailor.errors import ConfigError
+
     password = os.environ.get(env) or None
     if password and not username:
         raise ConfigError(f"{env} is set but {flag} is not")
@@ -533,6 +564,8 @@ def _side_auth(
     image's repository or registry); without any, the platform identity, which offers itself
     only to the broker's token realm (any other registry gets an anonymous request); else
     anonymous."""
+    from tailor.authn import ANONYMOUS
+
     given = _auth(registry, username, env, flag, repository)
     if given == ANONYMOUS and identity is not None:
         return identity
@@ -553,6 +586,8 @@ def _hint(flags: str, passwords: str, identity: bool) -> str:
 
 
 def _locations(disabled: bool) -> BlobLocations:
+    from tailor.blobcache import MemoryLocations, SqliteLocations, default_cache_path
+
     if disabled:
         return MemoryLocations()
     try:
@@ -563,8 +598,14 @@ def _locations(disabled: bool) -> BlobLocations:
 
 
 def _copy(args: argparse.Namespace) -> int:
+    from tailor.copy import CopyOptions, copy_image
+    from tailor.progress import for_stream
+    from tailor.reference import parse_reference
+    from tailor.registry import Repository
+    from tailor.transport import InsecureHosts, Transport
+
     src_ref = parse_reference(args.src)
-    dst_ref: Reference = parse_reference(args.dst)
+    dst_ref = parse_reference(args.dst)
     platform = args.platform
     insecure = InsecureHosts(args.insecure_registry)
     # A registry secured by the broker, on either side: the platform identity, when the
@@ -635,6 +676,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
         command = commands.choices[args.command]
         command.error(_unknown(command, extra))
+    from tailor.errors import ConfigError, TailorError
+
     try:
         if args.command == "copy":
             return _copy(args)

@@ -5,6 +5,11 @@ the target repository, or mounted from another repository of the same registry
 that is known to hold it, and only otherwise streamed GET -> PUT. Because the
 top manifest goes last, a copy that fails anywhere publishes no tag.
 
+Before it downloads a blob, a copy claims it in the blob record (tailor.blobcache); a
+concurrent copy of the same blob into the same registry that shares the record (another
+repository, another process of this user) waits for the claimant, then mounts the blob
+from it: concurrent copies of one image fetch each blob from upstream once.
+
 The image's signatures, attestations and SBOMs (its referrers and cosign's tags: see
 tailor.referrers) come along unless ``CopyOptions.referrers`` is off: their blobs with the
 image's, their manifests after the image's (the top one pushed by digest first, so a
@@ -14,6 +19,7 @@ subject is there before what refers to it), the tag last.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -26,6 +32,7 @@ from tailor.errors import (
     ManifestError,
     NotFound,
     RegistryError,
+    TailorError,
     TransportError,
     Unauthorized,
 )
@@ -40,6 +47,10 @@ __all__ = ["CopyOptions", "CopyResult", "CopyStats", "copy_image", "resolve_imag
 _MAX_MOUNT_TRIES = 3
 _BLOB_ATTEMPTS = 3
 _MAX_DEPTH = 2
+_CLAIM_POLL = 0.2
+"""Seconds between looks at a blob another copy is downloading into the same registry."""
+_CLAIM_REFRESH = 3.0
+"""Seconds between refreshes of our claim while its bytes flow (tailor.blobcache)."""
 
 
 @dataclass
@@ -122,6 +133,7 @@ class _BlobCopier:
         self.dst_registry = dst.transport.registry
         self.same_registry = src.transport.registry == self.dst_registry
         self.cancelled = threading.Event()
+        self._readable_repos: dict[str, bool] = {}
 
     def _mount_sources(self, digest: str) -> list[str]:
         seen: list[str] = []
@@ -138,33 +150,80 @@ class _BlobCopier:
         progress = self.options.progress
         progress.start(desc.digest, desc.size)
         how = self._place(desc)
-        self.options.locations.record(self.dst_registry, desc.digest, self.dst.name)
         if how == "copied":
             self.options.locations.record(self.src.transport.registry, desc.digest, self.src.name)
+        else:
+            self.options.locations.record(self.dst_registry, desc.digest, self.dst.name)
         progress.finish(desc.digest, how)
 
     def _place(self, desc: Descriptor) -> str:
         if self.dst.has_blob(desc.digest):
             self.stats.add(blobs_present=1)
             return "present"
+        locations = self.options.locations
         upload: str | None = None
-        for source in self._mount_sources(desc.digest):
-            try:
-                leftover = self.dst.mount_blob(desc.digest, source)
-            except (Unauthorized, Denied, NotFound):
-                self.options.locations.forget(self.dst_registry, desc.digest, source)
-                continue
-            if leftover is None:
+        while True:
+            mounted, upload = self._mount(desc.digest, upload)
+            if mounted:
                 self.stats.add(blobs_mounted=1)
                 return "mounted"
+            holder = locations.claim(self.dst_registry, desc.digest, self.dst.name)
+            if holder is None or not self._readable(holder, desc.digest):
+                break  # ours to download (or the claimant's, where we may not mount from)
+            # Another copy is downloading this blob into this registry: mount it from there
+            # once it is done, rather than download it a second time.
+            self._await(desc.digest, holder)
+        try:
+            self._upload(desc, upload)
+            # Recorded before the claim goes, so a copy waiting on it finds where to mount.
+            locations.record(self.dst_registry, desc.digest, self.dst.name)
+        finally:
+            locations.release(self.dst_registry, desc.digest, self.dst.name)
+        self.stats.add(blobs_copied=1)
+        return "copied"
+
+    def _mount(self, digest: str, upload: str | None) -> tuple[bool, str | None]:
+        """Try the mount sources: (True, None) when one mounted, else (False, the upload
+        session a refusing registry opened instead, if any)."""
+        for source in self._mount_sources(digest):
+            try:
+                leftover = self.dst.mount_blob(digest, source)
+            except (Unauthorized, Denied, NotFound):
+                self.options.locations.forget(self.dst_registry, digest, source)
+                continue
+            if leftover is None:
+                return True, None
             # The registry could not mount and opened a plain upload instead.
-            self.options.locations.forget(self.dst_registry, desc.digest, source)
+            self.options.locations.forget(self.dst_registry, digest, source)
             if upload:
                 self.dst.cancel_upload(upload)
             upload = leftover
-        self._upload(desc, upload)
-        self.stats.add(blobs_copied=1)
-        return "copied"
+        return False, upload
+
+    def _readable(self, repository: str, digest: str) -> bool:
+        """Whether this copy may read ``repository`` (so mount from it): worth waiting for a
+        claim there. A HEAD of the blob answers it (200 or 404: yes; refused: no)."""
+        known = self._readable_repos.get(repository)
+        if known is None:
+            try:
+                Repository(self.dst.transport, repository).has_blob(digest)
+                known = True
+            except TailorError:
+                known = False
+            self._readable_repos[repository] = known
+        return known
+
+    def _await(self, digest: str, holder: str) -> None:
+        """Wait while ``holder`` downloads ``digest``: until it recorded the blob, or its
+        claim ended (it failed, or went quiet) or passed to us or to another copy."""
+        locations = self.options.locations
+        while True:
+            if self.cancelled.wait(_CLAIM_POLL):
+                raise TransportError("copy cancelled")
+            if holder in locations.candidates(self.dst_registry, digest, self.dst.name):
+                return
+            if locations.claim(self.dst_registry, digest, self.dst.name) != holder:
+                return
 
     def _advance(self, digest: str, n: int) -> None:
         if self.cancelled.is_set():
@@ -173,12 +232,22 @@ class _BlobCopier:
         self.options.progress.advance(digest, n)
 
     def _upload(self, desc: Descriptor, location: str | None) -> None:
+        refreshed = time.monotonic()
+
+        def on_bytes(n: int) -> None:
+            nonlocal refreshed
+            self._advance(desc.digest, n)
+            if time.monotonic() - refreshed > _CLAIM_REFRESH:
+                # Still downloading: keep the claim, so concurrent copies keep waiting.
+                refreshed = time.monotonic()
+                self.options.locations.claim(self.dst_registry, desc.digest, self.dst.name)
+
         for attempt in range(1, _BLOB_ATTEMPTS + 1):
             stream = VerifiedBlobStream(
                 lambda offset: self.src.open_blob(desc.digest, offset),
                 desc.digest,
                 desc.size,
-                on_bytes=lambda n: self._advance(desc.digest, n),
+                on_bytes=on_bytes,
             )
             try:
                 self.dst.finish_upload(location or self.dst.start_upload(), desc.digest, stream)

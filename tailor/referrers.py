@@ -65,7 +65,11 @@ MAX_REFERRER_BYTES = 64 * 1024 * 1024
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _NOT_TAG = re.compile(r"[^a-zA-Z0-9_.-]")
 
-Mapper = Callable[[Callable[[str], list["Referrer"]], Iterable[str]], Iterator[list["Referrer"]]]
+Lookup = tuple[str, str | None]
+"""One lookup for a subject: its listed referrers (None), or one of cosign's tags for it."""
+Mapper = Callable[
+    [Callable[[Lookup], list["Referrer"]], Iterable[Lookup]], Iterator[list["Referrer"]]
+]
 
 
 def fallback_tag(digest: str) -> str:
@@ -190,7 +194,10 @@ class Finder:
         level = list(subjects)
         for _ in range(MAX_DEPTH):
             following: list[str] = []
-            for group in self.mapper(self._of, level):
+            # A subject's lookups (its listing, each cosign tag) are independent requests:
+            # they run side by side, and come back in this order whatever finishes first.
+            lookups = [(s, tag) for s in level for tag in (None, *cosign_tags(s))]
+            for group in self.mapper(self._lookup, lookups):
                 for ref in group:
                     key = (ref.manifest.digest, ref.tag)
                     if key in kept or ref.manifest.digest in subjects:
@@ -205,7 +212,15 @@ class Finder:
             level = following
         return found
 
-    def _of(self, subject: str) -> list[Referrer]:
+    def _lookup(self, lookup: Lookup) -> list[Referrer]:
+        subject, tag = lookup
+        if tag is not None:
+            self._check()
+            manifest = self._get_tag(tag)
+            if manifest is None:
+                return []
+            self._hold(manifest)
+            return [Referrer(subject, manifest, tag)]
         out: list[Referrer] = []
         for digest in self._listed(subject):
             self._check()
@@ -214,12 +229,6 @@ class Finder:
             if manifest is not None and subject_of(manifest) == subject:
                 self._hold(manifest)
                 out.append(Referrer(subject, manifest))
-        for tag in cosign_tags(subject):
-            self._check()
-            manifest = self._get_tag(tag)
-            if manifest is not None:
-                self._hold(manifest)
-                out.append(Referrer(subject, manifest, tag))
         return out
 
     def _hold(self, manifest: Manifest) -> None:

@@ -12,12 +12,11 @@ import json
 import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tailor import runnable
 from tailor.authn import ANONYMOUS, Authenticator, Basic, BrokerToken
 from tailor.blobcache import BlobLocations, MemoryLocations
-from tailor.broker_client import BrokerClient, Redemption
 from tailor.copy import CopyOptions, copy_image
 from tailor.errors import ConfigError, DigestMismatch, ManifestError, TailorError
 from tailor.manifest import Manifest, digest_of
@@ -27,6 +26,9 @@ from tailor.progress import Progress, SilentProgress
 from tailor.reference import Reference, parse_reference
 from tailor.registry import Repository
 from tailor.transport import InsecureHosts, Transport
+
+if TYPE_CHECKING:  # the broker client (and its signing code) only when there is a token
+    from tailor.broker_client import BrokerClient, Redemption
 
 __all__ = [
     "StageRequest",
