@@ -805,3 +805,20 @@ def test_the_most_requested_routes_are_matched_first() -> None:
     ]
     assert max(order.index(route) for route in hot) < 10, order
     assert order.index(("GET", "/v1/audit")) > order.index(("POST", "/v1/redemptions"))
+
+
+def test_the_repeatable_actions_document_their_idempotency_key(api: Api) -> None:
+    """The header is read by the caller dependency, not by a FastAPI parameter: the
+    OpenAPI document still names it on each repeatable action, and on those only."""
+    paths = api.http.get("/openapi.json").json()["paths"]
+    keyed = sorted(
+        f"{method.upper()} {path}"
+        for path, item in paths.items()
+        for method, op in item.items()
+        if any(p.get("name") == "Idempotency-Key" for p in op.get("parameters", []))
+    )
+    assert keyed == [
+        "POST /v1/redemptions",
+        "POST /v1/staging-tokens",
+        "POST /v1/stagings/{staging_guid}/complete",
+    ]

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Response
 
-from broker.api.deps import AsCC, AsTailor, IdempotencyKey
+from broker.api.deps import IDEMPOTENCY_KEY, AsCC, AsTailor
 from broker.api.errors import problem_responses
 from broker.api.models import (
     GUID_PATTERN,
@@ -25,13 +25,9 @@ GuidPath = Annotated[str, Path(pattern=GUID_PATTERN, max_length=64)]
     "/stagings/{staging_guid}/complete",
     response_model=CompletionResult,
     responses=problem_responses(401, 403, 404, 409, 413, 422, 503),
+    openapi_extra=IDEMPOTENCY_KEY,
 )
-async def complete(
-    staging_guid: GuidPath,
-    body: Completion,
-    call: AsTailor,
-    idempotency_key: IdempotencyKey = None,
-) -> CompletionResult:
+async def complete(staging_guid: GuidPath, body: Completion, call: AsTailor) -> CompletionResult:
     state = await call.run(
         lambda caller: call.service.stagings.complete(
             caller,
@@ -39,7 +35,7 @@ async def complete(
             succeeded=body.status == "succeeded",
             result=body.result,
             error=body.error,
-            idempotency_key=idempotency_key,
+            idempotency_key=call.idempotency_key,
         )
     )
     return CompletionResult(staging_guid=staging_guid, state=state)  # type: ignore[arg-type]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from broker.api.deps import AsCC, AsCCOrTailor, AsTailor, IdempotencyKey
+from broker.api.deps import IDEMPOTENCY_KEY, AsCC, AsCCOrTailor, AsTailor
 from broker.api.errors import problem_responses
 from broker.api.models import (
     LookupResult,
@@ -24,8 +24,9 @@ router = APIRouter(prefix="/v1")
     status_code=201,
     response_model=MintResult,
     responses=problem_responses(401, 403, 409, 413, 422, 503),
+    openapi_extra=IDEMPOTENCY_KEY,
 )
-async def mint(body: MintRequest, call: AsCC, idempotency_key: IdempotencyKey = None) -> MintResult:
+async def mint(body: MintRequest, call: AsCC) -> MintResult:
     minted = await call.run(
         lambda caller: call.service.stagings.mint(
             caller,
@@ -38,7 +39,7 @@ async def mint(body: MintRequest, call: AsCC, idempotency_key: IdempotencyKey = 
             ttl_seconds=body.ttl_seconds,
             space_guid=body.space_guid,
             user=body.user,
-            idempotency_key=idempotency_key,
+            idempotency_key=call.idempotency_key,
         ),
         slow=call.service.settings.upstream_exchange,  # the credentials' check is network I/O
     )
@@ -68,16 +69,12 @@ async def lookup(body: TokenRequest, call: AsCCOrTailor) -> LookupResult:
     "/redemptions",
     response_model=RedemptionResult,
     responses=problem_responses(400, 401, 403, 413, 422, 503),
+    openapi_extra=IDEMPOTENCY_KEY,
 )
-async def redeem(
-    body: TokenRequest,
-    call: AsTailor,
-    response: Response,
-    idempotency_key: IdempotencyKey = None,
-) -> RedemptionResult:
+async def redeem(body: TokenRequest, call: AsTailor, response: Response) -> RedemptionResult:
     got = await call.run(
         lambda caller: call.service.stagings.redeem(
-            caller, body.token, idempotency_key=idempotency_key
+            caller, body.token, idempotency_key=call.idempotency_key
         ),
         slow=call.service.settings.upstream_exchange,  # the exchange is network I/O
     )
