@@ -422,3 +422,35 @@ def test_an_idle_sqlite_wal_is_emptied(tmp_path: Path, monkeypatch: pytest.Monke
             assert len(tx.list_clients()) == 200  # nothing lost on the way
     finally:
         store.close()
+
+
+def test_a_write_waits_for_one_integration_batch_not_all(store: Store, audit: AuditLog) -> None:
+    """The integrator places a backlog in batches, each its own transaction, and lets a
+    waiting writer in between: a writer during the integration of 5,000 events sees the
+    log part-way (on SQLite the integrator's transaction holds the one write lock, so with
+    one transaction for all a writer saw none placed or all)."""
+    events = 5000
+    with store.transaction() as tx:
+        writer = audit.writer(tx)
+        for n in range(events):
+            writer.append(AuditEvent("registry.token", client="cells", detail={"n": n}))
+    seen: list[int] = []
+    done = threading.Event()
+
+    def integrate() -> None:
+        try:
+            audit.integrate()
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=integrate)
+    thread.start()
+    while not done.is_set() and len(seen) < 10_000:  # bounded
+        with store.transaction() as tx:  # a write transaction: the lock a request takes
+            seen.append(tx.log_size())
+    thread.join(timeout=60)
+    assert not thread.is_alive()
+    with store.transaction(write=False) as tx:
+        final = tx.log_size()
+    assert final >= events
+    assert any(0 < size < final for size in seen), sorted(set(seen))
