@@ -54,18 +54,25 @@ class _OneWritePerTurn:
     held until the end of the turn (the body follows its head in the same one), they
     are one. Everything else is the transport's own; closing sends what is held first."""
 
+    HOLD = 64 * 1024
+    """Bytes held at most: a body written in large parts in one turn goes out as it comes."""
+
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport
         self._loop = loop
         self._held: list[bytes] = []
+        self._size = 0
 
     def write(self, data: bytes) -> None:
         if not self._held:
             self._loop.call_soon(self._send)
         self._held.append(data)
+        self._size += len(data)
+        if self._size >= self.HOLD:
+            self._send()
 
     def _send(self) -> None:
-        data, self._held = b"".join(self._held), []
+        data, self._held, self._size = b"".join(self._held), [], 0
         if data and not self._transport.is_closing():
             self._transport.write(data)
 
