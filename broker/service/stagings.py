@@ -377,13 +377,14 @@ class Stagings:
             # The conditional update is the single use: one winner, on any replica. It
             # matches the token's staging and id only, so it wins only for this token.
             won = tx.redeem(claims.staging_guid, claims.token_id, caller.name, now)
+            s: StagingRow | None
             if won is not None:
-                s: StagingRow | None = won[0]
+                s, sealed = won
                 # A key already used for another request refuses the action (rolled back).
                 self._seen(unit, key, "redeem", request)
-                opened, reason = self._unseal(won[0], won[1], claims)
+                opened, reason = self._unseal(s, sealed, claims)
                 if opened is not None:
-                    self._remember(unit, key, "redeem", request, won[0].staging_guid)
+                    self._remember(unit, key, "redeem", request, s.staging_guid)
             else:
                 # A repeat, lost, or not redeemable: decide from the row as it is now. This
                 # read is a new statement after the update: on PostgreSQL (READ COMMITTED)
