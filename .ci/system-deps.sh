@@ -7,6 +7,10 @@ command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
 command -v podman >/dev/null 2>&1 || need+=(podman)
 command -v containerd >/dev/null 2>&1 && command -v ctr >/dev/null 2>&1 || need+=(containerd)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+# The signature policy: gpgv verifies (tailor/trust); gpg makes the tests' keys and
+# signatures (skopeo --sign-by signs through gpgme, which runs gpg and gpg-agent).
+command -v gpgv >/dev/null 2>&1 || need+=(gpgv)
+command -v gpg >/dev/null 2>&1 && command -v gpg-agent >/dev/null 2>&1 || need+=(gnupg)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 [ -x /usr/sbin/haproxy ] || command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
 command -v pg_ctlcluster >/dev/null 2>&1 || need+=(postgresql)

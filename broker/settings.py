@@ -93,6 +93,12 @@ class Settings(BaseSettings):
     registry_prefix: str = "staging"
     """Staged images live in ``<prefix>/<app_guid>/<staging_guid>``."""
     registry_token_seconds: int = Field(default=300, ge=60, le=3600)
+    staging_policy: Path | None = None
+    """A containers-policy.json every staging's image must satisfy, served to the bound
+    tailor at redemption with its keys inlined (tailor/trust/served.py); unset: no policy."""
+    registries_d: Path | None = None
+    """The registries.d directory naming where the policy's signatures are stored (read
+    with the policy; only its lookaside URLs are served)."""
     internal_registry: str | None = None
     """``host:port`` of the internal registry, for the staging egress rules."""
     insecure_registries: str = ""

@@ -91,6 +91,8 @@ class Redemption:
     app_guid: str = ""
     upstream: UpstreamGrant | None = None
     """Set when the broker traded the credentials for a token: then no username, no password."""
+    policy: dict[str, Any] | None = None
+    """The operator's staging policy document (tailor/trust/served.py), or None."""
 
     def __repr__(self) -> str:  # never the password
         return f"Redemption(registry={self.registry!r}, image={self.image!r})"
@@ -242,6 +244,9 @@ class BrokerClient:
             if (username is None) != (password is None):
                 raise TypeError
             upstream = data.get("upstream_token")
+            policy = data.get("staging_policy")
+            if policy is not None and not isinstance(policy, dict):
+                raise TypeError
             return Redemption(
                 str(data["staging_guid"]),
                 str(data["registry"]),
@@ -251,6 +256,7 @@ class BrokerClient:
                 str(data["expires_at"]),
                 str(data.get("app_guid") or ""),
                 _grant(upstream) if upstream else None,
+                policy,
             )
         except (KeyError, TypeError):
             raise BrokerError("the broker's redemption answer is incomplete") from None

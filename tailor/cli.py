@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tailor import __version__
@@ -21,7 +21,10 @@ if TYPE_CHECKING:
 
     from tailor.authn import Authenticator, PlatformAssertion
     from tailor.blobcache import BlobLocations
+    from tailor.manifest import Manifest
     from tailor.platforms import Platform
+    from tailor.reference import Reference
+    from tailor.trust.evaluate import Verdict
 
 __all__ = ["main"]
 
@@ -178,6 +181,21 @@ examples:
         "--no-blob-cache",
         action="store_true",
         help="do not read or write the record of where blobs were pushed",
+    )
+    copy.add_argument(
+        "--policy",
+        type=_path,
+        metavar="FILE",
+        help="copy only what this containers-policy.json accepts (every platform's "
+        "manifest is checked before anything is pushed)",
+    )
+    copy.add_argument(
+        "--registries.d",
+        dest="registries_d",
+        type=_path,
+        metavar="DIR",
+        help="where the policy's signatures are stored (registries.d YAML; default "
+        "~/.config/containers/registries.d, else /etc/containers/registries.d)",
     )
 
     stage = commands.add_parser(
@@ -597,6 +615,35 @@ def _locations(disabled: bool) -> BlobLocations:
         return MemoryLocations()
 
 
+def _admission(
+    policy: Path | None, registries_d: Path | None, image: Reference, verdicts: list[Verdict]
+) -> Callable[[Manifest], object] | None:
+    """The signature policy's check of each image manifest, or None without a policy."""
+    from tailor.errors import ConfigError
+
+    if policy is None:
+        if registries_d is not None:
+            raise ConfigError("--registries.d is read for a --policy only")
+        return None
+    from tailor.trust.evaluate import Evaluator
+    from tailor.trust.lookaside import (
+        default_registries_d,
+        http_get,
+        load_registries_d,
+        read_signatures,
+    )
+    from tailor.trust.policy import load_policy
+
+    rules = load_policy(policy)
+    storage = load_registries_d(registries_d or default_registries_d())
+
+    def signatures(ref: Reference, digest: str) -> list[bytes]:
+        return read_signatures(storage, ref, digest, http_get)
+
+    evaluator = Evaluator(rules, signatures)
+    return lambda manifest: verdicts.append(evaluator.check(image, manifest.digest))
+
+
 def _copy(args: argparse.Namespace) -> int:
     from tailor.copy import CopyOptions, copy_image
     from tailor.progress import for_stream
@@ -645,12 +692,14 @@ def _copy(args: argparse.Namespace) -> int:
         dst_transport = Transport(
             dst_ref.endpoint, dst_auth, insecure, pool_size=pool, hint=dst_hint
         )
+    verdicts: list[Verdict] = []
     options = CopyOptions(
         jobs=args.jobs,
         platform=platform,
         locations=_locations(args.no_blob_cache),
         progress=for_stream(sys.stderr),
         referrers=not args.no_referrers,
+        admit=_admission(args.policy, args.registries_d, src_ref, verdicts),
     )
     result = copy_image(
         Repository(src_transport, src_ref.repository),
@@ -659,6 +708,12 @@ def _copy(args: argparse.Namespace) -> int:
         dst_ref.tag or dst_ref.digest,
         options,
     )
+    for verdict in verdicts:
+        signed = f", signed by {', '.join(verdict.signers)}" if verdict.signers else ""
+        sys.stderr.write(
+            f"{verdict.manifest_digest} accepted by the signature policy "
+            f"({verdict.policy_digest}): scope {verdict.scope}{signed}\n"
+        )
     s = result.stats
     sys.stderr.write(
         f"copied {s.blobs_copied}, mounted {s.blobs_mounted}, already present "

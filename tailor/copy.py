@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
@@ -63,6 +63,9 @@ class CopyOptions:
     """Repositories of the destination registry worth trying as mount sources first."""
     referrers: bool = True
     """Copy the referrers and cosign tags of every manifest copied (tailor.referrers)."""
+    admit: Callable[[Manifest], object] | None = None
+    """Asked about every image manifest the copy takes (not an index), before any blob
+    moves; what it raises stops the copy with nothing published (the signature policy)."""
 
 
 @dataclass
@@ -125,6 +128,11 @@ def _plan(src: Repository, top: Manifest) -> tuple[list[Manifest], list[Descript
 
     visit(top, 0)
     return manifests, list(blobs.values())
+
+
+def image_manifests(src: Repository, top: Manifest) -> list[Manifest]:
+    """The image manifests under ``top`` (itself, or an index's), as a copy would take them."""
+    return [m for m in _plan(src, top)[0] if not m.is_index]
 
 
 class _BlobCopier:
@@ -301,6 +309,10 @@ def copy_image(
             f"digest mismatch: destination names {dst_identifier}, source is {top.digest}"
         )
     manifests, blobs = _plan(src, top)
+    if options.admit is not None:
+        for manifest in manifests:
+            if not manifest.is_index:
+                options.admit(manifest)
     followers: list[tuple[Referrer, list[Manifest]]] = []
     if options.referrers:
         with ThreadPoolExecutor(max_workers=max(1, options.jobs)) as lookups:

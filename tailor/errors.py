@@ -12,8 +12,9 @@
     +-- ManifestError           a manifest we cannot read or do not support
     +-- ProtocolError           an answer the API does not allow (an unreadable or looping listing)
     +-- VerificationError       bytes that are not what their descriptor promised
-        +-- DigestMismatch
-        +-- SizeMismatch
+    |   +-- DigestMismatch
+    |   +-- SizeMismatch
+    +-- PolicyRefused           the signature policy does not accept the image
 
 Messages are one line and never carry a secret.
 """
@@ -31,6 +32,7 @@ __all__ = [
     "InvalidReference",
     "ManifestError",
     "NotFound",
+    "PolicyRefused",
     "ProtocolError",
     "RegistryError",
     "SizeMismatch",
@@ -79,6 +81,15 @@ class DigestMismatch(VerificationError):
 
 class SizeMismatch(VerificationError):
     pass
+
+
+class PolicyRefused(TailorError):
+    """The signature policy does not accept the image (tailor.trust): nothing of it is
+    published. ``scope`` and ``requirement`` name what refused it, ``reason`` why."""
+
+    def __init__(self, message: str, scope: str, requirement: str, reason: str) -> None:
+        super().__init__(message)
+        self.scope, self.requirement, self.reason = scope, requirement, reason
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,14 @@ from typing import TYPE_CHECKING, Any
 from tailor import runnable
 from tailor.authn import ANONYMOUS, Authenticator, Basic, BrokerToken
 from tailor.blobcache import BlobLocations, MemoryLocations
-from tailor.copy import CopyOptions, copy_image
-from tailor.errors import ConfigError, DigestMismatch, ManifestError, TailorError
+from tailor.copy import CopyOptions, copy_image, image_manifests
+from tailor.errors import (
+    ConfigError,
+    DigestMismatch,
+    ManifestError,
+    PolicyRefused,
+    TailorError,
+)
 from tailor.manifest import Manifest, digest_of
 from tailor.naming import checked_staging_repository
 from tailor.platforms import Platform
@@ -29,6 +35,7 @@ from tailor.transport import InsecureHosts, Transport
 
 if TYPE_CHECKING:  # the broker client (and its signing code) only when there is a token
     from tailor.broker_client import BrokerClient, Redemption
+    from tailor.trust.evaluate import Evaluator, Verdict
 
 __all__ = [
     "StageRequest",
@@ -115,6 +122,8 @@ class StageRequest:
     """The platform the cells run: an image with nothing for it is refused."""
     referrers: bool = True
     """Copy the image's signatures, attestations and SBOMs along (tailor.referrers)."""
+    policy: Evaluator | None = None
+    """The signature policy every image manifest staged must satisfy (the broker's)."""
 
 
 def _runnable_config(repo: Repository, top: Manifest, platform: Platform) -> dict[str, Any]:
@@ -180,18 +189,33 @@ def stage(req: StageRequest) -> dict[str, Any]:
             _report(req, granted.staging_guid, None, error)
             raise ConfigError(error)
         req.app_guid = req.app_guid or granted.app_guid or None
+        if granted.policy is not None:
+            try:
+                req.policy = _evaluator(granted.policy)
+            except TailorError as exc:
+                _report(req, granted.staging_guid, None, str(exc))
+                raise
         if granted.upstream is not None:
             upstream_auth = _broker_token(req.broker, granted.staging_guid, req.token, granted)
         elif granted.username is not None and granted.password is not None:
             upstream_auth = Basic(granted.username, granted.password)
+    verdicts: list[Verdict] = []
     try:
-        result = _run(req, requested, upstream_auth)
+        result = _run(req, requested, upstream_auth, verdicts)
+    except PolicyRefused as exc:
+        assert req.policy is not None
+        refused = {"reason": "policy", "policy": {"digest": req.policy.policy.digest}}
+        _report(req, req.staging_guid, None, str(exc), refused)
+        raise
     except TailorError as exc:
         _report(req, req.staging_guid, None, str(exc))
         raise
     except BaseException:
         _report(req, req.staging_guid, None, "the staging was interrupted")
         raise
+    if req.policy is not None:
+        signers = sorted({f for v in verdicts for f in v.signers})
+        result["policy"] = {"digest": req.policy.policy.digest, "signers": signers}
     warning = _report(req, req.staging_guid, result, None)
     if warning:
         req.warn(warning)
@@ -211,7 +235,23 @@ def _broker_token(
     return BrokerToken(granted.upstream.token, granted.upstream.expires_at, renew)
 
 
-def _run(req: StageRequest, requested: Reference, auth: Authenticator) -> dict[str, Any]:
+def _evaluator(document: dict[str, Any]) -> Evaluator:
+    """The broker's staging policy, checked against its digest, and its signatures' storage."""
+    from tailor.trust.evaluate import Evaluator
+    from tailor.trust.lookaside import http_get, read_signatures
+    from tailor.trust.served import from_document
+
+    policy, storage = from_document(document)
+
+    def signatures(ref: Reference, digest: str) -> list[bytes]:
+        return read_signatures(storage, ref, digest, http_get)
+
+    return Evaluator(policy, signatures)
+
+
+def _run(
+    req: StageRequest, requested: Reference, auth: Authenticator, verdicts: list[Verdict]
+) -> dict[str, Any]:
     insecure = InsecureHosts(req.insecure)
     upstream = Transport(requested.endpoint, auth, insecure, pool_size=req.jobs + 4)
     src = Repository(upstream, requested.repository)
@@ -219,6 +259,12 @@ def _run(req: StageRequest, requested: Reference, auth: Authenticator) -> dict[s
     # moved meanwhile cannot swap in an image that was not checked.
     top = src.get_manifest(requested.identifier)
     config = _runnable_config(src, top, req.run_platform)
+    policy = req.policy
+
+    def admit(manifest: Manifest) -> None:
+        if policy is not None:
+            verdicts.append(policy.check(requested, manifest.digest))
+
     if req.internal_registry:
         repository = checked_staging_repository(
             req.repository_prefix, req.app_guid, req.staging_guid
@@ -233,17 +279,26 @@ def _run(req: StageRequest, requested: Reference, auth: Authenticator) -> dict[s
             progress=req.progress,
             mount_from=list(req.mount_from),
             referrers=req.referrers,
+            admit=admit,
         )
         # The same repository: the manifests the check read are not read again.
         copied = copy_image(src, top.digest, dst, req.staging_guid.lower(), options)
         docker_image = f"{req.internal_registry}/{repository}@{copied.digest}"
     else:
+        # The cells pull from upstream: the policy is asked about every image manifest
+        # they may pull, before the staging names the image.
+        for manifest in image_manifests(src, top):
+            admit(manifest)
         docker_image = str(requested.with_digest(top.digest))
     return staging_result(docker_image, config)
 
 
 def _report(
-    req: StageRequest, staging_guid: str, result: dict[str, Any] | None, error: str | None
+    req: StageRequest,
+    staging_guid: str,
+    result: dict[str, Any] | None,
+    error: str | None,
+    failure: dict[str, Any] | None = None,
 ) -> str | None:
     """Tell the broker how the staging ended (a staging without a token has no broker
     side). If the broker cannot be told, its sweeper closes the staging at expiry; the
@@ -253,9 +308,12 @@ def _report(
     try:
         if result is not None:
             image = result["lifecycle_metadata"]["docker_image"]
-            req.broker.complete(staging_guid, succeeded=True, result={"docker_image": image})
+            reported: dict[str, Any] = {"docker_image": image}
+            if "policy" in result:
+                reported["policy"] = result["policy"]
+            req.broker.complete(staging_guid, succeeded=True, result=reported)
         else:
-            req.broker.complete(staging_guid, succeeded=False, error=error)
+            req.broker.complete(staging_guid, succeeded=False, result=failure, error=error)
     except TailorError as exc:
         return f"could not report the end of the staging to the broker ({exc})"
     return None

@@ -120,6 +120,13 @@ class RedemptionResult(BaseModel):
         " registry and repository only, and refresh it at"
         " POST /v1/stagings/{staging_guid}/upstream-token",
     )
+    staging_policy: dict[str, Any] | None = Field(
+        default=None,
+        description="the operator's signature policy, which the image must satisfy before"
+        " anything is published: {digest, policy (containers-policy.json, keys inline as"
+        " keyData), registries.d (where signatures are stored)}; the completion names its"
+        " digest. null: no policy",
+    )
 
 
 class Completion(_Strict):

@@ -142,8 +142,10 @@ class Kind:
         return AuditEvent(self.name, **values)
 
 
-def _closing(state: str, about: str, detail: tuple[str, ...] = ()) -> Kind:
-    return Kind(f"staging.{state}", about, state, _STAGING, detail, closes=state)
+def _closing(
+    state: str, about: str, detail: tuple[str, ...] = (), carries: frozenset[str] = _STAGING
+) -> Kind:
+    return Kind(f"staging.{state}", about, state, carries, detail, closes=state)
 
 
 TOKEN_ISSUED = Kind(
@@ -154,7 +156,13 @@ TOKEN_ISSUED = Kind(
     ("ttl_seconds", "tailor", "space_guid", "user", "upstream"),
 )
 TOKEN_LOOKUP = Kind("token.lookup", "a token was looked up", "looked up", _STAGING)
-TOKEN_REDEEMED = Kind("token.redeemed", "the bound tailor redeemed a token", "redeemed", _STAGING)
+TOKEN_REDEEMED = Kind(
+    "token.redeemed",
+    "the bound tailor redeemed a token; detail.policy: the staging policy served with it",
+    "redeemed",
+    _STAGING,
+    ("policy",),
+)
 TOKEN_REFUSED = Kind(
     "token.refused",
     "a lookup or redemption was refused; reason says why",
@@ -170,9 +178,18 @@ REQUEST_REPEATED = Kind(
     _STAGING,
     ("action",),
 )
-STAGING_COMPLETED = _closing("completed", "the tailor reported success")
+STAGING_COMPLETED = _closing(
+    "completed",
+    "the tailor reported success; detail.policy and detail.signers: the staging policy that"
+    " accepted the image and the keys whose signatures it accepted",
+    ("policy", "signers"),
+)
 STAGING_FAILED = _closing(
-    "failed", "the tailor reported failure; detail.error says why", ("error",)
+    "failed",
+    "the tailor reported failure; detail.error says why (reason policy: the staging policy"
+    " refused the image, detail.policy names it)",
+    ("error", "policy"),
+    _STAGING | {"reason"},
 )
 STAGING_CANCELLED = _closing("cancelled", "cc cancelled the staging")
 STAGING_EXPIRED = _closing("expired", "the sweeper closed a staging whose token expired")

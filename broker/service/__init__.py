@@ -38,7 +38,7 @@ from broker.audit import AuditEvent, AuditLog, Verification
 from broker.audit.cosignatures import Cosignatures
 from broker.audit.integrator import Integrated
 from broker.auth import Authenticated
-from broker.errors import StoreError
+from broker.errors import SetupError, StoreError
 from broker.keys import RingWatcher, jwks, load_keys
 from broker.service.auditors import AuditorSessions
 from broker.service.clients import Clients
@@ -84,6 +84,24 @@ class Job:
     at_start: bool = False
 
 
+def _staging_policy(settings: Settings) -> dict[str, object] | None:
+    """The staging policy to serve (tailor/trust/served.py); SetupError in one line when
+    the policy, its keys or registries.d cannot be used: the broker does not start."""
+    if settings.staging_policy is None:
+        if settings.registries_d is not None:
+            raise SetupError("BROKER_REGISTRIES_D is read with BROKER_STAGING_POLICY only")
+        return None
+    from tailor.errors import ConfigError
+    from tailor.trust.served import load_document
+
+    try:
+        return load_document(settings.staging_policy, settings.registries_d)
+    except ConfigError as exc:
+        raise SetupError(f"BROKER_STAGING_POLICY: {exc}") from None
+    except (OSError, ValueError) as exc:
+        raise SetupError(f"BROKER_STAGING_POLICY {settings.staging_policy}: {exc}") from None
+
+
 class Service:
     def __init__(
         self,
@@ -96,6 +114,8 @@ class Service:
         on_integrated: Callable[[Integrated | None, str | None], None] = lambda done, why: None,
     ) -> None:
         keys = load_keys(settings.keys_dir)
+        self.staging_policy = _staging_policy(settings)
+        """The policy document served to the bound tailor at redemption, or None."""
         self.clock = clock
         """Now, in Unix seconds; every part reads it through here (tests move it)."""
         clock = self._now
@@ -123,7 +143,10 @@ class Service:
         self.units = Units(store, self.audit)
         self.clients = Clients(store, self.units, settings, clock)
         ring = RingWatcher(settings.keys_dir, keys.ring)
-        self.stagings = Stagings(store, self.units, keys, ring, settings, clock)
+        digest = self.staging_policy["digest"] if self.staging_policy else None
+        self.stagings = Stagings(
+            store, self.units, keys, ring, settings, clock, str(digest) if digest else None
+        )
         self.registry = RegistryGrants(self.units, keys, settings, clock)
         self.retention = Retention(store, self.units, settings, clock)
         self.pull_credentials = PullCredentials(store, self.units, settings, clock)

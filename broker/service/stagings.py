@@ -9,6 +9,7 @@ images, credentials and lifetimes a mint accepts.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -98,6 +99,39 @@ def _event(kind: Kind, s: StagingRow, client: str, **extra: Any) -> AuditEvent:
     )
 
 
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+_FINGERPRINT = re.compile(r"[0-9A-F]{40}|[0-9A-F]{64}")
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    digest: str
+    signers: tuple[str, ...]
+
+
+def _verdict(result: dict[str, Any] | None) -> _Verdict | None:
+    """The signature policy's verdict a completion reports (``result.policy``): the digest
+    of the policy that decided and the fingerprints of the keys whose signatures it
+    accepted; None when there is none; Invalid when it is out of shape (it goes into the
+    audit log)."""
+    if not result or "policy" not in result:
+        return None
+    given = result["policy"]
+    if not isinstance(given, dict) or not isinstance(given.get("digest"), str):
+        raise Invalid("result.policy must be an object with the policy's digest")
+    digest = given["digest"]
+    signers = given.get("signers", [])
+    if not _DIGEST.fullmatch(digest):
+        raise Invalid("result.policy.digest must be sha256:<64 hex digits>")
+    if (
+        not isinstance(signers, list)
+        or len(signers) > 64
+        or not all(isinstance(f, str) and _FINGERPRINT.fullmatch(f) for f in signers)
+    ):
+        raise Invalid("result.policy.signers must be at most 64 key fingerprints (hex)")
+    return _Verdict(digest, tuple(sorted(set(signers))))
+
+
 class Stagings:
     def __init__(
         self,
@@ -107,9 +141,12 @@ class Stagings:
         ring: RingWatcher,
         settings: Settings,
         clock: Callable[[], float],
+        policy_digest: str | None = None,
     ) -> None:
         self._store = store
         self._units = units
+        self.policy_digest = policy_digest
+        """The staging policy served at redemption (None: none): a success must name it."""
         self._keys = keys
         self._ring = ring
         self._settings = settings
@@ -417,7 +454,8 @@ class Stagings:
                 if repeat:
                     self._repeated(unit, s, caller, "redeem")
                 else:
-                    unit.audit(_event(events.TOKEN_REDEEMED, s, caller.name))
+                    served = {"policy": self.policy_digest} if self.policy_digest else {}
+                    unit.audit(_event(events.TOKEN_REDEEMED, s, caller.name, detail=served))
                 self._audit_given(unit, s, caller, given, refresh=False)
             else:
                 result = TokenRefused(reason)
@@ -525,10 +563,18 @@ class Stagings:
         result_text = json.dumps(result, sort_keys=True) if result else None
         if not unit.tx.close_staging(s.staging_guid, from_states, state, self._now(), result_text):
             return False
-        detail = {}
+        detail: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
         if result and kind is events.STAGING_FAILED:
             detail = {"error": str(result.get("error", ""))[:500]}
-        unit.audit(_event(kind, s, client, detail=detail))
+            if result.get("reason") == "policy":
+                extra["reason"] = "policy"
+        verdict = _verdict(result)
+        if verdict is not None:
+            detail["policy"] = verdict.digest
+            if kind is events.STAGING_COMPLETED:
+                detail["signers"] = list(verdict.signers)
+        unit.audit(_event(kind, s, client, detail=detail, **extra))
         if unit.tx.delete_sealed(s.staging_guid):
             unit.audit(_event(events.CREDENTIALS_PURGED, s, client))
         return True
@@ -551,6 +597,12 @@ class Stagings:
         idempotency_key: str | None = None,
     ) -> str:
         kind = events.STAGING_COMPLETED if succeeded else events.STAGING_FAILED
+        verdict = _verdict(result)  # Invalid when out of shape, before anything is done
+        if succeeded and self.policy_digest and verdict is None:
+            raise Invalid(
+                "the staging policy's verdict is missing: a staging under the policy "
+                f"{self.policy_digest} reports it with its success"
+            )
         key = self._key(caller, idempotency_key)
         request = self._idempotency.request(
             key,

@@ -90,4 +90,5 @@ async def redeem(body: TokenRequest, call: AsTailor, response: Response) -> Rede
         password=got.password,
         expires_at=iso(got.expires_at),
         upstream_token=upstream_result(got.upstream),
+        staging_policy=call.service.staging_policy,
     )

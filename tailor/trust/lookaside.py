@@ -1,0 +1,216 @@
+"""registries.d (containers-registries.d(5)): where an image's simple-signing signatures
+are stored, and reading them from there.
+
+A signature of manifest ``sha256:HEX`` of ``host/ns/app`` is at
+``BASE/ns/app@sha256=HEX/signature-1``, ``-2`` and so on, up to the first one missing.
+``BASE`` is the ``lookaside`` (or its old name ``sigstore``) of the most specific
+registries.d section that names one, walking the same scopes as the policy, then
+``default-docker``, then containers/image's built-in default. ``file://`` bases are read
+from disk, ``http(s)://`` ones with a GET: 404 ends the list, any other answer but 200
+is an error, as in containers/image.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from tailor.errors import ConfigError, TailorError
+from tailor.reference import Reference
+from tailor.trust.policy import scopes
+
+__all__ = [
+    "HttpGet",
+    "LookasideError",
+    "RegistriesD",
+    "Section",
+    "default_registries_d",
+    "http_get",
+    "load_registries_d",
+    "read_signatures",
+    "signature_urls",
+]
+
+MAX_SIGNATURE = 4 << 20
+MAX_SIGNATURES = 128
+"""A bound on one manifest's signatures (containers/image has none)."""
+_MAX_CONFIG = 1 << 20
+
+HttpGet = Callable[[str], tuple[int, bytes]]
+"""``url -> (status, body)``, the body at most MAX_SIGNATURE + 1 bytes."""
+
+
+class LookasideError(TailorError):
+    """The signature storage could not be read: no verdict can rest on it."""
+
+
+@dataclass(frozen=True)
+class Section:
+    lookaside: str | None = None
+    use_sigstore_attachments: bool | None = None
+
+
+@dataclass(frozen=True)
+class RegistriesD:
+    default: Section | None = None
+    docker: dict[str, Section] = field(default_factory=dict)
+    source: str = "registries.d"
+
+    def lookaside_for(self, image: Reference) -> str:
+        """The base URL of ``image``'s signatures (the first section that names one)."""
+        sections = [self.docker[s] for s in scopes(image) if s in self.docker]
+        if self.default is not None:
+            sections.append(self.default)
+        for section in sections:
+            if section.lookaside is not None:
+                return section.lookaside
+        return _builtin_lookaside()
+
+    def use_attachments(self, image: Reference) -> bool:
+        """Whether ``image``'s sigstore signatures are read from ``sha256-HEX.sig`` tags."""
+        sections = [self.docker[s] for s in scopes(image) if s in self.docker]
+        if self.default is not None:
+            sections.append(self.default)
+        for section in sections:
+            if section.use_sigstore_attachments is not None:
+                return section.use_sigstore_attachments
+        return False
+
+
+def _builtin_lookaside() -> str:
+    if os.geteuid() == 0:
+        return "file:///var/lib/containers/sigstore"
+    return "file://" + str(Path.home() / ".local/share/containers/sigstore")
+
+
+def default_registries_d() -> Path:
+    """Where containers/image looks when no directory is given."""
+    user = Path.home() / ".config/containers/registries.d"
+    return user if user.exists() else Path("/etc/containers/registries.d")
+
+
+def _section(value: object, where: str) -> Section:
+    if value is None:
+        return Section()
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: a mapping expected")
+    # lookaside wins over its old name; the staging (write) keys are not read here.
+    url = value.get("lookaside", value.get("sigstore"))
+    if url is not None and not isinstance(url, str):
+        raise ConfigError(f"{where}: lookaside must be a URL")
+    attach = value.get("use-sigstore-attachments")
+    if attach is not None and not isinstance(attach, bool):
+        raise ConfigError(f"{where}: use-sigstore-attachments must be true or false")
+    return Section(url or None, attach)
+
+
+def load_registries_d(directory: Path) -> RegistriesD:
+    """Every ``*.yaml`` file of ``directory``, in name order; a directory that does not
+    exist is an empty configuration. A section defined in two files is an error."""
+    import yaml
+
+    if not directory.is_dir():
+        if directory.exists():
+            raise ConfigError(f"registries.d {directory} is not a directory")
+        return RegistriesD(source=str(directory))
+    default: Section | None = None
+    default_from = ""
+    docker: dict[str, Section] = {}
+    docker_from: dict[str, str] = {}
+    for path in sorted(p for p in directory.iterdir() if p.name.endswith(".yaml")):
+        try:
+            with path.open("rb") as f:
+                text = f.read(_MAX_CONFIG + 1)
+            if len(text) > _MAX_CONFIG:
+                raise ConfigError(f"parsing {path}: larger than 1 MiB")
+            doc = yaml.safe_load(text)
+        except OSError as exc:
+            raise ConfigError(f"reading {path}: {exc.strerror or exc}") from None
+        except yaml.YAMLError as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ConfigError(f"parsing {path}: not YAML: {first}") from None
+        if doc is None:
+            continue
+        if not isinstance(doc, dict):
+            raise ConfigError(f"parsing {path}: a mapping expected")
+        if "default-docker" in doc:
+            if default is not None:
+                raise ConfigError(f'"default-docker" defined both in "{default_from}" and "{path}"')
+            default = _section(doc["default-docker"], f"{path}: default-docker")
+            default_from = str(path)
+        scoped = doc.get("docker") or {}
+        if not isinstance(scoped, dict):
+            raise ConfigError(f"parsing {path}: docker must be a mapping of scopes")
+        for scope, value in scoped.items():
+            scope = str(scope)
+            if scope in docker:
+                raise ConfigError(
+                    f'"docker" namespace "{scope}" defined both in "{docker_from[scope]}" '
+                    f'and "{path}"'
+                )
+            docker[scope] = _section(value, f"{path}: docker {scope}")
+            docker_from[scope] = str(path)
+    return RegistriesD(default, docker, str(directory))
+
+
+def signature_urls(base: str, image: Reference, digest: str) -> Callable[[int], str]:
+    """``n -> the URL of signature n`` (from 1) of manifest ``digest`` of ``image``."""
+    algo, _, hexpart = digest.partition(":")
+    return lambda n: f"{base}/{image.repository}@{algo}={hexpart}/signature-{n}"
+
+
+def read_signatures(
+    config: RegistriesD, image: Reference, digest: str, http_get: HttpGet
+) -> list[bytes]:
+    """The stored signature blobs of manifest ``digest``, in order; LookasideError when
+    the storage cannot be read (an answer other than 200 or 404, an unreadable file)."""
+    base = config.lookaside_for(image)
+    url_of = signature_urls(base, image, digest)
+    scheme = urlsplit(base).scheme
+    if scheme not in {"file", "http", "https"}:
+        raise LookasideError(f"Unsupported scheme when reading signature from {url_of(1)}")
+    out: list[bytes] = []
+    for n in range(1, MAX_SIGNATURES + 2):
+        if n > MAX_SIGNATURES:
+            raise LookasideError(f"more than {MAX_SIGNATURES} signatures of {digest}")
+        url = url_of(n)
+        if scheme == "file":
+            path = Path(unquote(urlsplit(url).path))
+            try:
+                with path.open("rb") as f:
+                    blob = f.read(MAX_SIGNATURE + 1)
+            except FileNotFoundError:
+                break
+            except OSError as exc:
+                raise LookasideError(f"reading signature from {url}: {exc.strerror}") from None
+        else:
+            status, blob = http_get(url)
+            if status == 404:
+                break
+            if status != 200:
+                raise LookasideError(f"reading signature from {url}: status {status}")
+        if len(blob) > MAX_SIGNATURE:
+            raise LookasideError(f"signature {url} is larger than 4 MiB")
+        out.append(blob)
+    return out
+
+
+def http_get(url: str) -> tuple[int, bytes]:
+    """A lookaside GET: no credentials, TLS verified against the system's CAs, redirects
+    followed (as containers/image does), the body cut at MAX_SIGNATURE + 1 bytes."""
+    import requests
+
+    try:
+        with requests.get(url, timeout=30, stream=True) as answer:
+            body = b""
+            if answer.status_code == 200:
+                for chunk in answer.iter_content(64 << 10):
+                    body += chunk
+                    if len(body) > MAX_SIGNATURE:
+                        break
+            return answer.status_code, body
+    except requests.RequestException as exc:
+        raise LookasideError(f"reading signature from {url}: {type(exc).__name__}") from None

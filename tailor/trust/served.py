@@ -1,0 +1,120 @@
+"""The staging policy as the broker serves it to the bound tailor: one self-contained
+document, the same bytes on every replica that has the same files.
+
+``{"digest": "sha256:...", "policy": {...}, "registries.d": {...}}``: the policy with
+every ``keyPath``/``keyPaths`` replaced by ``keyData`` (the keys live on the broker's
+machine, not in the staging container), and registries.d's files merged into one
+``{"default-docker": ..., "docker": {...}}``. The digest is SHA-256 of the canonical JSON
+(sorted keys, no white space) of the other two members: the tailor recomputes it, and
+the completion and the audit log name it as the policy that decided.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from tailor.errors import ConfigError
+from tailor.trust.lookaside import RegistriesD, Section, load_registries_d
+from tailor.trust.policy import Policy, PolicyError, load_policy, parse_policy
+
+__all__ = ["from_document", "load_document", "policy_digest"]
+
+
+def _canonical(value: object) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def policy_digest(policy: object, registries: object) -> str:
+    """The digest a served document names."""
+    body = _canonical({"policy": policy, "registries.d": registries})
+    return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+def _inline_keys(doc: Any, source: Path) -> Any:
+    """``doc`` with every requirement's key files read into ``keyData`` (a relative path
+    is taken from the policy file's directory)."""
+    out = copy.deepcopy(doc)
+    scopes = [out.get("default", [])]
+    for section in (out.get("transports") or {}).values():
+        scopes += list(section.values())
+    for requirements in scopes:
+        for req in requirements:
+            paths = [req.pop("keyPath")] if "keyPath" in req else req.pop("keyPaths", None)
+            if paths is None:
+                continue
+            data = b""
+            for name in paths:
+                path = source.parent / name
+                try:
+                    data += path.read_bytes()
+                except OSError as exc:
+                    raise ConfigError(f"{source}: key file {path}: {exc.strerror}") from None
+            req["keyData"] = base64.b64encode(data).decode()
+    return out
+
+
+def _section_document(section: Section) -> dict[str, object]:
+    out: dict[str, object] = {}
+    if section.lookaside is not None:
+        out["lookaside"] = section.lookaside
+    if section.use_sigstore_attachments is not None:
+        out["use-sigstore-attachments"] = section.use_sigstore_attachments
+    return out
+
+
+def load_document(policy_path: Path, registries_d: Path | None) -> dict[str, object]:
+    """The document to serve; ConfigError (one line) when the files cannot be used."""
+    load_policy(policy_path)  # refused whole, with containers/image's rules, before anything
+    doc = _inline_keys(json.loads(policy_path.read_bytes()), policy_path)
+    parse_policy(_canonical(doc), str(policy_path))
+    config = load_registries_d(registries_d) if registries_d else RegistriesD()
+    registries: dict[str, object] = {}
+    if config.default is not None:
+        registries["default-docker"] = _section_document(config.default)
+    if config.docker:
+        registries["docker"] = {s: _section_document(v) for s, v in config.docker.items()}
+    return {
+        "digest": policy_digest(doc, registries),
+        "policy": doc,
+        "registries.d": registries,
+    }
+
+
+def from_document(doc: object) -> tuple[Policy, RegistriesD]:
+    """The policy and signature storage a served document holds, its digest checked."""
+    if not isinstance(doc, dict) or set(doc) != {"digest", "policy", "registries.d"}:
+        raise PolicyError("the broker's staging policy is not a policy document")
+    policy, registries = doc["policy"], doc["registries.d"]
+    if policy_digest(policy, registries) != doc["digest"]:
+        raise PolicyError("the broker's staging policy does not match its digest")
+    parsed = parse_policy(_canonical(policy), "the broker's staging policy")
+    parsed = dataclasses.replace(parsed, digest=str(doc["digest"]))
+    if not isinstance(registries, dict):
+        raise PolicyError("the broker's registries.d is not a mapping")
+    default = registries.get("default-docker")
+    scoped = registries.get("docker") or {}
+    if not isinstance(scoped, dict):
+        raise PolicyError("the broker's registries.d docker section is not a mapping")
+    return parsed, RegistriesD(
+        _section(default) if default is not None else None,
+        {str(k): _section(v) for k, v in scoped.items()},
+        "the broker's registries.d",
+    )
+
+
+def _section(value: object) -> Section:
+    if not isinstance(value, dict):
+        raise PolicyError("a registries.d section of the broker's is not a mapping")
+    url = value.get("lookaside")
+    attach = value.get("use-sigstore-attachments")
+    if (url is not None and not isinstance(url, str)) or (
+        attach is not None and not isinstance(attach, bool)
+    ):
+        raise PolicyError("a registries.d section of the broker's is out of shape")
+    return Section(url, attach)

@@ -1,0 +1,199 @@
+"""Simple-signing signatures (containers-signature(5)): an OpenPGP signed message whose
+literal data is a JSON payload naming a manifest digest and a docker reference.
+
+The blob's first byte says what it is, as containers/image reads it; the payload is
+parsed as strictly as containers/image parses it (unknown or duplicate keys in
+``critical`` refuse the signature). The cryptography is Debian's ``gpgv``, run against a
+keyring of the policy's keys alone, in an empty home directory: never a user's keyring,
+never a trust database. ``gpgv`` checks the signature, not the key's expiry or revocation
+(containers/image, through gpgme, checks both): a policy names the keys it trusts now.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from tailor.errors import TailorError
+
+__all__ = [
+    "Payload",
+    "SignatureFormatError",
+    "SignatureRejected",
+    "parse_payload",
+    "simple_signing_blob",
+    "verify",
+]
+
+SIGNATURE_TYPE = "atomic container signature"
+_SIMPLE_SIGNING_FIRST_BYTES = frozenset(
+    {
+        *(0xA0, 0xA1, 0xA2, 0xA3, 0xC8),  # compressed data
+        *(0x90, 0x91, 0x92, 0x3D, 0xC4),  # one-pass signature (0x3D as containers/image has it)
+        *(0x88, 0x89, 0x8A, 0x8B, 0xC2),  # a signature packet
+    }
+)
+_GPGV_TIMEOUT = 30.0
+_MAX_PAYLOAD = 4 << 20
+
+
+class SignatureFormatError(TailorError):
+    """A blob in the signature storage is not a signature: the list cannot be trusted."""
+
+
+class SignatureRejected(TailorError):
+    """One signature does not support the image: why, in containers/image's words."""
+
+
+def simple_signing_blob(blob: bytes) -> bytes | None:
+    """The OpenPGP message in a stored signature blob; None for another kind of signature
+    (containers/image's internal format names it); SignatureFormatError for junk."""
+    if not blob:
+        raise SignatureFormatError("empty signature blob")
+    if blob[0] == 0:
+        name, sep, rest = blob[1:].partition(b"\n")
+        if not sep:
+            raise SignatureFormatError("invalid signature format, missing newline")
+        if name == b"simple-signing":
+            return rest
+        if name == b"sigstore-json":
+            return None
+        shown = name.decode(errors="replace")
+        raise SignatureFormatError(f"unrecognized signature format {shown!r}")
+    if blob[0] in _SIMPLE_SIGNING_FIRST_BYTES:
+        return blob
+    raise SignatureFormatError(f"unrecognized signature format, starting with binary 0x{blob[0]:x}")
+
+
+@dataclass(frozen=True)
+class Payload:
+    """What a signature says: this manifest digest is this docker reference."""
+
+    digest: str
+    reference: str
+    """``critical.identity.docker-reference`` as written (not normalized)."""
+    creator: str | None = None
+    timestamp: int | None = None
+
+
+def _no_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, value in pairs:
+        if key in out:
+            raise SignatureRejected(f'Duplicate key "{key}"')
+        out[key] = value
+    return out
+
+
+def _exactly(obj: object, keys: set[str]) -> dict[str, object]:
+    if not isinstance(obj, dict):
+        raise SignatureRejected(f"JSON object expected, got {json.dumps(obj)}")
+    for key in obj:
+        if key not in keys:
+            raise SignatureRejected(f'Unknown key "{key}"')
+    for key in sorted(keys):
+        if key not in obj:
+            raise SignatureRejected(f'Key "{key}" missing in a JSON object')
+    return obj
+
+
+def _string(obj: dict[str, object], key: str) -> str:
+    value = obj[key]
+    if not isinstance(value, str):
+        raise SignatureRejected(f'Field "{key}" is not a string')
+    return value
+
+
+def parse_payload(data: bytes) -> Payload:
+    """The signed JSON, checked as containers/image checks it."""
+    try:
+        doc = json.loads(data, object_pairs_hook=_no_duplicates)
+    except (ValueError, RecursionError) as exc:
+        if isinstance(exc, SignatureRejected):
+            raise
+        raise SignatureRejected(f"the signed payload is not JSON: {exc}") from None
+    top = _exactly(doc, {"critical", "optional"})
+    critical = _exactly(top["critical"], {"type", "image", "identity"})
+    kind = _string(critical, "type")
+    if kind != SIGNATURE_TYPE:
+        raise SignatureRejected(f"Unrecognized signature type {kind}")
+    image = _exactly(critical["image"], {"docker-manifest-digest"})
+    identity = _exactly(critical["identity"], {"docker-reference"})
+    optional = top["optional"]
+    if not isinstance(optional, dict):
+        raise SignatureRejected(f"JSON object expected, got {json.dumps(optional)}")
+    creator = optional.get("creator")
+    if creator is not None and not isinstance(creator, str):
+        raise SignatureRejected("Field optional.creator is not a string")
+    timestamp = optional.get("timestamp")
+    if timestamp is not None and (
+        isinstance(timestamp, bool)
+        or not isinstance(timestamp, int | float)
+        or int(timestamp) != timestamp
+    ):
+        raise SignatureRejected("Field optional.timestamp is not an integer")
+    return Payload(
+        _string(image, "docker-manifest-digest"),
+        _string(identity, "docker-reference"),
+        creator,
+        None if timestamp is None else int(timestamp),
+    )
+
+
+def _status(lines: str) -> list[tuple[str, list[str]]]:
+    out = []
+    for line in lines.splitlines():
+        if line.startswith("[GNUPG:] "):
+            word, *args = line[len("[GNUPG:] ") :].split(" ")
+            out.append((word, args))
+    return out
+
+
+def verify(message: bytes, keyring: bytes) -> tuple[str, bytes]:
+    """``(signer fingerprint, signed data)`` of an OpenPGP signed message that carries
+    exactly one good signature by a key of ``keyring`` (binary OpenPGP); otherwise
+    SignatureRejected. The fingerprint is the signing key's: a subkey's own, when a
+    subkey signed."""
+    with tempfile.TemporaryDirectory(prefix="tailor-gpgv-") as tmp:
+        home = Path(tmp)
+        os.chmod(home, 0o700)
+        (home / "keyring.gpg").write_bytes(keyring)
+        # No ".sig" suffix: gpgv would look for a data file of the stem's name.
+        (home / "message").write_bytes(message)
+        argv = ["gpgv", "--homedir", str(home), "--keyring", str(home / "keyring.gpg")]
+        argv += ["--status-fd", "1", "--output", str(home / "data"), str(home / "message")]
+        try:
+            done = subprocess.run(
+                argv,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=_GPGV_TIMEOUT,
+                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C"},
+                check=False,
+            )
+        except FileNotFoundError:
+            raise TailorError("gpgv is not installed (Debian: apt-get install gpgv)") from None
+        except subprocess.TimeoutExpired:
+            raise SignatureRejected(f"gpgv took more than {_GPGV_TIMEOUT:.0f} s") from None
+        status = _status(done.stdout.decode(errors="replace"))
+        words = [word for word, _ in status]
+        if words.count("NEWSIG") != 1:
+            raise SignatureRejected(f"Unexpected GPG signature count {words.count('NEWSIG')}")
+        valid = [args for word, args in status if word == "VALIDSIG"]
+        if "NO_PUBKEY" in words:
+            raise SignatureRejected("Invalid GPG signature: no public key of the policy made it")
+        bad = [w for w in words if w in {"BADSIG", "ERRSIG", "EXPSIG", "EXPKEYSIG", "REVKEYSIG"}]
+        if done.returncode != 0 or bad or "GOODSIG" not in words or len(valid) != 1:
+            why = bad[0] if bad else f"gpgv exit status {done.returncode}"
+            raise SignatureRejected(f"Invalid GPG signature: {why}")
+        data_path = home / "data"
+        if not data_path.exists():
+            raise SignatureRejected("Invalid GPG signature: no signed data (a detached signature)")
+        data = data_path.read_bytes()
+        if len(data) > _MAX_PAYLOAD:
+            raise SignatureRejected("the signed payload is larger than 4 MiB")
+        return valid[0][0].upper(), data
