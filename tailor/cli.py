@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from tailor.manifest import Manifest
     from tailor.platforms import Platform
     from tailor.reference import Reference
+    from tailor.registry import Repository
     from tailor.trust.evaluate import Verdict
 
 __all__ = ["main"]
@@ -616,7 +617,11 @@ def _locations(disabled: bool) -> BlobLocations:
 
 
 def _admission(
-    policy: Path | None, registries_d: Path | None, image: Reference, verdicts: list[Verdict]
+    policy: Path | None,
+    registries_d: Path | None,
+    image: Reference,
+    source: Repository,
+    verdicts: list[Verdict],
 ) -> Callable[[Manifest], object] | None:
     """The signature policy's check of each image manifest, or None without a policy."""
     from tailor.errors import ConfigError
@@ -625,22 +630,13 @@ def _admission(
         if registries_d is not None:
             raise ConfigError("--registries.d is read for a --policy only")
         return None
-    from tailor.trust.evaluate import Evaluator
-    from tailor.trust.lookaside import (
-        default_registries_d,
-        http_get,
-        load_registries_d,
-        read_signatures,
-    )
+    from tailor.trust.lookaside import default_registries_d, load_registries_d
     from tailor.trust.policy import load_policy
+    from tailor.trust.source import evaluator_for
 
     rules = load_policy(policy)
     storage = load_registries_d(registries_d or default_registries_d())
-
-    def signatures(ref: Reference, digest: str) -> list[bytes]:
-        return read_signatures(storage, ref, digest, http_get)
-
-    evaluator = Evaluator(rules, signatures)
+    evaluator = evaluator_for(rules, storage, source)
     return lambda manifest: verdicts.append(evaluator.check(image, manifest.digest))
 
 
@@ -693,16 +689,17 @@ def _copy(args: argparse.Namespace) -> int:
             dst_ref.endpoint, dst_auth, insecure, pool_size=pool, hint=dst_hint
         )
     verdicts: list[Verdict] = []
+    src = Repository(src_transport, src_ref.repository)
     options = CopyOptions(
         jobs=args.jobs,
         platform=platform,
         locations=_locations(args.no_blob_cache),
         progress=for_stream(sys.stderr),
         referrers=not args.no_referrers,
-        admit=_admission(args.policy, args.registries_d, src_ref, verdicts),
+        admit=_admission(args.policy, args.registries_d, src_ref, src, verdicts),
     )
     result = copy_image(
-        Repository(src_transport, src_ref.repository),
+        src,
         src_ref.identifier,
         Repository(dst_transport, dst_ref.repository, push=True),
         dst_ref.tag or dst_ref.digest,

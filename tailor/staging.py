@@ -35,7 +35,9 @@ from tailor.transport import InsecureHosts, Transport
 
 if TYPE_CHECKING:  # the broker client (and its signing code) only when there is a token
     from tailor.broker_client import BrokerClient, Redemption
-    from tailor.trust.evaluate import Evaluator, Verdict
+    from tailor.trust.evaluate import Verdict
+    from tailor.trust.lookaside import RegistriesD
+    from tailor.trust.policy import Policy
 
 __all__ = [
     "StageRequest",
@@ -122,8 +124,9 @@ class StageRequest:
     """The platform the cells run: an image with nothing for it is refused."""
     referrers: bool = True
     """Copy the image's signatures, attestations and SBOMs along (tailor.referrers)."""
-    policy: Evaluator | None = None
-    """The signature policy every image manifest staged must satisfy (the broker's)."""
+    policy: tuple[Policy, RegistriesD] | None = None
+    """The signature policy every image manifest staged must satisfy (the broker's), and
+    where its signatures are stored."""
 
 
 def _runnable_config(repo: Repository, top: Manifest, platform: Platform) -> dict[str, Any]:
@@ -190,8 +193,10 @@ def stage(req: StageRequest) -> dict[str, Any]:
             raise ConfigError(error)
         req.app_guid = req.app_guid or granted.app_guid or None
         if granted.policy is not None:
+            from tailor.trust.served import from_document
+
             try:
-                req.policy = _evaluator(granted.policy)
+                req.policy = from_document(granted.policy)
             except TailorError as exc:
                 _report(req, granted.staging_guid, None, str(exc))
                 raise
@@ -204,7 +209,7 @@ def stage(req: StageRequest) -> dict[str, Any]:
         result = _run(req, requested, upstream_auth, verdicts)
     except PolicyRefused as exc:
         assert req.policy is not None
-        refused = {"reason": "policy", "policy": {"digest": req.policy.policy.digest}}
+        refused = {"reason": "policy", "policy": {"digest": req.policy[0].digest}}
         _report(req, req.staging_guid, None, str(exc), refused)
         raise
     except TailorError as exc:
@@ -215,7 +220,7 @@ def stage(req: StageRequest) -> dict[str, Any]:
         raise
     if req.policy is not None:
         signers = sorted({f for v in verdicts for f in v.signers})
-        result["policy"] = {"digest": req.policy.policy.digest, "signers": signers}
+        result["policy"] = {"digest": req.policy[0].digest, "signers": signers}
     warning = _report(req, req.staging_guid, result, None)
     if warning:
         req.warn(warning)
@@ -235,20 +240,6 @@ def _broker_token(
     return BrokerToken(granted.upstream.token, granted.upstream.expires_at, renew)
 
 
-def _evaluator(document: dict[str, Any]) -> Evaluator:
-    """The broker's staging policy, checked against its digest, and its signatures' storage."""
-    from tailor.trust.evaluate import Evaluator
-    from tailor.trust.lookaside import http_get, read_signatures
-    from tailor.trust.served import from_document
-
-    policy, storage = from_document(document)
-
-    def signatures(ref: Reference, digest: str) -> list[bytes]:
-        return read_signatures(storage, ref, digest, http_get)
-
-    return Evaluator(policy, signatures)
-
-
 def _run(
     req: StageRequest, requested: Reference, auth: Authenticator, verdicts: list[Verdict]
 ) -> dict[str, Any]:
@@ -259,7 +250,11 @@ def _run(
     # moved meanwhile cannot swap in an image that was not checked.
     top = src.get_manifest(requested.identifier)
     config = _runnable_config(src, top, req.run_platform)
-    policy = req.policy
+    policy = None
+    if req.policy is not None:
+        from tailor.trust.source import evaluator_for
+
+        policy = evaluator_for(*req.policy, src)
 
     def admit(manifest: Manifest) -> None:
         if policy is not None:

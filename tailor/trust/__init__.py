@@ -10,5 +10,9 @@ containers/image (podman, skopeo, CRI-O) evaluates them, before anything is publ
   its verification by Debian's ``gpgv`` against the policy's keys only;
 - :mod:`tailor.trust.lookaside`: registries.d and the lookaside storage it names, where
   the signatures of an image are read;
-- :mod:`tailor.trust.evaluate`: the verdict for one image manifest.
+- :mod:`tailor.trust.sigstore`: cosign-format signatures under ``sha256-HEX.sig``, for
+  ``sigstoreSigned``;
+- :mod:`tailor.trust.evaluate`: the verdict for one image manifest;
+- :mod:`tailor.trust.source`: one source repository's evaluator (lookaside and tags);
+- :mod:`tailor.trust.served`: the policy document the broker serves at redemption.
 """

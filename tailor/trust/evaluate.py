@@ -4,18 +4,20 @@ scope's requirements in order, every one must accept, the first refusal is the a
 ``signedBy`` accepts when any one of the manifest's simple-signing signatures is made by
 a primary key of the requirement's keys (a subkey's signature is refused, as
 containers/image 5.23 refuses it), signs exactly this manifest digest, and names a
-reference ``signedIdentity`` accepts for the image. Refused signatures beside an
-accepted one do not matter; with none accepted, every one's reason is given.
+reference ``signedIdentity`` accepts for the image. ``sigstoreSigned`` accepts the same
+way with a cosign signature by its public key (tailor.trust.sigstore). Refused signatures
+beside an accepted one do not matter; with none accepted, every one's reason is given.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from tailor.errors import ConfigError, PolicyRefused, TailorError
 from tailor.reference import Reference
-from tailor.trust.identity import signed_reference
+from tailor.trust.identity import IdentityRule, signed_reference
 from tailor.trust.openpgp import dearmor, primary_fingerprints
 from tailor.trust.policy import (
     AcceptAnything,
@@ -26,7 +28,15 @@ from tailor.trust.policy import (
     SignedBy,
     SigstoreSigned,
 )
+from tailor.trust.sigstore import (
+    SIGNATURE_LAYER,
+    Attachment,
+    key_fingerprint,
+    verify_attachment,
+)
 from tailor.trust.simplesign import (
+    COSIGN_TYPE,
+    Payload,
     SignatureFormatError,
     SignatureRejected,
     parse_payload,
@@ -38,6 +48,9 @@ __all__ = ["Evaluator", "Verdict"]
 
 Signatures = Callable[[Reference, str], list[bytes]]
 """``(image, manifest digest) -> stored signature blobs``, in order."""
+Attachments = Callable[[Reference, str], list[Attachment]]
+"""``(image, manifest digest) -> its sigstore attachments`` (none where registries.d does
+not say ``use-sigstore-attachments``)."""
 
 
 @dataclass(frozen=True)
@@ -55,9 +68,12 @@ class Verdict:
 class Evaluator:
     """A policy and where the signatures are read."""
 
-    def __init__(self, policy: Policy, signatures: Signatures) -> None:
+    def __init__(
+        self, policy: Policy, signatures: Signatures, attachments: Attachments | None = None
+    ) -> None:
         self.policy = policy
         self._signatures = signatures
+        self._attachments = attachments or (lambda image, digest: [])
 
     def check(self, image: Reference, digest: str) -> Verdict:
         """The verdict on manifest ``digest`` of ``image`` (the reference the user named:
@@ -88,26 +104,57 @@ class Evaluator:
             return f"Running image docker://{image} is rejected by policy."
         if isinstance(requirement, SignedBaseLayer):
             return "signedBaseLayer not implemented yet!"
-        if isinstance(requirement, SigstoreSigned):
-            return "sigstoreSigned is not supported by this version of the tailor"
-        assert isinstance(requirement, SignedBy)
+        candidates: list[Callable[[], str]]
         try:
-            blobs = self._signatures(image, digest)
-            messages = [m for m in map(simple_signing_blob, blobs) if m is not None]
+            if isinstance(requirement, SigstoreSigned):
+                attached = [
+                    a for a in self._attachments(image, digest) if a.media_type == SIGNATURE_LAYER
+                ]
+                sigstore = requirement
+                candidates = [
+                    partial(self._accept_sigstore, sigstore, a, image, digest) for a in attached
+                ]
+            else:
+                assert isinstance(requirement, SignedBy)
+                blobs = self._signatures(image, digest)
+                messages = [m for m in map(simple_signing_blob, blobs) if m is not None]
+                signed = requirement
+                candidates = [partial(self._accept, signed, m, image, digest) for m in messages]
         except (SignatureFormatError, TailorError) as exc:
             return str(exc)
-        if not messages:
+        if not candidates:
             return "A signature was required, but no signature exists"
         reasons = []
-        for message in messages:
+        for accept in candidates:
             try:
-                signers.append(self._accept(requirement, message, image, digest))
+                signers.append(accept())
                 return None
             except SignatureRejected as exc:
                 reasons.append(str(exc))
         if len(reasons) == 1:
             return reasons[0]
         return "None of the signatures were accepted, reasons: " + "; ".join(reasons)
+
+    def _accept_sigstore(
+        self, req: SigstoreSigned, attachment: Attachment, image: Reference, digest: str
+    ) -> str:
+        """The key's fingerprint when ``attachment`` supports the image; else why not."""
+        try:
+            pem = req.keys.load()
+        except ConfigError as exc:
+            raise SignatureRejected(str(exc)) from None
+        verify_attachment(attachment, pem)
+        payload = parse_payload(attachment.payload, COSIGN_TYPE)
+        self._matches(req.identity, payload, image, digest)
+        return key_fingerprint(pem)
+
+    @staticmethod
+    def _matches(identity: IdentityRule, payload: Payload, image: Reference, digest: str) -> None:
+        if payload.digest != digest:
+            raise SignatureRejected(f"Signature for digest {payload.digest} does not match")
+        signed = signed_reference(payload.reference)
+        if signed is None or not identity.matches(image, signed):
+            raise SignatureRejected(f"Signature for identity {payload.reference} is not accepted")
 
     def _accept(self, req: SignedBy, message: bytes, image: Reference, digest: str) -> str:
         """The signer's fingerprint when ``message`` supports the image; else why not."""
@@ -123,10 +170,5 @@ class Evaluator:
         signer, data = verify(message, keyring)
         if signer not in trusted:
             raise SignatureRejected(f"Signature by key {signer} is not accepted")
-        payload = parse_payload(data)
-        if payload.digest != digest:
-            raise SignatureRejected(f"Signature for digest {payload.digest} does not match")
-        signed = signed_reference(payload.reference)
-        if signed is None or not req.identity.matches(image, signed):
-            raise SignatureRejected(f"Signature for identity {payload.reference} is not accepted")
+        self._matches(req.identity, parse_payload(data), image, digest)
         return signer

@@ -30,6 +30,7 @@ __all__ = [
 ]
 
 SIGNATURE_TYPE = "atomic container signature"
+COSIGN_TYPE = "cosign container image signature"
 _SIMPLE_SIGNING_FIRST_BYTES = frozenset(
     {
         *(0xA0, 0xA1, 0xA2, 0xA3, 0xC8),  # compressed data
@@ -108,8 +109,9 @@ def _string(obj: dict[str, object], key: str) -> str:
     return value
 
 
-def parse_payload(data: bytes) -> Payload:
-    """The signed JSON, checked as containers/image checks it."""
+def parse_payload(data: bytes, kind: str = SIGNATURE_TYPE) -> Payload:
+    """The signed JSON, checked as containers/image checks it. A cosign payload (``kind``
+    ``cosign container image signature``) may have a null ``optional``."""
     try:
         doc = json.loads(data, object_pairs_hook=_no_duplicates)
     except (ValueError, RecursionError) as exc:
@@ -118,12 +120,14 @@ def parse_payload(data: bytes) -> Payload:
         raise SignatureRejected(f"the signed payload is not JSON: {exc}") from None
     top = _exactly(doc, {"critical", "optional"})
     critical = _exactly(top["critical"], {"type", "image", "identity"})
-    kind = _string(critical, "type")
-    if kind != SIGNATURE_TYPE:
-        raise SignatureRejected(f"Unrecognized signature type {kind}")
+    given = _string(critical, "type")
+    if given != kind:
+        raise SignatureRejected(f"Unrecognized signature type {given}")
     image = _exactly(critical["image"], {"docker-manifest-digest"})
     identity = _exactly(critical["identity"], {"docker-reference"})
     optional = top["optional"]
+    if optional is None and kind == COSIGN_TYPE:
+        optional = {}
     if not isinstance(optional, dict):
         raise SignatureRejected(f"JSON object expected, got {json.dumps(optional)}")
     creator = optional.get("creator")
