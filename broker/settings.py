@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     registries_d: Path | None = None
     """The registries.d directory naming where the policy's signatures are stored (read
     with the policy; only its lookaside URLs are served)."""
+    staging_policy_narrow: bool = False
+    """Stage an index's platforms the policy accepts and leave out the others (a new
+    index), instead of failing the staging; the cells' own platform must be accepted."""
     internal_registry: str | None = None
     """``host:port`` of the internal registry, for the staging egress rules."""
     insecure_registries: str = ""

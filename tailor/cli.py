@@ -191,6 +191,12 @@ examples:
         "manifest is checked before anything is pushed)",
     )
     copy.add_argument(
+        "--only-accepted-platforms",
+        action="store_true",
+        help="with --policy: leave out the platforms of an index it refuses (a new index, "
+        "so another digest) instead of refusing the copy",
+    )
+    copy.add_argument(
         "--registries.d",
         dest="registries_d",
         type=_path,
@@ -622,10 +628,13 @@ def _admission(
     image: Reference,
     source: Repository,
     verdicts: list[Verdict],
+    narrow: bool = False,
 ) -> Callable[[Manifest], object] | None:
     """The signature policy's check of each image manifest, or None without a policy."""
     from tailor.errors import ConfigError
 
+    if policy is None and narrow:
+        raise ConfigError("--only-accepted-platforms is for a --policy only")
     if policy is None:
         if registries_d is not None:
             raise ConfigError("--registries.d is read for a --policy only")
@@ -696,7 +705,10 @@ def _copy(args: argparse.Namespace) -> int:
         locations=_locations(args.no_blob_cache),
         progress=for_stream(sys.stderr),
         referrers=not args.no_referrers,
-        admit=_admission(args.policy, args.registries_d, src_ref, src, verdicts),
+        admit=_admission(
+            args.policy, args.registries_d, src_ref, src, verdicts, args.only_accepted_platforms
+        ),
+        narrow=args.only_accepted_platforms,
     )
     result = copy_image(
         src,
@@ -705,6 +717,9 @@ def _copy(args: argparse.Namespace) -> int:
         dst_ref.tag or dst_ref.digest,
         options,
     )
+    for entry, refusal in result.dropped:
+        platform_name = str(entry.platform) if entry.platform else "no platform"
+        sys.stderr.write(f"left out {platform_name} ({entry.digest}): {refusal.reason}\n")
     for verdict in verdicts:
         signed = f", signed by {', '.join(verdict.signers)}" if verdict.signers else ""
         sys.stderr.write(

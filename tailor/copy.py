@@ -18,6 +18,7 @@ subject is there before what refers to it), the tag last.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -31,12 +32,13 @@ from tailor.errors import (
     DigestMismatch,
     ManifestError,
     NotFound,
+    PolicyRefused,
     RegistryError,
     TailorError,
     TransportError,
     Unauthorized,
 )
-from tailor.manifest import Descriptor, Manifest, Platform
+from tailor.manifest import Descriptor, Manifest, Platform, parse_manifest
 from tailor.progress import Progress, SilentProgress
 from tailor.referrers import Finder, Referrer, publish
 from tailor.registry import Repository
@@ -66,6 +68,9 @@ class CopyOptions:
     admit: Callable[[Manifest], object] | None = None
     """Asked about every image manifest the copy takes (not an index), before any blob
     moves; what it raises stops the copy with nothing published (the signature policy)."""
+    narrow: bool = False
+    """An index's platforms ``admit`` refuses are left out (a new index, another digest)
+    instead of refusing the copy; refused when none is left."""
 
 
 @dataclass
@@ -92,6 +97,8 @@ class CopyResult:
     reference: str
     manifest: Manifest
     stats: CopyStats
+    dropped: tuple[tuple[Descriptor, PolicyRefused], ...] = ()
+    """With ``narrow``: the index entries left out, and why."""
 
 
 def _pick(src: Repository, manifest: Manifest, platform: Platform | None) -> Manifest:
@@ -128,6 +135,34 @@ def _plan(src: Repository, top: Manifest) -> tuple[list[Manifest], list[Descript
 
     visit(top, 0)
     return manifests, list(blobs.values())
+
+
+def _admit(
+    top: Manifest, manifests: list[Manifest], options: CopyOptions
+) -> tuple[Manifest, list[tuple[Descriptor, PolicyRefused]]]:
+    """Ask ``options.admit`` about every image manifest; with ``narrow``, the index less
+    the entries refused (byte for byte the same index when none is), and those entries."""
+    assert options.admit is not None
+    refused: dict[str, PolicyRefused] = {}
+    for manifest in manifests:
+        if manifest.is_index:
+            continue
+        try:
+            options.admit(manifest)
+        except PolicyRefused as exc:
+            entries = {child.digest for child in top.children}
+            if not options.narrow or manifest.digest not in entries:
+                raise  # not an entry of the top index: nothing to leave out
+            refused.setdefault(manifest.digest, exc)
+    if not refused:
+        return top, []
+    dropped = [(c, refused[c.digest]) for c in top.children if c.digest in refused]
+    if len(dropped) == len(top.children):
+        raise dropped[0][1]
+    index = json.loads(top.raw)
+    index["manifests"] = [e for e in index["manifests"] if e.get("digest") not in refused]
+    raw = json.dumps(index, separators=(",", ":")).encode()
+    return parse_manifest(raw, top.media_type), dropped
 
 
 def image_manifests(src: Repository, top: Manifest) -> list[Manifest]:
@@ -309,10 +344,13 @@ def copy_image(
             f"digest mismatch: destination names {dst_identifier}, source is {top.digest}"
         )
     manifests, blobs = _plan(src, top)
+    dropped: list[tuple[Descriptor, PolicyRefused]] = []
     if options.admit is not None:
-        for manifest in manifests:
-            if not manifest.is_index:
-                options.admit(manifest)
+        top, dropped = _admit(top, manifests, options)
+        if dropped:
+            if dst_identifier and dst_identifier.startswith("sha256:"):
+                raise dropped[0][1]  # a digest destination names the whole index
+            manifests, blobs = _plan(src, top)
     followers: list[tuple[Referrer, list[Manifest]]] = []
     if options.referrers:
         with ThreadPoolExecutor(max_workers=max(1, options.jobs)) as lookups:
@@ -352,4 +390,4 @@ def copy_image(
         dst.put_manifest(dst_identifier or top.digest, top)  # the image's tag last
     stats.add(manifests=1)
     reference = f"{dst}@{top.digest}"
-    return CopyResult(top.digest, reference, top, stats)
+    return CopyResult(top.digest, reference, top, stats, tuple(dropped))

@@ -36,8 +36,7 @@ from tailor.transport import InsecureHosts, Transport
 if TYPE_CHECKING:  # the broker client (and its signing code) only when there is a token
     from tailor.broker_client import BrokerClient, Redemption
     from tailor.trust.evaluate import Verdict
-    from tailor.trust.lookaside import RegistriesD
-    from tailor.trust.policy import Policy
+    from tailor.trust.served import Served
 
 __all__ = [
     "StageRequest",
@@ -124,19 +123,22 @@ class StageRequest:
     """The platform the cells run: an image with nothing for it is refused."""
     referrers: bool = True
     """Copy the image's signatures, attestations and SBOMs along (tailor.referrers)."""
-    policy: tuple[Policy, RegistriesD] | None = None
+    policy: Served | None = None
     """The signature policy every image manifest staged must satisfy (the broker's), and
     where its signatures are stored."""
 
 
-def _runnable_config(repo: Repository, top: Manifest, platform: Platform) -> dict[str, Any]:
-    """The config of what the cells would run (the manifest for ``platform``), digest-checked;
-    an image with no manifest for it, or an artifact that is no runnable image, is refused."""
+def _runnable_config(
+    repo: Repository, top: Manifest, platform: Platform
+) -> tuple[Manifest, dict[str, Any]]:
+    """What the cells would run (the manifest for ``platform``) and its config,
+    digest-checked; an image with no manifest for it, or an artifact that is no runnable
+    image, is refused."""
     image, path = runnable.image_for(top, repo.get_manifest, platform)
     runnable.check_manifest(image, path)
     config = _read_config(repo, image)
     runnable.check_config(config, platform, path)
-    return config
+    return image, config
 
 
 def _read_config(repo: Repository, image: Manifest) -> dict[str, Any]:
@@ -209,7 +211,7 @@ def stage(req: StageRequest) -> dict[str, Any]:
         result = _run(req, requested, upstream_auth, verdicts)
     except PolicyRefused as exc:
         assert req.policy is not None
-        refused = {"reason": "policy", "policy": {"digest": req.policy[0].digest}}
+        refused = {"reason": "policy", "policy": {"digest": req.policy.policy.digest}}
         _report(req, req.staging_guid, None, str(exc), refused)
         raise
     except TailorError as exc:
@@ -220,7 +222,7 @@ def stage(req: StageRequest) -> dict[str, Any]:
         raise
     if req.policy is not None:
         signers = sorted({f for v in verdicts for f in v.signers})
-        result["policy"] = {"digest": req.policy[0].digest, "signers": signers}
+        result["policy"] = {"digest": req.policy.policy.digest, "signers": signers}
     warning = _report(req, req.staging_guid, result, None)
     if warning:
         req.warn(warning)
@@ -249,16 +251,23 @@ def _run(
     # Checked before anything is published; the copy then takes this very digest, so a tag
     # moved meanwhile cannot swap in an image that was not checked.
     top = src.get_manifest(requested.identifier)
-    config = _runnable_config(src, top, req.run_platform)
+    image, config = _runnable_config(src, top, req.run_platform)
     policy = None
     if req.policy is not None:
         from tailor.trust.source import evaluator_for
 
-        policy = evaluator_for(*req.policy, src)
+        policy = evaluator_for(req.policy.policy, req.policy.storage, src)
+
+    checked: set[str] = set()
 
     def admit(manifest: Manifest) -> None:
-        if policy is not None:
+        if policy is not None and manifest.digest not in checked:
             verdicts.append(policy.check(requested, manifest.digest))
+            checked.add(manifest.digest)
+
+    # What the cells run must be accepted, whatever else the policy leaves out.
+    admit(image)
+    narrow = req.policy is not None and req.policy.narrow
 
     if req.internal_registry:
         repository = checked_staging_repository(
@@ -275,14 +284,16 @@ def _run(
             mount_from=list(req.mount_from),
             referrers=req.referrers,
             admit=admit,
+            narrow=narrow,
         )
         # The same repository: the manifests the check read are not read again.
         copied = copy_image(src, top.digest, dst, req.staging_guid.lower(), options)
         docker_image = f"{req.internal_registry}/{repository}@{copied.digest}"
     else:
         # The cells pull from upstream: the policy is asked about every image manifest
-        # they may pull, before the staging names the image.
-        for manifest in image_manifests(src, top):
+        # they may pull (unless it leaves out what it refuses: then what they run, above),
+        # before the staging names the image.
+        for manifest in [] if narrow else image_manifests(src, top):
             admit(manifest)
         docker_image = str(requested.with_digest(top.digest))
     return staging_result(docker_image, config)

@@ -88,14 +88,19 @@ def _staging_policy(settings: Settings) -> dict[str, object] | None:
     """The staging policy to serve (tailor/trust/served.py); SetupError in one line when
     the policy, its keys or registries.d cannot be used: the broker does not start."""
     if settings.staging_policy is None:
-        if settings.registries_d is not None:
-            raise SetupError("BROKER_REGISTRIES_D is read with BROKER_STAGING_POLICY only")
+        if settings.registries_d is not None or settings.staging_policy_narrow:
+            raise SetupError(
+                "BROKER_REGISTRIES_D and BROKER_STAGING_POLICY_NARROW are read with "
+                "BROKER_STAGING_POLICY only"
+            )
         return None
     from tailor.errors import ConfigError
     from tailor.trust.served import load_document
 
     try:
-        return load_document(settings.staging_policy, settings.registries_d)
+        return load_document(
+            settings.staging_policy, settings.registries_d, settings.staging_policy_narrow
+        )
     except ConfigError as exc:
         raise SetupError(f"BROKER_STAGING_POLICY: {exc}") from None
     except (OSError, ValueError) as exc:

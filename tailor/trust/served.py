@@ -1,11 +1,12 @@
 """The staging policy as the broker serves it to the bound tailor: one self-contained
 document, the same bytes on every replica that has the same files.
 
-``{"digest": "sha256:...", "policy": {...}, "registries.d": {...}}``: the policy with
-every ``keyPath``/``keyPaths`` replaced by ``keyData`` (the keys live on the broker's
-machine, not in the staging container), and registries.d's files merged into one
-``{"default-docker": ..., "docker": {...}}``. The digest is SHA-256 of the canonical JSON
-(sorted keys, no white space) of the other two members: the tailor recomputes it, and
+``{"digest": "sha256:...", "policy": {...}, "registries.d": {...}, "narrow": false}``:
+the policy with every ``keyPath``/``keyPaths`` replaced by ``keyData`` (the keys live on
+the broker's machine, not in the staging container), registries.d's files merged into
+one ``{"default-docker": ..., "docker": {...}}``, and whether an index's refused platforms
+are left out instead of refusing the staging. The digest is SHA-256 of the canonical JSON
+(sorted keys, no white space) of the other three members: the tailor recomputes it, and
 the completion and the audit log name it as the policy that decided.
 """
 
@@ -16,6 +17,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,16 +25,23 @@ from tailor.errors import ConfigError
 from tailor.trust.lookaside import RegistriesD, Section, load_registries_d
 from tailor.trust.policy import Policy, PolicyError, load_policy, parse_policy
 
-__all__ = ["from_document", "load_document", "policy_digest"]
+__all__ = ["Served", "from_document", "load_document", "policy_digest"]
+
+
+@dataclass(frozen=True)
+class Served:
+    policy: Policy
+    storage: RegistriesD
+    narrow: bool
 
 
 def _canonical(value: object) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def policy_digest(policy: object, registries: object) -> str:
+def policy_digest(policy: object, registries: object, narrow: object) -> str:
     """The digest a served document names."""
-    body = _canonical({"policy": policy, "registries.d": registries})
+    body = _canonical({"narrow": narrow, "policy": policy, "registries.d": registries})
     return "sha256:" + hashlib.sha256(body).hexdigest()
 
 
@@ -68,7 +77,9 @@ def _section_document(section: Section) -> dict[str, object]:
     return out
 
 
-def load_document(policy_path: Path, registries_d: Path | None) -> dict[str, object]:
+def load_document(
+    policy_path: Path, registries_d: Path | None, narrow: bool = False
+) -> dict[str, object]:
     """The document to serve; ConfigError (one line) when the files cannot be used."""
     load_policy(policy_path)  # refused whole, with containers/image's rules, before anything
     doc = _inline_keys(json.loads(policy_path.read_bytes()), policy_path)
@@ -80,18 +91,21 @@ def load_document(policy_path: Path, registries_d: Path | None) -> dict[str, obj
     if config.docker:
         registries["docker"] = {s: _section_document(v) for s, v in config.docker.items()}
     return {
-        "digest": policy_digest(doc, registries),
+        "digest": policy_digest(doc, registries, narrow),
         "policy": doc,
         "registries.d": registries,
+        "narrow": narrow,
     }
 
 
-def from_document(doc: object) -> tuple[Policy, RegistriesD]:
-    """The policy and signature storage a served document holds, its digest checked."""
-    if not isinstance(doc, dict) or set(doc) != {"digest", "policy", "registries.d"}:
+def from_document(doc: object) -> Served:
+    """What a served document holds, its digest checked."""
+    if not isinstance(doc, dict) or set(doc) != {"digest", "policy", "registries.d", "narrow"}:
         raise PolicyError("the broker's staging policy is not a policy document")
-    policy, registries = doc["policy"], doc["registries.d"]
-    if policy_digest(policy, registries) != doc["digest"]:
+    policy, registries, narrow = doc["policy"], doc["registries.d"], doc["narrow"]
+    if not isinstance(narrow, bool):
+        raise PolicyError("the broker's staging policy is not a policy document")
+    if policy_digest(policy, registries, narrow) != doc["digest"]:
         raise PolicyError("the broker's staging policy does not match its digest")
     parsed = parse_policy(_canonical(policy), "the broker's staging policy")
     parsed = dataclasses.replace(parsed, digest=str(doc["digest"]))
@@ -101,11 +115,12 @@ def from_document(doc: object) -> tuple[Policy, RegistriesD]:
     scoped = registries.get("docker") or {}
     if not isinstance(scoped, dict):
         raise PolicyError("the broker's registries.d docker section is not a mapping")
-    return parsed, RegistriesD(
+    storage = RegistriesD(
         _section(default) if default is not None else None,
         {str(k): _section(v) for k, v in scoped.items()},
         "the broker's registries.d",
     )
+    return Served(parsed, storage, narrow)
 
 
 def _section(value: object) -> Section:

@@ -63,11 +63,15 @@ def test_the_document_carries_the_keys_inline_and_names_its_digest(tmp_path: Pat
         "docker": {"registry.example.com": {"lookaside": "https://sigs.example.com/"}}
     }
     assert doc == load_document(path, tmp_path / "registries.d")  # the same files, the same
-    policy, storage = from_document(json.loads(json.dumps(doc)))
-    assert policy.digest == doc["digest"]
-    (signed,) = policy.docker["registry.example.com"]
+    served = from_document(json.loads(json.dumps(doc)))
+    assert served.policy.digest == doc["digest"] and served.narrow is False
+    (signed,) = served.policy.docker["registry.example.com"]
     assert isinstance(signed, SignedBy) and signed.keys.load() == KEY
-    assert storage.docker["registry.example.com"].lookaside == "https://sigs.example.com/"
+    lookaside = served.storage.docker["registry.example.com"].lookaside
+    assert lookaside == "https://sigs.example.com/"
+    narrow = load_document(path, tmp_path / "registries.d", narrow=True)
+    assert narrow["digest"] != doc["digest"]  # the choice is part of what the digest names
+    assert from_document(narrow).narrow is True
     tampered = json.loads(json.dumps(doc))
     tampered["policy"]["default"] = [{"type": "insecureAcceptAnything"}]
     with pytest.raises(PolicyError, match="does not match its digest"):
@@ -91,7 +95,7 @@ def test_a_policy_the_broker_cannot_use_stops_it_at_start(
             with pytest.raises(SetupError, match="BROKER_STAGING_POLICY") as info:
                 Service(settings.model_copy(update={"staging_policy": policy}), store)
             assert says in str(info.value) and "\n" not in str(info.value)
-        with pytest.raises(SetupError, match="BROKER_REGISTRIES_D is read with BROKER_STAGING"):
+        with pytest.raises(SetupError, match="are read with BROKER_STAGING_POLICY only"):
             Service(settings.model_copy(update={"registries_d": tmp_path}), store)
     finally:
         store.close()
@@ -116,8 +120,7 @@ def test_the_redemption_serves_the_policy_and_the_log_names_it(policed: Api) -> 
     assert got.status_code == 200, got.text
     doc = got.json()["staging_policy"]
     digest = doc["digest"]
-    policy, _ = from_document(doc)
-    assert policy.digest == digest
+    assert from_document(doc).policy.digest == digest
     assert ("token.redeemed", None, {"policy": digest}) in events(api)
 
     # A success must say the policy accepted the image: without the verdict, 422.
