@@ -59,25 +59,24 @@ class RegistriesD:
     docker: dict[str, Section] = field(default_factory=dict)
     source: str = "registries.d"
 
+    def _sections(self, image: Reference) -> list[Section]:
+        """The sections that apply to ``image``, the most specific first."""
+        out = [self.docker[s] for s in scopes(image) if s in self.docker]
+        return out if self.default is None else [*out, self.default]
+
     def lookaside_for(self, image: Reference) -> str:
         """The base URL of ``image``'s signatures (the first section that names one)."""
-        sections = [self.docker[s] for s in scopes(image) if s in self.docker]
-        if self.default is not None:
-            sections.append(self.default)
-        for section in sections:
-            if section.lookaside is not None:
-                return section.lookaside
-        return _builtin_lookaside()
+        named = [s.lookaside for s in self._sections(image) if s.lookaside is not None]
+        return named[0] if named else _builtin_lookaside()
 
     def use_attachments(self, image: Reference) -> bool:
         """Whether ``image``'s sigstore signatures are read from ``sha256-HEX.sig`` tags."""
-        sections = [self.docker[s] for s in scopes(image) if s in self.docker]
-        if self.default is not None:
-            sections.append(self.default)
-        for section in sections:
-            if section.use_sigstore_attachments is not None:
-                return section.use_sigstore_attachments
-        return False
+        said = [
+            s.use_sigstore_attachments
+            for s in self._sections(image)
+            if s.use_sigstore_attachments is not None
+        ]
+        return bool(said and said[0])
 
 
 def _builtin_lookaside() -> str:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from tailor.errors import ConfigError, InvalidReference
 from tailor.reference import Reference, parse_reference
+from tailor.trust import strictjson
 from tailor.trust.identity import (
     ExactReference,
     ExactRepository,
@@ -157,16 +158,6 @@ def scopes(image: Reference) -> list[str]:
         host = host.partition(":")[0]
         labels = host.split(".")
         out += ["*." + ".".join(labels[i:]) for i in range(1, len(labels))]
-    return out
-
-
-# Strict JSON: a duplicate key anywhere makes the policy invalid.
-def _no_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
-    out: dict[str, object] = {}
-    for key, value in pairs:
-        if key in out:
-            raise PolicyError(f'Duplicate key "{key}"')
-        out[key] = value
     return out
 
 
@@ -318,13 +309,7 @@ def _requirements(value: object, where: str) -> tuple[Requirement, ...]:
 def parse_policy(data: bytes, source: str = "policy") -> Policy:
     """The policy in ``data``; PolicyError (one line, naming ``source``) when invalid."""
     try:
-        try:
-            doc = json.loads(data, object_pairs_hook=_no_duplicates)
-        except (ValueError, RecursionError) as exc:
-            if isinstance(exc, PolicyError):
-                raise
-            raise PolicyError(f"not JSON: {exc}") from None
-        top = _object(doc, "the policy")
+        top = _object(strictjson.loads(data, PolicyError), "the policy")
         _only(top, {"default", "transports"}, "the policy")
         if "default" not in top:
             raise PolicyError("default policy is missing")

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tailor.errors import TailorError
+from tailor.trust import strictjson
 
 __all__ = [
     "Payload",
@@ -81,15 +82,6 @@ class Payload:
     timestamp: int | None = None
 
 
-def _no_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
-    out: dict[str, object] = {}
-    for key, value in pairs:
-        if key in out:
-            raise SignatureRejected(f'Duplicate key "{key}"')
-        out[key] = value
-    return out
-
-
 def _exactly(obj: object, keys: set[str]) -> dict[str, object]:
     if not isinstance(obj, dict):
         raise SignatureRejected(f"JSON object expected, got {json.dumps(obj)}")
@@ -112,13 +104,7 @@ def _string(obj: dict[str, object], key: str) -> str:
 def parse_payload(data: bytes, kind: str = SIGNATURE_TYPE) -> Payload:
     """The signed JSON, checked as containers/image checks it. A cosign payload (``kind``
     ``cosign container image signature``) may have a null ``optional``."""
-    try:
-        doc = json.loads(data, object_pairs_hook=_no_duplicates)
-    except (ValueError, RecursionError) as exc:
-        if isinstance(exc, SignatureRejected):
-            raise
-        raise SignatureRejected(f"the signed payload is not JSON: {exc}") from None
-    top = _exactly(doc, {"critical", "optional"})
+    top = _exactly(strictjson.loads(data, SignatureRejected), {"critical", "optional"})
     critical = _exactly(top["critical"], {"type", "image", "identity"})
     given = _string(critical, "type")
     if given != kind:
