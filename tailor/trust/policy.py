@@ -30,6 +30,7 @@ from tailor.trust.identity import (
     MatchRepository,
     RemapIdentity,
 )
+from tailor.trust.openpgp import dearmor
 
 __all__ = [
     "AcceptAnything",
@@ -76,13 +77,14 @@ class KeySource:
     data: bytes | None = None
 
     def load(self) -> bytes:
-        """The keys' bytes; ConfigError naming a file that cannot be read."""
+        """The keys' bytes (for several files, each one's armour removed before they are
+        joined); ConfigError naming a file that cannot be read."""
         if self.data is not None:
             return self.data
         out = b""
         for path in self.paths:
             try:
-                out += path.read_bytes()
+                out += dearmor(path.read_bytes())
             except OSError as exc:
                 raise ConfigError(f"open {path}: {exc.strerror or exc}") from None
         return out

@@ -23,6 +23,7 @@ from typing import Any
 
 from tailor.errors import ConfigError
 from tailor.trust.lookaside import RegistriesD, Section, load_registries_d
+from tailor.trust.openpgp import dearmor
 from tailor.trust.policy import Policy, PolicyError, load_policy, parse_policy
 
 __all__ = ["Served", "from_document", "load_document", "policy_digest"]
@@ -61,7 +62,9 @@ def _inline_keys(doc: Any, source: Path) -> Any:
             for name in paths:
                 path = source.parent / name
                 try:
-                    data += path.read_bytes()
+                    # Each file's armour off before they are joined: one armoured file's
+                    # blocks would otherwise hide the binary keys around them.
+                    data += dearmor(path.read_bytes())
                 except OSError as exc:
                     raise ConfigError(f"{source}: key file {path}: {exc.strerror}") from None
             req["keyData"] = base64.b64encode(data).decode()
