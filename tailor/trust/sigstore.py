@@ -1,6 +1,8 @@
 """``sigstoreSigned``: cosign-format signatures in the image's repository, under the tag
-``sha256-HEX.sig`` (containers/image calls them sigstore attachments). Each layer of that
-OCI manifest whose media type is cosign's simple-signing one is a signature: the layer
+``sha256-HEX.sig`` (containers/image calls them sigstore attachments), or as OCI 1.1
+referrers of the image with cosign's signature ``artifactType`` (what cosign writes with
+``--registry-referrers-mode oci-1-1``). Each layer of such an OCI manifest whose media
+type is cosign's simple-signing one is a signature: the layer
 is the payload (simple-signing JSON of type ``cosign container image signature``) and
 its ``dev.cosignproject.cosign/signature`` annotation is the base64 signature over the
 payload's exact bytes, by the requirement's public key (PEM: ECDSA with SHA-256, RSA
@@ -20,7 +22,8 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from tailor.errors import NotFound, TailorError
+from tailor.errors import TailorError
+from tailor.manifest import Manifest
 from tailor.registry import Repository
 from tailor.trust.simplesign import SignatureFormatError, SignatureRejected
 
@@ -28,6 +31,7 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 __all__ = [
+    "COSIGN_SIGNATURE_ARTIFACT",
     "SIGNATURE_LAYER",
     "Attachment",
     "attachment_tag",
@@ -37,6 +41,8 @@ __all__ = [
 ]
 
 SIGNATURE_LAYER = "application/vnd.dev.cosign.simplesigning.v1+json"
+COSIGN_SIGNATURE_ARTIFACT = "application/vnd.dev.cosign.artifact.sig.v1+json"
+"""The ``artifactType`` of a cosign signature stored as an OCI 1.1 referrer."""
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
 _OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 _MAX_PAYLOAD = 4 << 20
@@ -56,16 +62,29 @@ def attachment_tag(digest: str) -> str:
 
 
 def read_attachments(repo: Repository, digest: str) -> list[Attachment]:
-    """The attachments stored for manifest ``digest`` (none when its tag is absent); each
-    payload's bytes checked against its descriptor."""
-    try:
-        manifest = repo.get_manifest(attachment_tag(digest))
-    except NotFound:
-        return []
-    if manifest.media_type != _OCI_MANIFEST:
-        raise SignatureFormatError(
-            f"unexpected MIME type for sigstore attachment manifest {manifest.media_type}"
-        )
+    """The attachments stored for manifest ``digest``: its ``.sig`` tag's, then those of
+    its cosign signature referrers (found as the copy finds referrers: tailor.referrers);
+    each payload's bytes checked against its descriptor."""
+    from tailor.referrers import Finder
+
+    tag = attachment_tag(digest)
+    out: list[Attachment] = []
+    for ref in Finder(repo, map).find([digest]):
+        if ref.subject != digest:
+            continue  # a referrer of a referrer
+        if ref.tag == tag:
+            if ref.manifest.media_type != _OCI_MANIFEST:
+                raise SignatureFormatError(
+                    "unexpected MIME type for sigstore attachment manifest "
+                    f"{ref.manifest.media_type}"
+                )
+            out += _layers(repo, ref.manifest)
+        elif ref.tag is None and ref.manifest.artifact_type == COSIGN_SIGNATURE_ARTIFACT:
+            out += _layers(repo, ref.manifest)
+    return out
+
+
+def _layers(repo: Repository, manifest: Manifest) -> list[Attachment]:
     layers = json.loads(manifest.raw).get("layers") or []
     if not isinstance(layers, list) or len(layers) > _MAX_LAYERS:
         raise SignatureFormatError(f"more than {_MAX_LAYERS} sigstore attachments")

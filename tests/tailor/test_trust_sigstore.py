@@ -22,9 +22,14 @@ from tailor.registry import Repository
 from tailor.transport import InsecureHosts, Transport
 from tailor.trust.lookaside import RegistriesD, Section
 from tailor.trust.policy import parse_policy
-from tailor.trust.sigstore import SIGNATURE_ANNOTATION, SIGNATURE_LAYER, key_fingerprint
+from tailor.trust.sigstore import (
+    COSIGN_SIGNATURE_ARTIFACT,
+    SIGNATURE_ANNOTATION,
+    SIGNATURE_LAYER,
+    key_fingerprint,
+)
 from tailor.trust.source import evaluator_for
-from tests.support.images import OCI_MANIFEST, Layout, image, push_raw
+from tests.support.images import OCI_MANIFEST, Layout, attach, image, push_raw, referrer
 from tests.support.registry import Registry
 
 ATTACHED = RegistriesD(default=Section(None, True))
@@ -165,3 +170,32 @@ def test_a_payload_for_another_digest_or_tampered_is_refused(
     assert refusal(reg, policy_doc(ours.pem, repository), unsigned) == (
         "A signature was required, but no signature exists"
     )
+
+
+def test_a_cosign_signature_stored_as_a_referrer_is_read_too(
+    signed: tuple[Registry, Layout, str],
+) -> None:
+    reg, layout, digest = signed
+    ours = Signer(ec.generate_private_key(ec.SECP256R1()))
+    repository = {"type": "matchRepository"}
+    assert refusal(reg, policy_doc(ours.pem, repository), digest) == (
+        "A signature was required, but no signature exists"
+    )
+    payload = cosign_payload(digest, f"{reg.host}/ns/app")
+    subject = {"mediaType": OCI_MANIFEST, "digest": digest, "size": len(layout.blobs[digest])}
+    ref = referrer(
+        layout,
+        subject,
+        payload=payload,
+        layer_type=SIGNATURE_LAYER,
+        artifact_type=COSIGN_SIGNATURE_ARTIFACT,
+        annotations=None,
+    )
+    # The signature annotation belongs on the layer: rewrite the manifest with it.
+    manifest = json.loads(layout.blobs[ref["digest"]])
+    manifest["layers"][0]["annotations"] = {SIGNATURE_ANNOTATION: ours.sign(payload)}
+    ref = layout.descriptor(
+        OCI_MANIFEST, json.dumps(manifest).encode(), artifactType=COSIGN_SIGNATURE_ARTIFACT
+    )
+    attach(reg.url, "ns/app", layout, ref, digest)
+    assert check(reg, policy_doc(ours.pem, repository), digest) == key_fingerprint(ours.pem)
