@@ -89,9 +89,12 @@ def discover(
     internal_registry: str | None = None,
     insecure: InsecureHosts | None = None,
     deadline: float = 10.0,
+    signature_storage: str | None = None,
 ) -> list[Endpoint]:
-    """The endpoints one staging of ``image`` talks to. Raises ``TailorError`` when the
-    upstream registry is not an allowed destination or gives no answer in ``deadline``."""
+    """The endpoints one staging of ``image`` talks to (``signature_storage``: the
+    lookaside URL the staging policy reads signatures from, when it is http(s)). Raises
+    ``TailorError`` when the upstream registry is not an allowed destination or gives no
+    answer in ``deadline``."""
     insecure = insecure or InsecureHosts()
     out: list[Endpoint] = []
     if broker_url:
@@ -129,6 +132,9 @@ def discover(
             realm = _url_endpoint(challenge.params["realm"], "upstream token realm", policy)
             out += [realm] if realm else []
         out += _blob_storage(upstream, image, policy)
+    if signature_storage:
+        lookaside = _url_endpoint(signature_storage, "signature storage", policy)
+        out += [lookaside] if lookaside else []
     return out
 
 

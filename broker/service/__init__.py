@@ -167,7 +167,7 @@ class Service:
             keep_every=settings.audit_checkpoint_keep_seconds,
             clock=clock,
         )
-        self.egress = EgressProbes(settings)
+        self.egress = EgressProbes(settings, self.staging_policy)
         self._probing = threading.Lock()
         self._ready: tuple[float, str | None] = (-READY_CACHE_SECONDS, None)
 

@@ -24,6 +24,7 @@ from tailor.egress import discover, security_group_rules
 from tailor.errors import TailorError
 from tailor.reference import parse_reference
 from tailor.transport import InsecureHosts
+from tailor.trust.served import from_document
 
 __all__ = ["EgressProbes"]
 
@@ -31,8 +32,10 @@ log = logging.getLogger("broker.egress")
 
 
 class EgressProbes:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, staging_policy: dict[str, Any] | None = None) -> None:
         self._settings = settings
+        # Where the staging policy's signatures are read: one more hole, when it is http(s).
+        self._storage = from_document(staging_policy).storage if staging_policy else None
         self._policy = settings.outbound_policy()
         self._insecure = InsecureHosts(settings.insecure_hosts())
         self._slots = threading.BoundedSemaphore(settings.egress_probes)
@@ -50,6 +53,9 @@ class EgressProbes:
                 internal_registry=s.internal_registry,
                 insecure=self._insecure,
                 deadline=s.egress_probe_seconds,
+                signature_storage=(
+                    self._storage.lookaside_for(reference) if self._storage else None
+                ),
             )
         except TailorError as exc:
             log.info("egress probe failed", extra={"staging_guid": staging_guid, "error": str(exc)})
