@@ -124,8 +124,8 @@ class RedemptionResult(BaseModel):
         default=None,
         description="the operator's signature policy, which the image must satisfy before"
         " anything is published: {digest, policy (containers-policy.json, keys inline as"
-        " keyData), registries.d (where signatures are stored)}; the completion names its"
-        " digest. null: no policy",
+        " keyData), registries.d (where signatures are stored), narrow (leave out an"
+        " index's refused platforms)}; the completion names its digest. null: no policy",
     )
 
 

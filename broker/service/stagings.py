@@ -603,6 +603,11 @@ class Stagings:
                 "the staging policy's verdict is missing: a staging under the policy "
                 f"{self.policy_digest} reports it with its success"
             )
+        if succeeded and self.policy_digest and verdict and verdict.digest != self.policy_digest:
+            raise Invalid(
+                f"the staging policy's verdict names the policy {verdict.digest}; this broker "
+                f"serves {self.policy_digest} (every replica must have the same policy files)"
+            )
         key = self._key(caller, idempotency_key)
         request = self._idempotency.request(
             key,

@@ -158,7 +158,7 @@ class Evaluator:
 
     def _accept(self, req: SignedBy, message: bytes, image: Reference, digest: str) -> str:
         """The signer's fingerprint when ``message`` supports the image; else why not."""
-        if req.key_type not in {"GPGKeys", "signedByGPGKeys"}:
+        if req.key_type != "GPGKeys":  # the other three parse, and are not implemented
             raise SignatureRejected(f'Unimplemented "keyType" value "{req.key_type}"')
         try:
             keyring = dearmor(req.keys.load())

@@ -13,6 +13,7 @@ is an error, as in containers/image.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ __all__ = [
     "LookasideError",
     "RegistriesD",
     "Section",
+    "checked_url",
     "default_registries_d",
     "http_get",
     "load_registries_d",
@@ -37,6 +39,9 @@ __all__ = [
 MAX_SIGNATURE = 4 << 20
 MAX_SIGNATURES = 128
 """A bound on one manifest's signatures (containers/image has none)."""
+HTTP_DEADLINE = 30.0
+"""Seconds one lookaside GET may take, whole; LIST_DEADLINE for one manifest's list."""
+LIST_DEADLINE = 120.0
 _MAX_CONFIG = 1 << 20
 
 HttpGet = Callable[[str], tuple[int, bytes]]
@@ -96,14 +101,30 @@ def _section(value: object, where: str) -> Section:
         return Section()
     if not isinstance(value, dict):
         raise ConfigError(f"{where}: a mapping expected")
-    # lookaside wins over its old name; the staging (write) keys are not read here.
-    url = value.get("lookaside", value.get("sigstore"))
-    if url is not None and not isinstance(url, str):
-        raise ConfigError(f"{where}: lookaside must be a URL")
+    # lookaside wins over its old name (an empty one does not); the staging (write) keys
+    # are not read here.
+    url = value.get("lookaside") or value.get("sigstore")
     attach = value.get("use-sigstore-attachments")
     if attach is not None and not isinstance(attach, bool):
         raise ConfigError(f"{where}: use-sigstore-attachments must be true or false")
-    return Section(url or None, attach)
+    return Section(checked_url(url, where) if url else None, attach)
+
+
+def checked_url(url: object, where: str) -> str:
+    """A lookaside URL that can be read: ``file://``, ``http://`` or ``https://`` with a
+    path or host that parses; ConfigError (one line) otherwise."""
+    if not isinstance(url, str):
+        raise ConfigError(f"{where}: lookaside must be a URL")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- a bad port raises here
+    except ValueError as exc:
+        raise ConfigError(f"{where}: lookaside {url!r} is not a URL: {exc}") from None
+    if parts.scheme not in {"file", "http", "https"}:
+        raise ConfigError(f"{where}: lookaside {url!r}: file, http or https only")
+    if parts.scheme != "file" and not parts.hostname:
+        raise ConfigError(f"{where}: lookaside {url!r} names no host")
+    return url
 
 
 def load_registries_d(directory: Path) -> RegistriesD:
@@ -172,9 +193,12 @@ def read_signatures(
     if scheme not in {"file", "http", "https"}:
         raise LookasideError(f"Unsupported scheme when reading signature from {url_of(1)}")
     out: list[bytes] = []
+    started = time.monotonic()
     for n in range(1, MAX_SIGNATURES + 2):
         if n > MAX_SIGNATURES:
             raise LookasideError(f"more than {MAX_SIGNATURES} signatures of {digest}")
+        if time.monotonic() - started > LIST_DEADLINE:
+            raise LookasideError(f"reading the signatures of {digest}: more than 120 s")
         url = url_of(n)
         if scheme == "file":
             path = Path(unquote(urlsplit(url).path))
@@ -198,18 +222,27 @@ def read_signatures(
 
 
 def http_get(url: str) -> tuple[int, bytes]:
-    """A lookaside GET: no credentials, TLS verified against the system's CAs, redirects
-    followed (as containers/image does), the body cut at MAX_SIGNATURE + 1 bytes."""
+    """A lookaside GET: no credentials (not even ``.netrc``'s) and no proxy from the
+    environment, TLS verified against the system's CAs, redirects followed (as
+    containers/image does), the body cut at MAX_SIGNATURE + 1 bytes, and the whole GET
+    given HTTP_DEADLINE seconds."""
     import requests
 
+    started = time.monotonic()
     try:
-        with requests.get(url, timeout=30, stream=True) as answer:
-            body = b""
-            if answer.status_code == 200:
-                for chunk in answer.iter_content(64 << 10):
-                    body += chunk
-                    if len(body) > MAX_SIGNATURE:
-                        break
-            return answer.status_code, body
+        with requests.Session() as session:
+            session.trust_env = False
+            with session.get(url, timeout=(10, 10), stream=True) as answer:
+                body = b""
+                if answer.status_code == 200:
+                    for chunk in answer.iter_content(64 << 10):
+                        body += chunk
+                        if len(body) > MAX_SIGNATURE:
+                            break
+                        if time.monotonic() - started > HTTP_DEADLINE:
+                            raise LookasideError(
+                                f"reading signature from {url}: more than {HTTP_DEADLINE:.0f} s"
+                            )
+                return answer.status_code, body
     except requests.RequestException as exc:
         raise LookasideError(f"reading signature from {url}: {type(exc).__name__}") from None

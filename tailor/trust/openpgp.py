@@ -11,7 +11,7 @@ import re
 
 from tailor.errors import ConfigError
 
-__all__ = ["dearmor", "primary_fingerprints"]
+__all__ = ["dearmor", "primary_fingerprints", "public_keyring"]
 
 _ARMOR = re.compile(
     rb"-----BEGIN PGP PUBLIC KEY BLOCK-----\r?\n(.*?)-----END PGP PUBLIC KEY BLOCK-----",
@@ -19,6 +19,8 @@ _ARMOR = re.compile(
 )
 _PUBLIC_KEY = 6
 """The packet tag of a primary public key; subkeys (14) sign too but are not trusted."""
+_SECRET_KEYS = frozenset({5, 7})
+"""Secret key and secret subkey packets."""
 
 
 def dearmor(data: bytes) -> bytes:
@@ -87,3 +89,18 @@ def primary_fingerprints(keyring: bytes) -> list[str]:
             framed = b"\x99" + len(body).to_bytes(2, "big") + body
             out.append(hashlib.sha1(framed, usedforsecurity=False).hexdigest().upper())
     return out
+
+
+def public_keyring(data: bytes, name: str) -> bytes:
+    """``data`` as a binary keyring of public keys only: ConfigError (one line, naming
+    ``name``) for a file holding a secret key, anything but OpenPGP, or no primary key.
+    What the broker serves to every staging task goes through here."""
+    if b"PRIVATE KEY BLOCK" in data:
+        raise ConfigError(f"{name} holds a secret key: give the public key only")
+    binary = dearmor(data)
+    packets = _packets(binary)
+    if any(tag in _SECRET_KEYS for tag, _ in packets):
+        raise ConfigError(f"{name} holds a secret key: give the public key only")
+    if not any(tag == _PUBLIC_KEY for tag, _ in packets):
+        raise ConfigError(f"{name} holds no OpenPGP public key")
+    return binary

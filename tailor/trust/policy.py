@@ -195,20 +195,15 @@ def _reference(text: str, where: str, *, tagged: bool) -> Reference:
 
 
 def _prefix(text: str, where: str) -> str:
-    """A remapIdentity prefix: ``host[:port]`` or ``host[:port]/path``, as normalized."""
-    if "/" not in text:
-        try:
-            parse_reference(f"{text}/x", default_tag=None)
-        except InvalidReference:
-            raise PolicyError(f'{where}: prefix "{text}" is not valid') from None
-        if "." not in text and ":" not in text and text != "localhost":
-            raise PolicyError(f'{where}: prefix "{text}" is not valid')
-        return text
+    """A remapIdentity prefix, as containers/image admits it: a registry ``host[:port]``,
+    or a repository name without tag or digest in any spelling it parses (``team/app``
+    is kept as written: the prefix is compared with the image's normalized name as
+    given, so a spelling that is not normalized never matches)."""
     try:
-        ref = parse_reference(text, default_tag=None)
+        ref = parse_reference(text if "/" in text else f"{text}/x", default_tag=None)
     except InvalidReference:
         raise PolicyError(f'{where}: prefix "{text}" is not valid') from None
-    if ref.tag is not None or ref.digest is not None or ref.name != text:
+    if ref.tag is not None or ref.digest is not None:
         raise PolicyError(f'{where}: prefix "{text}" is not valid')
     return text
 
@@ -261,7 +256,7 @@ def _keys(obj: dict[str, object], where: str, *, many: bool) -> KeySource:
         raise PolicyError(f"{where}: keyData must be a base64 string")
     try:
         return KeySource(data=base64.b64decode(value, validate=True))
-    except binascii.Error:
+    except (binascii.Error, ValueError):  # ValueError: not ASCII
         raise PolicyError(f"{where}: keyData is not base64") from None
 
 

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from tailor.errors import ConfigError
-from tailor.trust.lookaside import RegistriesD, Section, load_registries_d
-from tailor.trust.openpgp import dearmor
+from tailor.trust.lookaside import RegistriesD, Section, checked_url, load_registries_d
+from tailor.trust.openpgp import public_keyring
 from tailor.trust.policy import Policy, PolicyError, load_policy, parse_policy
 
 __all__ = ["Served", "from_document", "load_document", "policy_digest"]
@@ -62,9 +62,10 @@ def _inline_keys(doc: Any, source: Path) -> Any:
             for name in paths:
                 path = source.parent / name
                 try:
-                    # Each file's armour off before they are joined: one armoured file's
-                    # blocks would otherwise hide the binary keys around them.
-                    data += dearmor(path.read_bytes())
+                    # Each file's armour off before they are joined (one armoured file's
+                    # blocks would otherwise hide the binary keys around them); a secret
+                    # key named by mistake is refused, never served.
+                    data += public_keyring(path.read_bytes(), f"{source}: key file {path}")
                 except OSError as exc:
                     raise ConfigError(f"{source}: key file {path}: {exc.strerror}") from None
             req["keyData"] = base64.b64encode(data).decode()
@@ -131,8 +132,9 @@ def _section(value: object) -> Section:
         raise PolicyError("a registries.d section of the broker's is not a mapping")
     url = value.get("lookaside")
     attach = value.get("use-sigstore-attachments")
-    if (url is not None and not isinstance(url, str)) or (
-        attach is not None and not isinstance(attach, bool)
-    ):
+    if attach is not None and not isinstance(attach, bool):
         raise PolicyError("a registries.d section of the broker's is out of shape")
-    return Section(url, attach)
+    try:
+        return Section(checked_url(url, "the broker's registries.d") if url else None, attach)
+    except ConfigError as exc:
+        raise PolicyError(str(exc)) from None

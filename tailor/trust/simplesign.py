@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,11 +144,55 @@ def _status(lines: str) -> list[tuple[str, list[str]]]:
     return out
 
 
+def _run_gpgv(argv: list[str]) -> tuple[int, str, bytes, bool]:
+    """``(exit status, status lines, signed data, data cut)``: gpgv's signed data read
+    from a pipe, at most _MAX_PAYLOAD + 1 bytes (a small compressed message may expand
+    to any size: gpgv is stopped there, nothing is written to disk); killed after
+    _GPGV_TIMEOUT seconds."""
+    status_read, status_write = os.pipe()
+    try:
+        proc = subprocess.Popen(
+            [*argv[:1], "--status-fd", str(status_write), "--output", "-", *argv[1:]],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            pass_fds=(status_write,),
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C"},
+        )
+    except FileNotFoundError:
+        os.close(status_read)
+        raise TailorError("gpgv is not installed (Debian: apt-get install gpgv)") from None
+    finally:
+        os.close(status_write)
+    timer = threading.Timer(_GPGV_TIMEOUT, proc.kill)
+    timer.start()
+    try:
+        assert proc.stdout is not None
+        data = proc.stdout.read(_MAX_PAYLOAD + 1)
+        cut = len(data) > _MAX_PAYLOAD
+        if cut:
+            proc.kill()
+        with os.fdopen(status_read, "rb") as status:
+            lines = status.read(1 << 20).decode(errors="replace")
+        code = proc.wait()
+    finally:
+        timer.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+    if code < 0 and not cut:
+        raise SignatureRejected(f"gpgv took more than {_GPGV_TIMEOUT:.0f} s")
+    return code, lines, data, cut
+
+
 def verify(message: bytes, keyring: bytes) -> tuple[str, bytes]:
     """``(signer fingerprint, signed data)`` of an OpenPGP signed message that carries
     exactly one good signature by a key of ``keyring`` (binary OpenPGP); otherwise
     SignatureRejected. The fingerprint is the signing key's: a subkey's own, when a
-    subkey signed."""
+    subkey signed. gpgv refuses a signature by a key that has expired or was revoked
+    (EXPKEYSIG, REVKEYSIG), as gpgme does for containers/image."""
     with tempfile.TemporaryDirectory(prefix="tailor-gpgv-") as tmp:
         home = Path(tmp)
         os.chmod(home, 0o700)
@@ -155,35 +200,20 @@ def verify(message: bytes, keyring: bytes) -> tuple[str, bytes]:
         # No ".sig" suffix: gpgv would look for a data file of the stem's name.
         (home / "message").write_bytes(message)
         argv = ["gpgv", "--homedir", str(home), "--keyring", str(home / "keyring.gpg")]
-        argv += ["--status-fd", "1", "--output", str(home / "data"), str(home / "message")]
-        try:
-            done = subprocess.run(
-                argv,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                timeout=_GPGV_TIMEOUT,
-                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C"},
-                check=False,
-            )
-        except FileNotFoundError:
-            raise TailorError("gpgv is not installed (Debian: apt-get install gpgv)") from None
-        except subprocess.TimeoutExpired:
-            raise SignatureRejected(f"gpgv took more than {_GPGV_TIMEOUT:.0f} s") from None
-        status = _status(done.stdout.decode(errors="replace"))
-        words = [word for word, _ in status]
-        if words.count("NEWSIG") != 1:
-            raise SignatureRejected(f"Unexpected GPG signature count {words.count('NEWSIG')}")
-        valid = [args for word, args in status if word == "VALIDSIG"]
-        if "NO_PUBKEY" in words:
-            raise SignatureRejected("Invalid GPG signature: no public key of the policy made it")
-        bad = [w for w in words if w in {"BADSIG", "ERRSIG", "EXPSIG", "EXPKEYSIG", "REVKEYSIG"}]
-        if done.returncode != 0 or bad or "GOODSIG" not in words or len(valid) != 1:
-            why = bad[0] if bad else f"gpgv exit status {done.returncode}"
-            raise SignatureRejected(f"Invalid GPG signature: {why}")
-        data_path = home / "data"
-        if not data_path.exists():
-            raise SignatureRejected("Invalid GPG signature: no signed data (a detached signature)")
-        data = data_path.read_bytes()
-        if len(data) > _MAX_PAYLOAD:
-            raise SignatureRejected("the signed payload is larger than 4 MiB")
-        return valid[0][0].upper(), data
+        code, lines, data, cut = _run_gpgv([*argv, str(home / "message")])
+    if cut:
+        raise SignatureRejected("the signed payload is larger than 4 MiB")
+    status = _status(lines)
+    words = [word for word, _ in status]
+    if words.count("NEWSIG") != 1:
+        raise SignatureRejected(f"Unexpected GPG signature count {words.count('NEWSIG')}")
+    valid = [args for word, args in status if word == "VALIDSIG"]
+    if "NO_PUBKEY" in words:
+        raise SignatureRejected("Invalid GPG signature: no public key of the policy made it")
+    bad = [w for w in words if w in {"BADSIG", "ERRSIG", "EXPSIG", "EXPKEYSIG", "REVKEYSIG"}]
+    if code != 0 or bad or "GOODSIG" not in words or len(valid) != 1:
+        why = bad[0] if bad else f"gpgv exit status {code}"
+        raise SignatureRejected(f"Invalid GPG signature: {why}")
+    if "PLAINTEXT" not in words:
+        raise SignatureRejected("Invalid GPG signature: no signed data (a detached signature)")
+    return valid[0][0].upper(), data

@@ -21,7 +21,10 @@ def loads(data: bytes, error: type[TailorError]) -> object:
             out[key] = value
         return out
 
+    def no_constants(name: str) -> object:
+        raise error(f"not JSON: {name} is no JSON number")
+
     try:
-        return json.loads(data, object_pairs_hook=no_duplicates)
+        return json.loads(data, object_pairs_hook=no_duplicates, parse_constant=no_constants)
     except (ValueError, RecursionError) as exc:
         raise error(f"not JSON: {exc}") from None

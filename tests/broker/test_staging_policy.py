@@ -21,13 +21,15 @@ from tailor.trust.served import from_document, load_document
 from tests.support.brokerapp import Api, serve
 from tests.support.clients import Clients
 
-KEY = b"\x99\x00\x01not a real key, the broker only carries it"
+# A public key packet (new format, tag 6) in its framing only: the broker checks what a
+# key file holds and carries it; it does not verify with it.
+KEY = bytes([0xC6, 6]) + b"\x04\x00\x00\x00\x00\x16"
 FPR = "E3F74B26CA5FBBEFBDCCD4BD28203117EDF0EDA4"
 
 
-def write_policy(tmp_path: Path, *, key_name: str = "keys/signer.gpg") -> Path:
+def write_policy(tmp_path: Path, *, key_name: str = "keys/signer.gpg", key: bytes = KEY) -> Path:
     (tmp_path / "keys").mkdir(exist_ok=True)
-    (tmp_path / "keys" / "signer.gpg").write_bytes(KEY)
+    (tmp_path / "keys" / "signer.gpg").write_bytes(key)
     policy = {
         "default": [{"type": "reject"}],
         "transports": {
@@ -84,6 +86,13 @@ def test_a_policy_the_broker_cannot_use_stops_it_at_start(
     missing_key = write_policy(tmp_path, key_name="keys/absent.gpg")
     with pytest.raises(ConfigError, match=r"key file .*absent\.gpg: No such file"):
         load_document(missing_key, None)
+    for secret, says in [
+        (bytes([0xC5, 6]) + b"\x04\x00\x00\x00\x00\x16", "holds a secret key"),
+        (b"-----BEGIN PGP PRIVATE KEY BLOCK-----\n...", "holds a secret key"),
+        (b"not a key at all", "not an OpenPGP keyring"),
+    ]:
+        with pytest.raises(ConfigError, match=says):
+            load_document(write_policy(tmp_path, key=secret), None)
     bad = tmp_path / "bad.json"
     bad.write_text('{"default": [{"type": "signedBy", "keyType": "GPGKeys"}]}')
     store = open_store(settings.database_url)
@@ -129,6 +138,9 @@ def test_the_redemption_serves_the_policy_and_the_log_names_it(policed: Api) -> 
     for junk in [{"digest": "md5:1"}, {"digest": digest, "signers": ["not hex"]}, "accepted"]:
         bad = api.complete("stg-1", "succeeded", result={"docker_image": "x", "policy": junk})
         assert bad.status_code == 422, junk
+    other = {"digest": "sha256:" + "0" * 64, "signers": [FPR]}
+    wrong = api.complete("stg-1", "succeeded", result={"docker_image": "x", "policy": other})
+    assert wrong.status_code == 422 and "this broker serves" in wrong.text
     verdict = {"digest": digest, "signers": [FPR]}
     done = api.complete("stg-1", "succeeded", result={"docker_image": "x", "policy": verdict})
     assert done.status_code == 200, done.text

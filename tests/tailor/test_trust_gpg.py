@@ -119,3 +119,38 @@ def test_a_subkeys_signature_names_the_subkey_not_the_primary(gpg: GnuPG) -> Non
     )
     with pytest.raises(PolicyRefused, match=f"Signature by key {sub} is not accepted"):
         evaluator(sub + "!").check(image, digest)
+
+
+def test_a_signed_message_that_expands_past_4_mib_is_refused_unwritten(
+    gpg: GnuPG, keys: tuple[Key, Key]
+) -> None:
+    """A few KiB of compressed message can hold gigabytes: gpgv's output is read from a
+    pipe and cut at 4 MiB, and nothing of it lands on disk."""
+    ours, _ = keys
+    bomb = sign(gpg, ours.fingerprint, b"\0" * (5 << 20), "--compress-algo", "zlib")
+    assert len(bomb) < 64 << 10
+    with pytest.raises(SignatureRejected, match="larger than 4 MiB"):
+        verify(bomb, gpg.export(ours))
+
+
+def test_only_gpgkeys_is_implemented(gpg: GnuPG, keys: tuple[Key, Key]) -> None:
+    """``signedByGPGKeys`` and the X.509 types parse, and refuse at evaluation, as in
+    containers/image: a good signature by the key does not make them accept."""
+    ours, _ = keys
+    image = parse_reference("reg.test:5000/ns/app:v1")
+    digest = "sha256:" + "b2" * 32
+    critical = {
+        "type": "atomic container signature",
+        "image": {"docker-manifest-digest": digest},
+        "identity": {"docker-reference": str(image)},
+    }
+    blob = sign(gpg, ours.fingerprint, json.dumps({"critical": critical, "optional": {}}).encode())
+    key = base64.b64encode(gpg.export(ours)).decode()
+    for key_type in ("GPGKeys", "signedByGPGKeys", "X509Certificates"):
+        doc = {"default": [{"type": "signedBy", "keyType": key_type, "keyData": key}]}
+        evaluator = Evaluator(parse_policy(json.dumps(doc).encode()), lambda ref, d: [blob])
+        if key_type == "GPGKeys":
+            assert evaluator.check(image, digest).signers == (ours.fingerprint,)
+        else:
+            with pytest.raises(PolicyRefused, match=f'Unimplemented "keyType" value "{key_type}"'):
+                evaluator.check(image, digest)

@@ -66,6 +66,18 @@ def test_a_section_defined_in_two_files_is_an_error(tmp_path: Path) -> None:
     write(e, "b.yaml", "default-docker: {lookaside: file:///b}\n")
     with pytest.raises(ConfigError, match='"default-docker" defined both in'):
         load_registries_d(e)
+    for bad, says in [
+        ("http://[bad", "is not a URL"),
+        ("ftp://sigs.test/x", "file, http or https only"),
+        ("https:///nohost", "names no host"),
+    ]:
+        g = tmp_path / f"g{len(says)}"
+        write(g, "a.yaml", f"default-docker:\n  lookaside: '{bad}'\n")
+        with pytest.raises(ConfigError, match=says):
+            load_registries_d(g)
+    h = tmp_path / "h"
+    write(h, "a.yaml", "default-docker:\n  lookaside: ''\n  sigstore: file:///old\n")
+    assert load_registries_d(h).lookaside_for(IMAGE) == "file:///old"
     f = tmp_path / "f"
     write(f, "a.yaml", "docker: [1, 2\n")
     with pytest.raises(ConfigError, match=r"parsing .*a\.yaml: not YAML") as info:

@@ -119,6 +119,7 @@ def test_the_most_specific_scope_wins_and_nothing_merges() -> None:
         ),
         ({"default": [signed_by(keyPath="")]}, "keyPath must be a non-empty string"),
         ({"default": [{"type": "signedBy", "keyType": "GPGKeys", "keyData": "%%"}]}, "not base64"),
+        ({"default": [{"type": "signedBy", "keyType": "GPGKeys", "keyData": "é"}]}, "not base64"),
         (
             {"default": [signed_by(signedIdentity={"type": "matchSomething"})]},
             'unknown policy reference match type "matchSomething"',
@@ -227,3 +228,13 @@ def test_identity_objects_parse_with_their_arguments() -> None:
 def test_an_unreadable_policy_file_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(PolicyError, match=r"cannot read the policy .*missing.json: No such file"):
         load_policy(tmp_path / "missing.json")
+
+
+@pytest.mark.parametrize(
+    "prefix", ["docker.io/busybox", "team/app", "busybox", "UPPER/x", "h:5000"]
+)
+def test_remap_prefixes_are_admitted_in_any_spelling_containers_image_admits(prefix: str) -> None:
+    """skopeo loads these; a spelling that is not normalized simply never matches."""
+    remap = {"type": "remapIdentity", "prefix": prefix, "signedPrefix": "a.test/ns"}
+    (req,) = parse_policy(policy({"default": [signed_by(signedIdentity=remap)]})).default
+    assert isinstance(req, SignedBy) and req.identity == RemapIdentity(prefix, "a.test/ns")

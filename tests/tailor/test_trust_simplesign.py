@@ -68,6 +68,10 @@ def test_a_payload_out_of_shape_is_refused(doc: object, says: str) -> None:
 
 def test_duplicate_keys_and_non_json_are_refused() -> None:
     text = json.dumps(payload())
+    for constant in ("NaN", "Infinity"):
+        odd = text.replace("1700000000", constant)
+        with pytest.raises(SignatureRejected, match=f"{constant} is no JSON number"):
+            parse_payload(odd.encode())
     with pytest.raises(SignatureRejected, match='Duplicate key "optional"'):
         parse_payload((text[:-1] + ', "optional": {}}').encode())
     with pytest.raises(SignatureRejected, match="not JSON"):
