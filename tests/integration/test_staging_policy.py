@@ -5,6 +5,7 @@ was staged. The images are signed by skopeo itself (tests/support/signing.py).""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 from collections.abc import Iterator
@@ -59,7 +60,7 @@ class World:
     registries_d: Path
     policy: Path
 
-    def stage(self, name: str, staging_guid: str, *extra: str) -> Run:
+    def stage(self, name: str, staging_guid: str, *extra: str, internal: bool = True) -> Run:
         """Mint a token for ``upstream/acme/NAME:v1`` (a public image) and stage it."""
         ref = f"{self.upstream.host}/acme/{name}:v1"
         cc = BrokerClient(self.broker.url, load_client_key(self.cc.name, self.cc_key))
@@ -71,7 +72,8 @@ class World:
         env.update(broker_settings(self.broker.url, self.tailor.name, self.tailor_key, token))
         args = ["--image", ref, "--staging-guid", staging_guid, "--app-guid", "app-1"]
         args += ["--result-file", str(self.tmp / f"{staging_guid}.json")]
-        args += ["--internal-registry", self.internal.host, *extra]
+        args += ["--internal-registry", self.internal.host] if internal else []
+        args += extra
         return tailor_cli(
             "stage", *insecure(self.upstream.host, self.internal.host), *args, env=env
         )
@@ -242,3 +244,35 @@ def test_a_copy_can_leave_out_the_platforms_the_policy_refuses(world: World) -> 
     )
     entries = got.json()["manifests"]
     assert [e["platform"]["architecture"] for e in entries] == ["amd64"]
+
+
+def test_a_narrowing_policy_never_leaves_out_the_cells_platform(world: World) -> None:
+    """BROKER_STAGING_POLICY_NARROW: the index's refused arm64 image is left out of what
+    is staged; a staging whose cells run arm64 is refused all the same; and without an
+    internal registry (the cells pull upstream) only the cells' platform is checked."""
+    env = {**world.env, "BROKER_STAGING_POLICY_NARROW": "true"}
+    narrow = start_broker(env, world.tmp / "broker-narrow.log", self_audience=True)
+    try:
+        w = dataclasses.replace(world, broker=narrow)
+        run = w.stage("half", "stg-narrow")
+        assert run.returncode == 0, run.stderr
+        got = requests.get(
+            f"{w.internal.url}/v2/staging/app-1/stg-narrow/manifests/stg-narrow",
+            headers={"Accept": "application/vnd.oci.image.index.v1+json"},
+            timeout=10,
+        )
+        assert [e["platform"]["architecture"] for e in got.json()["manifests"]] == ["amd64"]
+        (completed,) = [d for e, _, d in w.events("stg-narrow") if e == "staging.completed"]
+        assert completed["signers"] == [w.signer.fingerprint]
+
+        arm = w.stage("half", "stg-arm", "--run-platform", "linux/arm64")
+        assert arm.returncode == 1 and "refused by the signature policy" in arm.stderr
+        assert w.tags("stg-arm") == 404
+
+        upstream = w.stage("half", "stg-upstream", internal=False)
+        assert upstream.returncode == 0, upstream.stderr
+        assert upstream.stdout.strip().startswith(f"{w.upstream.host}/acme/half@sha256:")
+        strict = world.stage("half", "stg-upstream-strict", internal=False)
+        assert strict.returncode == 1 and "refused by the signature policy" in strict.stderr
+    finally:
+        narrow.stop()
