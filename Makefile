@@ -45,6 +45,7 @@ bench: deps
 	$(BIN)/python -m bench.broker
 	$(BIN)/python -m bench.audit
 	$(BIN)/python -m bench.retention
+	$(BIN)/python -m bench.policy
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
