@@ -75,9 +75,11 @@ def test_a_subkeys_signature_names_the_subkey_not_the_primary(gpg: GnuPG) -> Non
     """containers/image 5.23 accepts signatures by primary keys only: the fingerprint
     gpgv gives for a subkey's signature is the subkey's, which no policy key matches."""
     primary = gpg.generate("withsub")
-    # The key has no passphrase: loopback with an empty one keeps pinentry out of it.
-    unprotected = ("--pinentry-mode", "loopback", "--passphrase", "")
-    gpg.gpg(*unprotected, "--quick-add-key", primary.fingerprint, "ed25519", "sign", "0")
+    # The key has no passphrase: loopback with an empty one (on stdin, never an argument)
+    # keeps pinentry out of it.
+    unprotected = ("--pinentry-mode", "loopback", "--passphrase-fd", "0")
+    args = ("--quick-add-key", primary.fingerprint, "ed25519", "sign", "0")
+    gpg.gpg(*unprotected, *args, stdin=b"\n")
     listing = gpg.gpg("--with-colons", "--list-keys", primary.fingerprint).decode()
     fprs = [line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:")]
     assert fprs[0] == primary.fingerprint and len(fprs) == 2
