@@ -32,6 +32,7 @@ __all__ = [
     "default_registries_d",
     "http_get",
     "load_registries_d",
+    "parse_section",
     "read_signatures",
     "signature_urls",
 ]
@@ -96,7 +97,8 @@ def default_registries_d() -> Path:
     return user if user.exists() else Path("/etc/containers/registries.d")
 
 
-def _section(value: object, where: str) -> Section:
+def parse_section(value: object, where: str) -> Section:
+    """One registries.d section (a mapping, or nothing); ConfigError when out of shape."""
     if value is None:
         return Section()
     if not isinstance(value, dict):
@@ -112,14 +114,18 @@ def _section(value: object, where: str) -> Section:
 
 def checked_url(url: object, where: str) -> str:
     """A lookaside URL that can be read: ``file://``, ``http://`` or ``https://`` with a
-    path or host that parses; ConfigError (one line) otherwise."""
+    path or host that parses, and no credentials in it (the URL is named in errors, which
+    reach the audit log); ConfigError (one line) otherwise. Until it is known to hold no
+    credentials, the URL is not repeated in the error."""
     if not isinstance(url, str):
         raise ConfigError(f"{where}: lookaside must be a URL")
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 -- a bad port raises here
     except ValueError as exc:
-        raise ConfigError(f"{where}: lookaside {url!r} is not a URL: {exc}") from None
+        raise ConfigError(f"{where}: a lookaside is not a URL: {exc}") from None
+    if "@" in parts.netloc:
+        raise ConfigError(f"{where}: a lookaside URL must not carry credentials")
     if parts.scheme not in {"file", "http", "https"}:
         raise ConfigError(f"{where}: lookaside {url!r}: file, http or https only")
     if parts.scheme != "file" and not parts.hostname:
@@ -159,7 +165,7 @@ def load_registries_d(directory: Path) -> RegistriesD:
         if "default-docker" in doc:
             if default is not None:
                 raise ConfigError(f'"default-docker" defined both in "{default_from}" and "{path}"')
-            default = _section(doc["default-docker"], f"{path}: default-docker")
+            default = parse_section(doc["default-docker"], f"{path}: default-docker")
             default_from = str(path)
         scoped = doc.get("docker") or {}
         if not isinstance(scoped, dict):
@@ -171,7 +177,7 @@ def load_registries_d(directory: Path) -> RegistriesD:
                     f'"docker" namespace "{scope}" defined both in "{docker_from[scope]}" '
                     f'and "{path}"'
                 )
-            docker[scope] = _section(value, f"{path}: docker {scope}")
+            docker[scope] = parse_section(value, f"{path}: docker {scope}")
             docker_from[scope] = str(path)
     return RegistriesD(default, docker, str(directory))
 

@@ -68,13 +68,15 @@ def test_a_section_defined_in_two_files_is_an_error(tmp_path: Path) -> None:
         load_registries_d(e)
     for bad, says in [
         ("http://[bad", "is not a URL"),
+        ("https://robot:hunter2@sigs.test/x", "must not carry credentials"),
         ("ftp://sigs.test/x", "file, http or https only"),
         ("https:///nohost", "names no host"),
     ]:
         g = tmp_path / f"g{len(says)}"
         write(g, "a.yaml", f"default-docker:\n  lookaside: '{bad}'\n")
-        with pytest.raises(ConfigError, match=says):
+        with pytest.raises(ConfigError, match=says) as info:
             load_registries_d(g)
+        assert "hunter2" not in str(info.value)
     h = tmp_path / "h"
     write(h, "a.yaml", "default-docker:\n  lookaside: ''\n  sigstore: file:///old\n")
     assert load_registries_d(h).lookaside_for(IMAGE) == "file:///old"
