@@ -633,11 +633,9 @@ def _admission(
     """The signature policy's check of each image manifest, or None without a policy."""
     from tailor.errors import ConfigError
 
-    if policy is None and narrow:
-        raise ConfigError("--only-accepted-platforms is for a --policy only")
     if policy is None:
-        if registries_d is not None:
-            raise ConfigError("--registries.d is read for a --policy only")
+        if narrow or registries_d is not None:
+            raise ConfigError("--registries.d and --only-accepted-platforms need a --policy")
         return None
     from tailor.trust.lookaside import default_registries_d, load_registries_d
     from tailor.trust.policy import load_policy

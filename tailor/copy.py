@@ -144,13 +144,13 @@ def _admit(
     the entries refused (byte for byte the same index when none is), and those entries."""
     assert options.admit is not None
     refused: dict[str, PolicyRefused] = {}
+    entries = {child.digest for child in top.children}
     for manifest in manifests:
         if manifest.is_index:
             continue
         try:
             options.admit(manifest)
         except PolicyRefused as exc:
-            entries = {child.digest for child in top.children}
             if not options.narrow or manifest.digest not in entries:
                 raise  # not an entry of the top index: nothing to leave out
             refused.setdefault(manifest.digest, exc)

@@ -61,7 +61,8 @@ class Verdict:
     scope: str
     requirements: tuple[str, ...]
     signers: tuple[str, ...]
-    """The fingerprints of the accepted signatures' keys, one per signedBy requirement."""
+    """The fingerprints of the accepted signatures' keys, one per signedBy or sigstoreSigned
+    requirement."""
     policy_digest: str
 
 
@@ -110,16 +111,16 @@ class Evaluator:
                 attached = [
                     a for a in self._attachments(image, digest) if a.media_type == SIGNATURE_LAYER
                 ]
-                sigstore = requirement
                 candidates = [
-                    partial(self._accept_sigstore, sigstore, a, image, digest) for a in attached
+                    partial(self._accept_sigstore, requirement, a, image, digest) for a in attached
                 ]
             else:
                 assert isinstance(requirement, SignedBy)
                 blobs = self._signatures(image, digest)
                 messages = [m for m in map(simple_signing_blob, blobs) if m is not None]
-                signed = requirement
-                candidates = [partial(self._accept, signed, m, image, digest) for m in messages]
+                candidates = [
+                    partial(self._accept, requirement, m, image, digest) for m in messages
+                ]
         except (SignatureFormatError, TailorError) as exc:
             return str(exc)
         if not candidates:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tailor.errors import ConfigError
-from tailor.trust.lookaside import RegistriesD, Section, checked_url, load_registries_d
+from tailor.trust.lookaside import RegistriesD, Section, load_registries_d, parse_section
 from tailor.trust.openpgp import public_keyring
 from tailor.trust.policy import Policy, PolicyError, load_policy, parse_policy
 
@@ -120,7 +120,7 @@ def from_document(doc: object) -> Served:
     if not isinstance(scoped, dict):
         raise PolicyError("the broker's registries.d docker section is not a mapping")
     storage = RegistriesD(
-        _section(default) if default is not None else None,
+        None if default is None else _section(default),
         {str(k): _section(v) for k, v in scoped.items()},
         "the broker's registries.d",
     )
@@ -128,13 +128,8 @@ def from_document(doc: object) -> Served:
 
 
 def _section(value: object) -> Section:
-    if not isinstance(value, dict):
-        raise PolicyError("a registries.d section of the broker's is not a mapping")
-    url = value.get("lookaside")
-    attach = value.get("use-sigstore-attachments")
-    if attach is not None and not isinstance(attach, bool):
-        raise PolicyError("a registries.d section of the broker's is out of shape")
+    """A served section, read as registries.d's are (the same rules, one parser)."""
     try:
-        return Section(checked_url(url, "the broker's registries.d") if url else None, attach)
+        return parse_section(value, "the broker's registries.d")
     except ConfigError as exc:
         raise PolicyError(str(exc)) from None
